@@ -1,0 +1,789 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The `seng_family` generic netlink protocol (version 1): numbers, zero-copy attribute parsing
+//! into typed requests, and attribute emission. The kernel module decodes with it and the
+//! user-space library encodes with it, so both sides share one description of the wire format.
+//!
+//! Command 1 is the original protocol, unchanged, so the SENG server keeps working: the operation
+//! is chosen by the ADD/RMV/FLUSH flag attributes, addresses are IPv4 `u32`s in network byte
+//! order. Commands 2 and up are explicit and address-family neutral: addresses are 4 or 16 bytes,
+//! enclaves travel as [`attr::ENCLAVE`] nests, many per message.
+
+use core::fmt;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::table::MAX_CATEGORIES_PER_APP;
+use crate::{Category, Measurement};
+
+/// Family name.
+pub const FAMILY_NAME: &str = "seng_family";
+/// Family version.
+pub const FAMILY_VERSION: u8 = 1;
+/// Multicast group: every successful change is echoed there as the request that made it.
+pub const MCGRP_NAME: &str = "seng_mcgrp";
+
+/// Commands (`genlmsghdr.cmd`).
+pub mod cmd {
+    /// The original protocol (`GENL_XT_SENG_MSG`): operation chosen by flag attributes.
+    pub const LEGACY: u8 = 1;
+    /// Add or replace enclaves: one or more [`super::attr::ENCLAVE`] nests with ADDR, APP,
+    /// HOST_ADDR and any number of CAT (categories are added to the application).
+    pub const ENCLAVE_SET: u8 = 2;
+    /// Remove enclaves: one or more ENCLAVE nests with ADDR.
+    pub const ENCLAVE_DEL: u8 = 3;
+    /// Remove everything.
+    pub const FLUSH: u8 = 4;
+    /// Attach categories to an application: APP and one or more CAT.
+    pub const CAT_ADD: u8 = 5;
+    /// Detach categories from an application: APP and one or more CAT.
+    pub const CAT_DEL: u8 = 6;
+    /// With NLM_F_DUMP: every enclave, as ENCLAVE nests packed into multipart replies. Without:
+    /// the enclave at ADDR.
+    pub const GET: u8 = 7;
+    /// Table statistics: replies with the STAT_* attributes.
+    pub const STATS: u8 = 8;
+    /// Start replacing the whole table: an empty staging table, owned by the sending socket.
+    pub const REPLACE_BEGIN: u8 = 9;
+    /// Add ENCLAVE nests to the staging table.
+    pub const REPLACE_ADD: u8 = 10;
+    /// Swap the staging table in atomically.
+    pub const REPLACE_COMMIT: u8 = 11;
+    /// Drop the staging table (also done when its socket closes).
+    pub const REPLACE_ABORT: u8 = 12;
+    /// Highest command number.
+    pub const MAX: u8 = 12;
+}
+
+/// Attribute types. 1–7 are the original protocol's; the rest are new.
+pub mod attr {
+    /// Application measurement, 32 bytes.
+    pub const APP: u16 = 1;
+    /// Category, NUL-terminated, 2–21 bytes with the NUL.
+    pub const CAT: u16 = 2;
+    /// Legacy: untrusted host IPv4, u32 in network byte order.
+    pub const HOST: u16 = 3;
+    /// Legacy: enclave IPv4, u32 in network byte order.
+    pub const ENC: u16 = 4;
+    /// Legacy flag: add.
+    pub const ADD: u16 = 5;
+    /// Legacy flag: remove.
+    pub const RMV: u16 = 6;
+    /// Legacy flag: flush.
+    pub const FLUSH: u16 = 7;
+    /// Nest describing one enclave.
+    pub const ENCLAVE: u16 = 8;
+    /// Enclave address, 4 or 16 bytes, network order.
+    pub const ADDR: u16 = 9;
+    /// Untrusted host address, 4 or 16 bytes, network order.
+    pub const HOST_ADDR: u16 = 10;
+    /// Reply: registered enclaves, u64.
+    pub const STAT_ENCLAVES: u16 = 11;
+    /// Reply: applications, u64.
+    pub const STAT_APPS: u16 = 12;
+    /// Reply: capacity, u64.
+    pub const STAT_CAPACITY: u16 = 13;
+    /// Reply: slots of the enclave index, u64.
+    pub const STAT_SLOTS: u16 = 14;
+    /// Reply: change counter, u64.
+    pub const STAT_GENERATION: u16 = 15;
+    /// Highest attribute number.
+    pub const MAX: u16 = 15;
+}
+
+const NLA_HDRLEN: usize = 4;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+const NLA_F_NESTED: u16 = 0x8000;
+
+const fn nla_align(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// Why a request is refused: an errno for the netlink ack, the attribute concerned, and a message
+/// for the extended ack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProtoError {
+    /// Positive errno.
+    pub errno: i32,
+    /// The offending attribute type, if one is to blame.
+    pub attr: Option<u16>,
+    /// What is wrong, for `NL_SET_ERR_MSG`.
+    pub msg: &'static str,
+}
+
+/// errno values used in replies (Linux numbers).
+pub mod errno {
+    /// No such entry.
+    pub const ENOENT: i32 = 2;
+    /// Out of memory.
+    pub const ENOMEM: i32 = 12;
+    /// Busy: another transaction is open.
+    pub const EBUSY: i32 = 16;
+    /// Invalid argument.
+    pub const EINVAL: i32 = 22;
+    /// Table full.
+    pub const ENOSPC: i32 = 28;
+    /// Message too large for the reply buffer.
+    pub const EMSGSIZE: i32 = 90;
+    /// Unknown command.
+    pub const EOPNOTSUPP: i32 = 95;
+}
+
+impl ProtoError {
+    const fn invalid(attr: u16, msg: &'static str) -> ProtoError {
+        ProtoError { errno: errno::EINVAL, attr: Some(attr), msg }
+    }
+
+    const fn missing(msg: &'static str) -> ProtoError {
+        ProtoError { errno: errno::EINVAL, attr: None, msg }
+    }
+}
+
+impl fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.msg)?;
+        if let Some(attr) = self.attr {
+            write!(f, " (attribute {attr})")?;
+        }
+        Ok(())
+    }
+}
+
+impl core::error::Error for ProtoError {}
+
+impl From<crate::table::TableError> for ProtoError {
+    fn from(e: crate::table::TableError) -> ProtoError {
+        use crate::table::TableError as T;
+        let (errno, msg) = match e {
+            T::Full { .. } => (errno::ENOSPC, "enclave table full"),
+            T::OutOfMemory => (errno::ENOMEM, "out of memory"),
+            T::NotRegistered => (errno::ENOENT, "address is not a registered enclave"),
+            T::UnknownApp => (errno::ENOENT, "no enclave of this application is registered"),
+            T::CategoryNotAttached => (errno::ENOENT, "application does not have this category"),
+            T::TooManyCategories => (errno::ENOSPC, "application has too many categories"),
+            T::BadCapacity => (errno::EINVAL, "bad table capacity"),
+        };
+        ProtoError { errno, attr: None, msg }
+    }
+}
+
+/// One attribute: its type (flags stripped) and payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr<'a> {
+    /// Type without NLA_F_NESTED / NLA_F_NET_BYTEORDER.
+    pub kind: u16,
+    /// The payload, without header or padding.
+    pub payload: &'a [u8],
+}
+
+/// Iterator over a run of attributes; yields an error (then stops) on a malformed header.
+#[derive(Clone, Debug)]
+pub struct Attrs<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Attrs<'a> {
+    /// Attributes packed in `buf` (a genl message payload or a nest's payload).
+    pub fn new(buf: &'a [u8]) -> Attrs<'a> {
+        Attrs { rest: buf }
+    }
+}
+
+impl<'a> Iterator for Attrs<'a> {
+    type Item = Result<Attr<'a>, ProtoError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let header = match self.rest.get(..NLA_HDRLEN) {
+            Some(&[l0, l1, t0, t1]) => (u16::from_ne_bytes([l0, l1]) as usize, u16::from_ne_bytes([t0, t1])),
+            _ => {
+                self.rest = &[];
+                return Some(Err(ProtoError::missing("truncated attribute header")));
+            }
+        };
+        let (len, kind) = header;
+        let Some(payload) = self.rest.get(NLA_HDRLEN..len).filter(|_| len >= NLA_HDRLEN) else {
+            self.rest = &[];
+            return Some(Err(ProtoError::invalid(kind & NLA_TYPE_MASK, "attribute length exceeds the message")));
+        };
+        self.rest = self.rest.get(nla_align(len)..).unwrap_or_default();
+        Some(Ok(Attr { kind: kind & NLA_TYPE_MASK, payload }))
+    }
+}
+
+fn measurement(a: &Attr<'_>) -> Result<Measurement, ProtoError> {
+    <[u8; 32]>::try_from(a.payload)
+        .map(Measurement)
+        .map_err(|_| ProtoError::invalid(a.kind, "application measurement must be 32 bytes"))
+}
+
+fn category(a: &Attr<'_>) -> Result<Category, ProtoError> {
+    let bad = || ProtoError::invalid(a.kind, "category must be 1-20 bytes of printable UTF-8, NUL-terminated");
+    let Some((&0, name)) = a.payload.split_last() else {
+        return Err(bad());
+    };
+    Category::new(name).map_err(|_| bad())
+}
+
+fn legacy_ipv4(a: &Attr<'_>) -> Result<Ipv4Addr, ProtoError> {
+    <[u8; 4]>::try_from(a.payload)
+        .map(Ipv4Addr::from)
+        .map_err(|_| ProtoError::invalid(a.kind, "IPv4 address must be a 4-byte u32"))
+}
+
+fn address(a: &Attr<'_>) -> Result<IpAddr, ProtoError> {
+    if let Ok(v4) = <[u8; 4]>::try_from(a.payload) {
+        return Ok(IpAddr::V4(Ipv4Addr::from(v4)));
+    }
+    <[u8; 16]>::try_from(a.payload)
+        .map(|v6| IpAddr::V6(Ipv6Addr::from(v6)))
+        .map_err(|_| ProtoError::invalid(a.kind, "address must be 4 (IPv4) or 16 (IPv6) bytes"))
+}
+
+fn flag(a: &Attr<'_>) -> Result<(), ProtoError> {
+    if a.payload.is_empty() {
+        Ok(())
+    } else {
+        Err(ProtoError::invalid(a.kind, "flag attribute must be empty"))
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, a: &Attr<'_>, value: T) -> Result<(), ProtoError> {
+    if slot.is_some() {
+        return Err(ProtoError::invalid(a.kind, "attribute given twice"));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// An operation of the original protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegacyOp {
+    /// ENC + APP + HOST + ADD, optional CAT.
+    Register {
+        /// Enclave address.
+        enclave: Ipv4Addr,
+        /// Application.
+        app: Measurement,
+        /// Untrusted host.
+        host: Ipv4Addr,
+        /// Category to attach to the application.
+        category: Option<Category>,
+    },
+    /// ENC + RMV.
+    Unregister {
+        /// Enclave address.
+        enclave: Ipv4Addr,
+    },
+    /// APP + CAT + ADD.
+    Attach {
+        /// Application.
+        app: Measurement,
+        /// Category.
+        category: Category,
+    },
+    /// APP + CAT + RMV.
+    Detach {
+        /// Application.
+        app: Measurement,
+        /// Category.
+        category: Category,
+    },
+    /// FLUSH.
+    Flush,
+}
+
+impl LegacyOp {
+    /// Decodes a command-1 payload.
+    pub fn parse(payload: &[u8]) -> Result<LegacyOp, ProtoError> {
+        let (mut app, mut cat, mut host, mut enc) = (None, None, None, None);
+        let (mut add, mut rmv, mut flush) = (None, None, None);
+        for a in Attrs::new(payload) {
+            let a = a?;
+            match a.kind {
+                attr::APP => set_once(&mut app, &a, measurement(&a)?)?,
+                attr::CAT => set_once(&mut cat, &a, category(&a)?)?,
+                attr::HOST => set_once(&mut host, &a, legacy_ipv4(&a)?)?,
+                attr::ENC => set_once(&mut enc, &a, legacy_ipv4(&a)?)?,
+                attr::ADD => set_once(&mut add, &a, flag(&a)?)?,
+                attr::RMV => set_once(&mut rmv, &a, flag(&a)?)?,
+                attr::FLUSH => set_once(&mut flush, &a, flag(&a)?)?,
+                other => return Err(ProtoError::invalid(other, "attribute not valid for this command")),
+            }
+        }
+        match (flush.is_some(), add.is_some(), rmv.is_some()) {
+            (true, false, false) => Ok(LegacyOp::Flush),
+            (false, true, false) => match (enc, app, host, cat) {
+                (Some(enclave), Some(app), Some(host), category) => Ok(LegacyOp::Register { enclave, app, host, category }),
+                (Some(_), _, _, _) => Err(ProtoError::missing("registering an enclave needs APP and HOST")),
+                (None, Some(app), None, Some(category)) => Ok(LegacyOp::Attach { app, category }),
+                _ => Err(ProtoError::missing("ADD needs ENC+APP+HOST or APP+CAT")),
+            },
+            (false, false, true) => match (enc, app, cat) {
+                (Some(enclave), None, None) => Ok(LegacyOp::Unregister { enclave }),
+                (None, Some(app), Some(category)) => Ok(LegacyOp::Detach { app, category }),
+                _ => Err(ProtoError::missing("RMV needs ENC, or APP+CAT")),
+            },
+            _ => Err(ProtoError::missing("exactly one of the ADD, RMV and FLUSH flags is needed")),
+        }
+    }
+}
+
+/// One enclave of an ENCLAVE nest.
+#[derive(Clone, Copy, Debug)]
+pub struct EnclaveSpec<'a> {
+    /// The enclave's address.
+    pub addr: IpAddr,
+    /// Its application (absent in deletions).
+    pub app: Option<Measurement>,
+    /// Its untrusted host (absent in deletions).
+    pub host: Option<IpAddr>,
+    nest: &'a [u8],
+    cat_count: usize,
+}
+
+impl<'a> EnclaveSpec<'a> {
+    /// Decodes a nest's payload.
+    pub fn parse(nest: &'a [u8]) -> Result<EnclaveSpec<'a>, ProtoError> {
+        let (mut addr, mut app, mut host) = (None, None, None);
+        let mut cat_count = 0usize;
+        for a in Attrs::new(nest) {
+            let a = a?;
+            match a.kind {
+                attr::ADDR => set_once(&mut addr, &a, address(&a)?)?,
+                attr::APP => set_once(&mut app, &a, measurement(&a)?)?,
+                attr::HOST_ADDR => set_once(&mut host, &a, address(&a)?)?,
+                attr::CAT => {
+                    category(&a)?;
+                    cat_count += 1;
+                    if cat_count > MAX_CATEGORIES_PER_APP {
+                        return Err(ProtoError::invalid(a.kind, "too many categories in one enclave"));
+                    }
+                }
+                other => return Err(ProtoError::invalid(other, "attribute not valid inside an enclave nest")),
+            }
+        }
+        let addr = addr.ok_or(ProtoError::missing("enclave nest without ADDR"))?;
+        Ok(EnclaveSpec { addr, app, host, nest, cat_count })
+    }
+
+    /// The categories, copied into `buf`; returns how many.
+    pub fn categories_into(&self, buf: &mut [Category; MAX_CATEGORIES_PER_APP]) -> usize {
+        let cats = Attrs::new(self.nest).filter_map(Result::ok).filter(|a| a.kind == attr::CAT).filter_map(|a| category(&a).ok());
+        let mut n = 0;
+        for (slot, c) in buf.iter_mut().zip(cats) {
+            *slot = c;
+            n += 1;
+        }
+        n
+    }
+
+    /// Number of categories in the nest.
+    pub fn category_count(&self) -> usize {
+        self.cat_count
+    }
+}
+
+/// The ENCLAVE nests of a request, validated; iterate to get each.
+#[derive(Clone, Copy, Debug)]
+pub struct EnclaveList<'a> {
+    payload: &'a [u8],
+    count: usize,
+}
+
+impl<'a> EnclaveList<'a> {
+    /// Validates every nest; `full` requires APP and HOST_ADDR in each (additions).
+    fn parse(payload: &'a [u8], full: bool) -> Result<EnclaveList<'a>, ProtoError> {
+        let mut count = 0;
+        for a in Attrs::new(payload) {
+            let a = a?;
+            if a.kind != attr::ENCLAVE {
+                return Err(ProtoError::invalid(a.kind, "only ENCLAVE nests are valid for this command"));
+            }
+            let spec = EnclaveSpec::parse(a.payload)?;
+            if full && (spec.app.is_none() || spec.host.is_none()) {
+                return Err(ProtoError::invalid(attr::ENCLAVE, "enclave nest needs ADDR, APP and HOST_ADDR"));
+            }
+            if !full && (spec.app.is_some() || spec.host.is_some() || spec.cat_count > 0) {
+                return Err(ProtoError::invalid(attr::ENCLAVE, "deletion nest takes only ADDR"));
+            }
+            count += 1;
+        }
+        if count == 0 {
+            return Err(ProtoError::missing("no ENCLAVE nest given"));
+        }
+        Ok(EnclaveList { payload, count })
+    }
+
+    /// Number of enclaves.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Always false: a list holds at least one enclave.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The enclaves, in message order.
+    pub fn iter(&self) -> impl Iterator<Item = EnclaveSpec<'a>> + 'a {
+        Attrs::new(self.payload).filter_map(Result::ok).filter_map(|a| EnclaveSpec::parse(a.payload).ok())
+    }
+}
+
+/// The CAT attributes of a request, validated.
+#[derive(Clone, Copy, Debug)]
+pub struct CategoryList<'a> {
+    payload: &'a [u8],
+}
+
+impl<'a> CategoryList<'a> {
+    /// The categories, in message order.
+    pub fn iter(&self) -> impl Iterator<Item = Category> + 'a {
+        Attrs::new(self.payload).filter_map(Result::ok).filter(|a| a.kind == attr::CAT).filter_map(|a| category(&a).ok())
+    }
+}
+
+/// A decoded request.
+#[derive(Clone, Copy, Debug)]
+pub enum Request<'a> {
+    /// Command 1.
+    Legacy(LegacyOp),
+    /// [`cmd::ENCLAVE_SET`].
+    EnclaveSet(EnclaveList<'a>),
+    /// [`cmd::ENCLAVE_DEL`].
+    EnclaveDel(EnclaveList<'a>),
+    /// [`cmd::FLUSH`].
+    Flush,
+    /// [`cmd::CAT_ADD`].
+    CatAdd {
+        /// The application.
+        app: Measurement,
+        /// Categories to attach.
+        categories: CategoryList<'a>,
+    },
+    /// [`cmd::CAT_DEL`].
+    CatDel {
+        /// The application.
+        app: Measurement,
+        /// Categories to detach.
+        categories: CategoryList<'a>,
+    },
+    /// [`cmd::GET`] without NLM_F_DUMP.
+    Get {
+        /// The enclave asked for.
+        addr: IpAddr,
+    },
+    /// [`cmd::STATS`].
+    Stats,
+    /// [`cmd::REPLACE_BEGIN`].
+    ReplaceBegin,
+    /// [`cmd::REPLACE_ADD`].
+    ReplaceAdd(EnclaveList<'a>),
+    /// [`cmd::REPLACE_COMMIT`].
+    ReplaceCommit,
+    /// [`cmd::REPLACE_ABORT`].
+    ReplaceAbort,
+}
+
+fn no_attributes(payload: &[u8]) -> Result<(), ProtoError> {
+    match Attrs::new(payload).next() {
+        None => Ok(()),
+        Some(Ok(a)) => Err(ProtoError::invalid(a.kind, "this command takes no attributes")),
+        Some(Err(e)) => Err(e),
+    }
+}
+
+fn app_and_categories(payload: &[u8]) -> Result<(Measurement, CategoryList<'_>), ProtoError> {
+    let mut app = None;
+    let mut count = 0;
+    for a in Attrs::new(payload) {
+        let a = a?;
+        match a.kind {
+            attr::APP => set_once(&mut app, &a, measurement(&a)?)?,
+            attr::CAT => {
+                category(&a)?;
+                count += 1;
+            }
+            other => return Err(ProtoError::invalid(other, "attribute not valid for this command")),
+        }
+    }
+    let app = app.ok_or(ProtoError::missing("APP is required"))?;
+    if count == 0 {
+        return Err(ProtoError::missing("at least one CAT is required"));
+    }
+    Ok((app, CategoryList { payload }))
+}
+
+impl<'a> Request<'a> {
+    /// Decodes the payload (attributes after the genl header) of command `command`. Dumps are
+    /// not requests: the caller handles `GET` with NLM_F_DUMP itself.
+    pub fn parse(command: u8, payload: &'a [u8]) -> Result<Request<'a>, ProtoError> {
+        Ok(match command {
+            cmd::LEGACY => Request::Legacy(LegacyOp::parse(payload)?),
+            cmd::ENCLAVE_SET => Request::EnclaveSet(EnclaveList::parse(payload, true)?),
+            cmd::ENCLAVE_DEL => Request::EnclaveDel(EnclaveList::parse(payload, false)?),
+            cmd::FLUSH => {
+                no_attributes(payload)?;
+                Request::Flush
+            }
+            cmd::CAT_ADD => {
+                let (app, categories) = app_and_categories(payload)?;
+                Request::CatAdd { app, categories }
+            }
+            cmd::CAT_DEL => {
+                let (app, categories) = app_and_categories(payload)?;
+                Request::CatDel { app, categories }
+            }
+            cmd::GET => {
+                let mut addr = None;
+                for a in Attrs::new(payload) {
+                    let a = a?;
+                    match a.kind {
+                        attr::ADDR => set_once(&mut addr, &a, address(&a)?)?,
+                        other => return Err(ProtoError::invalid(other, "attribute not valid for this command")),
+                    }
+                }
+                Request::Get { addr: addr.ok_or(ProtoError::missing("GET needs ADDR (or NLM_F_DUMP)"))? }
+            }
+            cmd::STATS => {
+                no_attributes(payload)?;
+                Request::Stats
+            }
+            cmd::REPLACE_BEGIN | cmd::REPLACE_COMMIT | cmd::REPLACE_ABORT => {
+                no_attributes(payload)?;
+                match command {
+                    cmd::REPLACE_BEGIN => Request::ReplaceBegin,
+                    cmd::REPLACE_COMMIT => Request::ReplaceCommit,
+                    _ => Request::ReplaceAbort,
+                }
+            }
+            cmd::REPLACE_ADD => Request::ReplaceAdd(EnclaveList::parse(payload, true)?),
+            _ => return Err(ProtoError { errno: errno::EOPNOTSUPP, attr: None, msg: "unknown command" }),
+        })
+    }
+}
+
+/// The reply buffer has no room left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoRoom;
+
+/// Writes attributes into a byte buffer (a reply skb's tailroom, or a user-space message).
+pub struct AttrWriter<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+/// A nest opened by [`AttrWriter::begin_nest`].
+#[must_use]
+pub struct Nest {
+    start: usize,
+}
+
+impl<'a> AttrWriter<'a> {
+    /// A writer appending to `buf` from its start.
+    pub fn new(buf: &'a mut [u8]) -> AttrWriter<'a> {
+        AttrWriter { buf, len: 0 }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets everything after `len` (to undo a partly written nest).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    fn header(&mut self, at: usize, len: usize, kind: u16) -> Result<(), NoRoom> {
+        let len = u16::try_from(len).map_err(|_| NoRoom)?;
+        let [l0, l1] = len.to_ne_bytes();
+        let [t0, t1] = kind.to_ne_bytes();
+        let dst = self.buf.get_mut(at..at + NLA_HDRLEN).ok_or(NoRoom)?;
+        for (d, s) in dst.iter_mut().zip([l0, l1, t0, t1]) {
+            *d = s;
+        }
+        Ok(())
+    }
+
+    /// Appends an attribute with `payload`, padded to 4 bytes.
+    pub fn put(&mut self, kind: u16, payload: &[u8]) -> Result<(), NoRoom> {
+        let total = NLA_HDRLEN + payload.len();
+        let end = self.len + nla_align(total);
+        if end > self.buf.len() {
+            return Err(NoRoom);
+        }
+        self.header(self.len, total, kind)?;
+        let body = self.buf.get_mut(self.len + NLA_HDRLEN..end).ok_or(NoRoom)?;
+        for (i, d) in body.iter_mut().enumerate() {
+            *d = payload.get(i).copied().unwrap_or(0);
+        }
+        self.len = end;
+        Ok(())
+    }
+
+    /// Appends a u64 attribute.
+    pub fn put_u64(&mut self, kind: u16, value: u64) -> Result<(), NoRoom> {
+        self.put(kind, &value.to_ne_bytes())
+    }
+
+    /// Appends a category as a NUL-terminated string.
+    pub fn put_category(&mut self, kind: u16, category: &Category) -> Result<(), NoRoom> {
+        let field = category.to_field();
+        self.put(kind, field.get(..category.len() + 1).unwrap_or_default())
+    }
+
+    /// Appends an address as 4 or 16 bytes.
+    pub fn put_addr(&mut self, kind: u16, addr: &IpAddr) -> Result<(), NoRoom> {
+        match addr {
+            IpAddr::V4(a) => self.put(kind, &a.octets()),
+            IpAddr::V6(a) => self.put(kind, &a.octets()),
+        }
+    }
+
+    /// Opens a nest of type `kind`; close it with [`AttrWriter::end_nest`].
+    pub fn begin_nest(&mut self, kind: u16) -> Result<Nest, NoRoom> {
+        let start = self.len;
+        self.put(kind | NLA_F_NESTED, &[])?;
+        Ok(Nest { start })
+    }
+
+    /// Closes a nest, fixing up its length.
+    pub fn end_nest(&mut self, nest: Nest) -> Result<(), NoRoom> {
+        let len = self.len - nest.start;
+        let kind = match self.buf.get(nest.start + 2..nest.start + 4) {
+            Some(&[t0, t1]) => u16::from_ne_bytes([t0, t1]),
+            _ => return Err(NoRoom),
+        };
+        self.header(nest.start, len, kind)
+    }
+
+    /// Appends one ENCLAVE nest; on [`NoRoom`] nothing of it remains.
+    pub fn put_enclave(&mut self, addr: &IpAddr, app: Option<&Measurement>, host: Option<&IpAddr>, categories: &[Category]) -> Result<(), NoRoom> {
+        let start = self.len;
+        let result = (|| {
+            let nest = self.begin_nest(attr::ENCLAVE)?;
+            self.put_addr(attr::ADDR, addr)?;
+            if let Some(app) = app {
+                self.put(attr::APP, &app.0)?;
+            }
+            if let Some(host) = host {
+                self.put_addr(attr::HOST_ADDR, host)?;
+            }
+            for c in categories {
+                self.put_category(attr::CAT, c)?;
+            }
+            self.end_nest(nest)
+        })();
+        if result.is_err() {
+            self.truncate(start);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn msg(build: impl FnOnce(&mut AttrWriter<'_>) -> Result<(), NoRoom>) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let mut w = AttrWriter::new(&mut buf);
+        build(&mut w).unwrap();
+        let len = w.len();
+        buf.truncate(len);
+        buf
+    }
+
+    fn app() -> Measurement {
+        Measurement([0xab; 32])
+    }
+
+    #[test]
+    fn legacy_operations_decode() {
+        let cat = Category::new(b"Browser").unwrap();
+        let register = msg(|w| {
+            w.put(attr::ENC, &[192, 168, 28, 10])?;
+            w.put(attr::APP, &app().0)?;
+            w.put(attr::HOST, &[10, 0, 0, 5])?;
+            w.put(attr::ADD, &[])?;
+            w.put_category(attr::CAT, &cat)
+        });
+        assert_eq!(
+            LegacyOp::parse(&register),
+            Ok(LegacyOp::Register {
+                enclave: Ipv4Addr::new(192, 168, 28, 10),
+                app: app(),
+                host: Ipv4Addr::new(10, 0, 0, 5),
+                category: Some(cat)
+            })
+        );
+        let cases: Vec<(Vec<u8>, Result<LegacyOp, &str>)> = vec![
+            (msg(|w| w.put(attr::FLUSH, &[])), Ok(LegacyOp::Flush)),
+            (msg(|w| { w.put(attr::ENC, &[1, 2, 3, 4])?; w.put(attr::RMV, &[]) }), Ok(LegacyOp::Unregister { enclave: Ipv4Addr::new(1, 2, 3, 4) })),
+            (msg(|w| { w.put(attr::APP, &app().0)?; w.put_category(attr::CAT, &cat)?; w.put(attr::ADD, &[]) }), Ok(LegacyOp::Attach { app: app(), category: cat })),
+            (msg(|w| { w.put(attr::APP, &app().0)?; w.put_category(attr::CAT, &cat)?; w.put(attr::RMV, &[]) }), Ok(LegacyOp::Detach { app: app(), category: cat })),
+            (msg(|w| { w.put(attr::APP, &[1; 31])?; w.put(attr::ADD, &[]) }), Err("application measurement must be 32 bytes")),
+            (msg(|w| { w.put(attr::ENC, &[1, 2, 3])?; w.put(attr::RMV, &[]) }), Err("IPv4 address must be a 4-byte u32")),
+            (msg(|w| { w.put(attr::APP, &app().0)?; w.put(attr::CAT, b"Browser")?; w.put(attr::ADD, &[]) }), Err("category must be 1-20 bytes")),
+            (msg(|w| { w.put(attr::APP, &app().0)?; w.put(attr::CAT, b"123456789012345678901\0")?; w.put(attr::ADD, &[]) }), Err("category must be 1-20 bytes")),
+            (msg(|w| { w.put(attr::ENC, &[1, 2, 3, 4])?; w.put(attr::ADD, &[]) }), Err("registering an enclave needs APP and HOST")),
+            (msg(|w| { w.put(attr::ADD, &[])?; w.put(attr::RMV, &[]) }), Err("exactly one of the ADD, RMV and FLUSH flags")),
+            (msg(|w| w.put(attr::ENCLAVE, &[])), Err("attribute not valid for this command")),
+            (msg(|w| { w.put(attr::FLUSH, &[])?; w.put(attr::FLUSH, &[]) }), Err("attribute given twice")),
+            (vec![8, 0, 4, 0, 1, 2], Err("attribute length exceeds the message")),
+            (vec![8, 0], Err("truncated attribute header")),
+            (vec![2, 0, 4, 0], Err("attribute length exceeds the message")),
+        ];
+        for (bytes, want) in cases {
+            match (LegacyOp::parse(&bytes), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(got), Err(want)) => assert!(got.msg.starts_with(want), "{got:?} vs {want}"),
+                (got, want) => panic!("{bytes:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn enclave_nests_round_trip() {
+        let cats = [Category::new(b"Browser").unwrap(), Category::new(b"Mail").unwrap()];
+        let v6: IpAddr = "fd00:28::10".parse().unwrap();
+        let v4: IpAddr = "192.168.28.10".parse().unwrap();
+        let host: IpAddr = "10.0.0.5".parse().unwrap();
+        let payload = msg(|w| {
+            w.put_enclave(&v4, Some(&app()), Some(&host), &cats)?;
+            w.put_enclave(&v6, Some(&app()), Some(&v6), &[])
+        });
+        let Ok(Request::EnclaveSet(list)) = Request::parse(cmd::ENCLAVE_SET, &payload) else { panic!() };
+        let specs: Vec<_> = list.iter().collect();
+        assert_eq!(specs.len(), 2);
+        assert_eq!((specs[0].addr, specs[0].app, specs[0].host), (v4, Some(app()), Some(host)));
+        let mut buf = [cats[0]; MAX_CATEGORIES_PER_APP];
+        assert_eq!(specs[0].categories_into(&mut buf), 2);
+        assert_eq!(&buf[..2], &cats);
+        assert_eq!(specs[1].addr, v6);
+        assert!(Request::parse(cmd::ENCLAVE_DEL, &payload).is_err(), "deletion takes ADDR only");
+        let del = msg(|w| w.put_enclave(&v6, None, None, &[]));
+        assert!(matches!(Request::parse(cmd::ENCLAVE_DEL, &del), Ok(Request::EnclaveDel(l)) if l.len() == 1));
+        assert!(Request::parse(cmd::ENCLAVE_SET, &del).is_err(), "addition needs APP and HOST");
+        assert_eq!(Request::parse(cmd::ENCLAVE_SET, &[]).unwrap_err().msg, "no ENCLAVE nest given");
+        assert_eq!(Request::parse(99, &[]).unwrap_err().errno, errno::EOPNOTSUPP);
+    }
+
+    #[test]
+    fn writer_never_overflows() {
+        let mut small = [0u8; 40];
+        let mut w = AttrWriter::new(&mut small);
+        let v4: IpAddr = "192.168.28.10".parse().unwrap();
+        assert_eq!(w.put_enclave(&v4, Some(&app()), None, &[]), Err(NoRoom));
+        assert_eq!(w.len(), 0, "a failed nest leaves nothing behind");
+        w.put_enclave(&v4, None, None, &[]).unwrap();
+        assert_eq!(w.len(), 12);
+    }
+}

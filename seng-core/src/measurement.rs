@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Application measurements: the 32-byte SGX MRENCLAVE that identifies an attested application,
+//! written as exactly 64 hex digits.
+
+use core::fmt;
+
+/// Length of a measurement in bytes.
+pub const MEASUREMENT_LEN: usize = 32;
+
+/// An application measurement (SGX MRENCLAVE).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Measurement(pub [u8; MEASUREMENT_LEN]);
+
+/// Why a text is not a measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HexError {
+    /// Not exactly 64 characters; holds the number found.
+    Length(usize),
+    /// A character that is not a hex digit, at a 0-based character position.
+    Digit {
+        /// 0-based position of the offending character.
+        position: usize,
+        /// The offending character.
+        found: char,
+    },
+}
+
+impl fmt::Display for HexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HexError::Length(n) => write!(
+                f,
+                "must be exactly {} hex digits, found {n} characters",
+                2 * MEASUREMENT_LEN
+            ),
+            HexError::Digit { position, found } => {
+                write!(f, "{found:?} at position {} is not a hex digit", position + 1)
+            }
+        }
+    }
+}
+
+impl Measurement {
+    /// Parses exactly 64 hex digits (either case).
+    pub fn parse_hex(text: &str) -> Result<Measurement, HexError> {
+        let chars = text.chars().count();
+        if chars != 2 * MEASUREMENT_LEN || text.len() != chars {
+            // A non-ASCII character makes byte and char counts differ; report it as a digit error.
+            if let Some((position, found)) = text.chars().enumerate().find(|(_, c)| !c.is_ascii_hexdigit()) {
+                if chars == 2 * MEASUREMENT_LEN {
+                    return Err(HexError::Digit { position, found });
+                }
+            }
+            return Err(HexError::Length(chars));
+        }
+        let mut out = [0u8; MEASUREMENT_LEN];
+        let mut digits = text.chars().enumerate();
+        for byte in out.iter_mut() {
+            let mut value = 0u8;
+            for _ in 0..2 {
+                let Some((position, found)) = digits.next() else {
+                    return Err(HexError::Length(chars));
+                };
+                let Some(nibble) = found.to_digit(16) else {
+                    return Err(HexError::Digit { position, found });
+                };
+                value = (value << 4) | nibble as u8;
+            }
+            *byte = value;
+        }
+        Ok(Measurement(out))
+    }
+}
+
+impl fmt::Display for Measurement {
+    /// Lower-case hex, the canonical form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Measurement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Measurement({self})")
+    }
+}
+
+impl core::str::FromStr for Measurement {
+    type Err = HexError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Measurement::parse_hex(s)
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    const SAMPLE: &str = "d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0";
+
+    #[test]
+    fn round_trips_lower_case() {
+        let m = Measurement::parse_hex(SAMPLE).unwrap();
+        assert_eq!(m.0[0], 0xd9);
+        assert_eq!(m.0[31], 0xb0);
+        assert_eq!(m.to_string(), SAMPLE);
+        assert_eq!(Measurement::parse_hex(&SAMPLE.to_uppercase()).unwrap(), m);
+    }
+
+    #[test]
+    fn rejects_bad_text_with_position() {
+        let cases: &[(&str, HexError)] = &[
+            ("", HexError::Length(0)),
+            ("abc", HexError::Length(3)),
+            (&SAMPLE[..63], HexError::Length(63)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Measurement::parse_hex(text), Err(*want), "{text:?}");
+        }
+        let mut bad = SAMPLE.to_string();
+        bad.replace_range(10..11, "g");
+        assert_eq!(Measurement::parse_hex(&bad), Err(HexError::Digit { position: 10, found: 'g' }));
+        let mut wide = SAMPLE[..63].to_string();
+        wide.push('é');
+        assert_eq!(Measurement::parse_hex(&wide), Err(HexError::Digit { position: 63, found: 'é' }));
+        assert_eq!(
+            HexError::Digit { position: 10, found: 'g' }.to_string(),
+            "'g' at position 11 is not a hex digit"
+        );
+    }
+}

@@ -1,0 +1,748 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The enclave table: enclave address → (application, untrusted host), application → categories.
+//!
+//! Applications are shared by their enclaves and counted by them (the original's model): an
+//! application appears with its first enclave and disappears, categories and all, with its last.
+//!
+//! Readers ([`EnclaveTable::lookup`], iteration) are lock-free and never wait; they may run on
+//! any number of CPUs while one writer changes the table. Lookup is an expected constant number
+//! of probes whatever the size, never allocates and never panics. The number of enclaves is
+//! bounded by the capacity given at creation; beyond it registration fails with
+//! [`TableError::Full`].
+//!
+//! Writers are `unsafe`: the caller serialises them (the kernel holds a mutex) and provides a
+//! [`Platform`] whose `retire` waits for readers (RCU). [`LocalTable`] wraps it safely for
+//! single-threaded user space.
+
+mod map;
+mod platform;
+mod trailing;
+
+use core::fmt;
+use core::net::IpAddr;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use map::{alloc_node, release_node, Node, RcuMap};
+pub use platform::Platform;
+#[cfg(feature = "std")]
+pub use platform::StdPlatform;
+use trailing::Trailing;
+
+use crate::category::CATEGORY_FIELD_LEN;
+use crate::decide::EnclaveMeta;
+use crate::{Category, Measurement};
+
+/// Most categories one application can carry.
+pub const MAX_CATEGORIES_PER_APP: usize = 32;
+
+/// Largest capacity a table accepts (keeps slot arithmetic far from overflow).
+pub const MAX_CAPACITY: usize = 1 << 26;
+
+struct Enclave {
+    host: IpAddr,
+    app: NonNull<AppNode>,
+}
+
+struct App {
+    /// Enclaves referring to this application (writer-only bookkeeping).
+    enclaves: AtomicUsize,
+    /// The current category set, replaced whole on change; null when empty.
+    categories: AtomicPtr<SetHeader>,
+}
+
+type AppNode = Node<Measurement, App>;
+type EnclaveNode = Node<IpAddr, Enclave>;
+
+struct SetHeader {
+    len: usize,
+}
+
+type CategorySet = Trailing<SetHeader, Category>;
+
+/// Why a table operation failed. Nothing was changed when an error is returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableError {
+    /// The table already holds its capacity of enclaves.
+    Full {
+        /// The capacity.
+        capacity: usize,
+    },
+    /// Memory could not be allocated.
+    OutOfMemory,
+    /// The address is not a registered enclave.
+    NotRegistered,
+    /// No enclave of this application is registered.
+    UnknownApp,
+    /// The application does not have this category.
+    CategoryNotAttached,
+    /// The application already has [`MAX_CATEGORIES_PER_APP`] categories.
+    TooManyCategories,
+    /// The requested capacity is zero or above [`MAX_CAPACITY`].
+    BadCapacity,
+}
+
+impl fmt::Display for TableError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TableError::Full { capacity } => write!(f, "enclave table full ({capacity} enclaves)"),
+            TableError::OutOfMemory => f.write_str("out of memory"),
+            TableError::NotRegistered => f.write_str("address is not a registered enclave"),
+            TableError::UnknownApp => f.write_str("no enclave of this application is registered"),
+            TableError::CategoryNotAttached => f.write_str("application does not have this category"),
+            TableError::TooManyCategories => {
+                write!(f, "application already has {MAX_CATEGORIES_PER_APP} categories")
+            }
+            TableError::BadCapacity => write!(f, "capacity must be between 1 and {MAX_CAPACITY}"),
+        }
+    }
+}
+
+impl core::error::Error for TableError {}
+
+/// What a registration did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registered {
+    /// The address was not registered before.
+    New,
+    /// The address was registered with the same application and host (categories may have been
+    /// added).
+    Unchanged,
+    /// The address was registered with other metadata, now replaced: flows of the address must
+    /// not survive the change.
+    Replaced {
+        /// The previous application.
+        app: Measurement,
+        /// The previous host.
+        host: IpAddr,
+    },
+}
+
+/// The metadata an unregistered enclave had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unregistered {
+    /// Its application.
+    pub app: Measurement,
+    /// Its host.
+    pub host: IpAddr,
+}
+
+/// Counts describing a table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Registered enclaves.
+    pub enclaves: usize,
+    /// Applications with at least one enclave.
+    pub apps: usize,
+    /// Most enclaves the table accepts.
+    pub capacity: usize,
+    /// Slots of the enclave index (at most half of them hold entries).
+    pub enclave_slots: usize,
+    /// Increments on every change; a walk that sees it change may have skipped entries.
+    pub generation: u64,
+}
+
+/// A registered enclave, as a reader sees it.
+#[derive(Clone, Copy)]
+pub struct EnclaveRef<'a> {
+    ip: IpAddr,
+    host: IpAddr,
+    app: &'a AppNode,
+}
+
+impl<'a> EnclaveRef<'a> {
+    fn new(node: &'a EnclaveNode) -> Self {
+        // SAFETY: an enclave's application outlives the enclave node (released after it, under
+        // the same deferral), so it is valid whenever the node is.
+        let app = unsafe { node.value.app.as_ref() };
+        EnclaveRef { ip: node.key, host: node.value.host, app }
+    }
+
+    /// The enclave's address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// The enclave's application's categories, in the order they were attached.
+    pub fn categories(&self) -> &'a [Category] {
+        categories_of(&self.app.value)
+    }
+}
+
+fn categories_of(app: &App) -> &[Category] {
+    let Some(set) = NonNull::new(app.categories.load(Ordering::Acquire)) else {
+        return &[];
+    };
+    // SAFETY: a published set stays valid while readers may see it; its header says its length.
+    unsafe {
+        let set = CategorySet::from_ptr(set);
+        set.elems(set.header().len)
+    }
+}
+
+impl EnclaveMeta for EnclaveRef<'_> {
+    fn app(&self) -> &Measurement {
+        &self.app.key
+    }
+
+    fn host(&self) -> IpAddr {
+        self.host
+    }
+
+    fn has_category_field(&self, field: &[u8; CATEGORY_FIELD_LEN]) -> bool {
+        self.categories().iter().any(|c| c.eq_field(field))
+    }
+}
+
+impl fmt::Debug for EnclaveRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Enclave")
+            .field("ip", &self.ip)
+            .field("app", &self.app.key)
+            .field("host", &self.host)
+            .field("categories", &self.categories())
+            .finish()
+    }
+}
+
+/// An application, as a reader sees it.
+#[derive(Clone, Copy)]
+pub struct AppRef<'a> {
+    node: &'a AppNode,
+}
+
+impl<'a> AppRef<'a> {
+    /// The measurement.
+    pub fn measurement(&self) -> &'a Measurement {
+        &self.node.key
+    }
+
+    /// Its categories, in the order they were attached.
+    pub fn categories(&self) -> &'a [Category] {
+        categories_of(&self.node.value)
+    }
+
+    /// How many enclaves of it are registered.
+    pub fn enclaves(&self) -> usize {
+        self.node.value.enclaves.load(Ordering::Relaxed)
+    }
+}
+
+/// The enclave table. See the module documentation for the concurrency contract.
+pub struct EnclaveTable<P: Platform> {
+    enclaves: RcuMap<IpAddr, Enclave>,
+    apps: RcuMap<Measurement, App>,
+    capacity: usize,
+    generation: AtomicU64,
+    platform: P,
+}
+
+// SAFETY: readers only load atomics and dereference nodes kept alive by the retire contract;
+// writers are serialised by the caller of the unsafe writer methods.
+unsafe impl<P: Platform + Sync> Sync for EnclaveTable<P> {}
+// SAFETY: the table owns its allocations; moving it moves that ownership.
+unsafe impl<P: Platform + Send> Send for EnclaveTable<P> {}
+
+impl<P: Platform> EnclaveTable<P> {
+    /// An empty table for at most `capacity` enclaves. `seed` keys the hash (use fresh random
+    /// bits). Memory grows with the contents, not the capacity.
+    pub fn new(platform: P, capacity: usize, seed: u64) -> Result<Self, TableError> {
+        if capacity == 0 || capacity > MAX_CAPACITY {
+            return Err(TableError::BadCapacity);
+        }
+        let enclaves = RcuMap::new(&platform, seed).ok_or(TableError::OutOfMemory)?;
+        let Some(apps) = RcuMap::new(&platform, seed.rotate_left(17) ^ 0x5eed) else {
+            // SAFETY: never published.
+            unsafe { enclaves.free_array(&platform) };
+            return Err(TableError::OutOfMemory);
+        };
+        Ok(EnclaveTable { enclaves, apps, capacity, generation: AtomicU64::new(0), platform })
+    }
+
+    /// The metadata of `ip`, if it is a registered enclave. Lock-free, allocation-free, O(1)
+    /// expected.
+    #[inline]
+    pub fn lookup(&self, ip: &IpAddr) -> Option<EnclaveRef<'_>> {
+        self.enclaves.get(ip).map(EnclaveRef::new)
+    }
+
+    /// The application with `measurement`, if any enclave of it is registered.
+    pub fn app(&self, measurement: &Measurement) -> Option<AppRef<'_>> {
+        self.apps.get(measurement).map(|node| AppRef { node })
+    }
+
+    /// Registered enclaves.
+    pub fn len(&self) -> usize {
+        self.enclaves.len()
+    }
+
+    /// True when no enclave is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counts describing the table.
+    pub fn stats(&self) -> TableStats {
+        TableStats {
+            enclaves: self.enclaves.len(),
+            apps: self.apps.len(),
+            capacity: self.capacity,
+            enclave_slots: self.enclaves.slots(),
+            generation: self.generation.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Walks the enclaves from `cursor` (0 to start); each item carries the cursor to resume
+    /// after it, for dumps split over several messages.
+    pub fn enclaves_from(&self, cursor: usize) -> Enclaves<'_> {
+        Enclaves { map: &self.enclaves, cursor }
+    }
+
+    /// Walks the applications.
+    pub fn apps(&self) -> Apps<'_> {
+        Apps { map: &self.apps, cursor: 0 }
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Registers `ip` as an enclave of `app` on `host`, adding `categories` to the application.
+    /// Re-registering an address replaces its metadata.
+    ///
+    /// # Safety
+    /// Writers are serialised, and the platform's `retire` waits for concurrent readers.
+    pub unsafe fn register(&self, ip: IpAddr, app: &Measurement, host: IpAddr, categories: &[Category]) -> Result<Registered, TableError> {
+        let existing = self.enclaves.find(&ip);
+        if let Some(node) = existing {
+            // SAFETY: the writer owns published nodes.
+            let (old_host, old_app) = unsafe { (node.as_ref().value.host, node.as_ref().value.app) };
+            // SAFETY: as above.
+            if old_host == host && unsafe { old_app.as_ref().key == *app } {
+                // SAFETY: forwarded.
+                unsafe { self.add_categories(old_app, categories)? };
+                self.changed();
+                return Ok(Registered::Unchanged);
+            }
+        } else {
+            if self.enclaves.len() >= self.capacity {
+                return Err(TableError::Full { capacity: self.capacity });
+            }
+            // SAFETY: forwarded.
+            unsafe { self.enclaves.reserve(&self.platform) }.ok_or(TableError::OutOfMemory)?;
+        }
+
+        // Allocate everything first, so a failure leaves the table as it was.
+        let (app_node, app_is_new) = match self.apps.find(app) {
+            Some(node) => (node, false),
+            None => {
+                // SAFETY: forwarded.
+                unsafe { self.apps.reserve(&self.platform) }.ok_or(TableError::OutOfMemory)?;
+                let value = App { enclaves: AtomicUsize::new(0), categories: AtomicPtr::new(ptr::null_mut()) };
+                (alloc_node(&self.platform, *app, value).ok_or(TableError::OutOfMemory)?, true)
+            }
+        };
+        let undo_app = |table: &Self| {
+            if app_is_new {
+                // SAFETY: never published.
+                unsafe { release_node(&table.platform, app_node, false) };
+            }
+        };
+        // SAFETY: app_node is live (published, or ours).
+        let new_set = match unsafe { self.merged_categories(app_node.as_ref(), categories) } {
+            Ok(set) => set,
+            Err(e) => {
+                undo_app(self);
+                return Err(e);
+            }
+        };
+        let Some(enclave) = alloc_node(&self.platform, ip, Enclave { host, app: app_node }) else {
+            if let Some((set, len)) = new_set {
+                // SAFETY: never published.
+                unsafe { set.release(&self.platform, len, false) };
+            }
+            undo_app(self);
+            return Err(TableError::OutOfMemory);
+        };
+
+        // Commit: nothing below can fail.
+        // SAFETY: app_node is live; serialised writer.
+        unsafe {
+            if app_is_new {
+                self.apps.insert_new(app_node);
+            }
+            if let Some((set, _)) = new_set {
+                self.publish_categories(app_node, set);
+            }
+            app_node.as_ref().value.enclaves.fetch_add(1, Ordering::Relaxed);
+        }
+        let outcome = match existing {
+            None => {
+                // SAFETY: reserved above; the key is absent.
+                unsafe { self.enclaves.insert_new(enclave) };
+                Registered::New
+            }
+            Some(_) => {
+                // SAFETY: the key is present.
+                let old = unsafe { self.enclaves.replace(enclave) };
+                match old {
+                    // SAFETY: unlinked just now.
+                    Some(old) => unsafe { self.release_enclave(old) }.into_replaced(),
+                    None => Registered::New,
+                }
+            }
+        };
+        self.changed();
+        Ok(outcome)
+    }
+
+    /// Unregisters `ip`; its application goes too if this was its last enclave.
+    ///
+    /// # Safety
+    /// As [`EnclaveTable::register`].
+    pub unsafe fn unregister(&self, ip: &IpAddr) -> Result<Unregistered, TableError> {
+        // SAFETY: serialised writer.
+        let node = unsafe { self.enclaves.remove(ip) }.ok_or(TableError::NotRegistered)?;
+        self.changed();
+        // SAFETY: unlinked just now.
+        Ok(unsafe { self.release_enclave(node) })
+    }
+
+    /// Attaches `category` to the application `app`. Returns false if it was already attached.
+    ///
+    /// # Safety
+    /// As [`EnclaveTable::register`].
+    pub unsafe fn attach_category(&self, app: &Measurement, category: &Category) -> Result<bool, TableError> {
+        let node = self.apps.find(app).ok_or(TableError::UnknownApp)?;
+        // SAFETY: node is published and owned by the writer.
+        let before = categories_of(unsafe { &node.as_ref().value }).len();
+        // SAFETY: forwarded.
+        unsafe { self.add_categories(node, core::slice::from_ref(category))? };
+        // SAFETY: as above.
+        let added = categories_of(unsafe { &node.as_ref().value }).len() != before;
+        if added {
+            self.changed();
+        }
+        Ok(added)
+    }
+
+    /// Detaches `category` from the application `app`.
+    ///
+    /// # Safety
+    /// As [`EnclaveTable::register`].
+    pub unsafe fn detach_category(&self, app: &Measurement, category: &Category) -> Result<(), TableError> {
+        let node = self.apps.find(app).ok_or(TableError::UnknownApp)?;
+        // SAFETY: node is published and owned by the writer.
+        let current = categories_of(unsafe { &node.as_ref().value });
+        if !current.contains(category) {
+            return Err(TableError::CategoryNotAttached);
+        }
+        let remaining = current.len() - 1;
+        let set = if remaining == 0 {
+            None
+        } else {
+            let mut kept = current.iter().filter(|c| *c != category);
+            let fill = |_| kept.next().copied().unwrap_or(*category);
+            Some(CategorySet::alloc(&self.platform, SetHeader { len: remaining }, remaining, fill).ok_or(TableError::OutOfMemory)?)
+        };
+        // SAFETY: serialised writer; node live.
+        unsafe {
+            match set {
+                Some(set) => self.publish_categories(node, set),
+                None => self.clear_categories(node),
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
+    /// Unregisters every enclave (and so every application). Never fails.
+    ///
+    /// # Safety
+    /// As [`EnclaveTable::register`].
+    pub unsafe fn flush(&self) {
+        // SAFETY: serialised writer; everything unlinked is retired.
+        unsafe { self.unlink_all(true) };
+        self.changed();
+    }
+
+    unsafe fn unlink_all(&self, deferred: bool) {
+        let platform = &self.platform;
+        // SAFETY: each node is unlinked before it is released; applications after enclaves.
+        unsafe {
+            self.enclaves.clear(|node| release_node(platform, node, deferred));
+            self.apps.clear(|node| {
+                release_categories(platform, node.as_ref().value.categories.load(Ordering::Relaxed), deferred);
+                release_node(platform, node, deferred);
+            });
+        }
+    }
+
+    /// Releases an unlinked enclave node and drops its reference on the application.
+    unsafe fn release_enclave(&self, node: NonNull<EnclaveNode>) -> Unregistered {
+        // SAFETY: the node is unlinked but still ours until retired.
+        let (host, app_node) = unsafe { (node.as_ref().value.host, node.as_ref().value.app) };
+        // SAFETY: the application outlives its enclaves.
+        let app = unsafe { app_node.as_ref() };
+        let measurement = app.key;
+        // SAFETY: unlinked; readers may hold it, so it is retired.
+        unsafe { release_node(&self.platform, node, true) };
+        if app.value.enclaves.fetch_sub(1, Ordering::Relaxed) == 1 {
+            // SAFETY: serialised writer; last reference gone.
+            unsafe {
+                self.apps.remove(&measurement);
+                release_categories(&self.platform, app.value.categories.load(Ordering::Relaxed), true);
+                release_node(&self.platform, app_node, true);
+            }
+        }
+        Unregistered { app: measurement, host }
+    }
+
+    /// The application's categories plus `extra` as a new unpublished set, or `None` when
+    /// nothing would change.
+    fn merged_categories(&self, app: &AppNode, extra: &[Category]) -> Result<Option<(CategorySet, usize)>, TableError> {
+        let Some(&first) = extra.first() else {
+            return Ok(None);
+        };
+        let current = categories_of(&app.value);
+        let mut merged = [first; MAX_CATEGORIES_PER_APP];
+        let mut len = 0;
+        for category in current.iter().chain(extra) {
+            if merged.get(..len).is_some_and(|seen| seen.contains(category)) {
+                continue;
+            }
+            *merged.get_mut(len).ok_or(TableError::TooManyCategories)? = *category;
+            len += 1;
+        }
+        if len == current.len() {
+            return Ok(None);
+        }
+        let set = CategorySet::alloc(&self.platform, SetHeader { len }, len, |i| merged.get(i).copied().unwrap_or(first))
+            .ok_or(TableError::OutOfMemory)?;
+        Ok(Some((set, len)))
+    }
+
+    unsafe fn add_categories(&self, app: NonNull<AppNode>, extra: &[Category]) -> Result<(), TableError> {
+        // SAFETY: app is live.
+        if let Some((set, _)) = self.merged_categories(unsafe { app.as_ref() }, extra)? {
+            // SAFETY: serialised writer.
+            unsafe { self.publish_categories(app, set) };
+        }
+        Ok(())
+    }
+
+    unsafe fn publish_categories(&self, app: NonNull<AppNode>, set: CategorySet) {
+        // SAFETY: app is live.
+        let old = unsafe { app.as_ref() }.value.categories.swap(set.as_ptr(), Ordering::AcqRel);
+        // SAFETY: unlinked just now.
+        unsafe { release_categories(&self.platform, old, true) };
+    }
+
+    unsafe fn clear_categories(&self, app: NonNull<AppNode>) {
+        // SAFETY: app is live.
+        let old = unsafe { app.as_ref() }.value.categories.swap(ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: unlinked just now.
+        unsafe { release_categories(&self.platform, old, true) };
+    }
+}
+
+unsafe fn release_categories<P: Platform>(platform: &P, set: *mut SetHeader, deferred: bool) {
+    if let Some(set) = NonNull::new(set) {
+        // SAFETY: a set made by CategorySet::alloc; its header holds the length it was made with.
+        unsafe {
+            let set = CategorySet::from_ptr(set);
+            let len = set.header().len;
+            set.release(platform, len, deferred);
+        }
+    }
+}
+
+impl Unregistered {
+    fn into_replaced(self) -> Registered {
+        Registered::Replaced { app: self.app, host: self.host }
+    }
+}
+
+impl<P: Platform> Drop for EnclaveTable<P> {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: no reader holds the table (the kernel glue waits for a grace period
+        // before dropping it).
+        unsafe {
+            self.unlink_all(false);
+            self.enclaves.free_array(&self.platform);
+            self.apps.free_array(&self.platform);
+        }
+    }
+}
+
+/// Iterator over enclaves; see [`EnclaveTable::enclaves_from`].
+pub struct Enclaves<'a> {
+    map: &'a RcuMap<IpAddr, Enclave>,
+    cursor: usize,
+}
+
+impl<'a> Enclaves<'a> {
+    /// Where to resume after the items returned so far.
+    pub fn cursor(&self) -> usize {
+        self.cursor
+    }
+}
+
+impl<'a> Iterator for Enclaves<'a> {
+    type Item = EnclaveRef<'a>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let (node, next) = self.map.next_from(self.cursor)?;
+        self.cursor = next;
+        Some(EnclaveRef::new(node))
+    }
+}
+
+/// Iterator over applications; see [`EnclaveTable::apps`].
+pub struct Apps<'a> {
+    map: &'a RcuMap<Measurement, App>,
+    cursor: usize,
+}
+
+impl<'a> Iterator for Apps<'a> {
+    type Item = AppRef<'a>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let (node, next) = self.map.next_from(self.cursor)?;
+        self.cursor = next;
+        Some(AppRef { node })
+    }
+}
+
+/// A table owned by one thread of user space (the simulator, tests): safe writers taking
+/// `&mut self`, which rules out concurrent readers.
+#[cfg(feature = "std")]
+pub struct LocalTable {
+    inner: EnclaveTable<StdPlatform>,
+}
+
+#[cfg(feature = "std")]
+impl LocalTable {
+    /// An empty table for at most `capacity` enclaves.
+    pub fn new(capacity: usize) -> Result<LocalTable, TableError> {
+        let seed = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(capacity);
+            h.finish()
+        };
+        Ok(LocalTable { inner: EnclaveTable::new(StdPlatform, capacity, seed)? })
+    }
+
+    /// The shared view (lookups, iteration, stats).
+    pub fn table(&self) -> &EnclaveTable<StdPlatform> {
+        &self.inner
+    }
+
+    /// See [`EnclaveTable::register`].
+    pub fn register(&mut self, ip: IpAddr, app: &Measurement, host: IpAddr, categories: &[Category]) -> Result<Registered, TableError> {
+        // SAFETY: &mut self serialises writers and excludes readers.
+        unsafe { self.inner.register(ip, app, host, categories) }
+    }
+
+    /// See [`EnclaveTable::unregister`].
+    pub fn unregister(&mut self, ip: &IpAddr) -> Result<Unregistered, TableError> {
+        // SAFETY: as in register.
+        unsafe { self.inner.unregister(ip) }
+    }
+
+    /// See [`EnclaveTable::attach_category`].
+    pub fn attach_category(&mut self, app: &Measurement, category: &Category) -> Result<bool, TableError> {
+        // SAFETY: as in register.
+        unsafe { self.inner.attach_category(app, category) }
+    }
+
+    /// See [`EnclaveTable::detach_category`].
+    pub fn detach_category(&mut self, app: &Measurement, category: &Category) -> Result<(), TableError> {
+        // SAFETY: as in register.
+        unsafe { self.inner.detach_category(app, category) }
+    }
+
+    /// See [`EnclaveTable::flush`].
+    pub fn flush(&mut self) {
+        // SAFETY: as in register.
+        unsafe { self.inner.flush() }
+    }
+}
+
+#[cfg(feature = "std")]
+impl core::ops::Deref for LocalTable {
+    type Target = EnclaveTable<StdPlatform>;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+/// A set of addresses (the enclaves whose flows must be cut after a change), built by a writer
+/// and then read from anywhere.
+pub struct AddrSet<P: Platform> {
+    map: RcuMap<IpAddr, ()>,
+    platform: P,
+}
+
+impl<P: Platform> AddrSet<P> {
+    /// An empty set.
+    pub fn new(platform: P, seed: u64) -> Result<Self, TableError> {
+        let map = RcuMap::new(&platform, seed).ok_or(TableError::OutOfMemory)?;
+        Ok(AddrSet { map, platform })
+    }
+
+    /// Adds `ip`.
+    pub fn insert(&mut self, ip: IpAddr) -> Result<(), TableError> {
+        if self.map.get(&ip).is_some() {
+            return Ok(());
+        }
+        // SAFETY: `&mut self` serialises writers and excludes readers.
+        unsafe {
+            self.map.reserve(&self.platform).ok_or(TableError::OutOfMemory)?;
+            let node = alloc_node(&self.platform, ip, ()).ok_or(TableError::OutOfMemory)?;
+            self.map.insert_new(node);
+        }
+        Ok(())
+    }
+
+    /// Whether `ip` is in the set.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        self.map.get(ip).is_some()
+    }
+
+    /// Number of addresses.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+}
+
+impl<P: Platform> Drop for AddrSet<P> {
+    fn drop(&mut self) {
+        let platform = &self.platform;
+        // SAFETY: `&mut self`: nobody else holds the set.
+        unsafe {
+            self.map.clear(|node| release_node(platform, node, false));
+            self.map.free_array(platform);
+        }
+    }
+}
+
+impl<P: Platform> EnclaveTable<P> {
+    /// Adds to `cut` every enclave of this table that `replacement` drops or gives another
+    /// application or host: the flows that must not survive swapping `replacement` in.
+    pub fn changed_in<Q: Platform, R: Platform>(&self, replacement: &EnclaveTable<Q>, cut: &mut AddrSet<R>) -> Result<(), TableError> {
+        for old in self.enclaves_from(0) {
+            let same = replacement
+                .lookup(&old.ip())
+                .is_some_and(|new| new.app() == old.app() && new.host() == old.host());
+            if !same {
+                cut.insert(old.ip())?;
+            }
+        }
+        Ok(())
+    }
+}
