@@ -8,6 +8,7 @@
 //! order. Commands 2 and up are explicit and address-family neutral: addresses are 4 or 16 bytes,
 //! enclaves travel as [`attr::ENCLAVE`] nests, many per message.
 
+use core::ffi::CStr;
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -105,8 +106,8 @@ pub struct ProtoError {
     pub errno: i32,
     /// The offending attribute type, if one is to blame.
     pub attr: Option<u16>,
-    /// What is wrong, for `NL_SET_ERR_MSG`.
-    pub msg: &'static str,
+    /// What is wrong, for the extended ack (NUL-terminated, so the kernel can hand it on as is).
+    pub msg: &'static CStr,
 }
 
 /// errno values used in replies (Linux numbers).
@@ -128,18 +129,18 @@ pub mod errno {
 }
 
 impl ProtoError {
-    const fn invalid(attr: u16, msg: &'static str) -> ProtoError {
+    const fn invalid(attr: u16, msg: &'static CStr) -> ProtoError {
         ProtoError { errno: errno::EINVAL, attr: Some(attr), msg }
     }
 
-    const fn missing(msg: &'static str) -> ProtoError {
+    const fn missing(msg: &'static CStr) -> ProtoError {
         ProtoError { errno: errno::EINVAL, attr: None, msg }
     }
 }
 
 impl fmt::Display for ProtoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.msg)?;
+        f.write_str(self.msg.to_str().unwrap_or("invalid request"))?;
         if let Some(attr) = self.attr {
             write!(f, " (attribute {attr})")?;
         }
@@ -153,13 +154,13 @@ impl From<crate::table::TableError> for ProtoError {
     fn from(e: crate::table::TableError) -> ProtoError {
         use crate::table::TableError as T;
         let (errno, msg) = match e {
-            T::Full { .. } => (errno::ENOSPC, "enclave table full"),
-            T::OutOfMemory => (errno::ENOMEM, "out of memory"),
-            T::NotRegistered => (errno::ENOENT, "address is not a registered enclave"),
-            T::UnknownApp => (errno::ENOENT, "no enclave of this application is registered"),
-            T::CategoryNotAttached => (errno::ENOENT, "application does not have this category"),
-            T::TooManyCategories => (errno::ENOSPC, "application has too many categories"),
-            T::BadCapacity => (errno::EINVAL, "bad table capacity"),
+            T::Full { .. } => (errno::ENOSPC, c"enclave table full"),
+            T::OutOfMemory => (errno::ENOMEM, c"out of memory"),
+            T::NotRegistered => (errno::ENOENT, c"address is not a registered enclave"),
+            T::UnknownApp => (errno::ENOENT, c"no enclave of this application is registered"),
+            T::CategoryNotAttached => (errno::ENOENT, c"application does not have this category"),
+            T::TooManyCategories => (errno::ENOSPC, c"application has too many categories"),
+            T::BadCapacity => (errno::EINVAL, c"bad table capacity"),
         };
         ProtoError { errno, attr: None, msg }
     }
@@ -198,13 +199,13 @@ impl<'a> Iterator for Attrs<'a> {
             Some(&[l0, l1, t0, t1]) => (u16::from_ne_bytes([l0, l1]) as usize, u16::from_ne_bytes([t0, t1])),
             _ => {
                 self.rest = &[];
-                return Some(Err(ProtoError::missing("truncated attribute header")));
+                return Some(Err(ProtoError::missing(c"truncated attribute header")));
             }
         };
         let (len, kind) = header;
         let Some(payload) = self.rest.get(NLA_HDRLEN..len).filter(|_| len >= NLA_HDRLEN) else {
             self.rest = &[];
-            return Some(Err(ProtoError::invalid(kind & NLA_TYPE_MASK, "attribute length exceeds the message")));
+            return Some(Err(ProtoError::invalid(kind & NLA_TYPE_MASK, c"attribute length exceeds the message")));
         };
         self.rest = self.rest.get(nla_align(len)..).unwrap_or_default();
         Some(Ok(Attr { kind: kind & NLA_TYPE_MASK, payload }))
@@ -214,11 +215,11 @@ impl<'a> Iterator for Attrs<'a> {
 fn measurement(a: &Attr<'_>) -> Result<Measurement, ProtoError> {
     <[u8; 32]>::try_from(a.payload)
         .map(Measurement)
-        .map_err(|_| ProtoError::invalid(a.kind, "application measurement must be 32 bytes"))
+        .map_err(|_| ProtoError::invalid(a.kind, c"application measurement must be 32 bytes"))
 }
 
 fn category(a: &Attr<'_>) -> Result<Category, ProtoError> {
-    let bad = || ProtoError::invalid(a.kind, "category must be 1-20 bytes of printable UTF-8, NUL-terminated");
+    let bad = || ProtoError::invalid(a.kind, c"category must be 1-20 bytes of printable UTF-8, NUL-terminated");
     let Some((&0, name)) = a.payload.split_last() else {
         return Err(bad());
     };
@@ -228,7 +229,7 @@ fn category(a: &Attr<'_>) -> Result<Category, ProtoError> {
 fn legacy_ipv4(a: &Attr<'_>) -> Result<Ipv4Addr, ProtoError> {
     <[u8; 4]>::try_from(a.payload)
         .map(Ipv4Addr::from)
-        .map_err(|_| ProtoError::invalid(a.kind, "IPv4 address must be a 4-byte u32"))
+        .map_err(|_| ProtoError::invalid(a.kind, c"IPv4 address must be a 4-byte u32"))
 }
 
 fn address(a: &Attr<'_>) -> Result<IpAddr, ProtoError> {
@@ -237,20 +238,20 @@ fn address(a: &Attr<'_>) -> Result<IpAddr, ProtoError> {
     }
     <[u8; 16]>::try_from(a.payload)
         .map(|v6| IpAddr::V6(Ipv6Addr::from(v6)))
-        .map_err(|_| ProtoError::invalid(a.kind, "address must be 4 (IPv4) or 16 (IPv6) bytes"))
+        .map_err(|_| ProtoError::invalid(a.kind, c"address must be 4 (IPv4) or 16 (IPv6) bytes"))
 }
 
 fn flag(a: &Attr<'_>) -> Result<(), ProtoError> {
     if a.payload.is_empty() {
         Ok(())
     } else {
-        Err(ProtoError::invalid(a.kind, "flag attribute must be empty"))
+        Err(ProtoError::invalid(a.kind, c"flag attribute must be empty"))
     }
 }
 
 fn set_once<T>(slot: &mut Option<T>, a: &Attr<'_>, value: T) -> Result<(), ProtoError> {
     if slot.is_some() {
-        return Err(ProtoError::invalid(a.kind, "attribute given twice"));
+        return Err(ProtoError::invalid(a.kind, c"attribute given twice"));
     }
     *slot = Some(value);
     Ok(())
@@ -308,23 +309,23 @@ impl LegacyOp {
                 attr::ADD => set_once(&mut add, &a, flag(&a)?)?,
                 attr::RMV => set_once(&mut rmv, &a, flag(&a)?)?,
                 attr::FLUSH => set_once(&mut flush, &a, flag(&a)?)?,
-                other => return Err(ProtoError::invalid(other, "attribute not valid for this command")),
+                other => return Err(ProtoError::invalid(other, c"attribute not valid for this command")),
             }
         }
         match (flush.is_some(), add.is_some(), rmv.is_some()) {
             (true, false, false) => Ok(LegacyOp::Flush),
             (false, true, false) => match (enc, app, host, cat) {
                 (Some(enclave), Some(app), Some(host), category) => Ok(LegacyOp::Register { enclave, app, host, category }),
-                (Some(_), _, _, _) => Err(ProtoError::missing("registering an enclave needs APP and HOST")),
+                (Some(_), _, _, _) => Err(ProtoError::missing(c"registering an enclave needs APP and HOST")),
                 (None, Some(app), None, Some(category)) => Ok(LegacyOp::Attach { app, category }),
-                _ => Err(ProtoError::missing("ADD needs ENC+APP+HOST or APP+CAT")),
+                _ => Err(ProtoError::missing(c"ADD needs ENC+APP+HOST or APP+CAT")),
             },
             (false, false, true) => match (enc, app, cat) {
                 (Some(enclave), None, None) => Ok(LegacyOp::Unregister { enclave }),
                 (None, Some(app), Some(category)) => Ok(LegacyOp::Detach { app, category }),
-                _ => Err(ProtoError::missing("RMV needs ENC, or APP+CAT")),
+                _ => Err(ProtoError::missing(c"RMV needs ENC, or APP+CAT")),
             },
-            _ => Err(ProtoError::missing("exactly one of the ADD, RMV and FLUSH flags is needed")),
+            _ => Err(ProtoError::missing(c"exactly one of the ADD, RMV and FLUSH flags is needed")),
         }
     }
 }
@@ -357,25 +358,29 @@ impl<'a> EnclaveSpec<'a> {
                     category(&a)?;
                     cat_count += 1;
                     if cat_count > MAX_CATEGORIES_PER_APP {
-                        return Err(ProtoError::invalid(a.kind, "too many categories in one enclave"));
+                        return Err(ProtoError::invalid(a.kind, c"too many categories in one enclave"));
                     }
                 }
-                other => return Err(ProtoError::invalid(other, "attribute not valid inside an enclave nest")),
+                other => return Err(ProtoError::invalid(other, c"attribute not valid inside an enclave nest")),
             }
         }
-        let addr = addr.ok_or(ProtoError::missing("enclave nest without ADDR"))?;
+        let addr = addr.ok_or(ProtoError::missing(c"enclave nest without ADDR"))?;
         Ok(EnclaveSpec { addr, app, host, nest, cat_count })
     }
 
-    /// The categories, copied into `buf`; returns how many.
-    pub fn categories_into(&self, buf: &mut [Category; MAX_CATEGORIES_PER_APP]) -> usize {
-        let cats = Attrs::new(self.nest).filter_map(Result::ok).filter(|a| a.kind == attr::CAT).filter_map(|a| category(&a).ok());
-        let mut n = 0;
-        for (slot, c) in buf.iter_mut().zip(cats) {
+    /// Calls `f` with the nest's categories as a slice (copied to the stack; no allocation).
+    pub fn with_categories<R>(&self, f: impl FnOnce(&[Category]) -> R) -> R {
+        let mut cats = Attrs::new(self.nest).filter_map(Result::ok).filter(|a| a.kind == attr::CAT).filter_map(|a| category(&a).ok());
+        let Some(first) = cats.next() else {
+            return f(&[]);
+        };
+        let mut buf = [first; MAX_CATEGORIES_PER_APP];
+        let mut n = 1;
+        for (slot, c) in buf.iter_mut().skip(1).zip(cats) {
             *slot = c;
             n += 1;
         }
-        n
+        f(buf.get(..n).unwrap_or_default())
     }
 
     /// Number of categories in the nest.
@@ -398,19 +403,19 @@ impl<'a> EnclaveList<'a> {
         for a in Attrs::new(payload) {
             let a = a?;
             if a.kind != attr::ENCLAVE {
-                return Err(ProtoError::invalid(a.kind, "only ENCLAVE nests are valid for this command"));
+                return Err(ProtoError::invalid(a.kind, c"only ENCLAVE nests are valid for this command"));
             }
             let spec = EnclaveSpec::parse(a.payload)?;
             if full && (spec.app.is_none() || spec.host.is_none()) {
-                return Err(ProtoError::invalid(attr::ENCLAVE, "enclave nest needs ADDR, APP and HOST_ADDR"));
+                return Err(ProtoError::invalid(attr::ENCLAVE, c"enclave nest needs ADDR, APP and HOST_ADDR"));
             }
             if !full && (spec.app.is_some() || spec.host.is_some() || spec.cat_count > 0) {
-                return Err(ProtoError::invalid(attr::ENCLAVE, "deletion nest takes only ADDR"));
+                return Err(ProtoError::invalid(attr::ENCLAVE, c"deletion nest takes only ADDR"));
             }
             count += 1;
         }
         if count == 0 {
-            return Err(ProtoError::missing("no ENCLAVE nest given"));
+            return Err(ProtoError::missing(c"no ENCLAVE nest given"));
         }
         Ok(EnclaveList { payload, count })
     }
@@ -489,7 +494,7 @@ pub enum Request<'a> {
 fn no_attributes(payload: &[u8]) -> Result<(), ProtoError> {
     match Attrs::new(payload).next() {
         None => Ok(()),
-        Some(Ok(a)) => Err(ProtoError::invalid(a.kind, "this command takes no attributes")),
+        Some(Ok(a)) => Err(ProtoError::invalid(a.kind, c"this command takes no attributes")),
         Some(Err(e)) => Err(e),
     }
 }
@@ -505,12 +510,12 @@ fn app_and_categories(payload: &[u8]) -> Result<(Measurement, CategoryList<'_>),
                 category(&a)?;
                 count += 1;
             }
-            other => return Err(ProtoError::invalid(other, "attribute not valid for this command")),
+            other => return Err(ProtoError::invalid(other, c"attribute not valid for this command")),
         }
     }
-    let app = app.ok_or(ProtoError::missing("APP is required"))?;
+    let app = app.ok_or(ProtoError::missing(c"APP is required"))?;
     if count == 0 {
-        return Err(ProtoError::missing("at least one CAT is required"));
+        return Err(ProtoError::missing(c"at least one CAT is required"));
     }
     Ok((app, CategoryList { payload }))
 }
@@ -541,10 +546,10 @@ impl<'a> Request<'a> {
                     let a = a?;
                     match a.kind {
                         attr::ADDR => set_once(&mut addr, &a, address(&a)?)?,
-                        other => return Err(ProtoError::invalid(other, "attribute not valid for this command")),
+                        other => return Err(ProtoError::invalid(other, c"attribute not valid for this command")),
                     }
                 }
-                Request::Get { addr: addr.ok_or(ProtoError::missing("GET needs ADDR (or NLM_F_DUMP)"))? }
+                Request::Get { addr: addr.ok_or(ProtoError::missing(c"GET needs ADDR (or NLM_F_DUMP)"))? }
             }
             cmd::STATS => {
                 no_attributes(payload)?;
@@ -559,7 +564,7 @@ impl<'a> Request<'a> {
                 }
             }
             cmd::REPLACE_ADD => Request::ReplaceAdd(EnclaveList::parse(payload, true)?),
-            _ => return Err(ProtoError { errno: errno::EOPNOTSUPP, attr: None, msg: "unknown command" }),
+            _ => return Err(ProtoError { errno: errno::EOPNOTSUPP, attr: None, msg: c"unknown command" }),
         })
     }
 }
@@ -744,7 +749,7 @@ mod test {
         for (bytes, want) in cases {
             match (LegacyOp::parse(&bytes), want) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want),
-                (Err(got), Err(want)) => assert!(got.msg.starts_with(want), "{got:?} vs {want}"),
+                (Err(got), Err(want)) => assert!(got.msg.to_str().unwrap().starts_with(want), "{got:?} vs {want}"),
                 (got, want) => panic!("{bytes:?}: got {got:?}, want {want:?}"),
             }
         }
@@ -764,15 +769,14 @@ mod test {
         let specs: Vec<_> = list.iter().collect();
         assert_eq!(specs.len(), 2);
         assert_eq!((specs[0].addr, specs[0].app, specs[0].host), (v4, Some(app()), Some(host)));
-        let mut buf = [cats[0]; MAX_CATEGORIES_PER_APP];
-        assert_eq!(specs[0].categories_into(&mut buf), 2);
-        assert_eq!(&buf[..2], &cats);
+        specs[0].with_categories(|got| assert_eq!(got, &cats));
+        specs[1].with_categories(|got| assert!(got.is_empty()));
         assert_eq!(specs[1].addr, v6);
         assert!(Request::parse(cmd::ENCLAVE_DEL, &payload).is_err(), "deletion takes ADDR only");
         let del = msg(|w| w.put_enclave(&v6, None, None, &[]));
         assert!(matches!(Request::parse(cmd::ENCLAVE_DEL, &del), Ok(Request::EnclaveDel(l)) if l.len() == 1));
         assert!(Request::parse(cmd::ENCLAVE_SET, &del).is_err(), "addition needs APP and HOST");
-        assert_eq!(Request::parse(cmd::ENCLAVE_SET, &[]).unwrap_err().msg, "no ENCLAVE nest given");
+        assert_eq!(Request::parse(cmd::ENCLAVE_SET, &[]).unwrap_err().msg, c"no ENCLAVE nest given");
         assert_eq!(Request::parse(99, &[]).unwrap_err().errno, errno::EOPNOTSUPP);
     }
 

@@ -372,3 +372,49 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn addr_set_is_a_set(ips in proptest::collection::vec(0..64usize, 0..40), probe in proptest::collection::vec(0..64usize, 0..20)) {
+        use seng_core::table::{AddrSet, StdPlatform};
+        let mut set = AddrSet::with_capacity(StdPlatform, 40, 9).unwrap();
+        let mut model = std::collections::HashSet::new();
+        for &i in &ips {
+            set.insert(pool_ip(i)).unwrap();
+            model.insert(pool_ip(i));
+        }
+        prop_assert_eq!(set.len(), model.len());
+        for &i in ips.iter().chain(&probe) {
+            prop_assert_eq!(set.contains(&pool_ip(i)), model.contains(&pool_ip(i)));
+        }
+    }
+
+    #[test]
+    fn changed_in_names_dropped_and_reassigned(ops in proptest::collection::vec((0..16usize, 0u8..3, proptest::option::of(0u8..3)), 0..16)) {
+        use seng_core::table::{AddrSet, StdPlatform};
+        let mut old = LocalTable::new(32).unwrap();
+        let mut new = LocalTable::new(32).unwrap();
+        let host = host_addr(Family::Ipv4, 1);
+        // Each op: enclave i with app a in the old table, and app b (or absent) in the new one.
+        let mut want = std::collections::HashSet::new();
+        for &(i, a, b) in &ops {
+            let ip = pool_ip(i);
+            if old.lookup(&ip).is_some() || new.lookup(&ip).is_some() {
+                continue;
+            }
+            old.register(ip, &measurement(a), host, &[]).unwrap();
+            if let Some(b) = b {
+                new.register(ip, &measurement(b), host, &[]).unwrap();
+            }
+            if b != Some(a) {
+                want.insert(ip);
+            }
+        }
+        let mut cut = AddrSet::with_capacity(StdPlatform, old.len(), 3).unwrap();
+        old.changed_in(&new, &mut cut).unwrap();
+        prop_assert_eq!(cut.len(), want.len());
+        for ip in &want {
+            prop_assert!(cut.contains(ip));
+        }
+    }
+}

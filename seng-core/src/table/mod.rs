@@ -163,6 +163,16 @@ impl<'a> EnclaveRef<'a> {
         self.ip
     }
 
+    /// The enclave's application measurement.
+    pub fn app(&self) -> &'a Measurement {
+        &self.app.key
+    }
+
+    /// The untrusted host the enclave runs on.
+    pub fn host(&self) -> IpAddr {
+        self.host
+    }
+
     /// The enclave's application's categories, in the order they were attached.
     pub fn categories(&self) -> &'a [Category] {
         categories_of(&self.app.value)
@@ -182,11 +192,11 @@ fn categories_of(app: &App) -> &[Category] {
 
 impl EnclaveMeta for EnclaveRef<'_> {
     fn app(&self) -> &Measurement {
-        &self.app.key
+        EnclaveRef::app(self)
     }
 
     fn host(&self) -> IpAddr {
-        self.host
+        EnclaveRef::host(self)
     }
 
     fn has_category_field(&self, field: &[u8; CATEGORY_FIELD_LEN]) -> bool {
@@ -676,65 +686,102 @@ impl core::ops::Deref for LocalTable {
     }
 }
 
-/// A set of addresses (the enclaves whose flows must be cut after a change), built by a writer
-/// and then read from anywhere.
+/// A fixed-size set of addresses: the enclaves whose flows must be cut after a change. Sized
+/// when created, so inserting never allocates and never fails, and the cut cannot be left
+/// incomplete by a late allocation failure.
 pub struct AddrSet<P: Platform> {
-    map: RcuMap<IpAddr, ()>,
+    slots: Trailing<SetSlotsHeader, Option<IpAddr>>,
+    seed: u64,
     platform: P,
 }
 
+struct SetSlotsHeader {
+    mask: usize,
+    len: usize,
+}
+
+/// The set already holds the number of addresses it was sized for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetFull;
+
 impl<P: Platform> AddrSet<P> {
-    /// An empty set.
-    pub fn new(platform: P, seed: u64) -> Result<Self, TableError> {
-        let map = RcuMap::new(&platform, seed).ok_or(TableError::OutOfMemory)?;
-        Ok(AddrSet { map, platform })
+    /// An empty set with room for `capacity` addresses.
+    pub fn with_capacity(platform: P, capacity: usize, seed: u64) -> Result<Self, TableError> {
+        let slots = capacity.checked_mul(2).and_then(usize::checked_next_power_of_two).ok_or(TableError::OutOfMemory)?.max(4);
+        let header = SetSlotsHeader { mask: slots - 1, len: 0 };
+        let slots = Trailing::alloc(&platform, header, slots, |_| None).ok_or(TableError::OutOfMemory)?;
+        Ok(AddrSet { slots, seed, platform })
+    }
+
+    fn header(&self) -> &SetSlotsHeader {
+        // SAFETY: the allocation lives as long as self.
+        unsafe { self.slots.header() }
+    }
+
+    fn probe(&self, ip: &IpAddr) -> (usize, bool) {
+        let mask = self.header().mask;
+        let mut index = crate::hash::TableKey::hash(ip, self.seed) as usize;
+        for _ in 0..=mask {
+            index &= mask;
+            // SAFETY: index <= mask.
+            match unsafe { self.slots.elem(index) } {
+                None => return (index, false),
+                Some(a) if a == ip => return (index, true),
+                Some(_) => index = index.wrapping_add(1),
+            }
+        }
+        (index & mask, false)
     }
 
     /// Adds `ip`.
-    pub fn insert(&mut self, ip: IpAddr) -> Result<(), TableError> {
-        if self.map.get(&ip).is_some() {
+    pub fn insert(&mut self, ip: IpAddr) -> Result<(), SetFull> {
+        let (index, present) = self.probe(&ip);
+        if present {
             return Ok(());
         }
-        // SAFETY: `&mut self` serialises writers and excludes readers.
+        let SetSlotsHeader { mask, len } = *self.header();
+        // At most half full keeps probes short and guarantees a free slot.
+        if 2 * (len + 1) > mask + 1 {
+            return Err(SetFull);
+        }
+        // SAFETY: `&mut self` owns the allocation; index <= mask; the header is ours too.
         unsafe {
-            self.map.reserve(&self.platform).ok_or(TableError::OutOfMemory)?;
-            let node = alloc_node(&self.platform, ip, ()).ok_or(TableError::OutOfMemory)?;
-            self.map.insert_new(node);
+            self.slots.elem_ptr(index).write(Some(ip));
+            let header = self.slots.as_ptr();
+            (*header).len = len + 1;
         }
         Ok(())
     }
 
     /// Whether `ip` is in the set.
     pub fn contains(&self, ip: &IpAddr) -> bool {
-        self.map.get(ip).is_some()
+        self.probe(ip).1
     }
 
     /// Number of addresses.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.header().len
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.map.len() == 0
+        self.len() == 0
     }
 }
 
 impl<P: Platform> Drop for AddrSet<P> {
     fn drop(&mut self) {
-        let platform = &self.platform;
-        // SAFETY: `&mut self`: nobody else holds the set.
-        unsafe {
-            self.map.clear(|node| release_node(platform, node, false));
-            self.map.free_array(platform);
-        }
+        let slots = self.header().mask + 1;
+        // SAFETY: never shared with lock-free readers.
+        unsafe { self.slots.release(&self.platform, slots, false) };
     }
 }
 
 impl<P: Platform> EnclaveTable<P> {
     /// Adds to `cut` every enclave of this table that `replacement` drops or gives another
-    /// application or host: the flows that must not survive swapping `replacement` in.
-    pub fn changed_in<Q: Platform, R: Platform>(&self, replacement: &EnclaveTable<Q>, cut: &mut AddrSet<R>) -> Result<(), TableError> {
+    /// application or host: the flows that must not survive swapping `replacement` in. `cut`
+    /// needs room for [`EnclaveTable::len`] addresses.
+    pub fn changed_in<Q: Platform, R: Platform>(&self, replacement: &EnclaveTable<Q>, cut: &mut AddrSet<R>) -> Result<(), SetFull> {
         for old in self.enclaves_from(0) {
             let same = replacement
                 .lookup(&old.ip())

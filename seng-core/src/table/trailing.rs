@@ -67,17 +67,25 @@ impl<H, T> Trailing<H, T> {
         unsafe { self.base.cast::<H>().as_ref() }
     }
 
+    /// Pointer to element `index`, derived from the allocation itself (so writes through it are
+    /// fine for the owner).
+    pub(crate) fn elem_ptr(self, index: usize) -> *mut T {
+        let offset = match Self::layout(0) {
+            Some((_, offset)) => offset,
+            None => 0,
+        };
+        // Elements start at `offset` whatever the length; wrapping arithmetic keeps this safe to
+        // compute, dereferencing is the caller's business.
+        self.base.as_ptr().wrapping_add(offset).cast::<T>().wrapping_add(index)
+    }
+
     /// Element `index`.
     ///
     /// # Safety
     /// The allocation is live for `'a` and `index` is below its length.
     pub(crate) unsafe fn elem<'a>(self, index: usize) -> &'a T {
-        let offset = match Self::layout(0) {
-            Some((_, offset)) => offset,
-            None => 0,
-        };
-        // SAFETY: by the caller; elements start at `offset` whatever the length.
-        unsafe { &*self.base.as_ptr().add(offset).cast::<T>().add(index) }
+        // SAFETY: by the caller.
+        unsafe { &*self.elem_ptr(index) }
     }
 
     /// The elements `0..len` as a slice.

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-only
+# Installs what `cargo xtask build-kmod` and `cargo xtask vmtest` need on a Debian 12 host:
+# QEMU, the guest tools copied into the test initramfs, the kernel build helpers, and the Rust
+# pieces for the kernel target. Idempotent, and quick when everything is already there.
+set -euo pipefail
+
+packages=(
+	# Booting the test kernels (TCG; the firmware comes with it).
+	qemu-system-x86
+	# Guest tools: busybox runs /init; the rest are copied with their libraries.
+	busybox-static iproute2 iptables kmod conntrack tcpdump
+	# Unpacking Debian kernels and their modules, and inspecting objects.
+	dpkg xz-utils zstd cpio binutils debian-archive-keyring
+	# kbuild for out-of-tree modules (pahole: BTF of modules on 6.12, whose headers ship vmlinux).
+	make gcc libelf-dev bc flex bison dwarves
+)
+
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+
+missing=()
+for pkg in "${packages[@]}"; do
+	status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+	[ "$status" = "install ok installed" ] || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "setup-host: installing ${missing[*]}"
+	"${sudo[@]}" apt-get update -q
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The Rust object of seng.ko is built for x86_64-unknown-none with -Zbuild-std (rust-src).
+rustup target add x86_64-unknown-none
+rustup component add rust-src

@@ -1,0 +1,429 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * seng.ko: per-application firewall rules for Netfilter. This file is the thin C glue: module
+ * and per-namespace lifetime, the xtables match and generic netlink registrations, locking, and
+ * the kernel services the Rust object (seng-kmod/rust over seng-core) calls back into. Every
+ * decision, table operation and protocol message is handled in Rust.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/ipv6.h>
+#include <linux/ip.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/netfilter/x_tables.h>
+#include <linux/netlink.h>
+#include <linux/notifier.h>
+#include <linux/random.h>
+#include <linux/rcupdate.h>
+#include <linux/slab.h>
+#include <linux/version.h>
+#include <net/genetlink.h>
+#include <net/net_namespace.h>
+#include <net/netfilter/nf_conntrack.h>
+#include <net/netns/generic.h>
+
+#include "seng_rs.h"
+
+static unsigned int capacity = 1 << 20;
+module_param(capacity, uint, 0444);
+MODULE_PARM_DESC(capacity, "Most enclaves per network namespace (default 1048576)");
+
+/* Memory handed to Rust: an RCU head sits before each allocation so it can be freed after a
+ * grace period without the Rust types carrying one. */
+struct seng_mem {
+	struct rcu_head rcu;
+	u8 data[];
+};
+
+void *seng_glue_alloc(size_t size)
+{
+	struct seng_mem *mem = kvmalloc(struct_size(mem, data, size), GFP_KERNEL | __GFP_NOWARN);
+
+	return mem ? mem->data : NULL;
+}
+
+void seng_glue_free(void *ptr)
+{
+	kvfree(container_of(ptr, struct seng_mem, data));
+}
+
+static void seng_mem_free_rcu(struct rcu_head *head)
+{
+	kvfree(container_of(head, struct seng_mem, rcu));
+}
+
+void seng_glue_retire(void *ptr)
+{
+	call_rcu(&container_of(ptr, struct seng_mem, data)->rcu, seng_mem_free_rcu);
+}
+
+u64 seng_glue_random_u64(void)
+{
+	return get_random_u64();
+}
+
+void seng_glue_synchronize_rcu(void)
+{
+	synchronize_rcu();
+}
+
+void seng_rust_panic(void)
+{
+	/* Unreachable: the build rejects a Rust object with a panic path. */
+	pr_crit("Rust code panicked\n");
+	BUG();
+}
+
+/* Per network namespace: the Rust state and the lock serialising its writers. */
+struct seng_net {
+	struct seng_net_state *rs;
+	struct mutex lock;
+};
+
+static unsigned int seng_net_id __read_mostly;
+
+static struct seng_net *seng_pernet(const struct net *net)
+{
+	return net_generic(net, seng_net_id);
+}
+
+/* Conntrack: delete every entry with a cut address in either tuple. */
+static int seng_ct_cut_iter(struct nf_conn *ct, void *set)
+{
+	u8 family = nf_ct_l3num(ct);
+	int dir;
+
+	for (dir = IP_CT_DIR_ORIGINAL; dir <= IP_CT_DIR_REPLY; dir++) {
+		const struct nf_conntrack_tuple *t = &ct->tuplehash[dir].tuple;
+
+		if (seng_rs_cut_contains(set, family, (const u8 *)&t->src.u3) ||
+		    seng_rs_cut_contains(set, family, (const u8 *)&t->dst.u3))
+			return 1;
+	}
+	return 0;
+}
+
+void seng_glue_ct_cut(void *net, const void *set)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 19, 0)
+	struct nf_ct_iter_data iter = { .net = net, .data = (void *)set };
+
+	nf_ct_iterate_cleanup_net(seng_ct_cut_iter, &iter);
+#else
+	nf_ct_iterate_cleanup_net(net, seng_ct_cut_iter, (void *)set, 0, 0);
+#endif
+}
+
+/* xtables match */
+
+static bool seng_mt(const struct sk_buff *skb, struct xt_action_param *par)
+{
+	u8 src[16] = {}, dst[16] = {};
+
+	if (xt_family(par) == NFPROTO_IPV4) {
+		const struct iphdr *iph = ip_hdr(skb);
+
+		memcpy(src, &iph->saddr, 4);
+		memcpy(dst, &iph->daddr, 4);
+	} else {
+		const struct ipv6hdr *ip6h = ipv6_hdr(skb);
+
+		memcpy(src, &ip6h->saddr, 16);
+		memcpy(dst, &ip6h->daddr, 16);
+	}
+	return seng_rs_match(seng_pernet(xt_net(par))->rs, par->matchinfo, xt_family(par), src, dst);
+}
+
+static int seng_mt_check(const struct xt_mtchk_param *par)
+{
+	const char *msg = "invalid match data";
+	int ret = seng_rs_check(par->matchinfo, par->family, &msg);
+
+	if (ret)
+		pr_info_ratelimited("rule rejected: %s\n", msg);
+	return ret;
+}
+
+static struct xt_match seng_mt_reg[] __read_mostly = {
+	{
+		.name = "seng",
+		.revision = 0,
+		.family = NFPROTO_IPV4,
+		.match = seng_mt,
+		.checkentry = seng_mt_check,
+		.matchsize = XT_ALIGN(SENG_MT_INFO_SIZE),
+		.me = THIS_MODULE,
+	},
+	{
+		.name = "seng",
+		.revision = 0,
+		.family = NFPROTO_IPV6,
+		.match = seng_mt,
+		.checkentry = seng_mt_check,
+		.matchsize = XT_ALIGN(SENG_MT_INFO_SIZE),
+		.me = THIS_MODULE,
+	},
+};
+
+/* Generic netlink family */
+
+static const struct nla_policy seng_enclave_policy[SENG_A_MAX + 1] = {
+	[SENG_A_APP] = NLA_POLICY_EXACT_LEN(32),
+	[SENG_A_CAT] = { .type = NLA_NUL_STRING, .len = 20 },
+	[SENG_A_ADDR] = { .type = NLA_BINARY, .len = 16 },
+	[SENG_A_HOST_ADDR] = { .type = NLA_BINARY, .len = 16 },
+};
+
+static const struct nla_policy seng_policy[SENG_A_MAX + 1] = {
+	[SENG_A_APP] = NLA_POLICY_EXACT_LEN(32),
+	[SENG_A_CAT] = { .type = NLA_NUL_STRING, .len = 20 },
+	[SENG_A_HOST] = { .type = NLA_U32 },
+	[SENG_A_ENC] = { .type = NLA_U32 },
+	[SENG_A_ADD] = { .type = NLA_FLAG },
+	[SENG_A_RMV] = { .type = NLA_FLAG },
+	[SENG_A_FLUSH] = { .type = NLA_FLAG },
+	[SENG_A_ENCLAVE] = NLA_POLICY_NESTED(seng_enclave_policy),
+	[SENG_A_ADDR] = { .type = NLA_BINARY, .len = 16 },
+};
+
+static const struct genl_multicast_group seng_mcgrps[] = {
+	{ .name = "seng_mcgrp" },
+};
+
+static struct genl_family seng_family;
+
+/* Echoes a successful change to the multicast group as the request that made it. */
+static void seng_notify(struct genl_info *info)
+{
+	u32 len = genlmsg_len(info->genlhdr);
+	struct sk_buff *msg;
+	void *hdr;
+
+	msg = genlmsg_new(len, GFP_KERNEL);
+	if (!msg)
+		return;
+	hdr = genlmsg_put(msg, 0, 0, &seng_family, 0, info->genlhdr->cmd);
+	if (!hdr) {
+		nlmsg_free(msg);
+		return;
+	}
+	skb_put_data(msg, genlmsg_data(info->genlhdr), len);
+	genlmsg_end(msg, hdr);
+	genlmsg_multicast_netns(&seng_family, genl_info_net(info), msg, 0, 0, GFP_KERNEL);
+}
+
+static int seng_genl_doit(struct sk_buff *skb, struct genl_info *info)
+{
+	struct net *net = genl_info_net(info);
+	struct seng_net *sn = seng_pernet(net);
+	u8 cmd = info->genlhdr->cmd;
+	struct seng_request req = {
+		.net = net,
+		.payload = genlmsg_data(info->genlhdr),
+		.payload_len = genlmsg_len(info->genlhdr),
+		.portid = info->snd_portid,
+		.cmd = cmd,
+	};
+	struct sk_buff *reply = NULL;
+	void *hdr = NULL;
+	int ret;
+
+	if (cmd == SENG_CMD_GET || cmd == SENG_CMD_STATS) {
+		reply = genlmsg_new(NLMSG_GOODSIZE, GFP_KERNEL);
+		if (!reply)
+			return -ENOMEM;
+		hdr = genlmsg_put_reply(reply, info, &seng_family, 0, cmd);
+		if (!hdr) {
+			nlmsg_free(reply);
+			return -EMSGSIZE;
+		}
+		req.reply = skb_tail_pointer(reply);
+		req.reply_cap = skb_tailroom(reply);
+	}
+
+	mutex_lock(&sn->lock);
+	ret = seng_rs_doit(sn->rs, &req);
+	mutex_unlock(&sn->lock);
+
+	if (ret) {
+		if (info->extack && req.errmsg)
+			info->extack->_msg = req.errmsg;
+		nlmsg_free(reply);
+		return ret;
+	}
+	if (reply) {
+		skb_put(reply, req.reply_len);
+		genlmsg_end(reply, hdr);
+		return genlmsg_reply(reply, info);
+	}
+	if (req.notify)
+		seng_notify(info);
+	return 0;
+}
+
+static int seng_genl_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
+{
+	struct seng_net *sn = seng_pernet(sock_net(skb->sk));
+	u64 cursor = cb->args[0];
+	void *hdr;
+	int len;
+
+	hdr = genlmsg_put(skb, NETLINK_CB(cb->skb).portid, cb->nlh->nlmsg_seq, &seng_family,
+			  NLM_F_MULTI, SENG_CMD_GET);
+	if (!hdr)
+		return -EMSGSIZE;
+	rcu_read_lock();
+	cb->seq = (u32)seng_rs_generation(sn->rs);
+	len = seng_rs_dump(sn->rs, &cursor, skb_tail_pointer(skb), skb_tailroom(skb));
+	rcu_read_unlock();
+	if (len <= 0) {
+		genlmsg_cancel(skb, hdr);
+		return len;
+	}
+	genl_dump_check_consistent(cb, hdr);
+	skb_put(skb, len);
+	genlmsg_end(skb, hdr);
+	cb->args[0] = cursor;
+	return skb->len;
+}
+
+#define SENG_OP(command) { .cmd = (command), .doit = seng_genl_doit, .flags = GENL_ADMIN_PERM }
+
+static const struct genl_ops seng_ops[] = {
+	SENG_OP(SENG_CMD_LEGACY),
+	SENG_OP(SENG_CMD_ENCLAVE_SET),
+	SENG_OP(SENG_CMD_ENCLAVE_DEL),
+	SENG_OP(SENG_CMD_FLUSH),
+	SENG_OP(SENG_CMD_CAT_ADD),
+	SENG_OP(SENG_CMD_CAT_DEL),
+	{
+		.cmd = SENG_CMD_GET,
+		.doit = seng_genl_doit,
+		.dumpit = seng_genl_dumpit,
+		.flags = GENL_ADMIN_PERM,
+	},
+	SENG_OP(SENG_CMD_STATS),
+	SENG_OP(SENG_CMD_REPLACE_BEGIN),
+	SENG_OP(SENG_CMD_REPLACE_ADD),
+	SENG_OP(SENG_CMD_REPLACE_COMMIT),
+	SENG_OP(SENG_CMD_REPLACE_ABORT),
+};
+
+static struct genl_family seng_family __ro_after_init = {
+	.name = "seng_family",
+	.version = 1,
+	.maxattr = SENG_A_MAX,
+	.policy = seng_policy,
+	.netnsok = true,
+	.parallel_ops = true,
+	.module = THIS_MODULE,
+	.ops = seng_ops,
+	.n_ops = ARRAY_SIZE(seng_ops),
+	.mcgrps = seng_mcgrps,
+	.n_mcgrps = ARRAY_SIZE(seng_mcgrps),
+};
+
+/* A replace transaction dies with the socket that opened it. */
+static int seng_netlink_event(struct notifier_block *nb, unsigned long event, void *ptr)
+{
+	struct netlink_notify *n = ptr;
+	struct seng_net *sn;
+
+	if (event != NETLINK_URELEASE || n->protocol != NETLINK_GENERIC)
+		return NOTIFY_DONE;
+	sn = seng_pernet(n->net);
+	if (!sn->rs)
+		return NOTIFY_DONE;
+	mutex_lock(&sn->lock);
+	seng_rs_release(sn->rs, n->portid);
+	mutex_unlock(&sn->lock);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block seng_netlink_notifier = {
+	.notifier_call = seng_netlink_event,
+};
+
+/* Network namespaces */
+
+static int __net_init seng_net_init(struct net *net)
+{
+	struct seng_net *sn = seng_pernet(net);
+
+	mutex_init(&sn->lock);
+	sn->rs = seng_rs_net_new(capacity);
+	return sn->rs ? 0 : -ENOMEM;
+}
+
+static void __net_exit seng_net_exit_batch(struct list_head *net_exit_list)
+{
+	struct net *net;
+
+	/* No rule of these namespaces can run any more once readers drain. */
+	synchronize_rcu();
+	list_for_each_entry(net, net_exit_list, exit_list) {
+		struct seng_net *sn = seng_pernet(net);
+
+		seng_rs_net_free(sn->rs);
+		sn->rs = NULL;
+	}
+}
+
+static struct pernet_operations seng_net_ops = {
+	.init = seng_net_init,
+	.exit_batch = seng_net_exit_batch,
+	.id = &seng_net_id,
+	.size = sizeof(struct seng_net),
+};
+
+static int __init seng_init(void)
+{
+	int ret;
+
+	if (capacity == 0 || capacity > (1 << 26)) {
+		pr_err("capacity must be between 1 and %u\n", 1 << 26);
+		return -EINVAL;
+	}
+	ret = register_pernet_subsys(&seng_net_ops);
+	if (ret)
+		return ret;
+	ret = netlink_register_notifier(&seng_netlink_notifier);
+	if (ret)
+		goto err_pernet;
+	ret = genl_register_family(&seng_family);
+	if (ret)
+		goto err_notifier;
+	ret = xt_register_matches(seng_mt_reg, ARRAY_SIZE(seng_mt_reg));
+	if (ret)
+		goto err_family;
+	pr_info("loaded (capacity %u enclaves per namespace)\n", capacity);
+	return 0;
+
+err_family:
+	genl_unregister_family(&seng_family);
+err_notifier:
+	netlink_unregister_notifier(&seng_netlink_notifier);
+err_pernet:
+	unregister_pernet_subsys(&seng_net_ops);
+	return ret;
+}
+
+static void __exit seng_exit(void)
+{
+	xt_unregister_matches(seng_mt_reg, ARRAY_SIZE(seng_mt_reg));
+	genl_unregister_family(&seng_family);
+	netlink_unregister_notifier(&seng_netlink_notifier);
+	unregister_pernet_subsys(&seng_net_ops);
+	/* Retired table memory is freed by RCU callbacks in this module's text. */
+	rcu_barrier();
+}
+
+module_init(seng_init);
+module_exit(seng_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("seng: per-application firewall rules (xt match and generic netlink)");
+MODULE_ALIAS("ipt_seng");
+MODULE_ALIAS("ip6t_seng");
+MODULE_ALIAS_GENL_FAMILY("seng_family");

@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: GPL-2.0-only
+# Helpers for the guest tests (vmtest/tests/*.sh source this file).
+#
+# A test is a busybox sh script that exits 0 to pass, 77 to skip, anything else to fail. Its
+# output is shown only when it fails; `fail` records the one-line reason the host prints.
+#
+# Call tools by full path: busybox sh runs its own applets (ip, modprobe, ...) for bare names.
+
+IP=/usr/sbin/ip
+MODPROBE=/sbin/modprobe
+INSMOD=/sbin/insmod
+RMMOD=/sbin/rmmod
+CONNTRACK=/usr/sbin/conntrack
+INJECT=/usr/local/bin/inject
+SENG_KO=/lib/modules/$(uname -r)/extra/seng.ko
+# iptables backends: `$(iptables_for legacy)` is iptables-legacy, and so on.
+IPTABLES_BACKENDS="legacy nft"
+
+# The enclave tunnel of a SENG gateway, as in the original documentation.
+TUN_DEV=tunFA
+TUN_ADDR=192.168.28.1
+TUN_PEER=192.168.28.2
+
+iptables_for() { echo "/usr/sbin/iptables-$1"; }
+ip6tables_for() { echo "/usr/sbin/ip6tables-$1"; }
+
+log() { echo "# $*"; }
+
+# fail MESSAGE: ends the test as failed with MESSAGE as its reason.
+fail() {
+	echo "FAIL: $*"
+	echo "$*" >>"${SENG_DETAIL:-/dev/null}"
+	exit 1
+}
+
+# skip MESSAGE: ends the test as skipped.
+skip() {
+	echo "SKIP: $*"
+	echo "$*" >>"${SENG_DETAIL:-/dev/null}"
+	exit 77
+}
+
+# run CMD...: runs CMD, shows its output, fails the test if it exits non-zero. The output is
+# left in $OUT.
+run() {
+	echo "+ $*"
+	OUT=$("$@" 2>&1)
+	rc=$?
+	[ -z "$OUT" ] || printf '%s\n' "$OUT"
+	[ $rc -eq 0 ] || fail "\`$*\` exited $rc${OUT:+: $(printf '%s\n' "$OUT" | tail -n 1)}"
+}
+
+# run_fails CMD...: runs CMD and fails the test if it succeeds. The output is left in $OUT.
+run_fails() {
+	echo "+ ! $*"
+	OUT=$("$@" 2>&1)
+	rc=$?
+	[ -z "$OUT" ] || printf '%s\n' "$OUT"
+	[ $rc -ne 0 ] || fail "\`$*\` succeeded but should have failed"
+}
+
+# assert_eq ACTUAL EXPECTED [WHAT]
+assert_eq() {
+	[ "$1" = "$2" ] || fail "${3:-value}: expected '$2', got '$1'"
+}
+
+# assert_contains TEXT NEEDLE [WHAT]: NEEDLE is a fixed string.
+assert_contains() {
+	case $1 in
+	*"$2"*) ;;
+	*) fail "${3:-output} does not contain '$2'" ;;
+	esac
+}
+
+# assert_not_contains TEXT NEEDLE [WHAT]
+assert_not_contains() {
+	case $1 in
+	*"$2"*) fail "${3:-output} contains '$2'" ;;
+	esac
+}
+
+# assert_match TEXT REGEX [WHAT]: REGEX is an extended regular expression matched per line.
+assert_match() {
+	printf '%s\n' "$1" | grep -Eq -- "$2" || fail "${3:-output} does not match /$2/"
+}
+
+# retry TRIES CMD...: runs CMD until it succeeds, TRIES times at most, 0.1 s apart.
+retry() {
+	tries=$1
+	shift
+	while ! "$@"; do
+		tries=$((tries - 1))
+		[ $tries -gt 0 ] || return 1
+		sleep 0.1
+	done
+}
+
+# kernel_log: the whole kernel log (busybox dmesg reads only 16 KiB unless told more).
+kernel_log() { dmesg -s 1048576; }
+
+# dmesg_mark; ...; dmesg_since: the kernel log lines stamped after the mark (by time stamp, so
+# a wrapped log buffer does not shift them).
+dmesg_mark() {
+	DMESG_MARK=$(kernel_log | awk -F'[][]' 'END { print $2 + 0 }')
+}
+dmesg_since() {
+	kernel_log | awk -F'[][]' -v mark="${DMESG_MARK:-0}" '$2 + 0 > mark'
+}
+
+# export_file PATH [NAME]: sends a file to the host (target/vmtest/<kernel>/files/NAME).
+export_file() {
+	{
+		echo "SENG-FILE-BEGIN ${2:-$(basename "$1")}"
+		base64 "$1"
+		echo "SENG-FILE-END ${2:-$(basename "$1")}"
+	} >&3
+}
+
+# setup_tun [DEV] [ADDR]: loads tun and brings up DEV (default tunFA) with ADDR/24.
+setup_tun() {
+	dev=${1:-$TUN_DEV}
+	run $MODPROBE tun
+	[ -c /dev/net/tun ] || fail "/dev/net/tun is missing after modprobe tun"
+	run $IP tuntap add dev "$dev" mode tun
+	run $IP addr add "${2:-$TUN_ADDR}/24" dev "$dev"
+	run $IP link set "$dev" up
+}
+
+# ipt_counters BACKEND CHAIN TEXT: "PACKETS BYTES" of the first rule of CHAIN whose
+# `-L -v -n -x` line contains TEXT.
+ipt_counters() {
+	$(iptables_for "$1") -L "$2" -v -n -x | awk -v t="$3" 'NR > 2 && index($0, t) { print $1, $2; exit }'
+}
+
+# vmtest_reset: puts the guest back into a clean state between tests (the runner calls it;
+# tests should still clean up what they create).
+vmtest_reset() {
+	grep -q '^seng ' /proc/modules && $RMMOD seng
+	for dev in $(ls /sys/class/net); do
+		[ "$dev" = lo ] || $IP link del "$dev" 2>/dev/null
+	done
+	if [ -e /proc/net/ip_tables_names ]; then
+		for table in $(cat /proc/net/ip_tables_names); do
+			/usr/sbin/iptables-legacy -t "$table" -F
+			/usr/sbin/iptables-legacy -t "$table" -X
+		done
+	fi
+	if [ -e /proc/net/ip6_tables_names ]; then
+		for table in $(cat /proc/net/ip6_tables_names); do
+			/usr/sbin/ip6tables-legacy -t "$table" -F
+			/usr/sbin/ip6tables-legacy -t "$table" -X
+		done
+	fi
+	if [ -d /sys/module/nf_tables ]; then
+		for family in iptables ip6tables; do
+			for table in $(/usr/sbin/$family-nft-save | sed -n 's/^\*//p'); do
+				/usr/sbin/$family-nft -t "$table" -F
+				/usr/sbin/$family-nft -t "$table" -X
+			done
+		done
+	fi
+	[ -d /sys/module/nf_conntrack ] && $CONNTRACK -F 2>/dev/null
+	return 0
+}

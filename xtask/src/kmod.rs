@@ -1,0 +1,277 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Building `seng.ko`: the Rust static object once for `x86_64-unknown-none` (the flags and
+//! checks of shared/reference/kernel-build.md), then the module with kbuild against each
+//! kernel's headers, failing on any compiler, objtool or modpost warning.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs;
+use std::hash::Hasher;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::{failure_message, Cmd};
+use crate::kernel::Kernel;
+use crate::paths::{mkdir, remove_all, write_if_changed, Paths};
+
+/// Code generation for kernel code: no PLT/GOT indirection (the module loader rejects
+/// GOTPCREL), the kernel code model, no red zone, no jump tables (objtool cannot follow them),
+/// one section per object, and the retpoline/return-thunk/IBT conventions of the kernels.
+const RUSTFLAGS: &str = "-Crelocation-model=static -Ccode-model=kernel -Cno-redzone=yes \
+    -Cjump-tables=no -Zplt=yes -Zfunction-sections=no -Zretpoline-external-thunk \
+    -Zfunction-return=thunk-extern -Zcf-protection=branch";
+
+const RUST_TARGET: &str = "x86_64-unknown-none";
+
+/// The crate name as it prefixes the LTO'd member of the static library.
+const CRATE_MEMBER_PREFIX: &str = "seng_kmod_rs";
+
+/// Undefined symbols the Rust object may leave for the kernel beyond plain C functions.
+const ALLOWED_UNDERSCORE_UNDEFINED: &[&str] = &["__x86_return_thunk", "__x86_indirect_thunk_"];
+
+/// Builds the Rust static library and extracts and checks its crate object; returns the object
+/// (`<target>/kmod/seng_rs.o`), unchanged on disk if its content did not change.
+pub fn build_rust(paths: &Paths) -> Result<PathBuf> {
+    let manifest = paths.root.join("seng-kmod/rust/Cargo.toml");
+    let target_dir = paths.target.join("kmod/rust");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Unstable flags (-Z...) are needed on the stable toolchain, as the kernel's own Rust build
+    // does; build-std rebuilds core with the same flags so memcpy calls also go through the PLT.
+    Cmd::new(cargo)
+        .args(["build", "--quiet", "--release", "--target", RUST_TARGET])
+        .arg("-Zbuild-std=core,compiler_builtins")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("RUSTFLAGS", RUSTFLAGS)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .run()?;
+
+    let lib = target_dir
+        .join(RUST_TARGET)
+        .join("release/libseng_kmod_rs.a");
+    let members = Cmd::new("ar").arg("t").arg(&lib).stdout()?;
+    let ours: Vec<&str> = members
+        .lines()
+        .filter(|m| m.starts_with(CRATE_MEMBER_PREFIX))
+        .collect();
+    let [member] = ours[..] else {
+        bail!("{} should hold one {CRATE_MEMBER_PREFIX}* object (LTO, one codegen unit), found {ours:?}", lib.display());
+    };
+    // compiler_builtins stays out: its symbols are what modpost would reject anyway.
+    let object = Cmd::new("ar")
+        .arg("p")
+        .arg(&lib)
+        .arg(member)
+        .output()?
+        .stdout;
+    let checked = paths.target.join("kmod/seng_rs.o.check");
+    mkdir(checked.parent().context("no kmod dir")?)?;
+    fs::write(&checked, &object).context("cannot write the extracted Rust object")?;
+    check_rust_object(&checked)?;
+    let out = paths.target.join("kmod/seng_rs.o");
+    write_if_changed(&out, &object)?;
+    fs::remove_file(&checked).ok();
+    Ok(out)
+}
+
+/// Rejects Rust objects the kernel cannot load or that break kernel rules.
+fn check_rust_object(obj: &Path) -> Result<()> {
+    let shown = obj.display();
+    let disasm = Cmd::new("objdump").arg("-d").arg(obj).stdout()?;
+    let mut function = "";
+    let sse: Vec<String> = disasm
+        .lines()
+        .filter_map(|l| {
+            if l.ends_with(">:") {
+                function = l;
+            }
+            l.contains("xmm")
+                .then(|| format!("{function} {}", l.trim()))
+        })
+        .take(5)
+        .collect();
+    if !sse.is_empty() {
+        bail!(
+            "{shown} uses SSE registers, which kernel code must not touch:\n{}",
+            sse.join("\n")
+        );
+    }
+
+    let relocs = Cmd::new("readelf").arg("-rW").arg(obj).stdout()?;
+    let bad: Vec<&str> = relocs
+        .lines()
+        .filter(|l| {
+            ["GOTPCREL", "TPOFF", "TLSGD", "TLSLD", "DTPOFF"]
+                .iter()
+                .any(|r| l.contains(r))
+        })
+        .take(5)
+        .collect();
+    if !bad.is_empty() {
+        bail!(
+            "{shown} has GOT or TLS relocations the module loader rejects (is -Zplt=yes with \
+             build-std in effect?):\n{}",
+            bad.join("\n")
+        );
+    }
+
+    let symbols = Cmd::new("nm").arg(obj).stdout()?;
+    let panicking: Vec<&str> = symbols
+        .lines()
+        .filter(|l| l.contains("panicking"))
+        .take(5)
+        .collect();
+    if !panicking.is_empty() {
+        bail!(
+            "{shown} can panic (it references core::panicking); make the code panic-free:\n{}",
+            panicking.join("\n")
+        );
+    }
+    let foreign: Vec<&str> = symbols
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("U "))
+        .filter(|s| {
+            s.starts_with("_ZN")
+                || (s.starts_with("__")
+                    && !ALLOWED_UNDERSCORE_UNDEFINED
+                        .iter()
+                        .any(|a| s.starts_with(a)))
+        })
+        .collect();
+    if !foreign.is_empty() {
+        bail!(
+            "{shown} needs compiler-rt or Rust library symbols the kernel does not have (u128 \
+             division, floating point?): {}",
+            foreign.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Builds `seng.ko` for `kernel` with kbuild; returns `<target>/kmod/<release>/seng.ko`.
+pub fn build_module(paths: &Paths, kernel: &Kernel, rust_obj: &Path) -> Result<PathBuf> {
+    let out = paths.kmod_out(&kernel.release);
+    let build = out.join("build");
+    mkdir(&build)?;
+    sync_sources(&paths.root.join("seng-kmod"), &build)?;
+
+    let mut make = Cmd::new("make")
+        .arg("-C")
+        .arg(kernel.kdir())
+        .arg(format!("M={}", build.display()))
+        .arg(format!("SENG_RUST_OBJ={}", rust_obj.display()))
+        .args(["-j2", "modules"]);
+    if let Some(cc) = compiler_override(kernel) {
+        make = make.arg(format!("CC={cc}"));
+    }
+    let shown = make.shown().to_string();
+    // kbuild takes most of a second even with nothing to do: skip it when no input changed.
+    let ko = out.join("seng.ko");
+    let key = build_key(kernel, &build, rust_obj, &shown)?;
+    let key_file = out.join("build.key");
+    if ko.exists() && fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str()) {
+        return Ok(ko);
+    }
+    let output = make.output_any()?;
+    if !output.status.success() {
+        bail!(
+            "kbuild for {} failed: {}",
+            kernel.release,
+            failure_message(&shown, &output)
+        );
+    }
+    let text = crate::cmd::combined(&output);
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("warning"))
+        .collect();
+    if !warnings.is_empty() {
+        // Objects built with warnings must not count as up to date on the next run.
+        remove_all(&build)?;
+        bail!(
+            "kbuild for {} printed warnings (they fail the build):\n{}\n--- full output of `{shown}` ---\n{text}",
+            kernel.release,
+            warnings.join("\n")
+        );
+    }
+    fs::copy(build.join("seng.ko"), &ko)
+        .with_context(|| format!("cannot copy seng.ko to {}", ko.display()))?;
+    fs::write(&key_file, key).with_context(|| format!("cannot write {}", key_file.display()))?;
+    Ok(ko)
+}
+
+/// A fingerprint of everything a module build depends on: the kbuild inputs in `build`, the
+/// Rust object, the make command line (KDIR, compiler) and the kernel's identity.
+fn build_key(kernel: &Kernel, build: &Path, rust_obj: &Path, make: &str) -> Result<String> {
+    let mut h = DefaultHasher::new();
+    h.write(make.as_bytes());
+    h.write(kernel.release.as_bytes());
+    h.write(kernel.version.as_bytes());
+    h.write(&fs::read(rust_obj).with_context(|| format!("cannot read {}", rust_obj.display()))?);
+    let mut inputs: Vec<PathBuf> = fs::read_dir(build)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            is_kbuild_input(&name)
+        })
+        .collect();
+    inputs.sort();
+    for input in inputs {
+        h.write(input.as_os_str().as_encoded_bytes());
+        h.write(&fs::read(&input)?);
+    }
+    Ok(format!("{:016x}", h.finish()))
+}
+
+/// The files of seng-kmod/ that kbuild reads.
+fn is_kbuild_input(name: &str) -> bool {
+    name == "Kbuild" || name.ends_with(".c") || name.ends_with(".h")
+}
+
+/// Mirrors the kbuild inputs (Kbuild, *.c, *.h) of `src` into the per-kernel build directory, so
+/// kernels build side by side without touching the source tree. Unchanged files keep their
+/// mtime, so an unchanged module is not rebuilt.
+fn sync_sources(src: &Path, build: &Path) -> Result<()> {
+    let mut wanted = Vec::new();
+    for entry in fs::read_dir(src).with_context(|| format!("cannot list {}", src.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_file() && is_kbuild_input(&name) {
+            let data = fs::read(entry.path())?;
+            write_if_changed(&build.join(&name), &data)?;
+            wanted.push(name);
+        }
+    }
+    for entry in fs::read_dir(build)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if is_kbuild_input(&name) && !wanted.contains(&name) {
+            fs::remove_file(build.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Debian's headers name the compiler the kernel was built with (5.10: gcc-10). If it is not
+/// installed, use the host's gcc: these configs use no GCC plugins, so modules stay compatible.
+fn compiler_override(kernel: &Kernel) -> Option<String> {
+    let vars = kernel.kdir().join(".kernelvariables");
+    let text = fs::read_to_string(vars).ok()?;
+    let wanted = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("CC "))
+        .filter_map(|l| l.split_whitespace().last())
+        .next_back()?
+        .trim_start_matches("$(CROSS_COMPILE)");
+    (!on_path(wanted)).then(|| "gcc".into())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}

@@ -1,0 +1,437 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `cargo xtask`: the seng build and test helper.
+//!
+//! - `kernel fetch`: resolve and cache Debian cloud kernels (image, headers, modules);
+//! - `build-kmod`: build the kernel-independent Rust object once, then `seng.ko` per kernel;
+//! - `vmtest`: boot each kernel under QEMU with a generated initramfs and run `vmtest/tests`
+//!   (or, with `--bench`, the scripts of `vmtest/bench`).
+
+mod apt;
+mod cmd;
+mod cpio;
+mod initramfs;
+mod kernel;
+mod kmod;
+mod paths;
+mod timing;
+mod vm;
+
+use std::collections::VecDeque;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use kernel::{FetchOpts, Series};
+use paths::Paths;
+use timing::Timings;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "seng build and test helper")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Debian cloud kernels used for module builds and VM tests.
+    Kernel {
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
+    /// Build seng.ko for each kernel: the Rust object once, then kbuild per kernel.
+    BuildKmod(BuildKmodArgs),
+    /// Boot each kernel under QEMU and run the guest tests (or benchmarks).
+    Vmtest(VmtestArgs),
+}
+
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// Resolve the newest kernel of each series and cache it under ~/.cache/seng/kernels.
+    Fetch(KernelArgs),
+}
+
+/// Which kernels to work on and how to resolve them.
+#[derive(Args, Clone)]
+struct KernelArgs {
+    /// Kernel series: 5.10, 6.1, 6.12, a comma-separated list, or all.
+    // The path is spelled out so clap takes the parser's list as the value instead of treating
+    // the option as repeatable.
+    #[arg(long, default_value = "all", value_parser = kernel::parse_selection)]
+    kernel: std::vec::Vec<Series>,
+    /// Use only cached kernels; never run apt.
+    #[arg(long)]
+    offline: bool,
+    /// Refresh the package lists even if they are less than a day old.
+    #[arg(long, conflicts_with = "offline")]
+    refresh: bool,
+}
+
+impl KernelArgs {
+    fn fetch_opts(&self) -> FetchOpts {
+        FetchOpts {
+            offline: self.offline,
+            refresh: self.refresh,
+        }
+    }
+}
+
+#[derive(Args)]
+struct BuildKmodArgs {
+    #[command(flatten)]
+    kernels: KernelArgs,
+    /// Build and check only the kernel-independent Rust object.
+    #[arg(long)]
+    rust_only: bool,
+    /// Also copy the Rust object here (for `make` in seng-kmod/ or a DKMS source tree).
+    #[arg(long, value_name = "FILE")]
+    rust_out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct VmtestArgs {
+    #[command(flatten)]
+    kernels: KernelArgs,
+    /// Run only the tests whose name contains this text (repeatable: any of them).
+    #[arg(long, value_name = "TEXT")]
+    filter: Vec<String>,
+    /// After the run, keep the VM up with a shell on this terminal; exit the shell to power off.
+    #[arg(long)]
+    keep: bool,
+    /// Run the benchmark scripts of vmtest/bench instead of the tests.
+    #[arg(long)]
+    bench: bool,
+    /// Kill a VM that has not finished after this many seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    timeout: u64,
+    /// Print the whole guest console.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Kernels to run at the same time (default: one per CPU core).
+    #[arg(long, short)]
+    jobs: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut timings = Timings::new();
+    let result = Paths::discover().and_then(|paths| match cli.command {
+        Command::Kernel {
+            command: KernelCommand::Fetch(args),
+        } => fetch_all(&paths, &args, &mut timings).map(|_| true),
+        Command::BuildKmod(args) => build_kmod(&paths, &args, &mut timings).map(|()| true),
+        Command::Vmtest(args) => vmtest(&paths, &args, &mut timings),
+    });
+    timings.print();
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fetch_all(
+    paths: &Paths,
+    args: &KernelArgs,
+    timings: &mut Timings,
+) -> Result<Vec<kernel::Kernel>> {
+    args.kernel
+        .iter()
+        .map(|&series| {
+            let k = timings.measure(series.name(), "fetch", || {
+                kernel::fetch(paths, series, args.fetch_opts())
+            })?;
+            println!(
+                "kernel {series}: {} ({}) in {}",
+                k.release,
+                k.version,
+                k.dir.display()
+            );
+            Ok(k)
+        })
+        .collect()
+}
+
+fn build_kmod(paths: &Paths, args: &BuildKmodArgs, timings: &mut Timings) -> Result<()> {
+    let rust = timings.measure("all", "rust object", || kmod::build_rust(paths))?;
+    println!("rust object: {}", rust.display());
+    if let Some(out) = &args.rust_out {
+        fs::copy(&rust, out)
+            .with_context(|| format!("cannot copy the Rust object to {}", out.display()))?;
+    }
+    if args.rust_only {
+        return Ok(());
+    }
+    for k in fetch_all(paths, &args.kernels, timings)? {
+        let ko = timings.measure(k.series.name(), "build", || {
+            kmod::build_module(paths, &k, &rust)
+        })?;
+        println!("kernel {}: {}", k.series, ko.display());
+    }
+    Ok(())
+}
+
+/// The tests to run: `vmtest/tests` files (`*.sh` and executables) plus guest binaries
+/// installed into `/vmtest/tests`, filtered, in name order.
+fn test_plan(
+    paths: &Paths,
+    bins: &[initramfs::GuestBin],
+    filters: &[String],
+) -> Result<Vec<String>> {
+    let dir = paths.root.join("vmtest/tests");
+    let mut files = Vec::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let exec =
+            std::os::unix::fs::PermissionsExt::mode(&entry.metadata()?.permissions()) & 0o111 != 0;
+        if entry.file_type()?.is_file() && (name.ends_with(".sh") || exec) {
+            files.push(name);
+        }
+    }
+    let guest_tests = format!("{}/tests", initramfs::GUEST_VMTEST);
+    files.extend(
+        bins.iter()
+            .filter(|b| b.dest == guest_tests)
+            .map(|b| b.bin.clone()),
+    );
+    files.sort();
+    files.retain(|f| {
+        filters.is_empty() || filters.iter().any(|w| test_name(f).contains(w.as_str()))
+    });
+    anyhow::ensure!(!files.is_empty(), "no test matches --filter {filters:?}");
+    Ok(files)
+}
+
+/// A test's name: its file name without `.sh`.
+fn test_name(file: &str) -> &str {
+    file.strip_suffix(".sh").unwrap_or(file)
+}
+
+/// Per-kernel verdict of a vmtest run.
+struct Verdict {
+    series: Series,
+    passed: usize,
+    failed: Vec<String>,
+}
+
+/// What every kernel's run shares.
+struct Shared<'a> {
+    paths: &'a Paths,
+    args: &'a VmtestArgs,
+    rust: &'a Path,
+    host: &'a initramfs::HostFiles,
+    plan: &'a [String],
+    mode: vm::Mode,
+}
+
+fn vmtest(paths: &Paths, args: &VmtestArgs, timings: &mut Timings) -> Result<bool> {
+    let mode = if args.bench {
+        vm::Mode::Bench
+    } else {
+        vm::Mode::Test
+    };
+    let bins = initramfs::read_guest_bins(&paths.root)?;
+    let plan = match mode {
+        vm::Mode::Test => test_plan(paths, &bins, &args.filter)?,
+        vm::Mode::Bench => Vec::new(),
+    };
+    let built_bins = timings.measure("all", "guest bins", || {
+        initramfs::build_guest_bins(paths, &bins)
+    })?;
+    let rust = timings.measure("all", "rust object", || kmod::build_rust(paths))?;
+    let host = timings.measure("all", "host files", || {
+        initramfs::HostFiles::collect(paths, &built_bins)
+    })?;
+
+    // Fetching stays sequential: kernels of one Debian release share an apt state directory.
+    let mut verdicts = Vec::new();
+    let mut kernels = Vec::new();
+    for &series in &args.kernels.kernel {
+        match timings.measure(series.name(), "fetch", || {
+            kernel::fetch(paths, series, args.kernels.fetch_opts())
+        }) {
+            Ok(k) => kernels.push(k),
+            Err(e) => {
+                eprintln!("[{series}] error: {e:#}");
+                verdicts.push(Verdict {
+                    series,
+                    passed: 0,
+                    failed: vec![format!("{e:#}")],
+                });
+            }
+        }
+    }
+
+    // Each VM runs one TCG vCPU thread, so kernels run side by side, one per core by default.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = if args.keep {
+        1
+    } else {
+        args.jobs.unwrap_or(cores).clamp(1, kernels.len().max(1))
+    };
+    let shared = Shared {
+        paths,
+        args,
+        rust: &rust,
+        host: &host,
+        plan: &plan,
+        mode,
+    };
+    let queue = Mutex::new(kernels.iter().collect::<VecDeque<_>>());
+    let done = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                let Some(kernel) = queue.lock().expect("queue poisoned").pop_front() else {
+                    break;
+                };
+                let mut t = Timings::new();
+                let mut verdict = Verdict {
+                    series: kernel.series,
+                    passed: 0,
+                    failed: Vec::new(),
+                };
+                if let Err(e) = vmtest_kernel(&shared, kernel, &mut t, &mut verdict) {
+                    eprintln!("[{}] error: {e:#}", kernel.series);
+                    verdict.failed.push(format!("{e:#}"));
+                }
+                done.lock().expect("results poisoned").push((verdict, t));
+            });
+        }
+    });
+    let mut done = done.into_inner().expect("results poisoned");
+    done.sort_by_key(|(v, _)| v.series);
+    for (verdict, t) in done {
+        verdicts.push(verdict);
+        timings.append(t);
+    }
+    verdicts.sort_by_key(|v| v.series);
+
+    println!("summary:");
+    let mut passed = 0;
+    let mut failed = 0;
+    for v in &verdicts {
+        let state = if v.failed.is_empty() { "ok" } else { "FAILED" };
+        println!(
+            "  {:<5} {state}: {} passed, {} failed",
+            v.series.name(),
+            v.passed,
+            v.failed.len()
+        );
+        for f in &v.failed {
+            println!("        - {}", f.lines().next().unwrap_or(""));
+        }
+        passed += v.passed;
+        failed += v.failed.len();
+    }
+    println!("vmtest: {passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
+
+/// Builds, packs and boots one kernel and judges what the guest reported.
+fn vmtest_kernel(
+    shared: &Shared<'_>,
+    kernel: &kernel::Kernel,
+    timings: &mut Timings,
+    verdict: &mut Verdict,
+) -> Result<()> {
+    let Shared {
+        paths,
+        args,
+        rust,
+        host,
+        plan,
+        mode,
+    } = *shared;
+    let series = kernel.series;
+    let name = series.name();
+    let ko = timings.measure(name, "build", || kmod::build_module(paths, kernel, rust))?;
+    let guest = initramfs::Guest {
+        kernel,
+        seng_ko: &ko,
+        host,
+        plan,
+    };
+    let initrd = timings.measure(name, "initramfs", || initramfs::build(paths, &guest))?;
+    match mode {
+        vm::Mode::Test => println!(
+            "[{series}] booting {} to run {} tests",
+            kernel.release,
+            plan.len()
+        ),
+        vm::Mode::Bench => println!(
+            "[{series}] booting {} to run the benchmarks",
+            kernel.release
+        ),
+    }
+    let out_dir = paths.vmtest_out(&kernel.release);
+    let boot = vm::Boot {
+        kernel,
+        initrd: &initrd,
+        mode,
+        timeout: Duration::from_secs(args.timeout),
+        keep: args.keep,
+        out_dir: &out_dir,
+        verbose: args.verbose,
+    };
+    let outcome = timings.measure(name, "boot+tests", || vm::run(&boot))?;
+
+    for r in &outcome.results {
+        match r.status.as_str() {
+            "PASS" | "SKIP" => verdict.passed += 1,
+            _ => {
+                verdict
+                    .failed
+                    .push(format!("test {}: {}", r.name, r.detail));
+                for l in &r.log {
+                    println!("[{series}]   | {l}");
+                }
+            }
+        }
+    }
+    for file in plan {
+        let test = test_name(file);
+        if !outcome.results.iter().any(|r| r.name == test) && !args.keep {
+            verdict.failed.push(format!("test {test}: no result"));
+        }
+    }
+    for (bench, rc) in &outcome.benches {
+        if rc == "0" {
+            verdict.passed += 1;
+        } else {
+            verdict.failed.push(format!("bench {bench}: exit {rc}"));
+        }
+    }
+    for p in &outcome.kernel_problems {
+        verdict.failed.push(format!("kernel log: {p}"));
+    }
+    if let Some(why) = &outcome.aborted {
+        verdict.failed.push(format!(
+            "VM: {why}; serial log {}",
+            outcome.serial_log.display()
+        ));
+        println!("[{series}] last console lines:");
+        for l in &outcome.tail {
+            println!("[{series}]   | {l}");
+        }
+    }
+    if !outcome.kernel_problems.is_empty() {
+        println!(
+            "[{series}] kernel problems (full log in {}):",
+            outcome.serial_log.display()
+        );
+        for p in &outcome.kernel_problems {
+            println!("[{series}]   ! {p}");
+        }
+    }
+    Ok(())
+}
