@@ -1,3 +1,604 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Enclave table scripts: the text format of `seng save` / `seng restore` and of the simulator's
 //! enclave event files.
+//!
+//! A script is a sequence of seng CLI commands without the leading `seng`, one a line, the way
+//! `ipset save` output is a sequence of `ipset` commands:
+//!
+//! ```text
+//! # comment
+//! enclave add 192.168.28.10 --app d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0 --host 10.0.0.5 --cat Browser
+//! enclave del 192.168.28.10
+//! app cat add d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0 "Web Mail"
+//! app cat del d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0 Browser
+//! @1.250 flush
+//! ```
+//!
+//! Words are separated by blanks; double quotes group a word, and a backslash takes the next
+//! character literally (inside or outside quotes), so every name [`Category::save_form`] prints
+//! reads back. A `#` starting a word outside quotes comments out the rest of the line. A leading
+//! `seng` word is tolerated. An optional first word `@SECONDS` (decimal, at most nine fractional
+//! digits) makes the line a timed event, relative to the first packet of a capture; untimed lines
+//! apply before it, and times must not decrease through the script.
+//!
+//! [`parse`] reads a script into [`ScriptLine`]s, [`print`] writes the canonical form (what
+//! `seng save` prints; parsing it gives the same lines back), and [`Command::apply`] performs a
+//! command on a [`LocalTable`].
+
+use core::fmt;
+use core::net::IpAddr;
+use core::time::Duration;
+
+use crate::category::CategoryError;
+use crate::host::HostError;
+use crate::measurement::HexError;
+use crate::table::{LocalTable, Registered, TableError, Unregistered};
+use crate::{Category, Family, Measurement};
+
+/// One command of a script.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `enclave add IP --app HEX --host IP [--cat NAME]...`: register (or re-register) an
+    /// enclave, attaching the categories to its application.
+    EnclaveAdd {
+        /// The enclave's address.
+        ip: IpAddr,
+        /// Its application measurement.
+        app: Measurement,
+        /// The untrusted host it runs on.
+        host: IpAddr,
+        /// Categories to attach to the application, in the order given.
+        categories: Vec<Category>,
+    },
+    /// `enclave del IP`: unregister an enclave.
+    EnclaveDel {
+        /// The enclave's address.
+        ip: IpAddr,
+    },
+    /// `app cat add HEX NAME`: attach a category to an application.
+    CatAdd {
+        /// The application.
+        app: Measurement,
+        /// The category.
+        category: Category,
+    },
+    /// `app cat del HEX NAME`: detach a category from an application.
+    CatDel {
+        /// The application.
+        app: Measurement,
+        /// The category.
+        category: Category,
+    },
+    /// `flush`: unregister every enclave.
+    Flush,
+}
+
+/// A command with where it came from and when it applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptLine {
+    /// 1-based line number in the script text.
+    pub line_no: usize,
+    /// `@SECONDS` prefix: applies this long after the first packet; `None` applies before it.
+    pub at: Option<Duration>,
+    /// The command.
+    pub command: Command,
+}
+
+/// What is wrong with a script line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScriptErrorKind {
+    /// A double quote is not closed on its line.
+    UnterminatedQuote,
+    /// A backslash ends the line.
+    DanglingEscape,
+    /// The words do not start a known command.
+    UnknownCommand,
+    /// The line ends where this is needed.
+    Missing(&'static str),
+    /// A word that no command of this form takes.
+    UnexpectedWord,
+    /// An option of `enclave add` given twice.
+    DuplicateOption,
+    /// Not a numeric IPv4 or IPv6 address.
+    Address(HostError),
+    /// Not an application measurement.
+    Hex(HexError),
+    /// Not a category name.
+    Category(CategoryError),
+    /// `@` not followed by a decimal number of seconds with at most nine fractional digits.
+    BadTime,
+    /// The time is earlier than a previous line's.
+    TimeDecreasing {
+        /// The latest time seen before this line.
+        previous: Duration,
+    },
+}
+
+/// An error in a script, naming line, column and the offending word.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptError {
+    /// 1-based line number.
+    pub line: usize,
+    /// 1-based column (in characters) of the offending word, or of the line's end when something
+    /// is missing.
+    pub column: usize,
+    /// The offending word as read (after unquoting); empty when something is missing.
+    pub word: String,
+    /// What is wrong.
+    pub kind: ScriptErrorKind,
+}
+
+impl fmt::Display for ScriptError {
+    /// `LINE:COLUMN: message`, so a caller can prefix the file name the way compilers do.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.line, self.column)?;
+        let word = &self.word;
+        match self.kind {
+            ScriptErrorKind::UnterminatedQuote => f.write_str("unterminated double quote"),
+            ScriptErrorKind::DanglingEscape => f.write_str("backslash at the end of the line"),
+            ScriptErrorKind::UnknownCommand => write!(
+                f,
+                "unknown command {word:?}; expected \"enclave add\", \"enclave del\", \"app cat add\", \
+                 \"app cat del\" or \"flush\""
+            ),
+            ScriptErrorKind::Missing(what) => write!(f, "missing {what}"),
+            ScriptErrorKind::UnexpectedWord => write!(f, "unexpected {word:?}"),
+            ScriptErrorKind::DuplicateOption => write!(f, "{word} given twice"),
+            ScriptErrorKind::Address(e) => write!(f, "bad address {word:?}: {e}"),
+            ScriptErrorKind::Hex(e) => write!(f, "bad application measurement {word:?}: {e}"),
+            ScriptErrorKind::Category(e) => write!(f, "bad category {word:?}: {e}"),
+            ScriptErrorKind::BadTime => write!(
+                f,
+                "bad time {word:?}: expected @SECONDS, e.g. @1.250 (at most nine fractional digits)"
+            ),
+            ScriptErrorKind::TimeDecreasing { previous } => write!(
+                f,
+                "time {word} is before the previous event's @{}; timed lines must not go back in time",
+                Seconds(previous)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ScriptError {}
+
+/// A word of a line with the column it starts at.
+struct Word {
+    text: String,
+    column: usize,
+    quoted: bool,
+}
+
+fn split_words(line: &str, line_no: usize) -> Result<Vec<Word>, ScriptError> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().enumerate().peekable();
+    let err = |column: usize, kind| ScriptError { line: line_no, column, word: String::new(), kind };
+    while let Some(&(start, c)) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        if c == '#' {
+            break;
+        }
+        let mut text = String::new();
+        let mut quoted = false;
+        let mut in_quotes = false;
+        while let Some(&(at, c)) = chars.peek() {
+            if !in_quotes && c.is_whitespace() {
+                break;
+            }
+            chars.next();
+            match c {
+                '"' => {
+                    in_quotes = !in_quotes;
+                    quoted = true;
+                }
+                '\\' => match chars.next() {
+                    Some((_, escaped)) => text.push(escaped),
+                    None => return Err(err(at + 1, ScriptErrorKind::DanglingEscape)),
+                },
+                _ => text.push(c),
+            }
+        }
+        if in_quotes {
+            return Err(err(start + 1, ScriptErrorKind::UnterminatedQuote));
+        }
+        words.push(Word { text, column: start + 1, quoted });
+    }
+    Ok(words)
+}
+
+/// Reads the words of one line into a command.
+struct LineParser<'a> {
+    words: core::slice::Iter<'a, Word>,
+    line_no: usize,
+    end_column: usize,
+}
+
+impl<'a> LineParser<'a> {
+    fn error(&self, word: Option<&Word>, kind: ScriptErrorKind) -> ScriptError {
+        match word {
+            Some(w) => ScriptError { line: self.line_no, column: w.column, word: w.text.clone(), kind },
+            None => ScriptError { line: self.line_no, column: self.end_column, word: String::new(), kind },
+        }
+    }
+
+    fn next(&mut self, what: &'static str) -> Result<&'a Word, ScriptError> {
+        self.words.next().ok_or_else(|| self.error(None, ScriptErrorKind::Missing(what)))
+    }
+
+    fn keyword(&mut self, expected: &[&'static str], what: &'static str) -> Result<&'static str, ScriptError> {
+        let word = self.next(what)?;
+        expected
+            .iter()
+            .find(|k| !word.quoted && **k == word.text)
+            .copied()
+            .ok_or_else(|| self.error(Some(word), ScriptErrorKind::UnknownCommand))
+    }
+
+    fn ip(&mut self, what: &'static str) -> Result<IpAddr, ScriptError> {
+        let word = self.next(what)?;
+        word.text.parse().map_err(|_| {
+            let family = if word.text.contains(':') { Family::Ipv6 } else { Family::Ipv4 };
+            self.error(Some(word), ScriptErrorKind::Address(HostError::Address(family)))
+        })
+    }
+
+    fn app(&mut self, what: &'static str) -> Result<Measurement, ScriptError> {
+        let word = self.next(what)?;
+        Measurement::parse_hex(&word.text).map_err(|e| self.error(Some(word), ScriptErrorKind::Hex(e)))
+    }
+
+    fn category(&mut self, what: &'static str) -> Result<Category, ScriptError> {
+        let word = self.next(what)?;
+        Category::new(word.text.as_bytes()).map_err(|e| self.error(Some(word), ScriptErrorKind::Category(e)))
+    }
+
+    fn end(&mut self) -> Result<(), ScriptError> {
+        match self.words.next() {
+            Some(word) => Err(self.error(Some(word), ScriptErrorKind::UnexpectedWord)),
+            None => Ok(()),
+        }
+    }
+
+    fn enclave_add(&mut self) -> Result<Command, ScriptError> {
+        let ip = self.ip("the enclave address")?;
+        let mut app = None;
+        let mut host = None;
+        let mut categories = Vec::new();
+        while let Some(word) = self.words.next() {
+            match word.text.as_str() {
+                "--app" if !word.quoted => {
+                    if app.is_some() {
+                        return Err(self.error(Some(word), ScriptErrorKind::DuplicateOption));
+                    }
+                    app = Some(self.app("the measurement after --app")?);
+                }
+                "--host" if !word.quoted => {
+                    if host.is_some() {
+                        return Err(self.error(Some(word), ScriptErrorKind::DuplicateOption));
+                    }
+                    host = Some(self.ip("the host address after --host")?);
+                }
+                "--cat" if !word.quoted => categories.push(self.category("the category after --cat")?),
+                _ => return Err(self.error(Some(word), ScriptErrorKind::UnexpectedWord)),
+            }
+        }
+        let app = app.ok_or_else(|| self.error(None, ScriptErrorKind::Missing("--app HEX")))?;
+        let host = host.ok_or_else(|| self.error(None, ScriptErrorKind::Missing("--host ADDR")))?;
+        Ok(Command::EnclaveAdd { ip, app, host, categories })
+    }
+
+    fn command(&mut self) -> Result<Command, ScriptError> {
+        const COMMANDS: &[&str] = &["enclave", "app", "flush"];
+        let command = match self.keyword(COMMANDS, "a command")? {
+            "enclave" => match self.keyword(&["add", "del"], "\"add\" or \"del\" after \"enclave\"")? {
+                "add" => return self.enclave_add(),
+                _ => Command::EnclaveDel { ip: self.ip("the enclave address")? },
+            },
+            "app" => {
+                self.keyword(&["cat"], "\"cat\" after \"app\"")?;
+                let add = self.keyword(&["add", "del"], "\"add\" or \"del\" after \"app cat\"")? == "add";
+                let app = self.app("the application measurement")?;
+                let category = self.category("the category name")?;
+                match add {
+                    true => Command::CatAdd { app, category },
+                    false => Command::CatDel { app, category },
+                }
+            }
+            _ => Command::Flush,
+        };
+        self.end()?;
+        Ok(command)
+    }
+}
+
+fn parse_time(text: &str) -> Option<Duration> {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (text, ""),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 9 || (text.contains('.') && fraction.is_empty()) {
+        return None;
+    }
+    let secs: u64 = whole.parse().ok()?;
+    let nanos = fraction.bytes().chain(core::iter::repeat(b'0')).take(9).fold(0u32, |n, b| n * 10 + u32::from(b - b'0'));
+    Some(Duration::new(secs, nanos))
+}
+
+/// Parses a whole script. Errors name the line, the column and the word.
+pub fn parse(text: &str) -> Result<Vec<ScriptLine>, ScriptError> {
+    let mut lines = Vec::new();
+    let mut latest: Option<Duration> = None;
+    for (index, line) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let words = split_words(line, line_no)?;
+        let mut rest = words.as_slice();
+        let end_column = line.chars().count() + 1;
+        let mut at = None;
+        if let [first, tail @ ..] = rest {
+            if let Some(seconds) = first.text.strip_prefix('@').filter(|_| !first.quoted) {
+                let error = |kind| ScriptError { line: line_no, column: first.column, word: first.text.clone(), kind };
+                let time = parse_time(seconds).ok_or_else(|| error(ScriptErrorKind::BadTime))?;
+                if let Some(previous) = latest.filter(|p| time < *p) {
+                    return Err(error(ScriptErrorKind::TimeDecreasing { previous }));
+                }
+                latest = Some(time);
+                at = Some(time);
+                rest = tail;
+            }
+        }
+        if let [first, tail @ ..] = rest {
+            if first.text == "seng" && !first.quoted {
+                rest = tail;
+            }
+        }
+        if rest.is_empty() {
+            if let Some(first) = words.first() {
+                return Err(ScriptError { line: line_no, column: end_column, word: first.text.clone(), kind: ScriptErrorKind::Missing("a command") });
+            }
+            continue;
+        }
+        let mut parser = LineParser { words: rest.iter(), line_no, end_column };
+        lines.push(ScriptLine { line_no, at, command: parser.command()? });
+    }
+    Ok(lines)
+}
+
+/// The canonical text of a script: one line per command, no comments, times as `@S[.F]` with
+/// trailing zeros dropped. [`parse`] of it gives `lines` back when their `line_no`s are 1, 2, ….
+pub fn print(lines: &[ScriptLine]) -> String {
+    let mut out = String::new();
+    for line in lines {
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// Seconds of a duration, printed the canonical way.
+struct Seconds(Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self.0.subsec_nanos();
+        write!(f, "{}", self.0.as_secs())?;
+        if nanos != 0 {
+            let digits = format!("{nanos:09}");
+            write!(f, ".{}", digits.trim_end_matches('0'))?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ScriptLine {
+    /// The canonical line, without a newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(at) = self.at {
+            write!(f, "@{} ", Seconds(at))?;
+        }
+        write!(f, "{}", self.command)
+    }
+}
+
+impl fmt::Display for Command {
+    /// The canonical command text (options in the order `--app`, `--host`, `--cat`...).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::EnclaveAdd { ip, app, host, categories } => {
+                write!(f, "enclave add {ip} --app {app} --host {host}")?;
+                for category in categories {
+                    write!(f, " --cat {}", category.save_form())?;
+                }
+                Ok(())
+            }
+            Command::EnclaveDel { ip } => write!(f, "enclave del {ip}"),
+            Command::CatAdd { app, category } => write!(f, "app cat add {app} {}", category.save_form()),
+            Command::CatDel { app, category } => write!(f, "app cat del {app} {}", category.save_form()),
+            Command::Flush => f.write_str("flush"),
+        }
+    }
+}
+
+/// What applying a command did to the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// `enclave add`: how the registration went.
+    Registered(Registered),
+    /// `enclave del`: the metadata the enclave had.
+    Unregistered(Unregistered),
+    /// `app cat add`: false when the application already had the category.
+    CategoryAttached(bool),
+    /// `app cat del`.
+    CategoryDetached,
+    /// `flush`: the addresses that were registered.
+    Flushed(Vec<IpAddr>),
+}
+
+impl Applied {
+    /// Addresses whose flows must not survive this change: an enclave unregistered, or
+    /// re-registered with another application or host. The kernel deletes every conntrack entry
+    /// involving them at this moment, so the simulator must too.
+    pub fn ended_enclaves<'a>(&'a self, command: &'a Command) -> &'a [IpAddr] {
+        match (self, command) {
+            (Applied::Registered(Registered::Replaced { .. }), Command::EnclaveAdd { ip, .. })
+            | (Applied::Unregistered(_), Command::EnclaveDel { ip }) => core::slice::from_ref(ip),
+            (Applied::Flushed(ips), _) => ips,
+            _ => &[],
+        }
+    }
+}
+
+impl Command {
+    /// Performs the command on `table`. On error the table is unchanged.
+    pub fn apply(&self, table: &mut LocalTable) -> Result<Applied, TableError> {
+        Ok(match self {
+            Command::EnclaveAdd { ip, app, host, categories } => {
+                Applied::Registered(table.register(*ip, app, *host, categories)?)
+            }
+            Command::EnclaveDel { ip } => Applied::Unregistered(table.unregister(ip)?),
+            Command::CatAdd { app, category } => Applied::CategoryAttached(table.attach_category(app, category)?),
+            Command::CatDel { app, category } => {
+                table.detach_category(app, category)?;
+                Applied::CategoryDetached
+            }
+            Command::Flush => {
+                let ips = table.enclaves_from(0).map(|e| e.ip()).collect();
+                table.flush();
+                Applied::Flushed(ips)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    const APP: &str = "d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0";
+    const APP2: &str = "d5876e37d31ad62d4eafd36997820b18fdea7b104a0e2d3f81873230be2af792";
+
+    fn m(hex: &str) -> Measurement {
+        Measurement::parse_hex(hex).unwrap()
+    }
+
+    fn cat(name: &str) -> Category {
+        Category::new(name.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn parses_each_form_and_prints_it_canonically() {
+        let add = |ip: &str, host: &str, cats: &[&str]| Command::EnclaveAdd {
+            ip: ip.parse().unwrap(),
+            app: m(APP),
+            host: host.parse().unwrap(),
+            categories: cats.iter().map(|c| cat(c)).collect(),
+        };
+        // (input line, expected command, expected time in ms, canonical text)
+        let cases: Vec<(String, Command, Option<u64>, String)> = vec![
+            (
+                format!("enclave add 192.168.28.10 --app {APP} --host 10.0.0.5"),
+                add("192.168.28.10", "10.0.0.5", &[]),
+                None,
+                format!("enclave add 192.168.28.10 --app {APP} --host 10.0.0.5"),
+            ),
+            (
+                format!("  seng enclave add 192.168.28.10 --cat Browser --host 10.0.0.5 --app {} --cat \"Web Mail\"  # why", APP.to_uppercase()),
+                add("192.168.28.10", "10.0.0.5", &["Browser", "Web Mail"]),
+                None,
+                format!("enclave add 192.168.28.10 --app {APP} --host 10.0.0.5 --cat Browser --cat \"Web Mail\""),
+            ),
+            (
+                format!("enclave add fd00:28::10 --app {APP} --host 2001:db8::5 --cat a\\\"b"),
+                add("fd00:28::10", "2001:db8::5", &["a\"b"]),
+                None,
+                format!("enclave add fd00:28::10 --app {APP} --host 2001:db8::5 --cat \"a\\\"b\""),
+            ),
+            ("@1.250 enclave del 192.168.28.10".into(), Command::EnclaveDel { ip: "192.168.28.10".parse().unwrap() }, Some(1250), "@1.25 enclave del 192.168.28.10".into()),
+            (format!("@2 app cat add {APP2} Browser"), Command::CatAdd { app: m(APP2), category: cat("Browser") }, Some(2000), format!("@2 app cat add {APP2} Browser")),
+            (format!("app cat del {APP2} \"it's\""), Command::CatDel { app: m(APP2), category: cat("it's") }, None, format!("app cat del {APP2} \"it\\'s\"")),
+            ("@0.000000001 flush".into(), Command::Flush, Some(0), "@0.000000001 flush".into()),
+        ];
+        for (text, command, at_ms, canonical) in cases {
+            let lines = parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(lines.len(), 1, "{text}");
+            assert_eq!(lines[0].command, command, "{text}");
+            assert_eq!(lines[0].at.map(|d| d.as_millis() as u64), at_ms, "{text}");
+            assert_eq!(lines[0].to_string(), canonical, "{text}");
+            assert_eq!(parse(&canonical).unwrap(), lines, "{canonical} reparses");
+        }
+    }
+
+    #[test]
+    fn skips_comments_and_blank_lines_keeping_line_numbers() {
+        let text = "# header\n\n   \nenclave del 10.1.1.1 # trailing\n@3 flush\n";
+        let lines = parse(text).unwrap();
+        assert_eq!(lines.iter().map(|l| l.line_no).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(lines[1].at, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn errors_name_line_column_and_problem() {
+        let cases: Vec<(String, &str)> = vec![
+            ("enclave add 192.168.28.300 --app x --host 1.2.3.4".into(), "1:13: bad address \"192.168.28.300\": not a numeric IPv4 address"),
+            ("enclave add fd00::zz --app x".into(), "1:13: bad address \"fd00::zz\": not a numeric IPv6 address"),
+            ("enclave add 10.0.0.1 --app abc --host 1.2.3.4".into(), "1:28: bad application measurement \"abc\": must be exactly 64 hex digits"),
+            (format!("enclave add 10.0.0.1 --app {APP} --host 1.2.3.4 --cat 123456789012345678901"), "1:114: bad category \"123456789012345678901\": category name is 21 bytes"),
+            (format!("enclave add 10.0.0.1 --app {APP}"), "1:92: missing --host ADDR"),
+            (format!("enclave add 10.0.0.1 --host 1.2.3.4 --app {APP} --app {APP}"), "1:108: --app given twice"),
+            ("enclave add 10.0.0.1 --hosts 1.2.3.4".into(), "1:22: unexpected \"--hosts\""),
+            ("enclave del".into(), "1:12: missing the enclave address"),
+            ("enclave del 10.0.0.1 10.0.0.2".into(), "1:22: unexpected \"10.0.0.2\""),
+            ("enclave remove 10.0.0.1".into(), "1:9: unknown command \"remove\""),
+            ("firewall flush".into(), "1:1: unknown command \"firewall\""),
+            ("flush \"unterminated".into(), "1:7: unterminated double quote"),
+            ("flush \\".into(), "1:7: backslash at the end of the line"),
+            ("@1.2.3 flush".into(), "1:1: bad time \"@1.2.3\""),
+            ("@1.0000000001 flush".into(), "1:1: bad time"),
+            ("@-1 flush".into(), "1:1: bad time"),
+            ("@2 flush\n@1.5 flush".into(), "2:1: time @1.5 is before the previous event's @2"),
+            ("@2".into(), "1:3: missing a command"),
+            (format!("app cat add {APP}"), "1:77: missing the category name"),
+            ("\"flush\"".into(), "1:1: unknown command \"flush\""),
+        ];
+        for (text, want) in cases {
+            let got = parse(&text).unwrap_err().to_string();
+            assert!(got.starts_with(want), "{text:?}:\n got {got:?}\nwant {want:?}");
+        }
+    }
+
+    #[test]
+    fn apply_reports_what_ends_flows() {
+        let mut table = LocalTable::new(16).unwrap();
+        let script = format!(
+            "enclave add 192.168.28.10 --app {APP} --host 10.0.0.5 --cat Browser\n\
+             enclave add 192.168.28.10 --app {APP} --host 10.0.0.5\n\
+             enclave add 192.168.28.11 --app {APP} --host 10.0.0.6\n\
+             app cat add {APP} Mail\n\
+             app cat del {APP} Browser\n\
+             enclave add 192.168.28.10 --app {APP2} --host 10.0.0.5\n\
+             enclave del 192.168.28.11\n\
+             flush\n"
+        );
+        let lines = parse(&script).unwrap();
+        let ended: Vec<Vec<String>> = lines
+            .iter()
+            .map(|line| {
+                let applied = line.command.apply(&mut table).unwrap();
+                applied.ended_enclaves(&line.command).iter().map(|ip| ip.to_string()).collect()
+            })
+            .collect();
+        let none: Vec<String> = Vec::new();
+        assert_eq!(
+            ended,
+            [none.clone(), none.clone(), none.clone(), none.clone(), none, vec!["192.168.28.10".to_string()], vec!["192.168.28.11".into()], vec!["192.168.28.10".into()]]
+        );
+        assert!(table.is_empty());
+        let del = Command::EnclaveDel { ip: "192.168.28.10".parse().unwrap() };
+        assert_eq!(del.apply(&mut table), Err(TableError::NotRegistered));
+        let cat_add = Command::CatAdd { app: m(APP), category: cat("Mail") };
+        assert_eq!(cat_add.apply(&mut table), Err(TableError::UnknownApp));
+    }
+}

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Property test of enclave scripts: the canonical printout of any script parses back to it.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use seng_core::script::{parse, print, Command, ScriptLine};
+use seng_core::{Category, Measurement};
+
+fn ip() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![any::<[u8; 4]>().prop_map(IpAddr::from), any::<[u8; 16]>().prop_map(IpAddr::from)]
+}
+
+fn measurement() -> impl Strategy<Value = Measurement> {
+    any::<[u8; 32]>().prop_map(Measurement)
+}
+
+fn category() -> impl Strategy<Value = Category> {
+    // Any printable text, including quotes, backslashes, '#', '@' and non-ASCII letters.
+    "[ -~äö€]{1,6}"
+        .prop_filter_map("category bytes", |s| Category::new(s.as_bytes()).ok())
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        (ip(), measurement(), ip(), prop::collection::vec(category(), 0..4))
+            .prop_map(|(ip, app, host, categories)| Command::EnclaveAdd { ip, app, host, categories }),
+        ip().prop_map(|ip| Command::EnclaveDel { ip }),
+        (measurement(), category()).prop_map(|(app, category)| Command::CatAdd { app, category }),
+        (measurement(), category()).prop_map(|(app, category)| Command::CatDel { app, category }),
+        Just(Command::Flush),
+    ]
+}
+
+fn script() -> impl Strategy<Value = Vec<ScriptLine>> {
+    prop::collection::vec((any::<bool>(), 0u64..5_000_000_000, command()), 0..12).prop_map(|items| {
+        // Timed lines must not go back in time: make the offsets cumulative.
+        let mut now = Duration::ZERO;
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, (timed, step_ns, command))| {
+                let at = timed.then(|| {
+                    now += Duration::from_nanos(step_ns);
+                    now
+                });
+                ScriptLine { line_no: i + 1, at, command }
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #[test]
+    fn canonical_print_parses_back(lines in script()) {
+        let text = print(&lines);
+        let reparsed = parse(&text).map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+        prop_assert_eq!(reparsed, lines);
+    }
+}

@@ -1,0 +1,584 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Connection tracking, modelled on Linux' nf_conntrack as far as `--ctstate` / `--state` can
+//! observe it.
+//!
+//! - Entries hold an original and a reply tuple (addresses, protocol, ports; for ICMP the echo
+//!   identifier and type/code). A packet matching the original tuple is NEW until a reply was
+//!   seen, then ESTABLISHED; a packet matching the reply tuple is ESTABLISHED.
+//! - A packet without an entry creates a tentative one, which is only *confirmed* (inserted)
+//!   when the packet leaves the last hook accepted: a packet dropped by the filter leaves no
+//!   entry, so its retransmission is NEW again ([`Conntrack::confirm`] / [`Conntrack::discard`]).
+//!   Packets of a confirmed entry update it before filtering, whatever the filter then decides.
+//! - TCP follows the kernel's state table (SYN_SENT … TIME_WAIT, CLOSE) with flag validity
+//!   checks; packets the table calls invalid are INVALID. TCP picked up mid-stream (an ACK
+//!   without an entry) starts an entry, as with `nf_conntrack_tcp_loose=1`. Sequence numbers
+//!   and windows are not tracked (as with `nf_conntrack_tcp_be_liberal=1`). A SYN on a closed or
+//!   TIME_WAIT connection replaces it with a new one.
+//! - UDP (and UDP-Lite, SCTP, DCCP, tracked by ports without their state machines) is
+//!   ESTABLISHED once a reply was seen. Other protocols are tracked by addresses alone.
+//! - ICMP/ICMPv6 echo, timestamp, information and address-mask requests (node information for
+//!   ICMPv6) start entries, their replies are ESTABLISHED; other informational messages without
+//!   an entry (an echo reply out of nowhere, neighbour discovery) are INVALID. Errors (destination
+//!   unreachable, time exceeded, …) quoting a tracked flow are RELATED, others INVALID.
+//! - Malformed transport headers, bad checksums (verified for arriving packets only, as
+//!   `nf_conntrack_checksum=1` does) and invalid TCP flag combinations are INVALID.
+//! - Timeouts are Linux' defaults (TCP per state, e.g. 5 days ESTABLISHED, 2 min TIME_WAIT; UDP
+//!   30 s, 120 s once replied; ICMP 30 s; others 10 min), applied when an entry is next looked
+//!   up. Helpers, expectations, NAT and zones are not modelled; IP fragments are not reassembled.
+//! - seng: [`Conntrack::forget`] deletes every entry whose original or reply tuple involves an
+//!   address, which the kernel module does when an enclave is unregistered or re-assigned.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use seng_core::Family;
+
+use crate::packet::{proto, tcp_flag, Addr, Packet, L4};
+use crate::rules::ct_state;
+
+/// A tuple: what identifies one direction of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tuple {
+    src: Addr,
+    dst: Addr,
+    /// Source port, or ICMP identifier.
+    sport: u16,
+    /// Destination port, or ICMP type << 8 | code.
+    dport: u16,
+    proto: u8,
+    v6: bool,
+}
+
+impl Hash for Tuple {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(self.src);
+        state.write_u128(self.dst);
+        state.write_u64(u64::from(self.sport) << 32 | u64::from(self.dport) << 16 | u64::from(self.proto) << 1 | u64::from(self.v6));
+    }
+}
+
+/// A multiply-rotate hash (FxHash style) finished with a mix: tuples are not attacker-chosen in
+/// an offline replay, and SipHash would cost a large share of the per-packet budget.
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+const K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.write_u64(v as u64);
+        self.write_u64((v >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        let h = self.0;
+        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// TCP conntrack states, numbered as the kernel's table columns.
+mod tcp {
+    pub const NONE: u8 = 0;
+    pub const SYN_SENT: u8 = 1;
+    pub const SYN_RECV: u8 = 2;
+    pub const ESTABLISHED: u8 = 3;
+    pub const FIN_WAIT: u8 = 4;
+    pub const CLOSE_WAIT: u8 = 5;
+    pub const LAST_ACK: u8 = 6;
+    pub const TIME_WAIT: u8 = 7;
+    pub const CLOSE: u8 = 8;
+    pub const SYN_SENT2: u8 = 9;
+    /// Not a state: the packet is invalid.
+    pub const INVALID: u8 = 10;
+    /// Not a state: the packet is accepted without changing the state.
+    pub const IGNORE: u8 = 11;
+
+    /// Timeouts per state in seconds.
+    pub const TIMEOUT_S: [u64; 10] = [0, 120, 60, 432_000, 120, 60, 30, 120, 10, 120];
+
+    const S_SS: u8 = SYN_SENT;
+    const S_SR: u8 = SYN_RECV;
+    const S_ES: u8 = ESTABLISHED;
+    const S_FW: u8 = FIN_WAIT;
+    const S_CW: u8 = CLOSE_WAIT;
+    const S_LA: u8 = LAST_ACK;
+    const S_TW: u8 = TIME_WAIT;
+    const S_CL: u8 = CLOSE;
+    const S_S2: u8 = SYN_SENT2;
+    const S_IV: u8 = INVALID;
+    const S_IG: u8 = IGNORE;
+
+    /// The kernel's transition table: [direction][packet kind][state] → new state. Packet kinds:
+    /// SYN, SYN+ACK, FIN, ACK, RST, none of these.
+    pub const TABLE: [[[u8; 10]; 6]; 2] = [
+        [
+            [S_SS, S_SS, S_IG, S_IG, S_IG, S_IG, S_IG, S_SS, S_SS, S_S2],
+            [S_IV, S_IV, S_SR, S_IV, S_IV, S_IV, S_IV, S_IV, S_IV, S_SR],
+            [S_IV, S_IV, S_FW, S_FW, S_LA, S_LA, S_LA, S_TW, S_CL, S_IV],
+            [S_ES, S_IV, S_ES, S_ES, S_CW, S_CW, S_TW, S_TW, S_CL, S_IV],
+            [S_IV, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL],
+            [S_IV; 10],
+        ],
+        [
+            [S_IV, S_S2, S_IV, S_IV, S_IV, S_IV, S_IV, S_SS, S_IV, S_S2],
+            [S_IV, S_SR, S_IG, S_IG, S_IG, S_IG, S_IG, S_IG, S_IG, S_SR],
+            [S_IV, S_IV, S_FW, S_FW, S_LA, S_LA, S_LA, S_TW, S_CL, S_IV],
+            [S_IV, S_IG, S_SR, S_ES, S_CW, S_CW, S_TW, S_TW, S_CL, S_IG],
+            [S_IV, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL, S_CL],
+            [S_IV; 10],
+        ],
+    ];
+
+    /// The packet kind (row of [`TABLE`]) of a flag byte.
+    pub fn kind(flags: u8) -> usize {
+        use crate::packet::tcp_flag::{ACK, FIN, RST, SYN};
+        if flags & RST != 0 {
+            4
+        } else if flags & SYN != 0 {
+            if flags & ACK != 0 {
+                1
+            } else {
+                0
+            }
+        } else if flags & FIN != 0 {
+            2
+        } else if flags & ACK != 0 {
+            3
+        } else {
+            5
+        }
+    }
+}
+
+/// Flag combinations the kernel accepts (ECE, CWR and PSH aside); anything else is INVALID.
+fn tcp_flags_valid(flags: u8) -> bool {
+    use tcp_flag::{ACK, FIN, PSH, RST, SYN, URG};
+    let f = flags & !(0x40 | 0x80 | PSH);
+    matches!(f, x if x == SYN || x == SYN | URG || x == SYN | ACK || x == RST || x == RST | ACK
+        || x == FIN | ACK || x == FIN | ACK | URG || x == ACK || x == ACK | URG)
+}
+
+/// The reply type of an ICMP / ICMPv6 request, if the type starts or answers a flow.
+fn icmp_inverse(v6: bool, kind: u8) -> Option<u8> {
+    match (v6, kind) {
+        (false, 8) => Some(0),
+        (false, 0) => Some(8),
+        (false, 13) => Some(14),
+        (false, 14) => Some(13),
+        (false, 15) => Some(16),
+        (false, 16) => Some(15),
+        (false, 17) => Some(18),
+        (false, 18) => Some(17),
+        (true, 128) => Some(129),
+        (true, 129) => Some(128),
+        (true, 139) => Some(140),
+        (true, 140) => Some(139),
+        _ => None,
+    }
+}
+
+fn icmp_starts_flow(v6: bool, kind: u8) -> bool {
+    matches!((v6, kind), (false, 8 | 13 | 15 | 17) | (true, 128 | 139))
+}
+
+fn icmp_is_error(v6: bool, kind: u8) -> bool {
+    matches!((v6, kind), (false, 3 | 4 | 5 | 11 | 12) | (true, 1..=4))
+}
+
+fn has_ports(p: u8) -> bool {
+    matches!(p, proto::TCP | proto::UDP | proto::UDPLITE | proto::SCTP | proto::DCCP)
+}
+
+fn is_icmp(p: u8) -> bool {
+    p == proto::ICMP || p == proto::ICMPV6
+}
+
+impl Tuple {
+    fn of(p: &Packet<'_>) -> Tuple {
+        let v6 = p.family == Family::Ipv6;
+        let (sport, dport) = if has_ports(p.proto) {
+            (p.sport, p.dport)
+        } else if is_icmp(p.proto) {
+            (p.icmp_id, u16::from(p.icmp_type) << 8 | u16::from(p.icmp_code))
+        } else {
+            (0, 0)
+        };
+        Tuple { src: p.src, dst: p.dst, sport, dport, proto: p.proto, v6 }
+    }
+
+    /// The tuple of the other direction, if there is one (not for ICMP errors and unknown
+    /// ICMP types).
+    fn invert(&self) -> Option<Tuple> {
+        let (sport, dport) = if has_ports(self.proto) {
+            (self.dport, self.sport)
+        } else if is_icmp(self.proto) {
+            let kind = icmp_inverse(self.v6, (self.dport >> 8) as u8)?;
+            (self.sport, u16::from(kind) << 8 | (self.dport & 0xff))
+        } else {
+            (0, 0)
+        };
+        Some(Tuple { src: self.dst, dst: self.src, sport, dport, proto: self.proto, v6: self.v6 })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Conn {
+    tuples: [Tuple; 2],
+    seen_reply: bool,
+    tcp_state: u8,
+    expires_ns: u64,
+}
+
+impl Conn {
+    fn timeout_s(&self) -> u64 {
+        match self.tuples[0].proto {
+            proto::TCP => tcp::TIMEOUT_S[usize::from(self.tcp_state.min(9))],
+            proto::UDP | proto::UDPLITE | proto::SCTP | proto::DCCP if self.seen_reply => 120,
+            proto::UDP | proto::UDPLITE | proto::SCTP | proto::DCCP => 30,
+            proto::ICMP | proto::ICMPV6 => 30,
+            _ => 600,
+        }
+    }
+
+    fn refresh(&mut self, now_ns: u64) {
+        self.expires_ns = now_ns.saturating_add(self.timeout_s() * 1_000_000_000);
+    }
+}
+
+/// Counts describing the tracker's work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ConntrackStats {
+    /// Entries confirmed (created by an accepted packet).
+    pub confirmed: u64,
+    /// Entries deleted because an enclave was unregistered or re-assigned.
+    pub deleted_by_events: u64,
+    /// Entries that timed out.
+    pub expired: u64,
+    /// Entries replaced by a SYN reopening a closed connection.
+    pub reopened: u64,
+    /// Arriving packets whose transport checksum was wrong.
+    pub bad_checksums: u64,
+}
+
+/// The connection tracker. No allocation per packet apart from growing its tables.
+#[derive(Default)]
+pub struct Conntrack {
+    /// Tuple → entry index << 1 | direction (1 = reply).
+    map: FastMap<Tuple, u32>,
+    conns: Vec<Conn>,
+    free: Vec<u32>,
+    /// The entry the current packet would create, pending confirmation.
+    pending: Option<Conn>,
+    stats: ConntrackStats,
+}
+
+impl Conntrack {
+    /// An empty tracker.
+    pub fn new() -> Conntrack {
+        Conntrack::default()
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> ConntrackStats {
+        self.stats
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> usize {
+        self.conns.len() - self.free.len()
+    }
+
+    /// True when no entry is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn remove(&mut self, index: u32) {
+        if let Some(conn) = self.conns.get(index as usize) {
+            for t in conn.tuples {
+                self.map.remove(&t);
+            }
+            self.free.push(index);
+        }
+    }
+
+    /// Finds the live entry of `tuple`: (index, reply direction). Expired entries are removed.
+    fn find(&mut self, tuple: &Tuple, now_ns: u64) -> Option<(u32, bool)> {
+        let slot = *self.map.get(tuple)?;
+        let index = slot >> 1;
+        if self.conns[index as usize].expires_ns < now_ns {
+            self.remove(index);
+            self.stats.expired += 1;
+            return None;
+        }
+        Some((index, slot & 1 == 1))
+    }
+
+    /// Tracks `p` at the conntrack hook (PREROUTING for arriving packets, OUTPUT for the
+    /// gateway's own) and returns its state as a [`ct_state`] bit. `verify_checksum` is true at
+    /// PREROUTING. A packet that would start a connection leaves it pending: call
+    /// [`Conntrack::confirm`] if the packet was accepted, [`Conntrack::discard`] otherwise.
+    pub fn track(&mut self, p: &Packet<'_>, now_ns: u64, verify_checksum: bool) -> u8 {
+        self.pending = None;
+        let v6 = p.family == Family::Ipv6;
+        // Fragments are not reassembled; a later fragment carries no transport header to track.
+        if p.l4 != L4::Complete {
+            return ct_state::INVALID;
+        }
+        if verify_checksum && !p.checksum_ok() {
+            self.stats.bad_checksums += 1;
+            return ct_state::INVALID;
+        }
+        match p.proto {
+            proto::TCP => {
+                let header = usize::from(p.tcp_header_len);
+                if header < 20 || header > p.l4_len as usize || !tcp_flags_valid(p.tcp_flags) {
+                    return ct_state::INVALID;
+                }
+            }
+            proto::UDP if usize::from(p.udp_len) < 8 || u32::from(p.udp_len) > p.l4_len => {
+                return ct_state::INVALID;
+            }
+            proto::ICMP | proto::ICMPV6 => {
+                if !v6 && p.icmp_type > 18 {
+                    return ct_state::INVALID;
+                }
+                if icmp_is_error(v6, p.icmp_type) {
+                    return self.related(p, now_ns);
+                }
+            }
+            _ => {}
+        }
+        let tuple = Tuple::of(p);
+        let Some((index, reply)) = self.find(&tuple, now_ns) else {
+            return self.start(p, tuple, now_ns);
+        };
+        let conn = &mut self.conns[index as usize];
+        if p.proto == proto::TCP {
+            let new_state = tcp::TABLE[usize::from(reply)][tcp::kind(p.tcp_flags)][usize::from(conn.tcp_state.min(9))];
+            match new_state {
+                tcp::INVALID => return ct_state::INVALID,
+                tcp::IGNORE => {}
+                tcp::SYN_SENT if !reply && conn.tcp_state >= tcp::TIME_WAIT => {
+                    // Reopening a closed connection: the kernel kills the old entry and the
+                    // SYN starts a new one.
+                    self.remove(index);
+                    self.stats.reopened += 1;
+                    return self.start(p, tuple, now_ns);
+                }
+                state => conn.tcp_state = state,
+            }
+        }
+        if reply {
+            conn.seen_reply = true;
+        }
+        conn.refresh(now_ns);
+        if reply || conn.seen_reply {
+            ct_state::ESTABLISHED
+        } else {
+            ct_state::NEW
+        }
+    }
+
+    /// A packet without an entry: NEW with a pending entry if it may start one, else INVALID.
+    fn start(&mut self, p: &Packet<'_>, tuple: Tuple, now_ns: u64) -> u8 {
+        let tcp_state = match p.proto {
+            proto::TCP => match tcp::TABLE[0][tcp::kind(p.tcp_flags)][usize::from(tcp::NONE)] {
+                tcp::INVALID | tcp::IGNORE => return ct_state::INVALID,
+                state => state,
+            },
+            proto::ICMP | proto::ICMPV6 if !icmp_starts_flow(tuple.v6, p.icmp_type) => return ct_state::INVALID,
+            _ => tcp::NONE,
+        };
+        let Some(reply) = tuple.invert() else {
+            return ct_state::INVALID;
+        };
+        let mut conn = Conn { tuples: [tuple, reply], seen_reply: false, tcp_state, expires_ns: 0 };
+        conn.refresh(now_ns);
+        self.pending = Some(conn);
+        ct_state::NEW
+    }
+
+    /// An ICMP error: RELATED if it quotes a tracked flow sent to its destination.
+    fn related(&mut self, p: &Packet<'_>, now_ns: u64) -> u8 {
+        let Some(quoted) = p.quoted() else {
+            return ct_state::INVALID;
+        };
+        if quoted.l4 != L4::Complete || (is_icmp(quoted.proto) && icmp_is_error(quoted.family == Family::Ipv6, quoted.icmp_type)) {
+            return ct_state::INVALID;
+        }
+        // The quoted packet went from the error's destination; its answer direction is tracked.
+        let Some(inverted) = Tuple::of(&quoted).invert() else {
+            return ct_state::INVALID;
+        };
+        if quoted.src != p.dst || self.find(&inverted, now_ns).is_none() {
+            return ct_state::INVALID;
+        }
+        ct_state::RELATED
+    }
+
+    /// The packet of the last [`Conntrack::track`] was accepted: its pending entry is inserted.
+    pub fn confirm(&mut self) {
+        let Some(conn) = self.pending.take() else { return };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.conns[i as usize] = conn;
+                i
+            }
+            None => {
+                self.conns.push(conn);
+                (self.conns.len() - 1) as u32
+            }
+        };
+        self.map.insert(conn.tuples[0], index << 1);
+        self.map.insert(conn.tuples[1], index << 1 | 1);
+        self.stats.confirmed += 1;
+    }
+
+    /// The packet of the last [`Conntrack::track`] was dropped: no entry is created.
+    pub fn discard(&mut self) {
+        self.pending = None;
+    }
+
+    /// Deletes every entry whose original or reply tuple has `addr` as source or destination.
+    /// Returns how many.
+    pub fn forget(&mut self, family: Family, addr: Addr) -> usize {
+        let v6 = family == Family::Ipv6;
+        let doomed: Vec<u32> = self
+            .map
+            .iter()
+            .filter(|(t, slot)| *slot & 1 == 0 && t.v6 == v6 && (t.src == addr || t.dst == addr))
+            .map(|(_, slot)| slot >> 1)
+            .collect();
+        for index in &doomed {
+            self.remove(*index);
+        }
+        self.stats.deleted_by_events += doomed.len() as u64;
+        doomed.len()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::gen::Builder;
+    use crate::packet::parse;
+    use crate::rules::ct_state::{ESTABLISHED as E, INVALID as I, NEW as N, RELATED as R};
+
+    /// Runs packets through the tracker; `accept` false drops the packet (no confirmation).
+    fn run(steps: &[(Vec<u8>, bool)]) -> Vec<u8> {
+        let mut ct = Conntrack::new();
+        steps
+            .iter()
+            .enumerate()
+            .map(|(i, (bytes, accept))| {
+                let p = parse(bytes, bytes.len(), None).unwrap();
+                let state = ct.track(&p, i as u64 * 1_000_000, true);
+                if *accept {
+                    ct.confirm();
+                } else {
+                    ct.discard();
+                }
+                state
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tcp_handshake_teardown_and_reopen() {
+        let c = Builder::v4("10.0.0.1", "10.0.0.2");
+        let s = c.reverse();
+        use tcp_flag::{ACK, FIN, PSH, RST, SYN};
+        let steps = vec![
+            (c.tcp(1000, 80, SYN, b""), true),
+            (c.tcp(1000, 80, SYN, b""), true),
+            (s.tcp(80, 1000, SYN | ACK, b""), true),
+            (c.tcp(1000, 80, ACK, b""), true),
+            (c.tcp(1000, 80, PSH | ACK, b"x"), true),
+            (c.tcp(1000, 80, FIN | ACK, b""), true),
+            (s.tcp(80, 1000, FIN | ACK, b""), true),
+            (c.tcp(1000, 80, ACK, b""), true),
+            (c.tcp(1000, 80, SYN, b""), true),
+            (c.tcp(1000, 80, FIN, b""), true),
+            (c.tcp(1000, 80, SYN | FIN, b""), true),
+            (c.tcp(2000, 80, RST, b""), true),
+            (c.tcp(2000, 80, SYN | ACK, b""), true),
+        ];
+        assert_eq!(run(&steps), [N, N, E, E, E, E, E, E, N, I, I, I, I]);
+    }
+
+    #[test]
+    fn dropped_packets_leave_no_entry_and_mid_stream_is_picked_up() {
+        let c = Builder::v4("10.0.0.1", "10.0.0.2");
+        let steps = vec![
+            (c.tcp(1000, 80, tcp_flag::SYN, b""), false),
+            (c.tcp(1000, 80, tcp_flag::SYN, b""), true),
+            (c.tcp(3000, 80, tcp_flag::ACK, b"mid"), true),
+            (c.reverse().tcp(80, 3000, tcp_flag::ACK, b""), true),
+            (c.tcp(3000, 80, tcp_flag::ACK, b"mid"), true),
+        ];
+        assert_eq!(run(&steps), [N, N, N, E, E]);
+    }
+
+    #[test]
+    fn udp_icmp_and_related() {
+        let c = Builder::v4("10.0.0.1", "10.0.0.2");
+        let s = c.reverse();
+        let query = c.udp(5000, 53, b"q");
+        let mut bad = c.udp(5001, 53, b"q");
+        let at = bad.len() - 1;
+        bad[at] ^= 1;
+        let steps = vec![
+            (query.clone(), true),
+            (query.clone(), true),
+            (s.udp(53, 5000, b"a"), true),
+            (query.clone(), true),
+            (s.icmp_error(3, 3, &query), true),
+            (s.icmp_error(3, 3, &c.udp(6000, 53, b"q")), true),
+            (c.icmp_echo(true, 1, 1), true),
+            (s.icmp_echo(false, 1, 1), true),
+            (s.icmp_echo(false, 2, 1), true),
+            (bad, true),
+            (c.icmp_error(3, 3, &query), true),
+        ];
+        assert_eq!(run(&steps), [N, N, E, E, R, I, N, E, I, I, I]);
+        let v6 = Builder::v6("fd00::1", "fd00::2");
+        let steps6 = vec![(v6.icmp_echo(true, 3, 1), true), (v6.reverse().icmp_echo(false, 3, 1), true)];
+        assert_eq!(run(&steps6), [N, E]);
+    }
+
+    #[test]
+    fn forget_deletes_both_directions_and_timeouts_expire() {
+        let c = Builder::v4("10.0.0.1", "10.0.0.2");
+        let mut ct = Conntrack::new();
+        let syn = c.tcp(1000, 80, tcp_flag::SYN, b"");
+        let p = parse(&syn, syn.len(), None).unwrap();
+        ct.track(&p, 0, true);
+        ct.confirm();
+        let udp = c.udp(1, 2, b"");
+        let u = parse(&udp, udp.len(), None).unwrap();
+        ct.track(&u, 0, true);
+        ct.confirm();
+        assert_eq!(ct.len(), 2);
+        let dst = p.dst;
+        assert_eq!(ct.forget(Family::Ipv4, dst), 2);
+        assert!(ct.is_empty());
+        assert_eq!(ct.track(&p, 0, true), N);
+        ct.confirm();
+        // SYN_SENT times out after 120 s: the next SYN is NEW again (not a retransmission).
+        assert_eq!(ct.track(&p, 121_000_000_000, true), N);
+        assert_eq!(ct.stats().expired, 1);
+    }
+}

@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Runs the `seng-sim` binary: the example works, every capture format gives the same counts,
+//! and bad input of every kind exits with status 2 and a message naming file and place.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use seng_sim::capture::linktype;
+use seng_sim::gen::{link_frame, Builder, PcapWriter, PcapngWriter};
+use seng_sim::packet::tcp_flag;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_seng-sim")).args(args).current_dir(workspace()).output().expect("run seng-sim")
+}
+
+fn tmp(name: &str, bytes: &[u8]) -> String {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::write(&path, bytes).expect("write temp file");
+    path.display().to_string()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const EXAMPLE: [&str; 5] = ["replay", "examples/trace.pcap", "examples/rules.txt", "--enclaves", "examples/enclaves.txt"];
+
+#[test]
+fn shipped_example_is_reproducible_and_replays() {
+    let shipped = std::fs::read(workspace().join("examples/trace.pcap")).expect("examples/trace.pcap");
+    assert!(shipped == seng_sim::gen::example_capture(), "examples/trace.pcap differs from `seng-sim gen-example` output");
+    let o = run(&EXAMPLE);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("Chain INPUT (policy ACCEPT 9 packets, 402 bytes)"), "{out}");
+    assert!(out.contains("       3      121 DROP       all  --  tunFA  *       192.168.28.0/24      0.0.0.0/0            seng ! src-host 10.0.0.0/26"), "{out}");
+    assert!(stderr(&o).contains("M packets/s"));
+}
+
+#[test]
+fn json_report_has_rule_counters_and_verdicts() {
+    let mut args = EXAMPLE.to_vec();
+    args.push("--json");
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    let input = &v["tables"][0]["chains"][0];
+    assert_eq!(input["name"], "INPUT");
+    assert_eq!(input["rules"][1]["index"], 2);
+    assert_eq!(input["rules"][1]["packets"], 3);
+    assert_eq!(input["rules"][1]["rule"], "-A INPUT -s 192.168.28.0/24 -i tunFA -m seng ! --src-host 10.0.0.0/26 -j DROP");
+    assert_eq!(v["verdicts"]["drop"]["packets"], 3);
+    assert_eq!(v["conntrack"]["deleted_by_events"], 7);
+}
+
+/// A small flow, in every capture format and link type: the counters must not depend on them.
+#[test]
+fn every_format_gives_the_same_counts() {
+    let c = Builder::v4("192.168.28.10", "192.168.28.1");
+    let ip = [
+        c.tcp(1000, 443, tcp_flag::SYN, b""),
+        c.reverse().tcp(443, 1000, tcp_flag::SYN | tcp_flag::ACK, b""),
+        c.tcp(1000, 443, tcp_flag::ACK, b"hello"),
+        Builder::v6("fd00:28::10", "fd00:28::1").udp(1, 53, b"q"),
+    ];
+    let rules = tmp("formats-rules.txt", b"iptables -A INPUT -p tcp --dport 443 -j ACCEPT\nip6tables -A INPUT -p udp -j DROP\n");
+    let mut files = Vec::new();
+    for link in [linktype::ETHERNET, linktype::RAW, linktype::LINUX_SLL, linktype::LINUX_SLL2, linktype::NULL, linktype::LOOP] {
+        for (nanos, big) in [(false, false), (true, true)] {
+            let mut w = PcapWriter::new(link, nanos, big);
+            for (i, p) in ip.iter().enumerate() {
+                w.packet(1_000_000_000 + i as u64 * 1000, &link_frame(link, p, usize::from(link == linktype::ETHERNET)));
+            }
+            files.push(tmp(&format!("fmt-{link}-{nanos}-{big}.pcap"), &w.finish()));
+        }
+        let mut w = PcapngWriter::new(link == linktype::NULL);
+        w.interface(link, None);
+        for (i, p) in ip.iter().enumerate() {
+            w.packet(0, 1_000_000_000 + i as u64 * 1000, &link_frame(link, p, 0));
+        }
+        files.push(tmp(&format!("fmt-{link}.pcapng"), &w.finish()));
+    }
+    for file in files {
+        let o = run(&["replay", &file, &rules]);
+        assert!(o.status.success(), "{file}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains("       2       85 ACCEPT     tcp  --  *      *       0.0.0.0/0            0.0.0.0/0            tcp dpt:443"), "{file}:\n{out}");
+        assert!(out.contains("       1       49 DROP       udp      *      *       ::/0                 ::/0"), "{file}:\n{out}");
+    }
+}
+
+#[test]
+fn non_ip_frames_are_counted_not_fatal() {
+    let mut w = PcapWriter::new(linktype::ETHERNET, false, false);
+    let mut arp = vec![0xffu8; 12];
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    w.packet(0, &arp);
+    w.packet(1000, &link_frame(linktype::ETHERNET, &Builder::v4("192.168.28.10", "192.168.28.1").udp(1, 2, b""), 0));
+    let file = tmp("arp.pcap", &w.finish());
+    let o = run(&["replay", &file, "examples/rules.txt"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("not evaluated: 1 not IP (ethertype 0x0806)"), "{}", stdout(&o));
+}
+
+#[test]
+fn bad_input_exits_2_naming_file_and_place() {
+    let garbage = tmp("garbage.pcap", b"this is not a capture at all");
+    let example = std::fs::read(workspace().join("examples/trace.pcap")).expect("example");
+    let truncated = tmp("truncated.pcap", &example[..example.len() - 10]);
+    let mut bad_link = PcapWriter::new(147, false, false).finish();
+    bad_link.truncate(24);
+    let bad_link = tmp("badlink.pcap", &bad_link);
+    let bad_rules = tmp("bad-rules.txt", b"# ok\n*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m limit --limit 3/s -j ACCEPT\nCOMMIT\n");
+    let bad_script = tmp("bad-enclaves.txt", b"enclave add 192.168.28.10 --app 1234 --host 10.0.0.1\n");
+    let bad_event = tmp("bad-event.txt", b"@0.5 enclave del 192.168.28.77\n");
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["replay", &garbage, "examples/rules.txt"], format!("seng-sim: error: {garbage}: byte offset 0: not a pcap or pcapng file")),
+        (vec!["replay", &truncated, "examples/rules.txt"], format!("seng-sim: error: {truncated}: packet 43 (byte offset 2537): record truncated: it says 40 bytes, the file has 30 left")),
+        (vec!["replay", &bad_link, "examples/rules.txt"], format!("seng-sim: error: {bad_link}: byte offset 0: unsupported link type 147")),
+        (vec!["replay", "examples/trace.pcap", &bad_rules], format!("seng-sim: error: {bad_rules}:4: match \"limit\" is not modelled")),
+        (vec!["replay", "examples/trace.pcap", "examples/rules.txt", "--enclaves", &bad_script], format!("seng-sim: error: {bad_script}:1:33: bad application measurement \"1234\"")),
+        (vec!["replay", "examples/trace.pcap", "examples/rules.txt", "--enclaves", &bad_event], format!("seng-sim: error: {bad_event}:1: enclave del 192.168.28.77: address is not a registered enclave")),
+        (vec!["replay", "missing.pcap", "examples/rules.txt"], "seng-sim: error: missing.pcap: No such file".to_string()),
+        (vec!["replay", "examples/trace.pcap", "examples/rules.txt", "--iface", "tun/0=1.2.3.4/8"], "seng-sim: error: --iface \"tun/0=1.2.3.4/8\"".to_string()),
+        (vec!["replay", "examples/trace.pcap"], "error: the following required arguments were not provided".to_string()),
+        (vec!["replay", "examples/trace.pcap", "examples/rules.txt", "--trace", "--json"], "error: the argument '--trace' cannot be used with '--json'".to_string()),
+    ];
+    for (args, want) in cases {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).starts_with(&want), "{args:?}:\n got {:?}\nwant {want:?}", stderr(&o));
+    }
+}
