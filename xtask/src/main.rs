@@ -4,7 +4,8 @@
 //! - `kernel fetch`: resolve and cache Debian cloud kernels (image, headers, modules);
 //! - `build-kmod`: build the kernel-independent Rust object once, then `seng.ko` per kernel;
 //! - `vmtest`: boot each kernel under QEMU with a generated initramfs and run `vmtest/tests`
-//!   (or, with `--bench`, the scripts of `vmtest/bench`).
+//!   (or, with `--bench`, the scripts of `vmtest/bench`);
+//! - `test`: everything CI checks (lints, tests, docs, fuzz smoke run, VM tests).
 
 mod apt;
 mod cmd;
@@ -13,6 +14,7 @@ mod initramfs;
 mod kernel;
 mod kmod;
 mod paths;
+mod test;
 mod timing;
 mod vm;
 
@@ -48,6 +50,18 @@ enum Command {
     BuildKmod(BuildKmodArgs),
     /// Boot each kernel under QEMU and run the guest tests (or benchmarks).
     Vmtest(VmtestArgs),
+    /// Everything CI checks: clippy, unit/property tests, rustdoc, a fuzz smoke run, VM tests.
+    Test(TestArgs),
+}
+
+#[derive(Args)]
+struct TestArgs {
+    /// Kernels for the VM tests (as `vmtest --kernel`).
+    #[arg(long, default_value = "all")]
+    kernel: String,
+    /// Seconds each fuzz target runs.
+    #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+    fuzz_seconds: u32,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +140,7 @@ fn main() -> ExitCode {
         } => fetch_all(&paths, &args, &mut timings).map(|_| true),
         Command::BuildKmod(args) => build_kmod(&paths, &args, &mut timings).map(|()| true),
         Command::Vmtest(args) => vmtest(&paths, &args, &mut timings),
+        Command::Test(args) => test::run(&paths, &args.kernel, args.fuzz_seconds),
     });
     timings.print();
     match result {
