@@ -187,8 +187,15 @@ static const struct nla_policy seng_policy[SENG_A_MAX + 1] = {
 	[SENG_A_ADDR] = { .type = NLA_BINARY, .len = 16 },
 };
 
+/* Events reveal which application runs where: only admins may listen, where genetlink can
+ * enforce it (not on 5.10, whose groups have no flags). */
 static const struct genl_multicast_group seng_mcgrps[] = {
-	{ .name = "seng_mcgrp" },
+	{
+		.name = "seng_mcgrp",
+#ifdef GENL_MCAST_CAP_NET_ADMIN
+		.flags = GENL_MCAST_CAP_NET_ADMIN,
+#endif
+	},
 };
 
 static struct genl_family seng_family;

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `seng-bench`: load generator and timer for the VM benchmarks and tests of seng-nl.
+//!
+//! - `gen COUNT`: prints a script of COUNT `enclave add` lines (input for `seng restore`);
+//! - `register COUNT --single|--batch`: registers COUNT generated enclaves, one acked message per
+//!   enclave or batched, and prints the rate;
+//! - `churn SECONDS`: registers and unregisters addresses of 10.200.0.0/16 in bursts, to change
+//!   the table under a concurrent dump;
+//! - `dump`: dumps the table once and prints what a consistency check needs.
+//!
+//! Generated enclave `i`: IPv4 10.0.0.0 + i + 1 (every `--v6-every`th one IPv6 fd00::i+1), one
+//! of 16 applications with the category `cat-N`, one of 64 hosts.
+
+use std::io::{self, BufWriter, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use seng_nl::{Category, Client, Enclave, Measurement};
+
+#[derive(Parser)]
+#[command(name = "seng-bench", about = "Load generator and timer for seng-nl")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a `seng restore` script of COUNT generated enclaves.
+    Gen {
+        count: u32,
+        /// Make every Nth enclave IPv6 (0: none).
+        #[arg(long, default_value_t = 10)]
+        v6_every: u32,
+    },
+    /// Register COUNT generated enclaves and print the rate.
+    Register {
+        count: u32,
+        /// One message per enclave, each acknowledged before the next is sent.
+        #[arg(long, conflicts_with = "batch", required_unless_present = "batch")]
+        single: bool,
+        /// Many enclaves per message, many messages per sendmsg.
+        #[arg(long)]
+        batch: bool,
+        /// Make every Nth enclave IPv6 (0: none).
+        #[arg(long, default_value_t = 10)]
+        v6_every: u32,
+    },
+    /// Register and unregister addresses of 10.200.0.0/16 for SECONDS; prints the changes made.
+    Churn {
+        seconds: u64,
+        /// Changes per burst.
+        #[arg(long, default_value_t = 10)]
+        burst: u32,
+        /// Pause between bursts.
+        #[arg(long, default_value_t = 0)]
+        pause_ms: u64,
+    },
+    /// Dump the table once; print the enclaves outside 10.200.0.0/16, addresses seen twice,
+    /// restarts, and the time taken.
+    Dump,
+}
+
+fn enclave(i: u32, v6_every: u32) -> Enclave {
+    let n = i + 1;
+    let addr = if v6_every != 0 && i % v6_every == v6_every - 1 {
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, (n >> 16) as u16, n as u16))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+    };
+    let app = (i % 16) as u8;
+    let category = Category::new(format!("cat-{app}").as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
+    Enclave {
+        addr,
+        app: Measurement([app + 1; 32]),
+        host: IpAddr::V4(Ipv4Addr::new(172, 16, (i % 64) as u8, 1)),
+        categories: vec![category],
+    }
+}
+
+fn rate(what: &str, count: u32, took: Duration) {
+    let secs = took.as_secs_f64();
+    println!("{what}: {count} enclaves in {secs:.3} s = {:.0} enclaves/s", f64::from(count) / secs.max(1e-9));
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Cmd::Gen { count, v6_every } => {
+            let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            for i in 0..count {
+                writeln!(out, "{}", enclave(i, v6_every).to_command()).map_err(|e| e.to_string())?;
+            }
+            out.flush().map_err(|e| e.to_string())
+        }
+        Cmd::Register { count, single, batch: _, v6_every } => {
+            let mut client = Client::connect().map_err(|e| e.to_string())?;
+            let start = Instant::now();
+            if single {
+                for i in 0..count {
+                    client.register(&enclave(i, v6_every)).map_err(|e| format!("enclave #{i}: {e}"))?;
+                }
+                rate("register single (one acked message per enclave)", count, start.elapsed());
+            } else {
+                client.register_batch((0..count).map(|i| enclave(i, v6_every))).map_err(|e| e.to_string())?;
+                rate("register batched (packed messages, several per sendmsg)", count, start.elapsed());
+            }
+            Ok(())
+        }
+        Cmd::Churn { seconds, burst, pause_ms } => {
+            let mut client = Client::connect().map_err(|e| e.to_string())?;
+            let end = Instant::now() + Duration::from_secs(seconds);
+            let mut changes = 0u64;
+            let mut i = 0u32;
+            while Instant::now() < end {
+                for _ in 0..burst.div_ceil(2) {
+                    let e = Enclave { addr: IpAddr::V4(Ipv4Addr::from(0x0ac8_0000 + (i % 1000))), ..enclave(i, 0) };
+                    client.register(&e).map_err(|err| err.to_string())?;
+                    client.unregister(e.addr).map_err(|err| err.to_string())?;
+                    changes += 2;
+                    i += 1;
+                }
+                std::thread::sleep(Duration::from_millis(pause_ms));
+            }
+            println!("churn: {changes} changes in {seconds} s");
+            Ok(())
+        }
+        Cmd::Dump => {
+            let mut client = Client::connect().map_err(|e| e.to_string())?;
+            let start = Instant::now();
+            let dump = client.dump().map_err(|e| e.to_string())?;
+            let took = start.elapsed();
+            let mut seen = std::collections::HashSet::new();
+            let (mut stable, mut duplicates) = (0u64, 0u64);
+            for e in dump.iter() {
+                let e = e.map_err(|e| e.to_string())?;
+                duplicates += u64::from(!seen.insert(e.addr));
+                let churned = matches!(e.addr, IpAddr::V4(a) if a.octets()[..2] == [10, 200]);
+                stable += u64::from(!churned);
+            }
+            println!("stable {stable} duplicates {duplicates} restarts {} took {:.3} s", dump.restarts(), took.as_secs_f64());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("seng-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! `seng`: the command-line front end of seng-nl (see `seng --help`).
+//!
+//! Exit status: 0 on success, 1 when an operation failed (the module refused it, the socket
+//! failed), 2 on bad usage or bad input (clap's usage errors, unreadable or invalid scripts).
+
+mod cli;
+mod restore;
+
+use std::io::{self, BufWriter, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use seng_nl::{Client, Enclave, Error, EventStream, Stats};
+use serde_json::json;
+
+use cli::{AppCmd, CatCmd, Cli, Cmd, EnclaveCmd};
+
+/// Why the command failed, which fixes the exit status.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad input: exit status 2.
+    Input(String),
+    /// The operation failed: exit status 1.
+    Op(String),
+    /// Standard output was closed (`seng save | head`): stop quietly.
+    ClosedOutput,
+}
+
+/// Prefixes a library error with what was being done.
+fn op(context: impl std::fmt::Display) -> impl FnOnce(Error) -> Failure {
+    move |e| Failure::Op(format!("{context}: {e}"))
+}
+
+fn connect() -> Result<Client, Failure> {
+    Client::connect().map_err(|e| Failure::Op(e.to_string()))
+}
+
+fn written(result: io::Result<()>) -> Result<(), Failure> {
+    result.map_err(|e| match e.kind() {
+        io::ErrorKind::BrokenPipe => Failure::ClosedOutput,
+        _ => Failure::Op(format!("cannot write to standard output: {e}")),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) | Err(Failure::ClosedOutput) => ExitCode::SUCCESS,
+        Err(Failure::Op(msg)) => {
+            eprintln!("seng: {msg}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Input(msg)) => {
+            eprintln!("seng: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Cmd) -> Result<(), Failure> {
+    let mut out = BufWriter::new(io::stdout().lock());
+    match command {
+        Cmd::Enclave { action: EnclaveCmd::Add { ip, app, host, categories } } => {
+            let enclave = Enclave { addr: ip, app, host, categories };
+            connect()?.register(&enclave).map_err(op(format_args!("enclave add {ip}")))?;
+        }
+        Cmd::Enclave { action: EnclaveCmd::Del { ip } } => {
+            connect()?.unregister(ip).map_err(op(format_args!("enclave del {ip}")))?;
+        }
+        Cmd::App { action: AppCmd::Cat { action: CatCmd::Add { app, category } } } => {
+            connect()?.attach_categories(&app, &[category]).map_err(op(format_args!("app cat add {app} {category}")))?;
+        }
+        Cmd::App { action: AppCmd::Cat { action: CatCmd::Del { app, category } } } => {
+            connect()?.detach_categories(&app, &[category]).map_err(op(format_args!("app cat del {app} {category}")))?;
+        }
+        Cmd::List { json } => {
+            let enclaves = sorted_table()?;
+            if json {
+                let list: Vec<_> = enclaves.iter().map(enclave_json).collect();
+                written(writeln!(out, "{}", serde_json::Value::Array(list)))?;
+            } else {
+                for e in &enclaves {
+                    written(writeln!(out, "{e}"))?;
+                }
+            }
+        }
+        Cmd::Get { ip, json } => {
+            let enclave = connect()?.get(ip).map_err(op(format_args!("get {ip}")))?;
+            let enclave = enclave.ok_or_else(|| Failure::Op(format!("get {ip}: address is not a registered enclave")))?;
+            match json {
+                true => written(writeln!(out, "{}", enclave_json(&enclave)))?,
+                false => written(writeln!(out, "{enclave}"))?,
+            }
+        }
+        Cmd::Flush => connect()?.flush().map_err(op("flush"))?,
+        Cmd::Save => {
+            for e in sorted_table()? {
+                written(writeln!(out, "{}", e.to_command()))?;
+            }
+        }
+        Cmd::Restore { file } => {
+            let table = restore::read(&file)?;
+            connect()?.replace(restore::enclaves(&table)).map_err(op("restore"))?;
+        }
+        Cmd::Monitor => monitor(&mut out)?,
+        Cmd::Stats { json } => {
+            let stats = connect()?.stats().map_err(op("stats"))?;
+            print_stats(&mut out, &stats, json)?;
+        }
+    }
+    written(out.flush())
+}
+
+/// The table from one consistent dump, sorted by address so output is stable.
+fn sorted_table() -> Result<Vec<Enclave>, Failure> {
+    let mut enclaves = connect()?.list().map_err(op("list"))?;
+    enclaves.sort_unstable_by_key(|e| e.addr);
+    Ok(enclaves)
+}
+
+fn enclave_json(e: &Enclave) -> serde_json::Value {
+    let categories: Vec<&str> = e.categories.iter().map(|c| c.as_str()).collect();
+    json!({ "addr": e.addr, "app": e.app.to_string(), "host": e.host, "categories": categories })
+}
+
+fn print_stats(out: &mut impl Write, s: &Stats, json: bool) -> Result<(), Failure> {
+    if json {
+        let value = json!({ "enclaves": s.enclaves, "apps": s.apps, "capacity": s.capacity, "slots": s.slots, "generation": s.generation });
+        return written(writeln!(out, "{value}"));
+    }
+    let rows = [("enclaves", s.enclaves), ("apps", s.apps), ("capacity", s.capacity), ("slots", s.slots), ("generation", s.generation)];
+    rows.iter().try_for_each(|(name, value)| written(writeln!(out, "{name} {value}")))
+}
+
+/// Prints events until interrupted, one flushed line each, from a tokio stream.
+fn monitor(out: &mut impl Write) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| Failure::Op(format!("cannot start the event loop: {e}")))?;
+    runtime.block_on(async {
+        let mut events = EventStream::connect().map_err(op("monitor"))?;
+        loop {
+            let next = std::future::poll_fn(|cx| futures_core::Stream::poll_next(std::pin::Pin::new(&mut events), cx)).await;
+            match next {
+                Some(Ok(event)) => {
+                    written(writeln!(out, "{event}"))?;
+                    written(out.flush())?;
+                }
+                Some(Err(e)) => return Err(Failure::Op(format!("monitor: {e}"))),
+                None => return Ok(()),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod test {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    #[test]
+    fn json_and_stats_shapes() {
+        let e = Enclave {
+            addr: "192.168.28.10".parse::<IpAddr>().unwrap(),
+            app: seng_nl::Measurement([0xd9; 32]),
+            host: "fd00::5".parse().unwrap(),
+            categories: vec!["Web \"Mail\"".parse().unwrap()],
+        };
+        assert_eq!(
+            enclave_json(&e).to_string(),
+            format!(r#"{{"addr":"192.168.28.10","app":"{}","categories":["Web \"Mail\""],"host":"fd00::5"}}"#, "d9".repeat(32))
+        );
+        let mut text = Vec::new();
+        print_stats(&mut text, &Stats { enclaves: 3, apps: 2, capacity: 8, slots: 16, generation: 9 }, false).unwrap();
+        assert_eq!(String::from_utf8(text).unwrap(), "enclaves 3\napps 2\ncapacity 8\nslots 16\ngeneration 9\n");
+    }
+}

@@ -1,0 +1,590 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! [`Client`]: a generic netlink socket talking to seng.ko, with one method per operation.
+//!
+//! Every request carries NLM_F_ACK and is answered before the method returns, so success means
+//! the kernel applied the change. Batches pack hundreds of ENCLAVE nests per message and several
+//! messages per `sendmsg`, then collect one ack per message. The socket asks for extended acks
+//! (NETLINK_EXT_ACK) so refusals carry the module's own message, and for capped acks
+//! (NETLINK_CAP_ACK) so a refused 32 KiB message is not echoed back whole.
+
+use std::borrow::Borrow;
+use std::io;
+use std::net::IpAddr;
+use std::ops::Range;
+
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST};
+use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
+use seng_core::genl::{attr, cmd, errno, LegacyOp, FAMILY_NAME, MCGRP_NAME};
+use seng_core::{Category, Measurement};
+
+use crate::enclave::{Enclave, Stats};
+use crate::error::{BatchError, BatchFailure, Error, KernelError, Result};
+use crate::event::Subscription;
+use crate::wire::{self, NestPacker, Reply, HEADERS_LEN, MAX_PAYLOAD};
+
+/// Receive buffer: dump parts are at most 32 KiB, acks are small.
+pub(crate) const RECV_BUF: usize = 128 * 1024;
+
+/// Bytes of requests per `sendmsg`. The kernel refuses a datagram larger than the socket's send
+/// buffer (212992 bytes by default), so four full messages go at a time.
+const SEND_LIMIT: usize = 4 * (MAX_PAYLOAD + HEADERS_LEN);
+
+/// A dump interrupted by concurrent changes (NLM_F_DUMP_INTR) is restarted this often.
+const DUMP_ATTEMPTS: usize = 8;
+
+/// A connection to the seng module of the caller's network namespace.
+///
+/// Every operation but [`Client::subscribe`] needs CAP_NET_ADMIN (the module's commands are
+/// GENL_ADMIN_PERM); without it they fail with [`Error::PermissionDenied`].
+pub struct Client {
+    socket: Socket,
+    family: u16,
+    group: Option<u32>,
+    seq: u32,
+    recv: Vec<u8>,
+}
+
+/// Opens a generic netlink socket bound to a kernel-assigned port.
+pub(crate) fn open_socket() -> Result<Socket> {
+    let mut socket = Socket::new(NETLINK_GENERIC).map_err(Error::io("cannot open a generic netlink socket"))?;
+    socket.bind_auto().map_err(Error::io("cannot bind the netlink socket"))?;
+    Ok(socket)
+}
+
+/// Resolves the seng family id and its multicast group through nlctrl.
+pub(crate) fn resolve(socket: &Socket, recv: &mut Vec<u8>) -> Result<(u16, Option<u32>)> {
+    const SEQ: u32 = 1;
+    let mut out = Vec::new();
+    wire::frame_get_family(&mut out, NLM_F_REQUEST | NLM_F_ACK, SEQ, FAMILY_NAME);
+    let mut found = None;
+    let acks = exchange(socket, recv, &out, SEQ, 1, |_, cmd_attrs| {
+        found = Some(wire::parse_family(cmd_attrs, MCGRP_NAME));
+        Ok(())
+    })?;
+    match acks.into_iter().next() {
+        Some(Err(e)) if e.errno == errno::ENOENT => Err(Error::ModuleNotLoaded),
+        Some(Err(e)) => Err(e.into()),
+        _ => found.ok_or_else(|| Error::Protocol("nlctrl acknowledged GETFAMILY without a reply".into()))?,
+    }
+}
+
+/// Receives one datagram into `buf`, retrying on EINTR.
+pub(crate) fn recv_datagram(socket: &Socket, buf: &mut Vec<u8>) -> io::Result<()> {
+    loop {
+        buf.clear();
+        buf.reserve(RECV_BUF);
+        match socket.recv(buf, 0) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other.map(drop),
+        }
+    }
+}
+
+/// The acks of `count` requests numbered `first..first + count`, filled in from received
+/// datagrams.
+struct Acks {
+    first: u32,
+    acks: Vec<Option<Result<(), KernelError>>>,
+    pending: usize,
+}
+
+impl Acks {
+    fn new(first: u32, count: usize) -> Acks {
+        Acks { first, acks: vec![None; count], pending: count }
+    }
+
+    fn index(&self, seq: u32) -> Option<usize> {
+        Some(seq.wrapping_sub(self.first) as usize).filter(|&i| i < self.acks.len())
+    }
+
+    /// Takes in one datagram; `on_reply(i, attrs)` sees each reply message to request `i`.
+    /// Messages of other requests (late answers to an earlier exchange) are ignored.
+    fn feed(&mut self, datagram: &[u8], on_reply: &mut impl FnMut(usize, &[u8]) -> Result<()>) -> Result<()> {
+        for reply in wire::replies(datagram) {
+            match reply? {
+                Reply::Genl { seq, attrs, .. } => {
+                    if let Some(i) = self.index(seq) {
+                        on_reply(i, attrs)?;
+                    }
+                }
+                Reply::Ack { seq, result } => {
+                    if let Some(slot @ None) = self.index(seq).and_then(|i| self.acks.get_mut(i)) {
+                        *slot = Some(result);
+                        self.pending -= 1;
+                    }
+                }
+                Reply::Done { .. } | Reply::Other => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn complete(&self) -> bool {
+        self.pending == 0
+    }
+
+    fn into_results(self) -> Vec<Result<(), KernelError>> {
+        self.acks.into_iter().map(|a| a.unwrap_or(Ok(()))).collect()
+    }
+}
+
+/// Sends `out`, holding `count` framed requests numbered `first..first + count`, in one
+/// `sendmsg` and waits for the ack of each. `on_reply(i, attrs)` sees the generic netlink reply
+/// messages to request `i`. Returns each request's ack.
+fn exchange(
+    socket: &Socket,
+    recv: &mut Vec<u8>,
+    out: &[u8],
+    first: u32,
+    count: usize,
+    mut on_reply: impl FnMut(usize, &[u8]) -> Result<()>,
+) -> Result<Vec<Result<(), KernelError>>> {
+    send(socket, out)?;
+    let mut acks = Acks::new(first, count);
+    while !acks.complete() {
+        recv_datagram(socket, recv).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOBUFS) => Error::Protocol("replies were lost (socket receive buffer overrun)".into()),
+            _ => Error::Io { context: "cannot receive from the seng module", source: e },
+        })?;
+        acks.feed(recv, &mut on_reply)?;
+    }
+    Ok(acks.into_results())
+}
+
+fn send(socket: &Socket, out: &[u8]) -> Result<()> {
+    loop {
+        match socket.send(out, 0) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::Io { context: "cannot send to the seng module", source: e }),
+            Ok(_) => return Ok(()),
+        }
+    }
+}
+
+/// The parts of dump `seq` received so far.
+struct DumpParts {
+    seq: u32,
+    nests: Vec<u8>,
+    interrupted: bool,
+}
+
+impl DumpParts {
+    /// Takes in one datagram; true once the dump is complete.
+    fn feed(&mut self, datagram: &[u8]) -> Result<bool> {
+        for reply in wire::replies(datagram) {
+            match reply? {
+                Reply::Genl { seq, flags, attrs, .. } if seq == self.seq => {
+                    self.interrupted |= flags & NLM_F_DUMP_INTR != 0;
+                    self.nests.extend_from_slice(attrs);
+                }
+                Reply::Done { seq, flags, result } if seq == self.seq => {
+                    result?;
+                    self.interrupted |= flags & NLM_F_DUMP_INTR != 0;
+                    return Ok(true);
+                }
+                Reply::Ack { seq, result: Err(e) } if seq == self.seq => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// A snapshot of the table from one consistent dump.
+#[derive(Clone, Debug, Default)]
+pub struct Dump {
+    /// The ENCLAVE nests of every dump part, concatenated (each is a valid attribute run).
+    nests: Vec<u8>,
+    /// Dumps thrown away because a concurrent change interrupted them.
+    restarts: usize,
+}
+
+impl Dump {
+    /// How often the dump was restarted because the table changed while it ran.
+    pub fn restarts(&self) -> usize {
+        self.restarts
+    }
+
+    /// The enclaves, in the module's order. Items are errors only if the module sent a nest this
+    /// library cannot decode.
+    pub fn iter(&self) -> impl Iterator<Item = Result<Enclave>> + '_ {
+        wire::decode_enclaves(&self.nests)
+    }
+}
+
+/// Framed ENCLAVE messages of a batch not yet acknowledged.
+struct Batch {
+    cmd: u8,
+    packer: NestPacker,
+    /// Input position of the first enclave in the packer.
+    packed_from: usize,
+    /// Framed messages waiting to be sent, with their first sequence number.
+    out: Vec<u8>,
+    first_seq: u32,
+    /// The input positions each framed message carries.
+    ranges: Vec<Range<usize>>,
+    report: BatchError,
+}
+
+impl Batch {
+    fn new(cmd: u8) -> Batch {
+        Batch {
+            cmd,
+            packer: NestPacker::new(),
+            packed_from: 0,
+            out: Vec::with_capacity(SEND_LIMIT + MAX_PAYLOAD + HEADERS_LEN),
+            first_seq: 0,
+            ranges: Vec::new(),
+            report: BatchError { total: 0, failures: Vec::new() },
+        }
+    }
+}
+
+impl Client {
+    /// Opens a socket and resolves the `seng_family` generic netlink family.
+    ///
+    /// Fails with [`Error::ModuleNotLoaded`] when seng.ko is not loaded (the kernel tries to load
+    /// it on the lookup, so this means it is not installed either, or module loading failed).
+    pub fn connect() -> Result<Client> {
+        let socket = open_socket()?;
+        // Both are best effort: without them errors lose their message, nothing else.
+        let _ = socket.set_ext_ack(true);
+        let _ = socket.set_cap_ack(true);
+        let mut recv = Vec::with_capacity(RECV_BUF);
+        let (family, group) = resolve(&socket, &mut recv)?;
+        Ok(Client { socket, family, group, seq: 1, recv })
+    }
+
+    /// The family id the kernel assigned to `seng_family`.
+    pub fn family_id(&self) -> u16 {
+        self.family
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Sends one request and waits for its ack; `on_reply` sees the attributes of its replies.
+    fn request(&mut self, cmd: u8, attrs: &[u8], on_reply: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        self.request_flags(cmd, NLM_F_REQUEST | NLM_F_ACK, attrs, on_reply)
+    }
+
+    fn request_flags(&mut self, cmd: u8, flags: u16, attrs: &[u8], mut on_reply: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let seq = self.next_seq();
+        let mut out = Vec::with_capacity(HEADERS_LEN + attrs.len());
+        wire::frame(&mut out, self.family, flags, seq, cmd, attrs);
+        let acks = exchange(&self.socket, &mut self.recv, &out, seq, 1, |_, a| on_reply(a))?;
+        match acks.into_iter().next() {
+            Some(Err(e)) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Registers one enclave (or changes its metadata), attaching its categories to its
+    /// application. Changing an enclave's application or host ends its connections: the module
+    /// deletes their conntrack entries.
+    pub fn register(&mut self, enclave: &Enclave) -> Result<()> {
+        let attrs = wire::attrs(|w| wire::put_enclave(w, enclave))?;
+        self.request(cmd::ENCLAVE_SET, &attrs, |_| Ok(()))
+    }
+
+    /// Registers many enclaves: hundreds per message, several messages per `sendmsg`, every
+    /// message acknowledged. Returns how many enclaves were sent. If the kernel refuses some
+    /// messages the others still apply, and the error is [`Error::Batch`] naming the input
+    /// positions of the refused ones.
+    pub fn register_batch<I>(&mut self, enclaves: I) -> Result<usize>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<Enclave>,
+    {
+        let mut batch = Batch::new(cmd::ENCLAVE_SET);
+        for e in enclaves {
+            self.batch_push(&mut batch, e.borrow())?;
+        }
+        self.batch_finish(&mut batch)?;
+        batch_result(batch.report)
+    }
+
+    fn batch_push(&mut self, b: &mut Batch, e: &Enclave) -> Result<()> {
+        if !b.packer.push(e)? {
+            self.batch_seal(b)?;
+            // An empty packer takes any enclave that fits a message at all, or errs.
+            b.packer.push(e)?;
+        }
+        b.report.total += 1;
+        Ok(())
+    }
+
+    /// Frames the packed nests as one message, and sends when a `sendmsg` worth is ready.
+    fn batch_seal(&mut self, b: &mut Batch) -> Result<()> {
+        if b.packer.count() == 0 {
+            return Ok(());
+        }
+        let seq = self.next_seq();
+        if b.ranges.is_empty() {
+            b.first_seq = seq;
+        }
+        let (payload, count) = b.packer.take();
+        wire::frame(&mut b.out, self.family, NLM_F_REQUEST | NLM_F_ACK, seq, b.cmd, payload);
+        b.ranges.push(b.packed_from..b.packed_from + count);
+        b.packed_from += count;
+        if b.out.len() + MAX_PAYLOAD + HEADERS_LEN > SEND_LIMIT {
+            self.batch_send(b)?;
+        }
+        Ok(())
+    }
+
+    fn batch_send(&mut self, b: &mut Batch) -> Result<()> {
+        if b.ranges.is_empty() {
+            return Ok(());
+        }
+        let acks = exchange(&self.socket, &mut self.recv, &b.out, b.first_seq, b.ranges.len(), |_, _| Ok(()))?;
+        for (range, ack) in b.ranges.drain(..).zip(acks) {
+            if let Err(error) = ack {
+                b.report.failures.push(BatchFailure { enclaves: range, error });
+            }
+        }
+        b.out.clear();
+        Ok(())
+    }
+
+    fn batch_finish(&mut self, b: &mut Batch) -> Result<()> {
+        self.batch_seal(b)?;
+        self.batch_send(b)
+    }
+
+    /// Unregisters an enclave; the module deletes its conntrack entries. Fails with a
+    /// "not found" [`Error::Kernel`] if it is not registered.
+    pub fn unregister(&mut self, addr: IpAddr) -> Result<()> {
+        let attrs = wire::attrs(|w| w.put_enclave(&addr, None, None, &[]))?;
+        self.request(cmd::ENCLAVE_DEL, &attrs, |_| Ok(()))
+    }
+
+    /// Attaches categories (at least one) to an application that has a registered enclave.
+    pub fn attach_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<()> {
+        self.categories(cmd::CAT_ADD, app, categories)
+    }
+
+    /// Detaches categories (at least one) from an application; all must be attached.
+    pub fn detach_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<()> {
+        self.categories(cmd::CAT_DEL, app, categories)
+    }
+
+    fn categories(&mut self, cmd: u8, app: &Measurement, categories: &[Category]) -> Result<()> {
+        let attrs = wire::attrs(|w| {
+            w.put(attr::APP, &app.0)?;
+            categories.iter().try_for_each(|c| w.put_category(attr::CAT, c))
+        })?;
+        self.request(cmd, &attrs, |_| Ok(()))
+    }
+
+    /// Unregisters every enclave of the namespace (their connections end).
+    pub fn flush(&mut self) -> Result<()> {
+        self.request(cmd::FLUSH, &[], |_| Ok(()))
+    }
+
+    /// Performs an operation of the original protocol (command 1), as the original C library
+    /// sent it. Unregistering an unknown address and detaching an absent category succeed, as
+    /// they did in the original module.
+    pub fn legacy(&mut self, op: &LegacyOp) -> Result<()> {
+        let attrs = wire::attrs(|w| wire::put_legacy(w, op))?;
+        self.request(cmd::LEGACY, &attrs, |_| Ok(()))
+    }
+
+    /// The enclave registered at `addr`, if any.
+    pub fn get(&mut self, addr: IpAddr) -> Result<Option<Enclave>> {
+        let attrs = wire::get_request(&addr)?;
+        let mut found = None;
+        let result = self.request(cmd::GET, &attrs, |reply| {
+            found = wire::decode_enclaves(reply).next().transpose()?;
+            Ok(())
+        });
+        match result {
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+            Ok(()) => found.map(Some).ok_or_else(|| Error::Protocol(format!("GET {addr} acknowledged without a reply"))),
+        }
+    }
+
+    /// Every registered enclave, from one consistent dump.
+    pub fn list(&mut self) -> Result<Vec<Enclave>> {
+        self.dump()?.iter().collect()
+    }
+
+    /// Dumps the table. A dump the kernel flags as interrupted by a concurrent change
+    /// (NLM_F_DUMP_INTR) is restarted, so the snapshot is consistent.
+    pub fn dump(&mut self) -> Result<Dump> {
+        for restarts in 0..DUMP_ATTEMPTS {
+            let seq = self.next_seq();
+            let mut out = Vec::new();
+            wire::frame(&mut out, self.family, NLM_F_REQUEST | NLM_F_DUMP, seq, cmd::GET, &[]);
+            send(&self.socket, &out)?;
+            let mut parts = DumpParts { seq, nests: Vec::new(), interrupted: false };
+            loop {
+                recv_datagram(&self.socket, &mut self.recv).map_err(Error::io("cannot receive the dump"))?;
+                if parts.feed(&self.recv)? {
+                    break;
+                }
+            }
+            if !parts.interrupted {
+                return Ok(Dump { nests: parts.nests, restarts });
+            }
+        }
+        Err(Error::DumpInterrupted { attempts: DUMP_ATTEMPTS })
+    }
+
+    /// The table's counters.
+    pub fn stats(&mut self) -> Result<Stats> {
+        let mut stats = None;
+        self.request(cmd::STATS, &[], |reply| {
+            stats = Some(wire::decode_stats(reply)?);
+            Ok(())
+        })?;
+        stats.ok_or_else(|| Error::Protocol("STATS acknowledged without a reply".into()))
+    }
+
+    /// Replaces the whole table with `enclaves`, atomically for the packet path: a staging table
+    /// is filled (REPLACE_BEGIN, batched REPLACE_ADD) and swapped in by REPLACE_COMMIT. On any
+    /// error the transaction is aborted and the live table is untouched. Connections of enclaves
+    /// that the new table drops or moves to another application or host end at the commit.
+    ///
+    /// Returns how many enclaves were sent. Fails with "busy" if another socket has a
+    /// transaction open.
+    pub fn replace<I>(&mut self, enclaves: I) -> Result<usize>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<Enclave>,
+    {
+        self.request(cmd::REPLACE_BEGIN, &[], |_| Ok(()))?;
+        let staged = self.stage(enclaves);
+        if staged.is_err() {
+            // The first error is the one to report; closing the socket would abort too.
+            let _ = self.request(cmd::REPLACE_ABORT, &[], |_| Ok(()));
+            return staged;
+        }
+        self.request(cmd::REPLACE_COMMIT, &[], |_| Ok(()))?;
+        staged
+    }
+
+    fn stage<I>(&mut self, enclaves: I) -> Result<usize>
+    where
+        I: IntoIterator,
+        I::Item: Borrow<Enclave>,
+    {
+        let mut batch = Batch::new(cmd::REPLACE_ADD);
+        for e in enclaves {
+            self.batch_push(&mut batch, e.borrow())?;
+            if !batch.report.failures.is_empty() {
+                return batch_result(batch.report);
+            }
+        }
+        self.batch_finish(&mut batch)?;
+        batch_result(batch.report)
+    }
+
+    /// Sends `cmd` with attribute bytes made by the caller and waits for the ack. For checking
+    /// the module's validation with messages the typed calls never produce.
+    pub fn request_raw(&mut self, cmd: u8, attrs: &[u8]) -> Result<()> {
+        self.request(cmd, attrs, |_| Ok(()))
+    }
+
+    /// Subscribes to the module's events on a socket of its own (CAP_NET_ADMIN on kernels whose
+    /// generic netlink can require it for a group, 6.1 and later here).
+    pub fn subscribe(&self) -> Result<Subscription> {
+        let group = self.group.ok_or_else(|| Error::Protocol("the seng family has no multicast group".into()))?;
+        Subscription::with_group(group)
+    }
+}
+
+/// `Ok(total)` when nothing was refused; EPERM anywhere means the caller lacks the capability.
+fn batch_result(report: BatchError) -> Result<usize> {
+    if report.failures.is_empty() {
+        return Ok(report.total);
+    }
+    if report.failures.iter().any(|f| f.error.errno == libc::EPERM) {
+        return Err(Error::PermissionDenied);
+    }
+    Err(Error::Batch(report))
+}
+
+#[cfg(test)]
+mod test {
+    use seng_core::genl::AttrWriter;
+
+    use super::*;
+
+    /// A datagram of netlink messages (type, flags, seq, payload) as the kernel sends them.
+    fn datagram(messages: &[(u16, u16, u32, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (kind, flags, seq, payload) in messages {
+            let len = 16 + payload.len() as u32;
+            out.extend_from_slice(&len.to_ne_bytes());
+            out.extend_from_slice(&kind.to_ne_bytes());
+            out.extend_from_slice(&flags.to_ne_bytes());
+            out.extend_from_slice(&seq.to_ne_bytes());
+            out.extend_from_slice(&[0; 4]);
+            out.extend_from_slice(payload);
+            out.resize((out.len() + 3) & !3, 0);
+        }
+        out
+    }
+
+    fn ack(code: i32) -> Vec<u8> {
+        [&code.to_ne_bytes()[..], &[16, 0, 0, 0, 0x20, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0]].concat()
+    }
+
+    fn genl(cmd: u8, attrs: &[u8]) -> Vec<u8> {
+        [&[cmd, 1, 0, 0][..], attrs].concat()
+    }
+
+    fn nest(ip: &str) -> Vec<u8> {
+        wire::attrs(|w: &mut AttrWriter<'_>| w.put_enclave(&ip.parse().unwrap(), Some(&Measurement([1; 32])), Some(&"10.0.0.5".parse().unwrap()), &[])).unwrap()
+    }
+
+    #[test]
+    fn acks_are_matched_to_requests_by_sequence_number() {
+        let mut replies = Vec::new();
+        let mut on_reply = |i: usize, attrs: &[u8]| {
+            replies.push((i, attrs.to_vec()));
+            Ok(())
+        };
+        let mut acks = Acks::new(u32::MAX, 3);
+        // Out of order, with a stale ack of an earlier exchange, a stale reply, and a second ack
+        // for a request that already has one.
+        let first = datagram(&[(2, 0x100, 1, ack(0)), (0x20, 0, 7, genl(cmd::STATS, &[4, 0, 11, 0])), (2, 0x100, 1, ack(-28)), (2, 0x100, 77, ack(0))]);
+        acks.feed(&first, &mut on_reply).unwrap();
+        assert!(!acks.complete());
+        acks.feed(&datagram(&[(2, 0x100, u32::MAX, ack(-22)), (2, 0x100, 0, ack(0))]), &mut on_reply).unwrap();
+        assert!(acks.complete());
+        let results = acks.into_results();
+        assert_eq!(results[0], Err(KernelError { errno: 22, message: None }));
+        assert_eq!(results[1], Ok(()));
+        assert_eq!(results[2], Ok(()), "the first ack of a request counts");
+
+        let mut acks = Acks::new(7, 1);
+        acks.feed(&datagram(&[(0x20, 0, 7, genl(cmd::STATS, &[4, 0, 11, 0])), (2, 0x100, 7, ack(0))]), &mut on_reply).unwrap();
+        assert!(acks.complete());
+        assert_eq!(replies, [(0, vec![4, 0, 11, 0])], "only the reply to this exchange's request is seen");
+    }
+
+    #[test]
+    fn dumps_collect_parts_and_notice_interruptions() {
+        let done = 0i32.to_ne_bytes().to_vec();
+        let mut parts = DumpParts { seq: 9, nests: Vec::new(), interrupted: false };
+        assert!(!parts.feed(&datagram(&[(0x20, 2, 9, genl(cmd::GET, &nest("10.0.0.1"))), (0x20, 2, 8, genl(cmd::GET, &nest("10.9.9.9")))])).unwrap());
+        assert!(parts.feed(&datagram(&[(0x20, 2, 9, genl(cmd::GET, &nest("fd00::2"))), (3, 2, 9, done.clone())])).unwrap());
+        assert!(!parts.interrupted);
+        let got: Vec<String> = Dump { nests: parts.nests, restarts: 0 }.iter().map(|e| e.unwrap().addr.to_string()).collect();
+        assert_eq!(got, ["10.0.0.1", "fd00::2"]);
+
+        let mut parts = DumpParts { seq: 9, nests: Vec::new(), interrupted: false };
+        assert!(parts.feed(&datagram(&[(0x20, 2 | NLM_F_DUMP_INTR, 9, genl(cmd::GET, &nest("10.0.0.1"))), (3, 2, 9, done)])).unwrap());
+        assert!(parts.interrupted, "a part flagged NLM_F_DUMP_INTR makes the dump restart");
+
+        let mut parts = DumpParts { seq: 9, nests: Vec::new(), interrupted: false };
+        assert!(matches!(parts.feed(&datagram(&[(2, 0x100, 9, ack(-1))])), Err(Error::PermissionDenied)));
+        let mut parts = DumpParts { seq: 9, nests: Vec::new(), interrupted: false };
+        assert!(matches!(parts.feed(&datagram(&[(3, 2, 9, (-12i32).to_ne_bytes().to_vec())])), Err(Error::Kernel(KernelError { errno: 12, .. }))));
+    }
+}

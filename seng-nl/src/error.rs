@@ -1,0 +1,227 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Errors, mapped from errno values and extended acks to messages that say what to do.
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+
+use seng_core::genl::errno;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+const EPERM: i32 = 1;
+
+/// Why an operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The generic netlink family `seng_family` does not exist: seng.ko is not loaded.
+    ModuleNotLoaded,
+    /// The kernel answered EPERM: the caller lacks CAP_NET_ADMIN.
+    PermissionDenied,
+    /// The kernel refused the request.
+    Kernel(KernelError),
+    /// Some messages of a batch were refused (the others were applied).
+    Batch(BatchError),
+    /// A dump kept being interrupted by concurrent changes.
+    DumpInterrupted {
+        /// Attempts made.
+        attempts: usize,
+    },
+    /// The socket failed.
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The system error.
+        source: io::Error,
+    },
+    /// The request cannot be encoded (it does not fit in one netlink message).
+    Request(String),
+    /// The kernel sent something this library does not understand.
+    Protocol(String),
+}
+
+impl Error {
+    /// The errno behind the error, when the kernel or the system reported one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::ModuleNotLoaded => Some(errno::ENOENT),
+            Error::PermissionDenied => Some(EPERM),
+            Error::Kernel(k) => Some(k.errno),
+            Error::Batch(b) => b.failures.first().map(|f| f.error.errno),
+            Error::DumpInterrupted { .. } => Some(libc::EINTR),
+            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Request(_) => Some(errno::EMSGSIZE),
+            Error::Protocol(_) => Some(libc::EPROTO),
+        }
+    }
+
+    /// True when the kernel said the address is not a registered enclave (or another entry the
+    /// request names does not exist).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Kernel(k) if k.errno == errno::ENOENT)
+    }
+
+    pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Io { context, source }
+    }
+}
+
+impl From<KernelError> for Error {
+    /// EPERM becomes [`Error::PermissionDenied`]; everything else stays a [`KernelError`].
+    fn from(e: KernelError) -> Error {
+        match e.errno {
+            EPERM => Error::PermissionDenied,
+            _ => Error::Kernel(e),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ModuleNotLoaded => f.write_str(
+                "the seng kernel module is not loaded (generic netlink family \"seng_family\" not found); load it with `modprobe seng`",
+            ),
+            Error::PermissionDenied => f.write_str(
+                "permission denied: reading or changing the seng table needs CAP_NET_ADMIN (run as root)",
+            ),
+            Error::Kernel(k) => k.fmt(f),
+            Error::Batch(b) => b.fmt(f),
+            Error::DumpInterrupted { attempts } => {
+                write!(f, "the table changed during each of {attempts} dump attempts; try again")
+            }
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Request(what) => write!(f, "cannot encode the request: {what}"),
+            Error::Protocol(what) => write!(f, "unexpected reply from the seng module: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A request the kernel refused: its errno and the extended ack message, if it sent one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelError {
+    /// Positive errno.
+    pub errno: i32,
+    /// The kernel's extended ack message (`NLMSGERR_ATTR_MSG`).
+    pub message: Option<String>,
+}
+
+impl fmt::Display for KernelError {
+    /// `WHAT: MESSAGE`, e.g. `not found: address is not a registered enclave`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.errno {
+            errno::EINVAL => "invalid request",
+            errno::ENOENT => "not found",
+            errno::ENOSPC => "no room",
+            errno::EBUSY => "busy",
+            errno::ENOMEM => "out of memory in the kernel",
+            errno::EMSGSIZE => "reply too large",
+            errno::EOPNOTSUPP => "not supported by the loaded seng module (is it older than this tool?)",
+            EPERM => "permission denied (needs CAP_NET_ADMIN)",
+            _ => "",
+        };
+        match (what, &self.message) {
+            ("", Some(m)) => write!(f, "{m} ({})", io::Error::from_raw_os_error(self.errno)),
+            ("", None) => write!(f, "{}", io::Error::from_raw_os_error(self.errno)),
+            (what, Some(m)) => write!(f, "{what}: {m}"),
+            (what, None) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// One refused message of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchFailure {
+    /// The positions, in the input sequence, of the enclaves the message carried. The kernel
+    /// registers a message's enclaves in order and stops at the first failure, so the ones before
+    /// it may be registered.
+    pub enclaves: Range<usize>,
+    /// The kernel's answer.
+    pub error: KernelError,
+}
+
+/// The refused messages of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchError {
+    /// Enclaves in the batch.
+    pub total: usize,
+    /// Refused messages, in order.
+    pub failures: Vec<BatchFailure>,
+}
+
+impl BatchError {
+    /// Enclaves carried by refused messages.
+    pub fn refused(&self) -> usize {
+        self.failures.iter().map(|f| f.enclaves.len()).sum()
+    }
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} message(s) carrying {} of {} enclaves refused", self.failures.len(), self.refused(), self.total)?;
+        if let Some(first) = self.failures.first() {
+            write!(f, "; enclaves #{}..#{}: {}", first.enclaves.start + 1, first.enclaves.end, first.error)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let k = |errno, message: Option<&str>| Error::from(KernelError { errno, message: message.map(str::to_owned) });
+        let cases: Vec<(Error, &str)> = vec![
+            (Error::ModuleNotLoaded, "load it with `modprobe seng`"),
+            (k(1, None), "needs CAP_NET_ADMIN"),
+            (k(2, Some("address is not a registered enclave")), "not found: address is not a registered enclave"),
+            (k(22, Some("category must be 1-20 bytes of printable UTF-8, NUL-terminated")), "invalid request: category must be 1-20 bytes"),
+            (k(28, Some("enclave table full")), "no room: enclave table full"),
+            (k(16, Some("another socket has a replace transaction open")), "busy: another socket has a replace transaction open"),
+            (k(95, Some("unknown command")), "not supported by the loaded seng module"),
+            (k(105, None), "No buffer space available"),
+            (k(105, Some("odd")), "odd (No buffer space available"),
+            (Error::DumpInterrupted { attempts: 8 }, "each of 8 dump attempts"),
+        ];
+        for (error, want) in cases {
+            let text = error.to_string();
+            assert!(text.contains(want), "{text:?} lacks {want:?}");
+        }
+        assert!(matches!(k(1, Some("x")), Error::PermissionDenied));
+        assert!(k(2, None).is_not_found());
+        assert!(!k(22, None).is_not_found());
+        assert_eq!(k(28, None).errno(), Some(28));
+    }
+
+    #[test]
+    fn batch_errors_name_the_refused_enclaves() {
+        let e = BatchError {
+            total: 1000,
+            failures: vec![
+                BatchFailure { enclaves: 585..1000, error: KernelError { errno: 28, message: Some("the enclaves would exceed the table's capacity".into()) } },
+            ],
+        };
+        assert_eq!(e.refused(), 415);
+        assert_eq!(
+            e.to_string(),
+            "1 message(s) carrying 415 of 1000 enclaves refused; enclaves #586..#1000: no room: the enclaves would exceed the table's capacity"
+        );
+    }
+}

@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! seng-nl: the user-space client of seng.ko's generic netlink family `seng_family`.
+//!
+//! ```no_run
+//! use seng_nl::{Client, Enclave};
+//!
+//! let mut seng = Client::connect()?;
+//! seng.register(&Enclave {
+//!     addr: "192.168.28.10".parse().unwrap(),
+//!     app: "d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0".parse().unwrap(),
+//!     host: "10.0.0.5".parse().unwrap(),
+//!     categories: vec!["Browser".parse().unwrap()],
+//! })?;
+//! for enclave in seng.list()? {
+//!     println!("{enclave}");
+//! }
+//! # Ok::<(), seng_nl::Error>(())
+//! ```
+//!
+//! - [`Client`]: one method per operation (register, batches, unregister, categories, flush,
+//!   get, dumps, statistics, atomic replacement, and the original protocol's operations);
+//! - [`Subscription`] / [`EventStream`]: the module's change events;
+//! - [`Error`]: failures, with the module's extended-ack message and what to do about them.
+//!
+//! The protocol's numbers, attribute encoding and decoding come from [`seng_core::genl`], the
+//! code the module itself runs; this crate adds the netlink framing (through the rust-netlink
+//! crates `netlink-sys`, `netlink-packet-core` and `netlink-packet-generic`), batching, acks and
+//! error mapping.
+#![deny(missing_docs)]
+
+mod client;
+mod enclave;
+mod error;
+mod event;
+mod wire;
+
+pub use client::{Client, Dump};
+pub use enclave::{Enclave, Stats};
+pub use error::{BatchError, BatchFailure, Error, KernelError, Result};
+#[cfg(feature = "tokio")]
+pub use event::EventStream;
+pub use event::{Event, Subscription};
+pub use seng_core::genl::LegacyOp;
+pub use seng_core::{Category, Measurement};

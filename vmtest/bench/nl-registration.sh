@@ -1,0 +1,39 @@
+# SPDX-License-Identifier: GPL-2.0-only
+# seng-nl figures: registrations per second (one acked message per enclave, and batched), the
+# time `seng restore` takes to replace the table with 1M enclaves (target: under 5 s), and the
+# time `seng save` takes to dump them. Prints figures only; nothing is asserted.
+. /vmtest/lib.sh
+
+SENG=/usr/local/bin/seng
+BENCH=/usr/local/bin/seng-bench
+
+uptime_cs() {
+	read -r up _ </proc/uptime
+	echo "${up%.*}${up#*.}"
+}
+
+# timed WHAT CMD...: runs CMD and prints how long it took.
+timed() {
+	what=$1
+	shift
+	start=$(uptime_cs)
+	"$@" || echo "FAILED: $*"
+	d=$(($(uptime_cs) - start))
+	printf '%s: %d.%02d s\n' "$what" $((d / 100)) $((d % 100))
+}
+
+$MODPROBE seng
+echo "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU(s) under QEMU TCG"
+$BENCH register 10000 --single
+$SENG flush
+$BENCH register 200000 --batch
+$SENG flush
+
+$BENCH gen 1000000 >/tmp/nl-1m
+echo "script: $(wc -l </tmp/nl-1m) lines, $(wc -c </tmp/nl-1m) bytes"
+timed "restore 1M enclaves into an empty table" $SENG restore /tmp/nl-1m
+$SENG stats | tr '\n' ' '
+echo
+timed "restore 1M enclaves over the same 1M" $SENG restore /tmp/nl-1m
+timed "save 1M enclaves" sh -c "$SENG save >/dev/null"
+timed "flush 1M enclaves" $SENG flush
