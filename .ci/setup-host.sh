@@ -14,6 +14,8 @@ packages=(
 	dpkg xz-utils zstd cpio binutils debian-archive-keyring
 	# kbuild for out-of-tree modules (pahole: BTF of modules on 6.12, whose headers ship vmlinux).
 	make gcc libelf-dev bc flex bison dwarves
+	# Building the iptables extension against the real xtables.h.
+	libxtables-dev pkg-config
 )
 
 sudo=()

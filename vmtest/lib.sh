@@ -135,7 +135,6 @@ ipt_counters() {
 # vmtest_reset: puts the guest back into a clean state between tests (the runner calls it;
 # tests should still clean up what they create).
 vmtest_reset() {
-	grep -q '^seng ' /proc/modules && $RMMOD seng
 	for dev in $(ls /sys/class/net); do
 		[ "$dev" = lo ] || $IP link del "$dev" 2>/dev/null
 	done
@@ -160,5 +159,7 @@ vmtest_reset() {
 		done
 	fi
 	[ -d /sys/module/nf_conntrack ] && $CONNTRACK -F 2>/dev/null
+	# Last: rules left behind by a failed test would keep seng in use.
+	grep -q '^seng ' /proc/modules && $RMMOD seng
 	return 0
 }

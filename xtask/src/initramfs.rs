@@ -4,10 +4,12 @@
 //! - static busybox (`/bin`), `vmtest/init.sh` as `/init`;
 //! - copies of the host's `ip`, `xtables-legacy-multi`, `xtables-nft-multi` (with the
 //!   iptables/ip6tables/-save/-restore names of both backends), the xtables plugins, `kmod` (as
-//!   modprobe, insmod, ...), `conntrack`, and every shared library they load (found with `ldd`);
+//!   modprobe, insmod, ...), `conntrack`, `tcpdump`, and every shared library they load (found
+//!   with `ldd`);
 //! - the guest kernel's networking modules plus `extra/seng.ko`, with fresh `modules.*` from
 //!   depmod;
-//! - `vmtest/lib.sh`, `vmtest/tests/`, `vmtest/bench/`, `vmtest/data/` under `/vmtest`, the test
+//! - `vmtest/lib.sh`, `vmtest/tests/`, `vmtest/bench/`, `vmtest/data/`,
+//!   `vmtest/xt/` under `/vmtest`, the test
 //!   plan (`/vmtest/plan`), and the project binaries named in `vmtest/guest-bins.txt`.
 //!
 //! The archive is named by a fingerprint of its content and reused when nothing changed.
@@ -53,6 +55,10 @@ const HOST_TOOLS: &[(&[&str], &str)] = &[
     (
         &["/usr/sbin/conntrack", "/sbin/conntrack"],
         "/usr/sbin/conntrack",
+    ),
+    (
+        &["/usr/bin/tcpdump", "/usr/sbin/tcpdump"],
+        "/usr/bin/tcpdump",
     ),
 ];
 
@@ -113,7 +119,11 @@ pub fn build_guest_bins(paths: &Paths, bins: &[GuestBin]) -> Result<Vec<(PathBuf
             .arg("--target-dir")
             .arg(&paths.target);
         for b in bins.iter().filter(|b| b.package_dir == package) {
-            build = build.args(["--bin", &b.bin]);
+            // A shared object (an iptables plugin) is the package's library target.
+            build = match b.bin.ends_with(".so") {
+                true => build.arg("--lib"),
+                false => build.args(["--bin", &b.bin]),
+            };
         }
         build.run()?;
     }
@@ -168,6 +178,8 @@ impl HostFiles {
             files.push((etc.to_string_lossy().into_owned(), etc.to_path_buf()));
         }
         for (host, guest_path) in bins {
+            // The project's own build wins over an installed copy (e.g. libxt_seng.so).
+            files.retain(|(g, _)| g != guest_path);
             files.push((guest_path.clone(), host.clone()));
             elfs.push(host.clone());
         }
@@ -225,7 +237,7 @@ pub fn build(paths: &Paths, guest: &Guest<'_>) -> Result<PathBuf> {
 
     let vmtest = paths.root.join("vmtest");
     a.file(&format!("{GUEST_VMTEST}/lib.sh"), &vmtest.join("lib.sh"))?;
-    for sub in ["tests", "bench", "data"] {
+    for sub in ["tests", "bench", "data", "xt"] {
         add_tree(&mut a, &vmtest.join(sub), &format!("{GUEST_VMTEST}/{sub}"))?;
     }
     a.data(
