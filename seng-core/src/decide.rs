@@ -71,6 +71,7 @@ impl SengMtInfo {
     }
 }
 
+#[inline]
 fn side_holds<M: EnclaveMeta>(side: &SideFields<'_>, family: Family, meta: Option<&M>) -> bool {
     let has = |bit: u16| side.bits & bit != 0;
     if !has(flags::SRC_OPTIONS) {
@@ -79,10 +80,17 @@ fn side_holds<M: EnclaveMeta>(side: &SideFields<'_>, family: Family, meta: Optio
     let Some(meta) = meta else {
         return false;
     };
-    let cond = |present: u16, compare: &dyn Fn() -> bool| !has(present) || compare() != has(present << 1);
-    cond(flags::APP_SRC, &|| meta.app().0 == *side.app)
-        && cond(flags::CAT_SRC, &|| meta.has_category_field(side.cat))
-        && cond(flags::HOST_SRC, &|| masked_eq(family, &side.host.0, &side.mask.0, &meta.host()))
+    // Each present condition: the comparison must differ from its negation bit.
+    if has(flags::APP_SRC) && meta.app().eq_bytes(side.app) == has(flags::APP_SRC_INV) {
+        return false;
+    }
+    if has(flags::CAT_SRC) && meta.has_category_field(side.cat) == has(flags::CAT_SRC_INV) {
+        return false;
+    }
+    if has(flags::HOST_SRC) && masked_eq(family, &side.host.0, &side.mask.0, &meta.host()) == has(flags::HOST_SRC_INV) {
+        return false;
+    }
+    true
 }
 
 /// The decision for a rule of `family` given the metadata of the packet's source and destination
@@ -94,6 +102,7 @@ pub fn decide<M: EnclaveMeta>(info: &SengMtInfo, family: Family, src: Option<&M>
 
 /// The decision for a packet from `src` to `dst`, looking up in `table` only the sides the rule
 /// constrains. Never allocates; call it from the packet path.
+#[inline]
 pub fn match_packet<P: Platform>(info: &SengMtInfo, family: Family, table: &EnclaveTable<P>, src: &IpAddr, dst: &IpAddr) -> bool {
     let src_meta = if info.needs_src() {
         match table.lookup(src) {

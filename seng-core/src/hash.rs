@@ -16,6 +16,7 @@ pub(crate) trait TableKey: Copy + Eq {
 const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// MurmurHash3's 64-bit finaliser: every input bit affects every output bit.
+#[inline(always)]
 fn finish(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -24,11 +25,13 @@ fn finish(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+#[inline(always)]
 fn absorb(h: u64, word: u64) -> u64 {
     (h ^ word).wrapping_mul(MULTIPLIER).rotate_left(31)
 }
 
 impl TableKey for IpAddr {
+    #[inline(always)]
     fn hash(&self, seed: u64) -> u64 {
         match self {
             IpAddr::V4(a) => finish(absorb(seed, u64::from(u32::from_ne_bytes(a.octets())) | 4 << 32)),

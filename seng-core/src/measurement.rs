@@ -8,8 +8,36 @@ use core::fmt;
 pub const MEASUREMENT_LEN: usize = 32;
 
 /// An application measurement (SGX MRENCLAVE).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(Clone, Copy, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Measurement(pub [u8; MEASUREMENT_LEN]);
+
+impl Measurement {
+    /// Compares with raw measurement bytes (a rule's field) as four words: on the packet path
+    /// this stays inline instead of becoming a `memcmp` call.
+    #[inline]
+    pub fn eq_bytes(&self, other: &[u8; MEASUREMENT_LEN]) -> bool {
+        let (a, b) = (words(&self.0), words(other));
+        ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0
+    }
+}
+
+#[inline]
+fn words(bytes: &[u8; MEASUREMENT_LEN]) -> [u64; 4] {
+    let [a0, a1, a2, a3, a4, a5, a6, a7, b0, b1, b2, b3, b4, b5, b6, b7, c0, c1, c2, c3, c4, c5, c6, c7, d0, d1, d2, d3, d4, d5, d6, d7] = *bytes;
+    [
+        u64::from_ne_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+        u64::from_ne_bytes([b0, b1, b2, b3, b4, b5, b6, b7]),
+        u64::from_ne_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
+        u64::from_ne_bytes([d0, d1, d2, d3, d4, d5, d6, d7]),
+    ]
+}
+
+impl PartialEq for Measurement {
+    #[inline]
+    fn eq(&self, other: &Measurement) -> bool {
+        self.eq_bytes(&other.0)
+    }
+}
 
 /// Why a text is not a measurement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,10 +103,15 @@ impl Measurement {
 impl fmt::Display for Measurement {
     /// Lower-case hex, the canonical form.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 2 * MEASUREMENT_LEN];
+        for (pair, b) in text.chunks_exact_mut(2).zip(self.0) {
+            for (slot, nibble) in pair.iter_mut().zip([b >> 4, b & 0xf]) {
+                *slot = DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0');
+            }
         }
-        Ok(())
+        // Only ASCII hex digits were written.
+        f.write_str(core::str::from_utf8(&text).unwrap_or_default())
     }
 }
 

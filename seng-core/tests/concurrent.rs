@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use seng_core::table::{EnclaveTable, Platform, StdPlatform};
-use seng_core::{Category, EnclaveMeta, Measurement};
+use seng_core::{Category, Measurement};
 
 /// Retired memory is kept until the test ends, standing in for a grace period longer than any
 /// reader's critical section.

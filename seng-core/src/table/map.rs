@@ -2,16 +2,18 @@
 //! An open-addressing hash map whose readers never wait: one writer at a time, any number of
 //! lock-free readers.
 //!
-//! Slots hold pointers to immutable nodes. Writers publish a node with a release store into a
-//! free slot, remove one by storing a tombstone, and replace the whole slot array (to grow or to
-//! purge tombstones) by publishing a new array; everything unlinked is handed to
-//! [`Platform::retire`], so a reader that saw it keeps a valid view until it finishes. Linear
-//! probing at a load factor of at most one half (tombstones included) keeps expected probes
-//! constant however large the map grows.
+//! Slots hold pointers to immutable nodes, next to the full hash of the node's key. Writers
+//! publish a node by storing its hash and then, with release ordering, its pointer into a free
+//! slot; remove one by storing a tombstone; and replace the whole slot array (to grow or to purge
+//! tombstones) by publishing a new array. Everything unlinked is handed to [`Platform::retire`],
+//! so a reader that saw it keeps a valid view until it finishes. Linear probing at a load factor
+//! of at most one half (tombstones included) keeps expected probes constant however large the map
+//! grows, and the stored hash lets a probe skip other keys without touching their nodes: a lookup
+//! of an absent key (any packet from a non-enclave) reads only the slot array.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use super::trailing::Trailing;
 use super::Platform;
@@ -27,7 +29,15 @@ struct ArrayHeader {
     mask: usize,
 }
 
-type SlotArray<K, V> = Trailing<ArrayHeader, AtomicPtr<Node<K, V>>>;
+/// One slot: the node and its key's hash. A reader that loads the pointer with acquire ordering
+/// also sees the hash stored before it; a hash from a later reuse of the slot only makes the
+/// reader skip a node that was already unlinked.
+struct Slot<K, V> {
+    hash: AtomicU64,
+    node: AtomicPtr<Node<K, V>>,
+}
+
+type SlotArray<K, V> = Trailing<ArrayHeader, Slot<K, V>>;
 
 /// Marks a slot whose node was removed: probes continue past it, inserts may reuse it.
 fn tombstone<K, V>() -> *mut Node<K, V> {
@@ -56,6 +66,7 @@ impl<K: TableKey, V> RcuMap<K, V> {
         })
     }
 
+    #[inline(always)]
     fn current(&self) -> (SlotArray<K, V>, usize) {
         // SAFETY: `array` is never null and points to a live array for as long as the reader
         // runs (arrays are retired, never freed, while readers may exist).
@@ -76,18 +87,21 @@ impl<K: TableKey, V> RcuMap<K, V> {
     }
 
     /// Looks up `key`. Lock-free; the node stays valid while the caller's read side lasts.
+    #[inline(always)]
     pub(crate) fn get(&self, key: &K) -> Option<&Node<K, V>> {
         let (array, mask) = self.current();
-        let mut index = key.hash(self.seed) as usize;
+        let hash = key.hash(self.seed);
+        let mut index = hash as usize;
         // Bounded so that even a corrupted array cannot make a reader spin.
         for _ in 0..=mask {
             index &= mask;
             // SAFETY: index <= mask < length of the array.
-            let node = unsafe { array.elem(index) }.load(Ordering::Acquire);
+            let slot = unsafe { array.elem(index) };
+            let node = slot.node.load(Ordering::Acquire);
             if node.is_null() {
                 return None;
             }
-            if node != tombstone() {
+            if node != tombstone() && slot.hash.load(Ordering::Relaxed) == hash {
                 // SAFETY: published nodes stay valid while readers may see them.
                 let node = unsafe { &*node };
                 if node.key == *key {
@@ -106,7 +120,7 @@ impl<K: TableKey, V> RcuMap<K, V> {
         for _ in 0..=mask {
             index &= mask;
             // SAFETY: index <= mask.
-            let node = unsafe { array.elem(index) }.load(Ordering::Relaxed);
+            let node = unsafe { array.elem(index) }.node.load(Ordering::Relaxed);
             if node.is_null() {
                 return None;
             }
@@ -143,19 +157,21 @@ impl<K: TableKey, V> RcuMap<K, V> {
         let mask = len - 1;
         for i in 0..=old_mask {
             // SAFETY: i <= old_mask.
-            let node = unsafe { old.elem(i) }.load(Ordering::Relaxed);
+            let old_slot = unsafe { old.elem(i) };
+            let node = old_slot.node.load(Ordering::Relaxed);
             if node.is_null() || node == tombstone() {
                 continue;
             }
-            // SAFETY: a published node, owned by the writer.
-            let mut index = unsafe { (*node).key.hash(self.seed) } as usize;
+            let hash = old_slot.hash.load(Ordering::Relaxed);
+            let mut index = hash as usize;
             // Keys are unique and the new array has free slots, so a null slot is found.
             for _ in 0..=mask {
                 index &= mask;
                 // SAFETY: index <= mask; `fresh` is not yet visible to readers.
                 let slot = unsafe { fresh.elem(index) };
-                if slot.load(Ordering::Relaxed).is_null() {
-                    slot.store(node, Ordering::Relaxed);
+                if slot.node.load(Ordering::Relaxed).is_null() {
+                    slot.hash.store(hash, Ordering::Relaxed);
+                    slot.node.store(node, Ordering::Relaxed);
                     break;
                 }
                 index = index.wrapping_add(1);
@@ -175,17 +191,19 @@ impl<K: TableKey, V> RcuMap<K, V> {
     pub(crate) unsafe fn insert_new(&self, node: NonNull<Node<K, V>>) {
         let (array, mask) = self.current();
         // SAFETY: the node is ours until published.
-        let mut index = unsafe { node.as_ref().key.hash(self.seed) } as usize;
+        let hash = unsafe { node.as_ref().key.hash(self.seed) };
+        let mut index = hash as usize;
         for _ in 0..=mask {
             index &= mask;
             // SAFETY: index <= mask.
             let slot = unsafe { array.elem(index) };
-            let current = slot.load(Ordering::Relaxed);
+            let current = slot.node.load(Ordering::Relaxed);
             if current.is_null() || current == tombstone() {
                 if current == tombstone() {
                     self.tombstones.fetch_sub(1, Ordering::Relaxed);
                 }
-                slot.store(node.as_ptr(), Ordering::Release);
+                slot.hash.store(hash, Ordering::Relaxed);
+                slot.node.store(node.as_ptr(), Ordering::Release);
                 self.live.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -207,7 +225,7 @@ impl<K: TableKey, V> RcuMap<K, V> {
         let index = self.position(unsafe { &node.as_ref().key })?;
         let (array, _) = self.current();
         // SAFETY: index came from position() on the current array.
-        let old = unsafe { array.elem(index) }.swap(node.as_ptr(), Ordering::AcqRel);
+        let old = unsafe { array.elem(index) }.node.swap(node.as_ptr(), Ordering::AcqRel);
         NonNull::new(old)
     }
 
@@ -219,7 +237,7 @@ impl<K: TableKey, V> RcuMap<K, V> {
         let index = self.position(key)?;
         let (array, _) = self.current();
         // SAFETY: index came from position() on the current array.
-        let old = unsafe { array.elem(index) }.swap(tombstone(), Ordering::AcqRel);
+        let old = unsafe { array.elem(index) }.node.swap(tombstone(), Ordering::AcqRel);
         self.live.fetch_sub(1, Ordering::Relaxed);
         self.tombstones.fetch_add(1, Ordering::Relaxed);
         NonNull::new(old)
@@ -233,7 +251,7 @@ impl<K: TableKey, V> RcuMap<K, V> {
         let (array, mask) = self.current();
         for i in 0..=mask {
             // SAFETY: i <= mask.
-            let old = unsafe { array.elem(i) }.swap(ptr::null_mut(), Ordering::AcqRel);
+            let old = unsafe { array.elem(i) }.node.swap(ptr::null_mut(), Ordering::AcqRel);
             if old != tombstone() {
                 if let Some(node) = NonNull::new(old) {
                     unlinked(node);
@@ -251,7 +269,7 @@ impl<K: TableKey, V> RcuMap<K, V> {
         let mut index = cursor;
         while index <= mask {
             // SAFETY: index <= mask.
-            let node = unsafe { array.elem(index) }.load(Ordering::Acquire);
+            let node = unsafe { array.elem(index) }.node.load(Ordering::Acquire);
             index += 1;
             if !node.is_null() && node != tombstone() {
                 // SAFETY: published nodes stay valid while readers may see them.
@@ -276,7 +294,10 @@ fn new_array<K, V, P: Platform>(platform: &P, len: usize) -> Option<SlotArray<K,
     if !len.is_power_of_two() {
         return None;
     }
-    SlotArray::<K, V>::alloc(platform, ArrayHeader { mask: len - 1 }, len, |_| AtomicPtr::new(ptr::null_mut()))
+    SlotArray::<K, V>::alloc(platform, ArrayHeader { mask: len - 1 }, len, |_| Slot {
+        hash: AtomicU64::new(0),
+        node: AtomicPtr::new(ptr::null_mut()),
+    })
 }
 
 /// Allocates and initialises a node, unpublished.

@@ -145,32 +145,34 @@ pub struct TableStats {
 /// A registered enclave, as a reader sees it.
 #[derive(Clone, Copy)]
 pub struct EnclaveRef<'a> {
-    ip: IpAddr,
-    host: IpAddr,
+    node: &'a EnclaveNode,
     app: &'a AppNode,
 }
 
 impl<'a> EnclaveRef<'a> {
+    #[inline]
     fn new(node: &'a EnclaveNode) -> Self {
         // SAFETY: an enclave's application outlives the enclave node (released after it, under
         // the same deferral), so it is valid whenever the node is.
         let app = unsafe { node.value.app.as_ref() };
-        EnclaveRef { ip: node.key, host: node.value.host, app }
+        EnclaveRef { node, app }
     }
 
     /// The enclave's address.
     pub fn ip(&self) -> IpAddr {
-        self.ip
+        self.node.key
     }
 
     /// The enclave's application measurement.
+    #[inline]
     pub fn app(&self) -> &'a Measurement {
         &self.app.key
     }
 
     /// The untrusted host the enclave runs on.
+    #[inline]
     pub fn host(&self) -> IpAddr {
-        self.host
+        self.node.value.host
     }
 
     /// The enclave's application's categories, in the order they were attached.
@@ -207,9 +209,9 @@ impl EnclaveMeta for EnclaveRef<'_> {
 impl fmt::Debug for EnclaveRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Enclave")
-            .field("ip", &self.ip)
+            .field("ip", &self.ip())
             .field("app", &self.app.key)
-            .field("host", &self.host)
+            .field("host", &self.host())
             .field("categories", &self.categories())
             .finish()
     }
@@ -271,7 +273,7 @@ impl<P: Platform> EnclaveTable<P> {
 
     /// The metadata of `ip`, if it is a registered enclave. Lock-free, allocation-free, O(1)
     /// expected.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, ip: &IpAddr) -> Option<EnclaveRef<'_>> {
         self.enclaves.get(ip).map(EnclaveRef::new)
     }

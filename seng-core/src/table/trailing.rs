@@ -49,6 +49,7 @@ impl<H, T> Trailing<H, T> {
     ///
     /// # Safety
     /// `ptr` came from `as_ptr` of a live allocation.
+    #[inline(always)]
     pub(crate) unsafe fn from_ptr(ptr: NonNull<H>) -> Self {
         Trailing { base: ptr.cast(), _types: PhantomData }
     }
@@ -62,6 +63,7 @@ impl<H, T> Trailing<H, T> {
     ///
     /// # Safety
     /// The allocation is live for `'a`.
+    #[inline(always)]
     pub(crate) unsafe fn header<'a>(self) -> &'a H {
         // SAFETY: by the caller; the header was written by alloc.
         unsafe { self.base.cast::<H>().as_ref() }
@@ -69,6 +71,7 @@ impl<H, T> Trailing<H, T> {
 
     /// Pointer to element `index`, derived from the allocation itself (so writes through it are
     /// fine for the owner).
+    #[inline(always)]
     pub(crate) fn elem_ptr(self, index: usize) -> *mut T {
         let offset = match Self::layout(0) {
             Some((_, offset)) => offset,
@@ -83,6 +86,7 @@ impl<H, T> Trailing<H, T> {
     ///
     /// # Safety
     /// The allocation is live for `'a` and `index` is below its length.
+    #[inline(always)]
     pub(crate) unsafe fn elem<'a>(self, index: usize) -> &'a T {
         // SAFETY: by the caller.
         unsafe { &*self.elem_ptr(index) }
