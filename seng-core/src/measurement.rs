@@ -8,6 +8,8 @@ use core::fmt;
 pub const MEASUREMENT_LEN: usize = 32;
 
 /// An application measurement (SGX MRENCLAVE).
+// Equality compares the same 32 bytes the derived Hash and Ord see, only word by word.
+#[allow(clippy::derived_hash_with_manual_eq)]
 #[derive(Clone, Copy, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Measurement(pub [u8; MEASUREMENT_LEN]);
 
