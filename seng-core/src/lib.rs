@@ -11,7 +11,7 @@
 //!   validation;
 //! - [`table`]: the enclave table (enclave IP → app, host; app → categories), lock-free for
 //!   readers, bounded, with flat lookup cost;
-//! - [`decide`]: the match decision as one pure function;
+//! - [`mod@decide`]: the match decision as one pure function;
 //! - [`genl`]: the generic netlink protocol numbers;
 //! - `script` (with `std`): the text format of enclave registrations and timed events.
 //!

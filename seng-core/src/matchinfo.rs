@@ -2,7 +2,7 @@
 //! The revision-0 match data `struct seng_mt_info`, byte-identical to the original's ABI.
 //!
 //! iptables fills it from the rule options and hands it to the kernel, which validates it once in
-//! `checkentry` ([`SengMtInfo::validate`]) and then reads it for every packet ([`crate::decide`]).
+//! `checkentry` ([`SengMtInfo::validate`]) and then reads it for every packet ([`crate::decide()`]).
 //! Every field is plain bytes, so any bit pattern is a valid value of the struct: reading a
 //! hostile blob is never undefined behaviour, only possibly [`MatchInfoError`].
 

@@ -21,7 +21,7 @@
 //! digits) makes the line a timed event, relative to the first packet of a capture; untimed lines
 //! apply before it, and times must not decrease through the script.
 //!
-//! [`parse`] reads a script into [`ScriptLine`]s, [`print`] writes the canonical form (what
+//! [`parse`] reads a script into [`ScriptLine`]s, [`print()`] writes the canonical form (what
 //! `seng save` prints; parsing it gives the same lines back), and [`Command::apply`] performs a
 //! command on a [`LocalTable`].
 
