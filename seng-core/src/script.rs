@@ -25,6 +25,8 @@
 //! `seng save` prints; parsing it gives the same lines back), and [`Command::apply`] performs a
 //! command on a [`LocalTable`].
 
+use std::borrow::Cow;
+
 use core::fmt;
 use core::net::IpAddr;
 use core::time::Duration;
@@ -162,18 +164,33 @@ impl fmt::Display for ScriptError {
 
 impl std::error::Error for ScriptError {}
 
-/// A word of a line with the column it starts at.
-struct Word {
-    text: String,
+/// A word of a line with the column it starts at; borrowed from the line unless unquoting
+/// changed it (most words of a million-line restore need no copy).
+struct Word<'a> {
+    text: Cow<'a, str>,
     column: usize,
     quoted: bool,
 }
 
-fn split_words(line: &str, line_no: usize) -> Result<Vec<Word>, ScriptError> {
-    let mut words = Vec::new();
-    let mut chars = line.chars().enumerate().peekable();
+fn split_words(line: &str, line_no: usize) -> Result<Vec<Word<'_>>, ScriptError> {
+    // Plain ASCII without quotes, escapes or comments (every line `seng save` writes for
+    // ordinary names): split on bytes, columns are byte offsets.
+    if line.bytes().all(|b| b.is_ascii() && !matches!(b, b'"' | b'\\' | b'#')) {
+        let mut words = Vec::with_capacity(8);
+        let mut rest = line;
+        while let Some(start) = rest.find(|c: char| !c.is_ascii_whitespace()) {
+            let after = rest.get(start..).unwrap_or_default();
+            let len = after.find(|c: char| c.is_ascii_whitespace()).unwrap_or(after.len());
+            let column = line.len() - rest.len() + start + 1;
+            words.push(Word { text: Cow::Borrowed(after.get(..len).unwrap_or_default()), column, quoted: false });
+            rest = after.get(len..).unwrap_or_default();
+        }
+        return Ok(words);
+    }
+    let mut words = Vec::with_capacity(8);
+    let mut chars = line.char_indices().enumerate().peekable();
     let err = |column: usize, kind| ScriptError { line: line_no, column, word: String::new(), kind };
-    while let Some(&(start, c)) = chars.peek() {
+    while let Some(&(start, (start_byte, c))) = chars.peek() {
         if c.is_whitespace() {
             chars.next();
             continue;
@@ -181,50 +198,63 @@ fn split_words(line: &str, line_no: usize) -> Result<Vec<Word>, ScriptError> {
         if c == '#' {
             break;
         }
-        let mut text = String::new();
+        let mut owned: Option<String> = None;
+        let mut end_byte = start_byte;
         let mut quoted = false;
         let mut in_quotes = false;
-        while let Some(&(at, c)) = chars.peek() {
+        while let Some(&(at, (byte, c))) = chars.peek() {
             if !in_quotes && c.is_whitespace() {
                 break;
             }
             chars.next();
             match c {
-                '"' => {
-                    in_quotes = !in_quotes;
-                    quoted = true;
+                '"' | '\\' => {
+                    // From here on the word differs from the line: copy what came before.
+                    let text = owned.get_or_insert_with(|| line.get(start_byte..byte).unwrap_or_default().to_owned());
+                    if c == '"' {
+                        in_quotes = !in_quotes;
+                        quoted = true;
+                    } else {
+                        match chars.next() {
+                            Some((_, (_, escaped))) => text.push(escaped),
+                            None => return Err(err(at + 1, ScriptErrorKind::DanglingEscape)),
+                        }
+                    }
                 }
-                '\\' => match chars.next() {
-                    Some((_, escaped)) => text.push(escaped),
-                    None => return Err(err(at + 1, ScriptErrorKind::DanglingEscape)),
+                _ => match &mut owned {
+                    Some(text) => text.push(c),
+                    None => end_byte = byte + c.len_utf8(),
                 },
-                _ => text.push(c),
             }
         }
         if in_quotes {
             return Err(err(start + 1, ScriptErrorKind::UnterminatedQuote));
         }
+        let text = match owned {
+            Some(text) => Cow::Owned(text),
+            None => Cow::Borrowed(line.get(start_byte..end_byte).unwrap_or_default()),
+        };
         words.push(Word { text, column: start + 1, quoted });
     }
     Ok(words)
 }
 
 /// Reads the words of one line into a command.
-struct LineParser<'a> {
-    words: core::slice::Iter<'a, Word>,
+struct LineParser<'w, 'l> {
+    words: core::slice::Iter<'w, Word<'l>>,
     line_no: usize,
     end_column: usize,
 }
 
-impl<'a> LineParser<'a> {
-    fn error(&self, word: Option<&Word>, kind: ScriptErrorKind) -> ScriptError {
+impl<'w, 'l> LineParser<'w, 'l> {
+    fn error(&self, word: Option<&Word<'_>>, kind: ScriptErrorKind) -> ScriptError {
         match word {
-            Some(w) => ScriptError { line: self.line_no, column: w.column, word: w.text.clone(), kind },
+            Some(w) => ScriptError { line: self.line_no, column: w.column, word: w.text.clone().into_owned(), kind },
             None => ScriptError { line: self.line_no, column: self.end_column, word: String::new(), kind },
         }
     }
 
-    fn next(&mut self, what: &'static str) -> Result<&'a Word, ScriptError> {
+    fn next(&mut self, what: &'static str) -> Result<&'w Word<'l>, ScriptError> {
         self.words.next().ok_or_else(|| self.error(None, ScriptErrorKind::Missing(what)))
     }
 
@@ -268,7 +298,7 @@ impl<'a> LineParser<'a> {
         let mut host = None;
         let mut categories = Vec::new();
         while let Some(word) = self.words.next() {
-            match word.text.as_str() {
+            match word.text.as_ref() {
                 "--app" if !word.quoted => {
                     if app.is_some() {
                         return Err(self.error(Some(word), ScriptErrorKind::DuplicateOption));
@@ -340,7 +370,7 @@ pub fn parse(text: &str) -> Result<Vec<ScriptLine>, ScriptError> {
         let mut at = None;
         if let [first, tail @ ..] = rest {
             if let Some(seconds) = first.text.strip_prefix('@').filter(|_| !first.quoted) {
-                let error = |kind| ScriptError { line: line_no, column: first.column, word: first.text.clone(), kind };
+                let error = |kind| ScriptError { line: line_no, column: first.column, word: first.text.clone().into_owned(), kind };
                 let time = parse_time(seconds).ok_or_else(|| error(ScriptErrorKind::BadTime))?;
                 if let Some(previous) = latest.filter(|p| time < *p) {
                     return Err(error(ScriptErrorKind::TimeDecreasing { previous }));
@@ -357,7 +387,7 @@ pub fn parse(text: &str) -> Result<Vec<ScriptLine>, ScriptError> {
         }
         if rest.is_empty() {
             if let Some(first) = words.first() {
-                return Err(ScriptError { line: line_no, column: end_column, word: first.text.clone(), kind: ScriptErrorKind::Missing("a command") });
+                return Err(ScriptError { line: line_no, column: end_column, word: first.text.clone().into_owned(), kind: ScriptErrorKind::Missing("a command") });
             }
             continue;
         }

@@ -302,13 +302,15 @@ fn cut_flows(req: &SengRequest, cut: &CutSet) {
     }
 }
 
-fn register_spec(table: &Table, spec: &EnclaveSpec<'_>, cut: &mut CutSet) -> Result<(), ProtoError> {
+/// Registers one enclave of a request; when it takes an address from other metadata, the address
+/// goes into `cut` (none for a staging table, which no packet sees).
+fn register_spec(table: &Table, spec: &EnclaveSpec<'_>, cut: Option<&mut CutSet>) -> Result<(), ProtoError> {
     let (Some(app), Some(host)) = (spec.app, spec.host) else {
         return Err(ProtoError { errno: errno::EINVAL, attr: Some(attr::ENCLAVE), msg: c"enclave nest needs APP and HOST_ADDR" });
     };
     // SAFETY: writer mutex held; KernelPlatform retires after a grace period.
     let outcome = spec.with_categories(|categories| unsafe { table.register(spec.addr, &app, host, categories) })?;
-    if let Registered::Replaced { .. } = outcome {
+    if let (Registered::Replaced { .. }, Some(cut)) = (outcome, cut) {
         // Sized for every enclave of the request, so this cannot fail.
         let _ = cut.insert(spec.addr);
     }
@@ -346,7 +348,7 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut SengRequest, request
         Request::EnclaveSet(list) => {
             check_room(table, &list)?;
             let mut cut = new_cut_set(list.len())?;
-            let result = list.iter().try_for_each(|spec| register_spec(table, &spec, &mut cut));
+            let result = list.iter().try_for_each(|spec| register_spec(table, &spec, Some(&mut cut)));
             cut_flows(req, &cut);
             result?;
         }
@@ -421,10 +423,9 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut SengRequest, request
             };
             // SAFETY: the staging table is owned by this writer and unpublished.
             let staging = unsafe { staging.as_ref() };
-            check_room(staging, &list)?;
-            // Nothing in a staging table can be replaced in a way that matters to live flows.
-            let mut unused = new_cut_set(list.len())?;
-            list.iter().try_for_each(|spec| register_spec(staging, &spec, &mut unused))?;
+            // A partly applied message only affects the unpublished staging table, and the
+            // client aborts the transaction on any error: no room check needed up front.
+            list.iter().try_for_each(|spec| register_spec(staging, &spec, None))?;
             notify = false;
         }
         Request::ReplaceCommit => {
