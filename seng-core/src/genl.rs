@@ -154,7 +154,7 @@ impl From<crate::table::TableError> for ProtoError {
     fn from(e: crate::table::TableError) -> ProtoError {
         use crate::table::TableError as T;
         let (errno, msg) = match e {
-            T::Full { .. } => (errno::ENOSPC, c"enclave table full"),
+            T::Full { .. } => (errno::ENOSPC, c"the enclave table is full (its size is the capacity module parameter)"),
             T::OutOfMemory => (errno::ENOMEM, c"out of memory"),
             T::NotRegistered => (errno::ENOENT, c"address is not a registered enclave"),
             T::UnknownApp => (errno::ENOENT, c"no enclave of this application is registered"),

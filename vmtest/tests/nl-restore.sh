@@ -70,7 +70,7 @@ gen=$(stat_of generation)
 sed -n '1,1001p' /tmp/nl-gen >/tmp/nl-1001
 OUT=$($SENG restore /tmp/nl-1001 2>&1)
 assert_eq "$?" 1 "exit status of a restore over capacity"
-assert_contains "$OUT" "no room: the enclaves would exceed the table's capacity" "over-capacity message"
+assert_contains "$OUT" "no room: the enclave table is full (its size is the capacity module parameter)" "over-capacity message"
 run $SENG save
 assert_eq "$OUT" "enclave add 192.168.28.10 --app $A --host 10.0.0.5 --cat Mail
 enclave add fd00:28::12 --app $B --host fd00::1 --cat \"Web Mail\"" "table after a refused restore"
