@@ -34,12 +34,30 @@ pub struct Options {
     pub checksum: bool,
     /// Most enclaves the table holds.
     pub capacity: usize,
+    /// The iptables backend whose translation of the rules is modelled.
+    pub backend: Backend,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { net: NetConfig::default(), checksum: true, capacity: 1 << 20 }
+        Options { net: NetConfig::default(), checksum: true, capacity: 1 << 20, backend: Backend::Legacy }
     }
+}
+
+/// The iptables backend the rules were loaded with. The two give the same verdicts but for
+/// packets whose transport header is cut short: `iptables-legacy` runs the x_tables `tcp` and
+/// `udp` matches, which read the whole header and drop the packet (`hotdrop`) when it is not
+/// there; `iptables-nft` translates their ports and flags into nftables payload expressions,
+/// which read only the bytes of the field they test and just do not match when those are
+/// missing. Every other modelled match is the same x_tables code under both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// `iptables-legacy` (x_tables).
+    #[default]
+    Legacy,
+    /// `iptables-nft` (nf_tables, with x_tables matches through nft_compat where it has no
+    /// native translation).
+    Nft,
 }
 
 /// A filter hook (built-in chain).
@@ -135,8 +153,10 @@ impl PortCond {
 /// A compiled match.
 #[derive(Debug)]
 enum CMatch {
-    /// `-m tcp` / `-m udp`: ports, and TCP flags (mask, comp, inverted).
+    /// `-m tcp` / `-m udp` as x_tables runs it: ports, and TCP flags (mask, comp, inverted).
     Ports { sport: PortCond, dport: PortCond, flags: Option<(u8, u8, bool)> },
+    /// `-m tcp` / `-m udp` as iptables-nft translates it: one payload test per option given.
+    Payload { sport: Option<PortCond>, dport: Option<PortCond>, flags: Option<(u8, u8, bool)> },
     Icmp { kind: u8, code_min: u8, code_max: u8, inv: bool },
     Multiport { direction: PortDirection, ports: Box<[(u16, u16)]>, inv: bool },
     State { mask: u8, inv: bool },
@@ -205,33 +225,52 @@ impl CMatch {
     #[inline]
     fn check(&self, c: &Ctx<'_, '_>) -> Hit {
         let p = c.p;
-        let ports_needed = matches!(self, CMatch::Ports { .. } | CMatch::Icmp { .. } | CMatch::Multiport { .. });
-        if ports_needed {
-            match p.l4 {
-                L4::Complete => {}
-                // iptables drops a TCP fragment at offset 8 as an attempt to overwrite flags.
-                L4::Fragment if p.frag_offset == 1 && p.proto == proto::TCP => return Hit::Hotdrop,
-                L4::Fragment => return Hit::No,
-                L4::Truncated | L4::NotCaptured => return Hit::Hotdrop,
-            }
-        }
+        // What of the transport header the match can read. Later fragments have none: the
+        // x_tables matches and nftables' transport payloads do not match them, and x_tables'
+        // tcp match drops a TCP fragment at offset 8 as an attempt to overwrite flags.
+        let header = match p.l4 {
+            L4::Fragment if p.frag_offset == 1 && p.proto == proto::TCP && matches!(self, CMatch::Ports { .. }) => return Hit::Hotdrop,
+            L4::Fragment if matches!(self, CMatch::Ports { .. } | CMatch::Payload { .. } | CMatch::Icmp { .. } | CMatch::Multiport { .. }) => return Hit::No,
+            _ => p.payload,
+        };
         let yes = match self {
             CMatch::Ports { sport, dport, flags } => {
+                // xt_tcp / xt_udp read the whole header (20 / 8 bytes) or drop the packet.
+                if p.l4 != L4::Complete {
+                    return Hit::Hotdrop;
+                }
                 sport.holds(p.sport)
                     && dport.holds(p.dport)
                     && flags.is_none_or(|(mask, comp, inv)| ((p.tcp_flags & mask) == comp) != inv)
             }
+            CMatch::Payload { sport, dport, flags } => {
+                // Each payload expression loads its own bytes; a missing byte is no match.
+                let field = |at: usize| header.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                let port_ok = |cond: &Option<PortCond>, at: usize| cond.as_ref().is_none_or(|c| field(at).is_some_and(|port| c.holds(port)));
+                port_ok(sport, 0)
+                    && port_ok(dport, 2)
+                    && flags.is_none_or(|(mask, comp, inv)| header.get(13).is_some_and(|f| ((f & mask) == comp) != inv))
+            }
             CMatch::Icmp { kind, code_min, code_max, inv } => {
+                // xt_icmp / xt_icmp6 read the 8-byte ICMP header or drop the packet.
+                if p.l4 != L4::Complete {
+                    return Hit::Hotdrop;
+                }
                 let hit = *kind == 0xff || (p.icmp_type == *kind && p.icmp_code >= *code_min && p.icmp_code <= *code_max);
                 hit != *inv
             }
             CMatch::Multiport { direction, ports, inv } => {
+                // xt_multiport reads only the two ports (4 bytes), for any port protocol.
+                let (Some(sport), Some(dport)) = (header.get(0..2), header.get(2..4)) else {
+                    return Hit::Hotdrop;
+                };
+                let (sport, dport) = (u16::from_be_bytes([sport[0], sport[1]]), u16::from_be_bytes([dport[0], dport[1]]));
                 let hit = ports.iter().any(|&(lo, hi)| {
                     let in_range = |port: u16| port >= lo && port <= hi;
                     match direction {
-                        PortDirection::Source => in_range(p.sport),
-                        PortDirection::Destination => in_range(p.dport),
-                        PortDirection::Either => in_range(p.sport) || in_range(p.dport),
+                        PortDirection::Source => in_range(sport),
+                        PortDirection::Destination => in_range(dport),
+                        PortDirection::Either => in_range(sport) || in_range(dport),
                     }
                 });
                 hit != *inv
@@ -344,8 +383,8 @@ fn iface_bits(router: &Router, iface: &Option<Neg<String>>) -> u64 {
 }
 
 impl Compiled {
-    /// Compiles `table`; interface names are resolved against `router`.
-    pub fn new(table: &Table, router: &Router) -> Compiled {
+    /// Compiles `table` as `backend` loads it; interface names are resolved against `router`.
+    pub fn new(table: &Table, router: &Router, backend: Backend) -> Compiled {
         let chain_index = |name: &str| table.chains.iter().position(|c| c.name == name).unwrap_or_default() as u16;
         let mut c = Compiled {
             chains: Vec::new(),
@@ -360,7 +399,7 @@ impl Compiled {
         for chain in &table.chains {
             c.chains.push(CChain { start: c.rules.len() as u32, len: chain.rules.len() as u32, policy: chain.policy });
             for rule in &chain.rules {
-                c.rules.push(compile_rule(rule, router, &chain_index));
+                c.rules.push(compile_rule(rule, router, &chain_index, backend));
                 c.texts.push(rule.save(&chain.name));
             }
         }
@@ -447,7 +486,15 @@ impl Compiled {
     }
 }
 
-fn compile_rule(rule: &RuleSpec, router: &Router, chain_index: &dyn Fn(&str) -> u16) -> CRule {
+/// The `tcp` / `udp` match as `backend` runs it.
+fn ports(backend: Backend, sport: &Option<Neg<PortRange>>, dport: &Option<Neg<PortRange>>, flags: Option<(u8, u8, bool)>) -> CMatch {
+    match backend {
+        Backend::Legacy => CMatch::Ports { sport: PortCond::of(sport), dport: PortCond::of(dport), flags },
+        Backend::Nft => CMatch::Payload { sport: sport.as_ref().map(|_| PortCond::of(sport)), dport: dport.as_ref().map(|_| PortCond::of(dport)), flags },
+    }
+}
+
+fn compile_rule(rule: &RuleSpec, router: &Router, chain_index: &dyn Fn(&str) -> u16, backend: Backend) -> CRule {
     let mut flags = 0;
     let (src, smask) = match &rule.src {
         Some(a) => {
@@ -485,12 +532,8 @@ fn compile_rule(rule: &RuleSpec, router: &Router, chain_index: &dyn Fn(&str) -> 
         .matches
         .iter()
         .filter_map(|m| match m {
-            MatchSpec::Tcp(t) => Some(CMatch::Ports {
-                sport: PortCond::of(&t.sport),
-                dport: PortCond::of(&t.dport),
-                flags: t.flags.as_ref().map(|f| (f.value.0, f.value.1, f.negated)),
-            }),
-            MatchSpec::Udp(u) => Some(CMatch::Ports { sport: PortCond::of(&u.sport), dport: PortCond::of(&u.dport), flags: None }),
+            MatchSpec::Tcp(t) => Some(ports(backend, &t.sport, &t.dport, t.flags.as_ref().map(|f| (f.value.0, f.value.1, f.negated)))),
+            MatchSpec::Udp(u) => Some(ports(backend, &u.sport, &u.dport, None)),
             MatchSpec::Icmp(Some(t)) | MatchSpec::Icmp6(Some(t)) => {
                 Some(CMatch::Icmp { kind: t.value.kind, code_min: t.value.code_min, code_max: t.value.code_max, inv: t.negated })
             }
@@ -590,6 +633,9 @@ pub struct Stats {
     pub malformed: BTreeMap<String, u64>,
     /// IP packets whose headers the capture's snap length cut off (not evaluated).
     pub not_captured: u64,
+    /// Packets to forward whose TTL (hop limit) ran out: the IP stack drops them after
+    /// PREROUTING, before FORWARD (and answers with time exceeded).
+    pub ttl_expired: u64,
     /// IP fragments evaluated as they are (Linux would reassemble them first).
     pub fragments: u64,
     /// Verdicts per family (IPv4, IPv6) and hook (INPUT, FORWARD, OUTPUT).
@@ -629,7 +675,7 @@ impl Simulator {
         let router = Router::new(&options.net)?;
         let enclaves = LocalTable::new(options.capacity).map_err(|e| SimError::Event { line: 0, message: e.to_string() })?;
         let mut sim = Simulator {
-            tables: [Compiled::new(&rules.ipv4, &router), Compiled::new(&rules.ipv6, &router)],
+            tables: [Compiled::new(&rules.ipv4, &router, options.backend), Compiled::new(&rules.ipv6, &router, options.backend)],
             router,
             conntrack: Conntrack::new(),
             enclaves,
@@ -810,6 +856,24 @@ impl Simulator {
             ct_state::RELATED => stats.ct.related += 1,
             _ => stats.ct.invalid += 1,
         }
+        if matches!(path, Path::Forward { .. }) && p.ttl <= 1 {
+            // ip_forward / ip6_forward: conntrack has seen the packet, the filter never does,
+            // and its new connection is never confirmed.
+            self.conntrack.discard();
+            stats.ttl_expired += 1;
+            if let Some(out) = trace {
+                writeln!(
+                    out,
+                    "#{:<5} {:>11.6}  {} len {} ct {} | TTL expired: dropped by the IP stack before FORWARD",
+                    frame.number,
+                    since_first.as_secs_f64(),
+                    Describe(p),
+                    p.len,
+                    ct_name(ct)
+                )?;
+            }
+            return Ok(());
+        }
         let hops: [(Hook, u8, u8); 2] = match path {
             Path::Input { iface } => [(Hook::Input, iface, 0), (Hook::Input, 0, 0)],
             Path::Forward { in_iface, out_iface } => [(Hook::Forward, in_iface, out_iface), (Hook::Forward, 0, 0)],
@@ -979,9 +1043,13 @@ mod test {
 
     /// Replays raw IP packets (one per millisecond) and returns the verdict trace of each.
     fn replay(rules: &str, script: &str, packets: &[Vec<u8>]) -> (Simulator, Vec<String>) {
+        replay_with(&Options::default(), rules, script, packets)
+    }
+
+    fn replay_with(options: &Options, rules: &str, script: &str, packets: &[Vec<u8>]) -> (Simulator, Vec<String>) {
         let rules = parse_rules(rules, "rules").unwrap();
         let script = seng_core::script::parse(script).unwrap();
-        let mut sim = Simulator::new(&rules, &script, &Options::default()).unwrap();
+        let mut sim = Simulator::new(&rules, &script, options).unwrap();
         let mut lines = Vec::new();
         for (i, bytes) in packets.iter().enumerate() {
             let frame = Frame { number: i as u64 + 1, ts_ns: i as u64 * 1_000_000, link: linktype::RAW, data: bytes, orig_len: bytes.len() };
@@ -1081,6 +1149,82 @@ mod test {
         assert_eq!(sim.stats().malformed.values().sum::<u64>(), 1);
         assert_eq!(sim.stats().hooks[0][Hook::Input as usize].dropped.packets, 1);
         assert_eq!(sim.stats().hooks[0][Hook::Output as usize].accepted.packets, 1);
+    }
+
+    /// Transport headers cut short (the IP length ends inside them), as seng.ko's end-to-end
+    /// test replays them through both backends: xt_multiport reads only the ports (4 bytes)
+    /// under both; x_tables' tcp, udp and icmp matches drop the packet when their header is
+    /// incomplete; iptables-nft's payload expressions just do not match a missing field.
+    #[test]
+    fn truncated_transport_headers_per_backend() {
+        let rules = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                     -A INPUT -p tcp -m multiport --dports 9000:9009\n-A INPUT -p udp -m udp --sport 3\n\
+                     -A INPUT -p tcp -m tcp --tcp-flags SYN,ACK SYN\n-A INPUT -p tcp -m tcp ! --dport 22\n\
+                     -A INPUT -p icmp -m icmp --icmp-type 8\nCOMMIT\n";
+        let b = Builder::v4("192.168.28.13", "192.168.28.1");
+        let cut = |whole: Vec<u8>, l4: usize| {
+            let mut p = whole[..20 + l4].to_vec();
+            let len = p.len() as u16;
+            p[2..4].copy_from_slice(&len.to_be_bytes());
+            p[10..12].copy_from_slice(&[0, 0]);
+            let sum = !packet::checksum_fold(packet::checksum_add(0, &p[..20]));
+            p[10..12].copy_from_slice(&sum.to_be_bytes());
+            p
+        };
+        let packets = [
+            cut(b.tcp(3, 9000, tcp_flag::SYN, b""), 3),
+            cut(b.tcp(3, 9001, tcp_flag::SYN, b""), 8),
+            cut(b.tcp(3, 9002, tcp_flag::SYN, b""), 16),
+            cut(b.udp(3, 9003, b""), 4),
+            cut(b.icmp_echo(true, 1, 1), 4),
+        ];
+        let cases = [
+            (
+                Backend::Legacy,
+                [2, 0, 0, 0, 0],
+                ["DROP by a match of INPUT rule 1", "DROP by a match of INPUT rule 3", "DROP by a match of INPUT rule 3", "DROP by a match of INPUT rule 2", "DROP by a match of INPUT rule 5"],
+            ),
+            (
+                Backend::Nft,
+                [2, 1, 1, 2, 0],
+                ["DROP by a match of INPUT rule 1", "ACCEPT by INPUT policy", "ACCEPT by INPUT policy", "ACCEPT by INPUT policy", "DROP by a match of INPUT rule 5"],
+            ),
+        ];
+        for (backend, counts, want) in cases {
+            let options = Options { backend, ..Options::default() };
+            let (sim, lines) = replay_with(&options, rules, "", &packets);
+            assert_eq!(verdicts(&lines), want, "{backend:?}");
+            let got: Vec<u64> = sim.compiled(Family::Ipv4).counters().iter().map(|c| c.packets).collect();
+            assert_eq!(got, counts, "{backend:?}");
+        }
+    }
+
+    /// Linux drops a packet to forward whose TTL (hop limit) would run out before the FORWARD
+    /// hook, after conntrack saw it: it is counted nowhere, its connection is not confirmed,
+    /// so the gateway's time exceeded about it is INVALID, not RELATED.
+    #[test]
+    fn expiring_ttl_never_reaches_forward() {
+        let rules = "iptables -A FORWARD -j ACCEPT\niptables -A OUTPUT -m conntrack --ctstate RELATED\n\
+                     ip6tables -A FORWARD -j ACCEPT\n";
+        let out = Builder::v4("192.168.28.10", "198.51.100.7");
+        let mut probe = out.udp(40000, 33435, b"probe");
+        probe[8] = 1;
+        probe[10..12].copy_from_slice(&[0, 0]);
+        let sum = !packet::checksum_fold(packet::checksum_add(0, &probe[..20]));
+        probe[10..12].copy_from_slice(&sum.to_be_bytes());
+        let expired = Builder::v4("192.168.28.1", "192.168.28.10").icmp_error(11, 0, &probe);
+        let mut probe6 = Builder::v6("fd00:28::10", "2001:db8::7").udp(40000, 33435, b"probe");
+        probe6[7] = 1;
+        let two = out.udp(40001, 33436, b"probe");
+        let (sim, lines) = replay(rules, "", &[probe, expired, probe6, two]);
+        assert!(lines[0].contains("TTL expired: dropped by the IP stack before FORWARD"), "{}", lines[0]);
+        assert!(lines[1].contains("ct INVALID"), "{}", lines[1]);
+        assert!(lines[2].contains("TTL expired"), "{}", lines[2]);
+        assert_eq!(verdicts(&lines[3..]), ["ACCEPT by FORWARD rule 1"]);
+        assert_eq!(sim.stats().ttl_expired, 2);
+        assert_eq!(sim.stats().hooks[0][Hook::Forward as usize].accepted.packets, 1);
+        assert_eq!(sim.compiled(Family::Ipv4).counters().iter().map(|c| c.packets).collect::<Vec<_>>(), [1, 0]);
+        assert_eq!(sim.compiled(Family::Ipv6).counters()[0].packets, 0);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use seng_sim::capture::Capture;
-use seng_sim::engine::{Options, Simulator};
+use seng_sim::engine::{Backend, Options, Simulator};
 use seng_sim::net::NetConfig;
 use seng_sim::report::{self, Inputs};
 use seng_sim::rules::parse_rules;
@@ -73,6 +73,19 @@ struct Replay {
     /// Most enclaves the table holds.
     #[arg(long, value_name = "N", default_value_t = 1 << 20)]
     capacity: usize,
+    /// The iptables backend the rules are loaded with: they differ only for transport headers
+    /// cut short (legacy drops such a packet at a tcp/udp match, nft just does not match).
+    #[arg(long, value_enum, default_value_t = BackendArg::Legacy)]
+    backend: BackendArg,
+}
+
+/// `--backend` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    /// iptables-legacy (x_tables).
+    Legacy,
+    /// iptables-nft (nf_tables).
+    Nft,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -106,7 +119,11 @@ fn replay(args: &Replay) -> Result<()> {
     }
     net.default_iface = args.default_iface.clone();
     net.in_iface = args.in_iface.clone();
-    let options = Options { net, checksum: !args.no_checksum, capacity: args.capacity };
+    let backend = match args.backend {
+        BackendArg::Legacy => Backend::Legacy,
+        BackendArg::Nft => Backend::Nft,
+    };
+    let options = Options { net, checksum: !args.no_checksum, capacity: args.capacity, backend };
     let event_error = |e: seng_sim::engine::SimError| match (&e, &enclaves_name) {
         (seng_sim::engine::SimError::Event { .. }, Some(file)) => anyhow!("{file}:{e}"),
         _ => anyhow!(e),

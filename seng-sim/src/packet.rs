@@ -122,6 +122,8 @@ pub struct Packet<'a> {
     pub dst: Addr,
     /// Length the kernel counts: the IP packet's own length field (link padding excluded).
     pub len: u32,
+    /// IPv4 time to live or IPv6 hop limit.
+    pub ttl: u8,
     /// Upper-layer protocol (after IPv6 extension headers).
     pub proto: u8,
     /// Part of a fragmented datagram.
@@ -228,6 +230,7 @@ fn empty(family: Family, src: Addr, dst: Addr, len: u32, proto: u8) -> Packet<'s
         src,
         dst,
         len,
+        ttl: 0,
         proto,
         fragment: false,
         frag_offset: 0,
@@ -263,6 +266,7 @@ fn parse_v4(data: &[u8], wire_len: usize) -> Result<Packet<'_>, Malformed> {
     }
     let frag = be16(data, 6);
     let mut p = empty(Family::Ipv4, addr4(data, 12), addr4(data, 16), total as u32, data[9]);
+    p.ttl = data[8];
     p.frag_offset = frag & 0x1fff;
     p.fragment = frag & 0x3fff != 0;
     let end = total.min(data.len());
@@ -287,6 +291,7 @@ fn parse_v6(data: &[u8], wire_len: usize) -> Result<Packet<'_>, Malformed> {
     }
     let end = total.min(data.len());
     let mut p = empty(Family::Ipv6, addr6(data, 8), addr6(data, 24), total as u32, data[6]);
+    p.ttl = data[7];
     p.complete = data.len() >= total;
     // Walk extension headers to the upper-layer protocol, as ip6tables' -p does.
     let mut at = 40;

@@ -129,13 +129,19 @@ pub fn text(inputs: &Inputs, rules: &Ruleset, sim: &Simulator) -> String {
     if stats.not_captured > 0 {
         skipped.push(format!("{} cut by the snap length before their transport header", stats.not_captured));
     }
+
     let _ = writeln!(
         out,
-        "\nPackets: {} IPv4 and {} IPv6 evaluated{}{}",
+        "\nPackets: {} IPv4 and {} IPv6 evaluated{}{}{}",
         stats.ipv4,
         stats.ipv6,
         if skipped.is_empty() { String::new() } else { format!("; not evaluated: {}", skipped.join(", ")) },
         if stats.fragments > 0 { format!("; {} IP fragments evaluated unreassembled (Linux reassembles them first)", stats.fragments) } else { String::new() },
+        if stats.ttl_expired > 0 {
+            format!("; {} of them to forward with their TTL run out, dropped by the IP stack before FORWARD", stats.ttl_expired)
+        } else {
+            String::new()
+        },
     );
     let ct = stats.ct;
     let cs = sim.conntrack_stats();
@@ -202,6 +208,7 @@ struct JsonCapture<'a> {
     non_ip: &'a std::collections::BTreeMap<String, u64>,
     malformed: &'a std::collections::BTreeMap<String, u64>,
     not_captured: u64,
+    ttl_expired: u64,
     fragments: u64,
     duration_s: f64,
 }
@@ -283,6 +290,7 @@ pub fn json(inputs: &Inputs, rules: &Ruleset, sim: &Simulator) -> String {
             non_ip: &stats.non_ip,
             malformed: &stats.malformed,
             not_captured: stats.not_captured,
+            ttl_expired: stats.ttl_expired,
             fragments: stats.fragments,
             duration_s,
         },

@@ -8,8 +8,8 @@
 //!   with `ldd`);
 //! - the guest kernel's networking modules plus `extra/seng.ko`, with fresh `modules.*` from
 //!   depmod;
-//! - `vmtest/lib.sh`, `vmtest/tests/`, `vmtest/bench/`, `vmtest/data/`,
-//!   `vmtest/xt/` under `/vmtest`, the test
+//! - `vmtest/lib.sh`, `vmtest/tests/`, `vmtest/bench/`, `vmtest/data/`, `vmtest/e2e/`,
+//!   `vmtest/scenarios/`, `vmtest/xt/` under `/vmtest`, the test
 //!   plan (`/vmtest/plan`), and the project binaries named in `vmtest/guest-bins.txt`.
 //!
 //! The archive is named by a fingerprint of its content and reused when nothing changed.
@@ -237,7 +237,7 @@ pub fn build(paths: &Paths, guest: &Guest<'_>) -> Result<PathBuf> {
 
     let vmtest = paths.root.join("vmtest");
     a.file(&format!("{GUEST_VMTEST}/lib.sh"), &vmtest.join("lib.sh"))?;
-    for sub in ["tests", "bench", "data", "xt"] {
+    for sub in ["tests", "bench", "data", "e2e", "scenarios", "xt"] {
         add_tree(&mut a, &vmtest.join(sub), &format!("{GUEST_VMTEST}/{sub}"))?;
     }
     a.data(

@@ -1,29 +1,29 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! `inject`: writes raw IPv4 packets into an existing tun device (opened with
-//! `IFF_TUN | IFF_NO_PI`), so the kernel receives them on that interface like traffic from the
-//! tunnel peer. Used by the VM tests to drive packets through iptables rules.
+//! `inject`: puts packets into the test VM's stack through tun devices.
 //!
-//! `inject udp --src A --dst B --dport P --count N --len L` sends N UDP datagrams. A later
-//! `inject pcap FILE` subcommand is planned to replay the IP packets of a capture in order.
+//! - `inject udp --src A --dst B --dport P [--count N] [--len L] [--dev tunFA]` writes N UDP
+//!   datagrams into a tun device, so the kernel receives them on that interface.
+//! - `inject pcap CAPTURE --dev tunFA --dev eth0 [--events SCRIPT] [--summary FILE]` replays a
+//!   capture in order: received packets into the tun device their source routes to, the
+//!   gateway's own packets through OUTPUT, timed enclave events over netlink in between (see
+//!   [`replay`]).
+//! - `inject relay A B` joins two tun devices into a link, and `inject udp-echo` serves and asks
+//!   UDP echoes over ordinary sockets: both for capturing real programs' traffic.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
+mod echo;
+mod raw;
+mod relay;
+mod replay;
+mod route;
+mod tun;
+mod udp;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-const IPV4_HEADER_LEN: usize = 20;
-const UDP_HEADER_LEN: usize = 8;
-const IPPROTO_UDP: u8 = 17;
-
 #[derive(Parser)]
-#[command(about = "Write raw IPv4 packets into a tun device")]
+#[command(about = "Put packets into the kernel through tun devices")]
 struct Cli {
-    /// The tun device to write into (it must exist, e.g. from `ip tuntap add`).
-    #[arg(long, default_value = "tunFA", global = true)]
-    dev: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,191 +31,42 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Send UDP datagrams with valid IPv4 and UDP checksums.
-    Udp(UdpArgs),
-}
-
-#[derive(clap::Args)]
-struct UdpArgs {
-    /// Source address.
-    #[arg(long)]
-    src: Ipv4Addr,
-    /// Destination address.
-    #[arg(long)]
-    dst: Ipv4Addr,
-    /// Source port.
-    #[arg(long, default_value_t = 40000)]
-    sport: u16,
-    /// Destination port.
-    #[arg(long)]
-    dport: u16,
-    /// Number of packets.
-    #[arg(long, default_value_t = 1)]
-    count: u32,
-    /// Total IPv4 packet length in bytes (headers included, at least 28).
-    #[arg(long, default_value_t = 60)]
-    len: usize,
+    Udp {
+        /// The tun device to write into (it must exist, e.g. from `ip tuntap add`).
+        #[arg(long, default_value = "tunFA")]
+        dev: String,
+        #[command(flatten)]
+        args: udp::UdpArgs,
+    },
+    /// Replay a capture through the gateway, with timed enclave events.
+    Pcap(replay::PcapArgs),
+    /// Join two tun devices into a point-to-point link until killed.
+    Relay(relay::RelayArgs),
+    /// A UDP echo server (--listen) or client (--to) over ordinary sockets.
+    UdpEcho(echo::EchoArgs),
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
-    let mut tun = open_tun(&cli.dev)?;
-    match cli.command {
-        Command::Udp(args) => {
+    match Cli::parse().command {
+        Command::Udp { dev, args } => {
+            let mut tun = tun::Tun::open(&dev, false)?;
+            let start = std::time::Instant::now();
             for seq in 0..args.count {
-                let packet = udp_packet(&args, seq)?;
-                let written = tun
-                    .write(&packet)
-                    .with_context(|| format!("cannot write packet {seq} to {}", cli.dev))?;
-                if written != packet.len() {
-                    bail!(
-                        "short write to {}: {written} of {} bytes",
-                        cli.dev,
-                        packet.len()
-                    );
-                }
+                tun.inject(&udp::udp_packet(&args, seq)?)?;
             }
+            // A tun write runs the receive path (netfilter included) before returning, so this
+            // is the rate at which the kernel classified the packets.
+            let secs = start.elapsed().as_secs_f64();
             println!(
-                "inject: sent {} UDP packets of {} bytes into {}",
-                args.count, args.len, cli.dev
+                "inject: sent {} UDP packets of {} bytes into {dev} in {secs:.3} s ({:.0} packets/s)",
+                args.count,
+                args.len,
+                args.count as f64 / secs
             );
+            Ok(())
         }
-    }
-    Ok(())
-}
-
-/// Attaches to the tun device `dev` as a queue without packet information headers.
-fn open_tun(dev: &str) -> Result<File> {
-    let tun = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .context("cannot open /dev/net/tun (is the tun module loaded?)")?;
-    // SAFETY: ifreq is plain data; all-zero is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    let name = dev.as_bytes();
-    if name.is_empty() || name.len() >= ifr.ifr_name.len() {
-        bail!("invalid interface name {dev:?}");
-    }
-    for (slot, &byte) in ifr.ifr_name.iter_mut().zip(name) {
-        *slot = byte as libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
-    // SAFETY: TUNSETIFF reads and writes one struct ifreq, which outlives the call.
-    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("TUNSETIFF {dev} (IFF_TUN | IFF_NO_PI) failed"));
-    }
-    Ok(tun)
-}
-
-/// Packet number `seq` of a UDP stream: IPv4 header (ID = seq), UDP header, payload of
-/// repeating bytes up to the requested total length.
-fn udp_packet(args: &UdpArgs, seq: u32) -> Result<Vec<u8>> {
-    let len = args.len;
-    if !(IPV4_HEADER_LEN + UDP_HEADER_LEN..=usize::from(u16::MAX)).contains(&len) {
-        bail!("--len must be between 28 and 65535, not {len}");
-    }
-    let mut p = vec![0u8; len];
-    let (ip, udp) = p.split_at_mut(IPV4_HEADER_LEN);
-    ip[0] = 0x45; // version 4, 5 words of header
-    ip[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    ip[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
-    ip[8] = 64; // TTL
-    ip[9] = IPPROTO_UDP;
-    ip[12..16].copy_from_slice(&args.src.octets());
-    ip[16..20].copy_from_slice(&args.dst.octets());
-    let ip_sum = checksum(&[ip]);
-    ip[10..12].copy_from_slice(&ip_sum.to_be_bytes());
-
-    let udp_len = (len - IPV4_HEADER_LEN) as u16;
-    udp[0..2].copy_from_slice(&args.sport.to_be_bytes());
-    udp[2..4].copy_from_slice(&args.dport.to_be_bytes());
-    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
-    for (i, byte) in udp[UDP_HEADER_LEN..].iter_mut().enumerate() {
-        *byte = b'a' + (i % 26) as u8;
-    }
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&args.src.octets());
-    pseudo[4..8].copy_from_slice(&args.dst.octets());
-    pseudo[9] = IPPROTO_UDP;
-    pseudo[10..12].copy_from_slice(&udp_len.to_be_bytes());
-    // A computed zero is sent as 0xffff: zero on the wire means "no checksum".
-    let udp_sum = match checksum(&[&pseudo, udp]) {
-        0 => 0xffff,
-        sum => sum,
-    };
-    udp[6..8].copy_from_slice(&udp_sum.to_be_bytes());
-    Ok(p)
-}
-
-/// The RFC 1071 Internet checksum over the concatenation of `parts` (each of even length but
-/// the last).
-fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u32 = 0;
-    for part in parts {
-        let mut words = part.chunks_exact(2);
-        for w in words.by_ref() {
-            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-        }
-        if let [last] = words.remainder() {
-            sum += u32::from(*last) << 8;
-        }
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-#[cfg(test)]
-mod test {
-    use super::*;
-
-    fn args(len: usize) -> UdpArgs {
-        UdpArgs {
-            src: Ipv4Addr::new(192, 168, 28, 2),
-            dst: Ipv4Addr::new(192, 168, 28, 1),
-            sport: 40000,
-            dport: 4711,
-            count: 1,
-            len,
-        }
-    }
-
-    #[test]
-    fn ipv4_header_checksum_verifies() {
-        let p = udp_packet(&args(60), 7).unwrap();
-        assert_eq!(p.len(), 60);
-        assert_eq!(checksum(&[&p[..20]]), 0);
-        assert_eq!(&p[4..6], &[0, 7]);
-    }
-
-    #[test]
-    fn udp_checksum_verifies_with_pseudo_header() {
-        for len in [28, 29, 60, 61, 1500] {
-            let p = udp_packet(&args(len), 0).unwrap();
-            let udp = &p[20..];
-            let mut pseudo = [0u8; 12];
-            pseudo[0..4].copy_from_slice(&p[12..16]);
-            pseudo[4..8].copy_from_slice(&p[16..20]);
-            pseudo[9] = IPPROTO_UDP;
-            pseudo[10..12].copy_from_slice(&(udp.len() as u16).to_be_bytes());
-            assert_eq!(checksum(&[&pseudo, udp]), 0, "len {len}");
-        }
-    }
-
-    #[test]
-    fn known_header_checksum() {
-        let header = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
-        ];
-        assert_eq!(checksum(&[&header]), 0xb861);
-    }
-
-    #[test]
-    fn rejects_short_length() {
-        assert!(udp_packet(&args(27), 0).is_err());
+        Command::Pcap(args) => replay::run(&args),
+        Command::Relay(args) => relay::run(&args),
+        Command::UdpEcho(args) => echo::run(&args),
     }
 }
