@@ -447,15 +447,22 @@ pub fn example_capture() -> Vec<u8> {
     w.finish()
 }
 
-/// A deterministic pseudo-random sequence (xorshift), so the benchmark is the same every run.
-struct Rng(u64);
+/// A deterministic pseudo-random sequence (xorshift), so generated captures are the same every
+/// run.
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
+    }
+
+    /// The next value below `n` (slightly biased; fine for test traffic).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
     }
 }
 
@@ -535,7 +542,7 @@ pub fn bench_capture(packets: usize, enclaves: usize) -> Vec<u8> {
         let mut flows: Vec<Vec<Vec<u8>>> = Vec::with_capacity(CONCURRENT);
         for _ in 0..CONCURRENT {
             flow_id += 1;
-            let r = rng.next();
+            let r = rng.next_u64();
             let enclave = (r % enclaves.max(1) as u64) as usize;
             let src = if r % 97 == 0 { format!("172.16.250.{}", r % 200) } else { bench_enclave(enclave) };
             let b = Builder::v4(&src, gw);
@@ -575,7 +582,7 @@ pub fn bench_capture(packets: usize, enclaves: usize) -> Vec<u8> {
                     if written == packets {
                         return w.finish();
                     }
-                    ts += 1_000 + rng.next() % 1_000;
+                    ts += 1_000 + rng.below(1_000);
                     w.packet(ts, p);
                     written += 1;
                 }

@@ -87,20 +87,8 @@ struct SimEvent {
 }
 
 /// The injector's `--summary`.
-#[derive(Deserialize)]
-pub struct InjectSummary {
-    frames: u64,
-    ip_packets: u64,
-    non_ip: u64,
-    malformed_arriving: u64,
-    arrived: BTreeMap<String, u64>,
-    output_sent: u64,
-    output_refused: u64,
-    loopback: u64,
-    events_applied: u64,
-    events_after_capture: u64,
-    sent_out: BTreeMap<String, u64>,
-}
+pub use inject::ReplaySummary as InjectSummary;
+
 
 /// The kernel's filter tables, per family; `None` where the family has no filter table.
 pub struct Kernel {

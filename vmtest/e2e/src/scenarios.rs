@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 
+use seng_sim::gen::Rng;
 use seng_sim::packet::tcp_flag::{ACK, FIN, RST, SYN};
 
 use crate::story::{between, Story, Tcp};
@@ -609,21 +610,6 @@ fn with_ipv6_ext(p: &[u8], kind: u8) -> Vec<u8> {
     out
 }
 
-/// A deterministic pseudo-random sequence (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Enclave `i` of the large scenario: 10.28.0.0/16 behind tunFA (routed, see its sim-args),
 /// every tenth one IPv6 in fd00:28::/64.

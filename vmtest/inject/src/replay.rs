@@ -16,7 +16,6 @@
 //! the stack sends (TCP resets, ICMP errors and echo replies to the replayed traffic): those
 //! are not in the capture, and the simulator does not send them either.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +29,7 @@ use seng_sim::packet;
 use crate::raw::RawSender;
 use crate::route::{Route, Router};
 use crate::tun::Tun;
+use inject::ReplaySummary as Summary;
 
 /// What to replay and how.
 #[derive(clap::Args)]
@@ -68,30 +68,6 @@ const DRAIN_EVERY: u64 = 32;
 
 /// After the last packet, the devices are read until they have been quiet this long.
 const SETTLE: Duration = Duration::from_millis(200);
-
-/// What the replay did.
-#[derive(Default, serde::Serialize)]
-struct Summary {
-    frames: u64,
-    /// IP packets handed to the kernel (arrived + output).
-    ip_packets: u64,
-    non_ip: u64,
-    /// Arriving packets the simulator calls malformed (the kernel drops them before netfilter).
-    malformed_arriving: u64,
-    /// Packets written into each tun device.
-    arrived: BTreeMap<String, u64>,
-    /// Gateway packets sent through OUTPUT and passed on.
-    output_sent: u64,
-    /// Gateway packets sent through OUTPUT that netfilter dropped.
-    output_refused: u64,
-    /// Gateway packets to one of its own addresses (OUTPUT then INPUT via lo).
-    loopback: u64,
-    /// Timed events applied between packets, and after the last one.
-    events_applied: u64,
-    events_after_capture: u64,
-    /// Packets the kernel sent out of each tun device (forwarded or OUTPUT).
-    sent_out: BTreeMap<String, u64>,
-}
 
 /// The timed lines of the script at `path`, checked as the simulator checks them.
 fn timed_events(path: &PathBuf) -> Result<Vec<ScriptLine>> {
