@@ -11,19 +11,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::plugin_dir;
+
 const APP_SRC: &str = "d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0";
 const APP_DST: &str = "d5876e37d31ad62d4eafd36997820b18fdea7b104a0e2d3f81873230be2af792";
 
 /// `XTABLES_LIBDIR`: the plugin built with this test first, then the system's plugins (for
 /// `-p tcp` and friends).
 fn libdir() -> String {
-    let exe = std::env::current_exe().unwrap();
-    let built = exe.parent().and_then(Path::parent).unwrap();
-    assert!(
-        built.join("libxt_seng.so").exists(),
-        "no libxt_seng.so in {}",
-        built.display()
-    );
+    let built = plugin_dir();
     let system = Command::new("pkg-config")
         .args(["--variable=xtlibdir", "xtables"])
         .output()

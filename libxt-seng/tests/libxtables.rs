@@ -14,11 +14,13 @@
 mod xtables;
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
-use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::ptr::{addr_of_mut, null, null_mut};
 
 use xtables::*;
+
+mod common;
+use common::plugin_dir;
 
 #[link(name = "xtables")]
 extern "C" {
@@ -165,21 +167,6 @@ fn show(m: &XtablesMatch) {
     }
 }
 
-/// The directory cargo put `libxt_seng.so` in: the parent of this test's `deps/`.
-fn plugin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .to_path_buf();
-    assert!(
-        dir.join("libxt_seng.so").exists(),
-        "no libxt_seng.so in {}",
-        dir.display()
-    );
-    dir
-}
 
 struct Outcome {
     status: Option<i32>,

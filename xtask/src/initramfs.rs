@@ -184,8 +184,15 @@ impl HostFiles {
             elfs.push(host.clone());
         }
         for lib in shared_libraries(&paths.target.join("vmtest/ldd.cache"), &elfs)? {
-            if !files.iter().any(|(g, _)| Path::new(g) == lib) {
-                files.push((lib.to_string_lossy().into_owned(), lib));
+            // The project's own libraries (e.g. libseng_netfilter.so) go where the loader looks
+            // by default: their build path may be hidden in the guest (a clone under /tmp lies
+            // beneath the guest's tmpfs).
+            let guest_path = match (lib.starts_with(&paths.target), lib.file_name()) {
+                (true, Some(name)) => format!("/usr/lib/{}", name.to_string_lossy()),
+                _ => lib.to_string_lossy().into_owned(),
+            };
+            if !files.iter().any(|(g, _)| *g == guest_path) {
+                files.push((guest_path, lib));
             }
         }
         Ok(HostFiles { files })
