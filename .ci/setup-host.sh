@@ -16,6 +16,9 @@ packages=(
 	make gcc libelf-dev bc flex bison dwarves
 	# Building the iptables extension against the real xtables.h.
 	libxtables-dev pkg-config
+	# The Rust-for-Linux kernel (rfl-6.12): LLVM 19 with libclang for bindgen, and patch for the
+	# bindings patch kept in seng-kmod-rfl/kernel/.
+	clang-19 lld-19 llvm-19 libclang-19-dev patch
 )
 
 sudo=()
@@ -36,3 +39,5 @@ fi
 # The Rust object of seng.ko is built for x86_64-unknown-none with -Zbuild-std (rust-src).
 rustup target add x86_64-unknown-none
 rustup component add rust-src
+# The Rust-for-Linux kernel generates its bindings with bindgen (0.73 is known to work).
+command -v bindgen >/dev/null || cargo install --locked bindgen-cli@0.73.2

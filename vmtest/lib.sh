@@ -150,7 +150,8 @@ vmtest_reset() {
 			/usr/sbin/ip6tables-legacy -t "$table" -X
 		done
 	fi
-	if [ -d /sys/module/nf_tables ]; then
+	# nf_tables built in (the Rust-for-Linux kernel) has no /sys/module entry.
+	if [ -d /sys/module/nf_tables ] || grep -q '/nf_tables\.ko$' "/lib/modules/$(uname -r)/modules.builtin" 2>/dev/null; then
 		for family in iptables ip6tables; do
 			for table in $(/usr/sbin/$family-nft-save | sed -n 's/^\*//p'); do
 				/usr/sbin/$family-nft -t "$table" -F

@@ -29,11 +29,16 @@ pub enum Series {
     V6_1,
     /// Debian 12 backported 6.12 LTS.
     V6_12,
+    /// 6.12 with CONFIG_RUST, built here from Debian's source (`rfl.rs`); not part of `all`.
+    Rfl6_12,
 }
 
 impl Series {
     /// Every supported series, oldest first.
     pub const ALL: [Series; 3] = [Series::V5_10, Series::V6_1, Series::V6_12];
+
+    /// Every series `--kernel` accepts by name.
+    const KNOWN: [Series; 4] = [Series::V5_10, Series::V6_1, Series::V6_12, Series::Rfl6_12];
 
     /// The series as written on the command line.
     pub fn name(self) -> &'static str {
@@ -41,17 +46,18 @@ impl Series {
             Series::V5_10 => "5.10",
             Series::V6_1 => "6.1",
             Series::V6_12 => "6.12",
+            Series::Rfl6_12 => "rfl-6.12",
         }
     }
 
     fn parse(s: &str) -> Option<Series> {
-        Series::ALL.into_iter().find(|k| k.name() == s)
+        Series::KNOWN.into_iter().find(|k| k.name() == s)
     }
 
     fn debian_release(self) -> &'static str {
         match self {
             Series::V5_10 => "bullseye",
-            Series::V6_1 | Series::V6_12 => "bookworm",
+            Series::V6_1 | Series::V6_12 | Series::Rfl6_12 => "bookworm",
         }
     }
 
@@ -60,7 +66,7 @@ impl Series {
         match self {
             Series::V5_10 => "linux-image-5.10.0-",
             Series::V6_1 => "linux-image-6.1.0-",
-            Series::V6_12 => "linux-image-6.12.",
+            Series::V6_12 | Series::Rfl6_12 => "linux-image-6.12.",
         }
     }
 
@@ -70,14 +76,14 @@ impl Series {
         let digits = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
         match self {
             Series::V5_10 | Series::V6_1 => digits && suffix.is_empty(),
-            Series::V6_12 => digits && suffix.starts_with("+deb"),
+            Series::V6_12 | Series::Rfl6_12 => digits && suffix.starts_with("+deb"),
         }
     }
 
     fn kbuild_package(self, abi: &str) -> String {
         match self {
             Series::V5_10 | Series::V6_1 => format!("linux-kbuild-{}", self.name()),
-            Series::V6_12 => format!("linux-kbuild-{abi}"),
+            Series::V6_12 | Series::Rfl6_12 => format!("linux-kbuild-{abi}"),
         }
     }
 }
@@ -96,7 +102,7 @@ pub fn parse_selection(s: &str) -> Result<Vec<Series>, String> {
     let mut out = Vec::new();
     for part in s.split(',') {
         let series = Series::parse(part.trim()).ok_or_else(|| {
-            format!("unknown kernel series `{part}` (expected 5.10, 6.1, 6.12 or all)")
+            format!("unknown kernel series `{part}` (expected 5.10, 6.1, 6.12, rfl-6.12 or all)")
         })?;
         if !out.contains(&series) {
             out.push(series);
@@ -148,7 +154,7 @@ impl Kernel {
         self.modules_base().join("lib/modules").join(&self.release)
     }
 
-    fn load(dir: &Path) -> Option<Kernel> {
+    pub(crate) fn load(dir: &Path) -> Option<Kernel> {
         let info = fs::read_to_string(dir.join("kernel.info")).ok()?;
         let field = |key: &str| {
             info.lines()
@@ -204,6 +210,9 @@ fn newest_cached(paths: &Paths, series: Series) -> Option<Kernel> {
 /// If the newest cannot be downloaded (mirrors do lag behind their lists), the next older ones
 /// are tried, with a warning. If apt itself is unreachable, the newest cached kernel is used.
 pub fn fetch(paths: &Paths, series: Series, opts: FetchOpts) -> Result<Kernel> {
+    if series == Series::Rfl6_12 {
+        return crate::rfl::kernel(paths, opts);
+    }
     if opts.offline {
         return newest_cached(paths, series)
             .with_context(|| format!("no cached {series} kernel for --offline; run `cargo xtask kernel fetch --kernel {series}`"));
@@ -345,7 +354,12 @@ fn install(paths: &Paths, apt: &AptRoot, series: Series, cand: &Candidate) -> Re
 
 /// The cached `.deb` of `pkg` at `version`, downloading it first if needed. Downloads land in a
 /// private temporary directory and are renamed in only once apt has verified them.
-fn fetch_deb(apt: &AptRoot, debs_dir: &Path, pkg: &str, version: &str) -> Result<PathBuf> {
+pub(crate) fn fetch_deb(
+    apt: &AptRoot,
+    debs_dir: &Path,
+    pkg: &str,
+    version: &str,
+) -> Result<PathBuf> {
     let prefix = format!("{pkg}_{}_", version.replace(':', "%3a"));
     let find = |dir: &Path| -> Option<PathBuf> {
         fs::read_dir(dir)

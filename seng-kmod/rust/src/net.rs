@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Per-network-namespace state and the entry points the C glue calls: the packet-path match,
-//! `checkentry`, and every generic netlink request.
+//! Per-network-namespace state and everything the module does with it: the packet-path match,
+//! `checkentry`, every generic netlink request, dumps. Shared verbatim by both flavours of the
+//! module: the distro one reaches it through the C ABI of `ffi.rs`, the Rust-for-Linux one
+//! calls it directly.
 //!
 //! Readers (the match, dumps) load the live table with acquire ordering inside an RCU read-side
 //! section. Writers run with the namespace's mutex held by the glue. A replaced table or node is
@@ -10,12 +12,12 @@
 //! conntrack entry involving the address, before acknowledging the request.
 
 use core::cell::UnsafeCell;
-use core::ffi::{c_char, c_int, c_void, CStr};
+use core::ffi::{c_void, CStr};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use core::ptr::{self, NonNull};
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use seng_core::genl::{attr, errno, AttrWriter, EnclaveList, EnclaveSpec, LegacyOp, ProtoError, Request};
+use seng_core::genl::{attr, errno, AttrWriter, EnclaveList, EnclaveSpec, LegacyOp, ProtoError};
 use seng_core::matchinfo::MatchInfoError;
 use seng_core::table::{AddrSet, EnclaveTable, Registered, TableError};
 use seng_core::{match_packet, Family, SengMtInfo};
@@ -31,7 +33,7 @@ extern "C" {
     /// `synchronize_rcu()`.
     fn seng_glue_synchronize_rcu();
     /// Deletes the conntrack entries of namespace `net` whose original or reply tuple has an
-    /// address in `set` (tested with [`seng_rs_cut_contains`]).
+    /// address in `set` (tested with [`cut_contains`]).
     fn seng_glue_ct_cut(net: *mut c_void, set: *const c_void);
 }
 
@@ -49,32 +51,28 @@ pub struct NetState {
     capacity: usize,
 }
 
-/// A netlink request as the glue hands it over. Must match `struct seng_request` in seng_rs.h.
-#[repr(C)]
-pub struct SengRequest {
-    /// `struct net *`, handed back to the conntrack glue.
-    net: *mut c_void,
-    /// Attributes after the genl header.
-    payload: *const u8,
-    payload_len: u32,
-    /// Sender's netlink port (owner of a replace transaction).
-    portid: u32,
+/// A generic netlink request, as the kernel glue hands it over.
+pub struct Request<'a> {
+    /// `struct net *` of the request, handed back to the conntrack glue.
+    pub net: *mut c_void,
     /// genl command.
-    cmd: u8,
-    /// Out: 1 when the change is to be echoed to the multicast group.
-    notify: u8,
-    /// Out: type of the attribute to blame, 0 for none.
-    bad_attr: u16,
-    /// Room for reply attributes (GET, STATS), or null.
-    reply: *mut u8,
-    reply_cap: u32,
-    /// Out: reply bytes written.
-    reply_len: u32,
-    /// Out: static NUL-terminated message for the extended ack.
-    errmsg: *const c_char,
+    pub cmd: u8,
+    /// Attributes after the genl header.
+    pub payload: &'a [u8],
+    /// Sender's netlink port (owner of a replace transaction).
+    pub portid: u32,
+    /// Room for reply attributes (GET and STATS answer with some).
+    pub reply: Option<&'a mut [u8]>,
 }
 
-const _: () = assert!(core::mem::size_of::<SengRequest>() == 56);
+/// What a request that succeeded produced.
+#[derive(Default)]
+pub struct Handled {
+    /// The change is to be echoed to the multicast group.
+    pub notify: bool,
+    /// Reply bytes written.
+    pub reply_len: usize,
+}
 
 impl NetState {
     fn live(&self) -> &Table {
@@ -112,187 +110,134 @@ fn inet_addr(family: Family, bytes: &[u8; 16]) -> IpAddr {
     }
 }
 
-/// Creates a namespace's state with an empty table; null when memory is short.
-#[no_mangle]
-pub extern "C" fn seng_rs_net_new(capacity: u32) -> *mut NetState {
-    let Ok(table) = new_table(capacity as usize) else {
-        return ptr::null_mut();
-    };
-    let state = NetState {
-        live: AtomicPtr::new(table.as_ptr()),
-        writer: UnsafeCell::new(Writer { staging: None }),
-        generation: AtomicU64::new(0),
-        capacity: capacity as usize,
-    };
-    match boxed(state) {
-        Some(state) => state.as_ptr(),
-        None => {
+impl NetState {
+    /// A namespace's state with an empty table; `None` when memory is short.
+    pub fn new(capacity: u32) -> Option<NonNull<NetState>> {
+        let table = new_table(capacity as usize).ok()?;
+        let state = NetState {
+            live: AtomicPtr::new(table.as_ptr()),
+            writer: UnsafeCell::new(Writer { staging: None }),
+            generation: AtomicU64::new(0),
+            capacity: capacity as usize,
+        };
+        let state = boxed(state);
+        if state.is_none() {
             // SAFETY: never published.
             unsafe { unbox(table) };
-            ptr::null_mut()
         }
+        state
     }
-}
 
-/// Frees a namespace's state and tables.
-///
-/// # Safety
-/// `state` came from [`seng_rs_net_new`]; no reader or writer can reach it any more (the glue
-/// has unregistered everything and waited for a grace period).
-#[no_mangle]
-pub unsafe extern "C" fn seng_rs_net_free(state: *mut NetState) {
-    let Some(state) = NonNull::new(state) else { return };
-    // SAFETY: by the caller.
-    unsafe {
-        let s = state.as_ref();
-        if let Some((_, staging)) = (*s.writer.get()).staging.take() {
-            unbox(staging);
-        }
-        if let Some(live) = NonNull::new(s.live.load(Ordering::Relaxed)) {
-            unbox(live);
-        }
-        unbox(state);
-    }
-}
-
-/// The packet-path decision for one rule.
-///
-/// # Safety
-/// Called inside an RCU read-side section with a live `state`, a validated match blob, and
-/// 16-byte addresses (IPv4 in the first four bytes).
-#[no_mangle]
-pub unsafe extern "C" fn seng_rs_match(state: *const NetState, info: *const SengMtInfo, nfproto: u8, src: *const [u8; 16], dst: *const [u8; 16]) -> bool {
-    let Some(family) = Family::from_nfproto(nfproto) else { return false };
-    // SAFETY: by the caller.
-    let (state, info, src, dst) = unsafe { (&*state, &*info, &*src, &*dst) };
-    match_packet(info, family, state.live(), &inet_addr(family, src), &inet_addr(family, dst))
-}
-
-/// `checkentry`: 0 if the match blob is valid for `nfproto`, else -EINVAL with a message.
-///
-/// # Safety
-/// `info` points to the 184-byte match blob; `msg` is writable.
-#[no_mangle]
-pub unsafe extern "C" fn seng_rs_check(info: *const SengMtInfo, nfproto: u8, msg: *mut *const c_char) -> c_int {
-    let problem: Option<&'static CStr> = if Family::from_nfproto(nfproto).is_none() {
-        Some(c"only IPv4 and IPv6 rules are supported")
-    } else {
+    /// Frees a namespace's state and tables.
+    ///
+    /// # Safety
+    /// `state` came from [`NetState::new`]; no reader or writer can reach it any more (the glue
+    /// has unregistered everything and waited for a grace period).
+    pub unsafe fn free(state: NonNull<NetState>) {
         // SAFETY: by the caller.
-        match unsafe { &*info }.validate() {
-            Ok(()) => None,
-            Err(MatchInfoError::UnknownFlags(_)) => Some(c"unknown flag bits set (userspace newer than the module?)"),
-            Err(MatchInfoError::NegationWithoutOption(_)) => Some(c"a negation flag is set without its option"),
-            Err(MatchInfoError::NoOption) => Some(c"no option set: give at least one of --src-app, --src-cat, --src-host, --dst-app, --dst-cat, --dst-host"),
-            Err(MatchInfoError::Category { dst: false, .. }) => Some(c"--src-cat is not a NUL-terminated name of 1-20 bytes"),
-            Err(MatchInfoError::Category { dst: true, .. }) => Some(c"--dst-cat is not a NUL-terminated name of 1-20 bytes"),
-            Err(MatchInfoError::Size(_)) => Some(c"match data has the wrong size"),
-        }
-    };
-    match problem {
-        None => 0,
-        Some(text) => {
-            // SAFETY: by the caller.
-            unsafe { *msg = text.as_ptr() };
-            -errno::EINVAL
-        }
-    }
-}
-
-/// Whether a conntrack address is in a cut set.
-///
-/// # Safety
-/// `set` is the pointer handed to `seng_glue_ct_cut`; `addr` points to 16 bytes.
-#[no_mangle]
-pub unsafe extern "C" fn seng_rs_cut_contains(set: *const c_void, nfproto: u8, addr: *const [u8; 16]) -> bool {
-    let Some(family) = Family::from_nfproto(nfproto) else { return false };
-    // SAFETY: by the caller.
-    let (set, addr) = unsafe { (&*(set as *const CutSet), &*addr) };
-    set.contains(&inet_addr(family, addr))
-}
-
-/// The change counter, for dump consistency checks.
-///
-/// # Safety
-/// `state` is live.
-#[no_mangle]
-pub unsafe extern "C" fn seng_rs_generation(state: *const NetState) -> u64 {
-    // SAFETY: by the caller.
-    unsafe { &*state }.generation.load(Ordering::Relaxed)
-}
-
-/// Fills `buf` with ENCLAVE nests from `*cursor` on. Returns the bytes written (0: the dump is
-/// complete) or a negative errno.
-///
-/// # Safety
-/// Inside an RCU read-side section; `state` is live; `buf` has `cap` writable bytes.
-#[no_mangle]
-pub unsafe extern "C" fn seng_rs_dump(state: *const NetState, cursor: *mut u64, buf: *mut u8, cap: u32) -> c_int {
-    // SAFETY: by the caller.
-    let (state, cursor, buf) = unsafe { (&*state, &mut *cursor, core::slice::from_raw_parts_mut(buf, cap as usize)) };
-    let mut out = AttrWriter::new(buf);
-    let mut enclaves = state.live().enclaves_from(*cursor as usize);
-    loop {
-        let before = enclaves.cursor();
-        let Some(e) = enclaves.next() else { break };
-        if out.put_enclave(&e.ip(), Some(e.app()), Some(&e.host()), e.categories()).is_err() {
-            if out.is_empty() {
-                return -errno::EMSGSIZE;
+        unsafe {
+            let s = state.as_ref();
+            if let Some((_, staging)) = (*s.writer.get()).staging.take() {
+                unbox(staging);
             }
-            *cursor = before as u64;
-            return out.len() as c_int;
-        }
-        // Safe as a resume point: the nest just written is complete.
-        *cursor = enclaves.cursor() as u64;
-    }
-    out.len() as c_int
-}
-
-/// Drops the replace transaction owned by a closing netlink socket.
-///
-/// # Safety
-/// `state` is live; the namespace's writer mutex is held.
-#[no_mangle]
-pub unsafe extern "C" fn seng_rs_release(state: *const NetState, portid: u32) {
-    // SAFETY: by the caller (writer mutex held).
-    let writer = unsafe { &mut *(*state).writer.get() };
-    if let Some((owner, staging)) = writer.staging {
-        if owner == portid {
-            writer.staging = None;
-            // SAFETY: a staging table is never published.
-            unsafe { unbox(staging) };
+            if let Some(live) = NonNull::new(s.live.load(Ordering::Relaxed)) {
+                unbox(live);
+            }
+            unbox(state);
         }
     }
+
+    /// The packet-path decision of one rule of protocol family `nfproto` for a packet between
+    /// two 16-byte addresses (IPv4 in the first four bytes). Call inside an RCU read-side
+    /// section.
+    #[inline]
+    pub fn matches(&self, info: &SengMtInfo, nfproto: u8, src: &[u8; 16], dst: &[u8; 16]) -> bool {
+        let Some(family) = Family::from_nfproto(nfproto) else { return false };
+        match_packet(info, family, self.live(), &inet_addr(family, src), &inet_addr(family, dst))
+    }
+
+    /// `checkentry`: whether a rule's match data is valid for `nfproto`, else why not.
+    pub fn check(info: &SengMtInfo, nfproto: u8) -> Result<(), &'static CStr> {
+        if Family::from_nfproto(nfproto).is_none() {
+            return Err(c"only IPv4 and IPv6 rules are supported");
+        }
+        info.validate().map_err(|e| match e {
+            MatchInfoError::UnknownFlags(_) => c"unknown flag bits set (userspace newer than the module?)",
+            MatchInfoError::NegationWithoutOption(_) => c"a negation flag is set without its option",
+            MatchInfoError::NoOption => c"no option set: give at least one of --src-app, --src-cat, --src-host, --dst-app, --dst-cat, --dst-host",
+            MatchInfoError::Category { dst: false, .. } => c"--src-cat is not a NUL-terminated name of 1-20 bytes",
+            MatchInfoError::Category { dst: true, .. } => c"--dst-cat is not a NUL-terminated name of 1-20 bytes",
+            MatchInfoError::Size(_) => c"match data has the wrong size",
+        })
+    }
+
+    /// The change counter, for dump consistency checks.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Fills `buf` with ENCLAVE nests from `*cursor` on and advances the cursor. Returns the
+    /// bytes written (0: the dump is complete) or a positive errno. Call inside an RCU read-side
+    /// section.
+    pub fn dump(&self, cursor: &mut u64, buf: &mut [u8]) -> Result<usize, i32> {
+        let mut out = AttrWriter::new(buf);
+        let mut enclaves = self.live().enclaves_from(*cursor as usize);
+        loop {
+            let before = enclaves.cursor();
+            let Some(e) = enclaves.next() else { break };
+            if out.put_enclave(&e.ip(), Some(e.app()), Some(&e.host()), e.categories()).is_err() {
+                if out.is_empty() {
+                    return Err(errno::EMSGSIZE);
+                }
+                *cursor = before as u64;
+                return Ok(out.len());
+            }
+            // Safe as a resume point: the nest just written is complete.
+            *cursor = enclaves.cursor() as u64;
+        }
+        Ok(out.len())
+    }
+
+    /// Drops the replace transaction owned by a closing netlink socket.
+    ///
+    /// # Safety
+    /// The namespace's writer lock is held.
+    pub unsafe fn release(&self, portid: u32) {
+        // SAFETY: by the caller (writer lock held).
+        let writer = unsafe { &mut *self.writer.get() };
+        if let Some((owner, staging)) = writer.staging {
+            if owner == portid {
+                writer.staging = None;
+                // SAFETY: a staging table is never published.
+                unsafe { unbox(staging) };
+            }
+        }
+    }
+
+    /// Handles one generic netlink request.
+    ///
+    /// # Safety
+    /// The namespace's writer lock is held.
+    pub unsafe fn handle(&self, mut req: Request<'_>) -> Result<Handled, ProtoError> {
+        // SAFETY: writer lock held by the caller.
+        let writer = unsafe { &mut *self.writer.get() };
+        let request = seng_core::genl::Request::parse(req.cmd, req.payload)?;
+        execute(self, writer, &mut req, request)
+    }
 }
 
-/// Handles one generic netlink request. Returns 0 or a negative errno; on error `errmsg` says why.
+/// Whether a conntrack address of protocol family `nfproto` is in a cut set.
 ///
 /// # Safety
-/// `state` is live; the namespace's writer mutex is held; `req` is valid, its payload readable and
-/// its reply buffer (if any) writable.
-#[no_mangle]
-pub unsafe extern "C" fn seng_rs_doit(state: *const NetState, req: *mut SengRequest) -> c_int {
+/// `set` is the pointer handed to `seng_glue_ct_cut`.
+pub unsafe fn cut_contains(set: *const c_void, nfproto: u8, addr: &[u8; 16]) -> bool {
+    let Some(family) = Family::from_nfproto(nfproto) else { return false };
     // SAFETY: by the caller.
-    let (state, req) = unsafe { (&*state, &mut *req) };
-    let payload: &[u8] = if req.payload.is_null() {
-        &[]
-    } else {
-        // SAFETY: by the caller.
-        unsafe { core::slice::from_raw_parts(req.payload, req.payload_len as usize) }
-    };
-    // SAFETY: writer mutex held by the caller.
-    let writer = unsafe { &mut *state.writer.get() };
-    match Request::parse(req.cmd, payload).and_then(|request| execute(state, writer, req, request)) {
-        Ok(()) => 0,
-        Err(e) => {
-            req.errmsg = e.msg.as_ptr();
-            req.bad_attr = e.attr.unwrap_or(0);
-            -e.errno
-        }
-    }
+    unsafe { &*(set as *const CutSet) }.contains(&inet_addr(family, addr))
 }
 
 /// Waits out readers of the old metadata, then deletes the flows of every address in `cut`.
-fn cut_flows(req: &SengRequest, cut: &CutSet) {
+fn cut_flows(req: &Request<'_>, cut: &CutSet) {
     if !cut.is_empty() {
         // SAFETY: process context; the set outlives the call.
         unsafe {
@@ -330,29 +275,30 @@ fn no_transaction() -> ProtoError {
     ProtoError { errno: errno::ENOENT, attr: None, msg: c"no replace transaction is open on this socket" }
 }
 
-fn reply_writer(req: &mut SengRequest) -> Result<AttrWriter<'_>, ProtoError> {
-    if req.reply.is_null() {
-        return Err(ProtoError { errno: errno::EINVAL, attr: None, msg: c"no reply buffer" });
+fn reply_writer<'r>(req: &'r mut Request<'_>) -> Result<AttrWriter<'r>, ProtoError> {
+    match req.reply.as_deref_mut() {
+        Some(buf) => Ok(AttrWriter::new(buf)),
+        None => Err(ProtoError { errno: errno::EINVAL, attr: None, msg: c"no reply buffer" }),
     }
-    // SAFETY: the glue provides `reply_cap` writable bytes.
-    Ok(AttrWriter::new(unsafe { core::slice::from_raw_parts_mut(req.reply, req.reply_cap as usize) }))
 }
 
 const NO_ROOM: ProtoError = ProtoError { errno: errno::EMSGSIZE, attr: None, msg: c"reply does not fit" };
 
-fn execute(state: &NetState, writer: &mut Writer, req: &mut SengRequest, request: Request<'_>) -> Result<(), ProtoError> {
+fn execute(state: &NetState, writer: &mut Writer, req: &mut Request<'_>, request: seng_core::genl::Request<'_>) -> Result<Handled, ProtoError> {
+    use seng_core::genl::Request as R;
     let table = state.live();
     let mut notify = true;
+    let mut reply_len = 0;
     match request {
-        Request::Legacy(op) => notify = legacy(table, req, op)?,
-        Request::EnclaveSet(list) => {
+        R::Legacy(op) => notify = legacy(table, req, op)?,
+        R::EnclaveSet(list) => {
             check_room(table, &list)?;
             let mut cut = new_cut_set(list.len())?;
             let result = list.iter().try_for_each(|spec| register_spec(table, &spec, Some(&mut cut)));
             cut_flows(req, &cut);
             result?;
         }
-        Request::EnclaveDel(list) => {
+        R::EnclaveDel(list) => {
             if list.iter().any(|s| table.lookup(&s.addr).is_none()) {
                 return Err(TableError::NotRegistered.into());
             }
@@ -365,14 +311,14 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut SengRequest, request
             }
             cut_flows(req, &cut);
         }
-        Request::Flush => flush(table, req)?,
-        Request::CatAdd { app, categories } => {
+        R::Flush => flush(table, req)?,
+        R::CatAdd { app, categories } => {
             for c in categories.iter() {
                 // SAFETY: writer mutex held.
                 unsafe { table.attach_category(&app, &c) }?;
             }
         }
-        Request::CatDel { app, categories } => {
+        R::CatDel { app, categories } => {
             let current = table.app(&app).ok_or(ProtoError::from(TableError::UnknownApp))?.categories();
             if categories.iter().any(|c| !current.contains(&c)) {
                 return Err(TableError::CategoryNotAttached.into());
@@ -382,14 +328,14 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut SengRequest, request
                 let _ = unsafe { table.detach_category(&app, &c) };
             }
         }
-        Request::Get { addr } => {
+        R::Get { addr } => {
             let e = table.lookup(&addr).ok_or(ProtoError::from(TableError::NotRegistered))?;
             let mut out = reply_writer(req)?;
             out.put_enclave(&e.ip(), Some(e.app()), Some(&e.host()), e.categories()).map_err(|_| NO_ROOM)?;
-            req.reply_len = out.len() as u32;
+            reply_len = out.len();
             notify = false;
         }
-        Request::Stats => {
+        R::Stats => {
             let stats = table.stats();
             let mut out = reply_writer(req)?;
             for (kind, value) in [
@@ -401,10 +347,10 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut SengRequest, request
             ] {
                 out.put_u64(kind, value).map_err(|_| NO_ROOM)?;
             }
-            req.reply_len = out.len() as u32;
+            reply_len = out.len();
             notify = false;
         }
-        Request::ReplaceBegin => {
+        R::ReplaceBegin => {
             if let Some((owner, staging)) = writer.staging {
                 if owner != req.portid {
                     return Err(ProtoError { errno: errno::EBUSY, attr: None, msg: c"another socket has a replace transaction open" });
@@ -416,7 +362,7 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut SengRequest, request
             writer.staging = Some((req.portid, new_table(state.capacity)?));
             notify = false;
         }
-        Request::ReplaceAdd(list) => {
+        R::ReplaceAdd(list) => {
             let staging = match writer.staging {
                 Some((owner, staging)) if owner == req.portid => staging,
                 _ => return Err(no_transaction()),
@@ -428,7 +374,7 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut SengRequest, request
             list.iter().try_for_each(|spec| register_spec(staging, &spec, None))?;
             notify = false;
         }
-        Request::ReplaceCommit => {
+        R::ReplaceCommit => {
             let staging = match writer.staging {
                 Some((owner, staging)) if owner == req.portid => staging,
                 _ => return Err(no_transaction()),
@@ -449,7 +395,7 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut SengRequest, request
                 unsafe { unbox(old) };
             }
         }
-        Request::ReplaceAbort => {
+        R::ReplaceAbort => {
             match writer.staging {
                 Some((owner, staging)) if owner == req.portid => {
                     writer.staging = None;
@@ -463,24 +409,19 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut SengRequest, request
     }
     if notify {
         state.changed();
-        req.notify = 1;
     }
-    Ok(())
+    Ok(Handled { notify, reply_len })
 }
 
 /// The original protocol. Unregistering an unknown address and detaching an absent category
 /// succeed without effect, as the original did; returns whether anything changed.
-fn legacy(table: &Table, req: &mut SengRequest, op: LegacyOp) -> Result<bool, ProtoError> {
+fn legacy(table: &Table, req: &Request<'_>, op: LegacyOp) -> Result<bool, ProtoError> {
     let mut cut = new_cut_set(1)?;
     let changed = match op {
         LegacyOp::Register { enclave, app, host, category } => {
-            let categories = category.as_ref().map(core::slice::from_ref).unwrap_or_default();
             let enclave = IpAddr::V4(enclave);
-            if table.lookup(&enclave).is_none() && table.len() >= table.stats().capacity {
-                return Err(TableError::Full { capacity: table.stats().capacity }.into());
-            }
             // SAFETY: writer mutex held.
-            if let Registered::Replaced { .. } = unsafe { table.register(enclave, &app, IpAddr::V4(host), categories) }? {
+            if let Registered::Replaced { .. } = unsafe { table.register(enclave, &app, IpAddr::V4(host), category.as_slice()) }? {
                 let _ = cut.insert(enclave);
             }
             true
@@ -494,9 +435,14 @@ fn legacy(table: &Table, req: &mut SengRequest, op: LegacyOp) -> Result<bool, Pr
             }
             removed
         }
-        // SAFETY (both arms): writer mutex held.
-        LegacyOp::Attach { app, category } => unsafe { table.attach_category(&app, &category) }?,
-        LegacyOp::Detach { app, category } => unsafe { table.detach_category(&app, &category) }.is_ok(),
+        LegacyOp::Attach { app, category } => {
+            // SAFETY: writer mutex held.
+            unsafe { table.attach_category(&app, &category) }?
+        }
+        LegacyOp::Detach { app, category } => {
+            // SAFETY: writer mutex held.
+            unsafe { table.detach_category(&app, &category) }.is_ok()
+        }
         LegacyOp::Flush => {
             flush(table, req)?;
             true
@@ -506,7 +452,7 @@ fn legacy(table: &Table, req: &mut SengRequest, op: LegacyOp) -> Result<bool, Pr
     Ok(changed)
 }
 
-fn flush(table: &Table, req: &SengRequest) -> Result<(), ProtoError> {
+fn flush(table: &Table, req: &Request<'_>) -> Result<(), ProtoError> {
     let mut cut = new_cut_set(table.len())?;
     for e in table.enclaves_from(0) {
         let _ = cut.insert(e.ip());

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! The C ABI of the distro flavour: the `seng_rs_*` entry points `seng_main.c` calls (declared in
+//! `seng_rs.h`), each a thin translation to [`NetState`].
+
+use core::ffi::{c_char, c_int, c_void};
+use core::ptr::{self, NonNull};
+
+use seng_core::SengMtInfo;
+
+use crate::net::{cut_contains, NetState, Request};
+
+/// A netlink request as the glue hands it over. Must match `struct seng_request` in seng_rs.h.
+#[repr(C)]
+pub struct SengRequest {
+    /// `struct net *`, handed back to the conntrack glue.
+    net: *mut c_void,
+    /// Attributes after the genl header.
+    payload: *const u8,
+    payload_len: u32,
+    /// Sender's netlink port.
+    portid: u32,
+    /// genl command.
+    cmd: u8,
+    /// Out: 1 when the change is to be echoed to the multicast group.
+    notify: u8,
+    /// Out: type of the attribute to blame, 0 for none.
+    bad_attr: u16,
+    /// Room for reply attributes (GET, STATS), or null.
+    reply: *mut u8,
+    reply_cap: u32,
+    /// Out: reply bytes written.
+    reply_len: u32,
+    /// Out: static NUL-terminated message for the extended ack.
+    errmsg: *const c_char,
+}
+
+const _: () = assert!(core::mem::size_of::<SengRequest>() == 56);
+
+/// Creates a namespace's state with an empty table; null when memory is short.
+#[no_mangle]
+pub extern "C" fn seng_rs_net_new(capacity: u32) -> *mut NetState {
+    NetState::new(capacity).map_or(ptr::null_mut(), NonNull::as_ptr)
+}
+
+/// Frees a namespace's state and tables.
+///
+/// # Safety
+/// As [`NetState::free`]; null is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn seng_rs_net_free(state: *mut NetState) {
+    if let Some(state) = NonNull::new(state) {
+        // SAFETY: by the caller.
+        unsafe { NetState::free(state) }
+    }
+}
+
+/// The packet-path decision for one rule.
+///
+/// # Safety
+/// Called inside an RCU read-side section with a live `state`, a validated match blob, and
+/// 16-byte addresses (IPv4 in the first four bytes).
+#[no_mangle]
+pub unsafe extern "C" fn seng_rs_match(state: *const NetState, info: *const SengMtInfo, nfproto: u8, src: *const [u8; 16], dst: *const [u8; 16]) -> bool {
+    // SAFETY: by the caller.
+    unsafe { (*state).matches(&*info, nfproto, &*src, &*dst) }
+}
+
+/// `checkentry`: 0 if the match blob is valid for `nfproto`, else -EINVAL with a message.
+///
+/// # Safety
+/// `info` points to the 184-byte match blob; `msg` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn seng_rs_check(info: *const SengMtInfo, nfproto: u8, msg: *mut *const c_char) -> c_int {
+    // SAFETY: by the caller.
+    match NetState::check(unsafe { &*info }, nfproto) {
+        Ok(()) => 0,
+        Err(text) => {
+            // SAFETY: by the caller.
+            unsafe { *msg = text.as_ptr() };
+            -seng_core::genl::errno::EINVAL
+        }
+    }
+}
+
+/// Whether a conntrack address is in a cut set.
+///
+/// # Safety
+/// `set` is the pointer handed to `seng_glue_ct_cut`; `addr` points to 16 bytes.
+#[no_mangle]
+pub unsafe extern "C" fn seng_rs_cut_contains(set: *const c_void, nfproto: u8, addr: *const [u8; 16]) -> bool {
+    // SAFETY: by the caller.
+    unsafe { cut_contains(set, nfproto, &*addr) }
+}
+
+/// The change counter, for dump consistency checks.
+///
+/// # Safety
+/// `state` is live.
+#[no_mangle]
+pub unsafe extern "C" fn seng_rs_generation(state: *const NetState) -> u64 {
+    // SAFETY: by the caller.
+    unsafe { &*state }.generation()
+}
+
+/// Fills `buf` with ENCLAVE nests from `*cursor` on. Returns the bytes written (0: the dump is
+/// complete) or a negative errno.
+///
+/// # Safety
+/// Inside an RCU read-side section; `state` is live; `buf` has `cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn seng_rs_dump(state: *const NetState, cursor: *mut u64, buf: *mut u8, cap: u32) -> c_int {
+    // SAFETY: by the caller.
+    let (state, cursor, buf) = unsafe { (&*state, &mut *cursor, core::slice::from_raw_parts_mut(buf, cap as usize)) };
+    match state.dump(cursor, buf) {
+        Ok(len) => len as c_int,
+        Err(errno) => -errno,
+    }
+}
+
+/// Drops the replace transaction owned by a closing netlink socket.
+///
+/// # Safety
+/// `state` is live; the namespace's writer mutex is held.
+#[no_mangle]
+pub unsafe extern "C" fn seng_rs_release(state: *const NetState, portid: u32) {
+    // SAFETY: by the caller.
+    unsafe { (*state).release(portid) }
+}
+
+/// Handles one generic netlink request. Returns 0 or a negative errno; on error `errmsg` says why.
+///
+/// # Safety
+/// `state` is live; the namespace's writer mutex is held; `req` is valid, its payload readable and
+/// its reply buffer (if any) writable.
+#[no_mangle]
+pub unsafe extern "C" fn seng_rs_doit(state: *const NetState, req: *mut SengRequest) -> c_int {
+    // SAFETY: by the caller.
+    let (state, c) = unsafe { (&*state, &mut *req) };
+    let payload: &[u8] = match c.payload.is_null() {
+        true => &[],
+        // SAFETY: by the caller.
+        false => unsafe { core::slice::from_raw_parts(c.payload, c.payload_len as usize) },
+    };
+    let reply = match c.reply.is_null() {
+        true => None,
+        // SAFETY: by the caller.
+        false => Some(unsafe { core::slice::from_raw_parts_mut(c.reply, c.reply_cap as usize) }),
+    };
+    let request = Request { net: c.net, cmd: c.cmd, payload, portid: c.portid, reply };
+    // SAFETY: writer mutex held by the caller.
+    match unsafe { state.handle(request) } {
+        Ok(done) => {
+            c.notify = u8::from(done.notify);
+            c.reply_len = done.reply_len as u32;
+            0
+        }
+        Err(e) => {
+            c.errmsg = e.msg.as_ptr();
+            c.bad_attr = e.attr.unwrap_or(0);
+            -e.errno
+        }
+    }
+}
