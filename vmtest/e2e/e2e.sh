@@ -165,15 +165,19 @@ e2e_run() {
 	set --
 	for dev in $E2E_DEVS; do set -- "$@" --dev "$dev"; done
 	[ -n "$E2E_IN_DEV" ] && set -- "$@" --in-dev "$E2E_IN_DEV"
-	e2e_step "$name" "the replay" $INJECT pcap "$capture" "$@" --events "$enclaves" --mark $E2E_MARK --summary "$work/inject.json" || return
-	/usr/sbin/iptables-$backend-save -c >"$work/kernel4" || { e2e_fail "$name" "iptables-$backend-save failed"; return; }
-	/usr/sbin/ip6tables-$backend-save -c >"$work/kernel6" || { e2e_fail "$name" "ip6tables-$backend-save failed"; return; }
+	# The simulator first: how many packets it says leave the gateway tells the injector how
+	# long to keep reading the devices.
 	# shellcheck disable=SC2086 # sim-args are words
 	if ! $SIM replay "$capture" "$dir/rules.txt" --enclaves "$enclaves" --backend "$backend" $sim_args --json >"$work/sim.json" 2>"$E2E_OUT"; then
 		cat "$E2E_OUT"
 		e2e_fail "$name" "seng-sim failed: $(tail -n 1 "$E2E_OUT")"
 		return
 	fi
+	expect_out=$($E2E expect-out "$work/sim.json") || { e2e_fail "$name" "cannot read the seng-sim report"; return; }
+	e2e_step "$name" "the replay" $INJECT pcap "$capture" "$@" --events "$enclaves" --mark $E2E_MARK \
+		--expect-out "$expect_out" --summary "$work/inject.json" || return
+	/usr/sbin/iptables-$backend-save -c >"$work/kernel4" || { e2e_fail "$name" "iptables-$backend-save failed"; return; }
+	/usr/sbin/ip6tables-$backend-save -c >"$work/kernel6" || { e2e_fail "$name" "ip6tables-$backend-save failed"; return; }
 	$E2E compare --name "$name" --sim "$work/sim.json" --inject "$work/inject.json" \
 		--ipv4 "$work/kernel4" --ipv6 "$work/kernel6" >"$E2E_OUT" 2>&1
 	rc=$?

@@ -125,6 +125,12 @@ fn hook_total(sim: &SimReport, hook: &str, pick: fn(&SimHook) -> SimCount) -> u6
         .sum()
 }
 
+/// Packets the simulator says leave the gateway: forwarded or sent, those to its own addresses
+/// (loopback) included.
+pub fn expected_out(sim: &SimReport) -> u64 {
+    hook_total(sim, "FORWARD", |h| h.accepted) + hook_total(sim, "OUTPUT", |h| h.accepted)
+}
+
 /// Checks the replay against the simulator's view of the same capture.
 fn check_replay(sim: &SimReport, inject: &InjectSummary) -> Vec<String> {
     let mut problems = Vec::new();
@@ -166,9 +172,7 @@ fn check_replay(sim: &SimReport, inject: &InjectSummary) -> Vec<String> {
         inject.output_sent,
         hook_total(sim, "OUTPUT", |h| h.accepted),
     );
-    let left = hook_total(sim, "FORWARD", |h| h.accepted)
-        + hook_total(sim, "OUTPUT", |h| h.accepted)
-        - inject.loopback;
+    let left = expected_out(sim) - inject.loopback;
     expect(
         "packets that left the gateway (forwarded or sent)",
         inject.sent_out.values().sum(),

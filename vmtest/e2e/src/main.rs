@@ -72,6 +72,12 @@ enum Command {
         template: PathBuf,
     },
     /// Compare the kernel's counters with seng-sim's for one run; exit 1 on any difference.
+    /// Print how many packets seng-sim says leave the gateway (forwarded or sent out, loopback
+    /// included): the injector's `--expect-out`.
+    ExpectOut {
+        /// seng-sim's `--json` report.
+        sim: PathBuf,
+    },
     Compare {
         /// The scenario and backend, for the messages.
         #[arg(long)]
@@ -214,6 +220,11 @@ fn run(cli: Cli) -> Result<bool> {
         }
         Command::PlaceEvents { capture, template } => {
             print!("{}", place_events(&capture, &template)?)
+        }
+        Command::ExpectOut { sim } => {
+            let report: compare::SimReport =
+                serde_json::from_str(&read(&sim)?).context("reading the seng-sim report")?;
+            println!("{}", compare::expected_out(&report));
         }
         Command::Compare {
             name,

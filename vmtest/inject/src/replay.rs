@@ -53,6 +53,11 @@ pub struct PcapArgs {
     /// Write the counts as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary: Option<PathBuf>,
+    /// How many packets should leave the gateway (forwarded or sent, loopback included), as the
+    /// simulator predicts: the devices are read until that many have come out or
+    /// [`SETTLE_LIMIT`] passes, so a transmission the loaded kernel deferred is not missed.
+    #[arg(long, value_name = "N")]
+    pub expect_out: Option<u64>,
 }
 
 fn parse_mark(text: &str) -> Result<u32, String> {
@@ -68,6 +73,9 @@ const DRAIN_EVERY: u64 = 32;
 
 /// After the last packet, the devices are read until they have been quiet this long.
 const SETTLE: Duration = Duration::from_millis(200);
+
+/// The longest wait for packets that `--expect-out` says are still to come out.
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 
 /// The timed lines of the script at `path`, checked as the simulator checks them.
 fn timed_events(path: &PathBuf) -> Result<Vec<ScriptLine>> {
@@ -270,7 +278,14 @@ pub fn run(args: &PcapArgs) -> Result<()> {
         }
     }
     sum.events_after_capture = events.due(Duration::MAX, true)?;
-    Tun::settle(&mut tuns, &mut buf, SETTLE)?;
+    let deadline = std::time::Instant::now() + SETTLE_LIMIT;
+    loop {
+        Tun::settle(&mut tuns, &mut buf, SETTLE)?;
+        let out: u64 = tuns.iter().map(|t| t.sent_out).sum::<u64>() + sum.loopback;
+        if args.expect_out.is_none_or(|expected| out >= expected) || std::time::Instant::now() >= deadline {
+            break;
+        }
+    }
     // Every packet written must have been taken in by the kernel.
     for (t, before) in tuns.iter().zip(received_before) {
         let received = t.rx_packets()? - before;
