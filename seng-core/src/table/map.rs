@@ -151,6 +151,9 @@ impl<K: TableKey, V> RcuMap<K, V> {
     }
 
     /// Moves every node into a fresh array of `len` slots and publishes it.
+    ///
+    /// # Safety
+    /// Writers are serialised.
     unsafe fn rehash<P: Platform>(&self, platform: &P, len: usize) -> Option<()> {
         let fresh = new_array::<K, V, P>(platform, len)?;
         let (old, old_mask) = self.current();

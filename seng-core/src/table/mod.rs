@@ -478,6 +478,10 @@ impl<P: Platform> EnclaveTable<P> {
         self.changed();
     }
 
+    /// Unlinks and releases every enclave and application (`deferred`: after readers are done).
+    ///
+    /// # Safety
+    /// Writers are serialised; without `deferred`, no reader can hold the table.
     unsafe fn unlink_all(&self, deferred: bool) {
         let platform = &self.platform;
         // SAFETY: each node is unlinked before it is released; applications after enclaves.
@@ -491,6 +495,9 @@ impl<P: Platform> EnclaveTable<P> {
     }
 
     /// Releases an unlinked enclave node and drops its reference on the application.
+    ///
+    /// # Safety
+    /// Writers are serialised; `node` was unlinked from this table and is released only here.
     unsafe fn release_enclave(&self, node: NonNull<EnclaveNode>) -> Unregistered {
         // SAFETY: the node is unlinked but still ours until retired.
         let (host, app_node) = unsafe { (node.as_ref().value.host, node.as_ref().value.app) };
@@ -534,6 +541,10 @@ impl<P: Platform> EnclaveTable<P> {
         Ok(Some((set, len)))
     }
 
+    /// Adds `extra` to the application's categories, publishing a new set if it changes.
+    ///
+    /// # Safety
+    /// Writers are serialised; `app` is a live application node of this table.
     unsafe fn add_categories(&self, app: NonNull<AppNode>, extra: &[Category]) -> Result<(), TableError> {
         // SAFETY: app is live.
         if let Some((set, _)) = self.merged_categories(unsafe { app.as_ref() }, extra)? {
@@ -543,6 +554,11 @@ impl<P: Platform> EnclaveTable<P> {
         Ok(())
     }
 
+    /// Swaps in `set` as the application's categories and retires the old set.
+    ///
+    /// # Safety
+    /// Writers are serialised; `app` is a live application node of this table; `set` is
+    /// unpublished.
     unsafe fn publish_categories(&self, app: NonNull<AppNode>, set: CategorySet) {
         // SAFETY: app is live.
         let old = unsafe { app.as_ref() }.value.categories.swap(set.as_ptr(), Ordering::AcqRel);
@@ -550,6 +566,10 @@ impl<P: Platform> EnclaveTable<P> {
         unsafe { release_categories(&self.platform, old, true) };
     }
 
+    /// Removes the application's last category, retiring the set.
+    ///
+    /// # Safety
+    /// Writers are serialised; `app` is a live application node of this table.
     unsafe fn clear_categories(&self, app: NonNull<AppNode>) {
         // SAFETY: app is live.
         let old = unsafe { app.as_ref() }.value.categories.swap(ptr::null_mut(), Ordering::AcqRel);
@@ -558,6 +578,10 @@ impl<P: Platform> EnclaveTable<P> {
     }
 }
 
+/// Releases a category set (null: none), after readers are done when `deferred`.
+///
+/// # Safety
+/// `set` is unlinked and was made by `CategorySet::alloc`; without `deferred`, no reader holds it.
 unsafe fn release_categories<P: Platform>(platform: &P, set: *mut SetHeader, deferred: bool) {
     if let Some(set) = NonNull::new(set) {
         // SAFETY: a set made by CategorySet::alloc; its header holds the length it was made with.
