@@ -119,20 +119,9 @@ void seng_glue_ct_cut(void *net, const void *set)
 
 static bool seng_mt(const struct sk_buff *skb, struct xt_action_param *par)
 {
-	u8 src[16] = {}, dst[16] = {};
-
-	if (xt_family(par) == NFPROTO_IPV4) {
-		const struct iphdr *iph = ip_hdr(skb);
-
-		memcpy(src, &iph->saddr, 4);
-		memcpy(dst, &iph->daddr, 4);
-	} else {
-		const struct ipv6hdr *ip6h = ipv6_hdr(skb);
-
-		memcpy(src, &ip6h->saddr, 16);
-		memcpy(dst, &ip6h->daddr, 16);
-	}
-	return seng_rs_match(seng_pernet(xt_net(par))->rs, par->matchinfo, xt_family(par), src, dst);
+	/* ip_tables and ip6_tables keep the network header in the linear area. */
+	return seng_rs_match(seng_pernet(xt_net(par))->rs, par->matchinfo, xt_family(par),
+			     skb_network_header(skb));
 }
 
 static int seng_mt_check(const struct xt_mtchk_param *par)

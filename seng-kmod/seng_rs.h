@@ -71,7 +71,7 @@ struct seng_net_state;
 struct seng_net_state *seng_rs_net_new(u32 capacity);
 void seng_rs_net_free(struct seng_net_state *state);
 bool seng_rs_match(const struct seng_net_state *state, const void *info, u8 nfproto,
-		   const u8 *src, const u8 *dst);
+		   const void *network_header);
 int seng_rs_check(const void *info, u8 nfproto, const char **msg);
 int seng_rs_doit(const struct seng_net_state *state, struct seng_request *req);
 int seng_rs_dump(const struct seng_net_state *state, u64 *cursor, u8 *buf, u32 cap);

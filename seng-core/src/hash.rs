@@ -2,6 +2,10 @@
 //! Keyed hashing for the table. The seed comes from the host environment (the kernel's random
 //! pool), so the bucket of an address cannot be predicted from outside; the mixing spreads every
 //! input bit (the original hashed only the first octet, which made a /8 one bucket).
+//!
+//! Addresses are hashed on the packet path, once per seng rule, so their mix is short: two
+//! multiply-and-fold rounds. The keys placed in the table are the SENG server's registrations, not attacker input;
+//! a packet's address only chooses which probe sequence a lookup walks.
 
 use core::net::IpAddr;
 
@@ -30,14 +34,23 @@ fn absorb(h: u64, word: u64) -> u64 {
     (h ^ word).wrapping_mul(MULTIPLIER).rotate_left(31)
 }
 
+/// Two multiply-and-fold rounds: the low bits the table indexes with depend on every input bit,
+/// so runs of consecutive addresses do not form runs of occupied slots.
+#[inline(always)]
+fn short_mix(x: u64) -> u64 {
+    let h = x.wrapping_mul(MULTIPLIER);
+    let h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    h ^ (h >> 32)
+}
+
 impl TableKey for IpAddr {
     #[inline(always)]
     fn hash(&self, seed: u64) -> u64 {
         match self {
-            IpAddr::V4(a) => finish(absorb(seed, u64::from(u32::from_ne_bytes(a.octets())) | 4 << 32)),
+            IpAddr::V4(a) => short_mix((u64::from(u32::from_ne_bytes(a.octets())) | 4 << 32) ^ seed),
             IpAddr::V6(a) => {
                 let [hi, lo] = split(a.octets());
-                finish(absorb(absorb(seed ^ 6, hi), lo))
+                short_mix(absorb(seed ^ 6, hi) ^ lo)
             }
         }
     }

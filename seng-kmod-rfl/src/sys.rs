@@ -313,22 +313,12 @@ unsafe extern "C" fn xt_match(
 ) -> bool {
     // SAFETY: xtables hands the hook's state and the rule's match data, validated by `xt_check`.
     let (hook, info) = unsafe { (&*(*par).state, (*par).__bindgen_anon_2.matchinfo) };
-    // Source and destination offsets in the IPv4 and IPv6 headers; ip_tables and ip6_tables
-    // have the network header in the linear area.
-    let (offset, len) = if hook.pf == bindings::NFPROTO_IPV4 as u8 {
-        (12, 4)
-    } else {
-        (8, 16)
-    };
-    let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
-    // SAFETY: the header of the hook's family is there (see above).
+    // SAFETY: packet path (RCU read side), live namespace, match data validated by `xt_check`;
+    // ip_tables and ip6_tables keep the network header of the hook's family in the linear area.
     unsafe {
         let header = bindings::skb_network_header(skb);
-        ptr::copy_nonoverlapping(header.add(offset), src.as_mut_ptr(), len);
-        ptr::copy_nonoverlapping(header.add(offset + len), dst.as_mut_ptr(), len);
+        (*PerNet::of(hook.net).state()).matches(&*info.cast::<SengMtInfo>(), hook.pf, header)
     }
-    // SAFETY: packet path (RCU read side), live namespace, match data validated by `xt_check`.
-    unsafe { (*PerNet::of(hook.net).state()).matches(&*info.cast::<SengMtInfo>(), hook.pf, &src, &dst) }
 }
 
 /// `xt_match.checkentry`: validates a new rule's match data.

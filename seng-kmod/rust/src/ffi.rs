@@ -57,12 +57,12 @@ pub unsafe extern "C" fn seng_rs_net_free(state: *mut NetState) {
 /// The packet-path decision for one rule.
 ///
 /// # Safety
-/// Called inside an RCU read-side section with a live `state`, a validated match blob, and
-/// 16-byte addresses (IPv4 in the first four bytes).
+/// Called inside an RCU read-side section with a live `state`, a validated match blob, and the
+/// packet's network header of family `nfproto` (see [`NetState::matches`]).
 #[no_mangle]
-pub unsafe extern "C" fn seng_rs_match(state: *const NetState, info: *const SengMtInfo, nfproto: u8, src: *const [u8; 16], dst: *const [u8; 16]) -> bool {
+pub unsafe extern "C" fn seng_rs_match(state: *const NetState, info: *const SengMtInfo, nfproto: u8, header: *const u8) -> bool {
     // SAFETY: by the caller.
-    unsafe { (*state).matches(&*info, nfproto, &*src, &*dst) }
+    unsafe { (*state).matches(&*info, nfproto, header) }
 }
 
 /// `checkentry`: 0 if the match blob is valid for `nfproto`, else -EINVAL with a message.

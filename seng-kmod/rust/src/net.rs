@@ -147,13 +147,27 @@ impl NetState {
         }
     }
 
-    /// The packet-path decision of one rule of protocol family `nfproto` for a packet between
-    /// two 16-byte addresses (IPv4 in the first four bytes). Call inside an RCU read-side
-    /// section.
+    /// The packet-path decision of one rule of protocol family `nfproto` for the packet whose
+    /// IPv4 or IPv6 header is at `header`. Call inside an RCU read-side section.
+    ///
+    /// # Safety
+    /// `header` points to the packet's network header of that family, readable for its fixed
+    /// part (ip_tables and ip6_tables keep it in the linear area).
     #[inline]
-    pub fn matches(&self, info: &SengMtInfo, nfproto: u8, src: &[u8; 16], dst: &[u8; 16]) -> bool {
-        let Some(family) = Family::from_nfproto(nfproto) else { return false };
-        match_packet(info, family, self.live(), &inet_addr(family, src), &inet_addr(family, dst))
+    pub unsafe fn matches(&self, info: &SengMtInfo, nfproto: u8, header: *const u8) -> bool {
+        // SAFETY (both arms): the addresses lie within the fixed header, by the caller.
+        let (family, src, dst) = match Family::from_nfproto(nfproto) {
+            Some(Family::Ipv4) => unsafe {
+                let read = |at: usize| IpAddr::V4(Ipv4Addr::from(header.add(at).cast::<[u8; 4]>().read_unaligned()));
+                (Family::Ipv4, read(12), read(16))
+            },
+            Some(Family::Ipv6) => unsafe {
+                let read = |at: usize| IpAddr::V6(Ipv6Addr::from(header.add(at).cast::<[u8; 16]>().read_unaligned()));
+                (Family::Ipv6, read(8), read(24))
+            },
+            None => return false,
+        };
+        match_packet(info, family, self.live(), &src, &dst)
     }
 
     /// `checkentry`: whether a rule's match data is valid for `nfproto`, else why not.
