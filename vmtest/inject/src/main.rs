@@ -11,6 +11,7 @@
 //!   UDP echoes over ordinary sockets: both for capturing real programs' traffic.
 
 mod echo;
+mod link;
 mod raw;
 mod relay;
 mod replay;

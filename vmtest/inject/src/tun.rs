@@ -10,6 +10,11 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use anyhow::{bail, Context, Result};
 
+use crate::link::LinkWatch;
+
+/// The longest wait for the kernel to bring an attached device's link up.
+const LINK_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// An attached tun device.
 pub struct Tun {
     file: File,
@@ -24,9 +29,14 @@ pub struct Tun {
 }
 
 impl Tun {
-    /// Attaches to (or creates) the tun device `dev`. With `nonblocking`, [`Tun::drain`] can
-    /// empty its queue without waiting.
+    /// Attaches to (or creates) the tun device `dev`, and returns once the kernel can send out
+    /// of it if it is up. With `nonblocking`, [`Tun::drain`] can empty its queue without
+    /// waiting.
     pub fn open(dev: &str, nonblocking: bool) -> Result<Tun> {
+        let watch = LinkWatch::subscribe()?;
+        // Reading the carrier of a missing or down device fails: nothing to wait for then.
+        let carrier_was_off = std::fs::read_to_string(format!("/sys/class/net/{dev}/carrier"))
+            .is_ok_and(|c| c.trim() == "0");
         let mut options = OpenOptions::new();
         options.read(true).write(true);
         if nonblocking {
@@ -57,6 +67,9 @@ impl Tun {
         if ifindex == 0 {
             return Err(std::io::Error::last_os_error())
                 .with_context(|| format!("no index for {dev}"));
+        }
+        if carrier_was_off {
+            watch.wait_up(dev, ifindex, LINK_UP_LIMIT)?;
         }
         Ok(Tun {
             file,
