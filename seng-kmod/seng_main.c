@@ -117,10 +117,20 @@ void seng_glue_ct_cut(void *net, const void *set)
 
 /* xtables match */
 
+/*
+ * net_generic() without its own RCU read-side section: the packet path already runs inside one
+ * (netfilter hooks hold it), and on preemptible-RCU kernels such as Debian's the nested lock and
+ * unlock are two out-of-line calls on every rule evaluation.
+ */
+static struct seng_net *seng_pernet_in_rcu(const struct net *net)
+{
+	return rcu_dereference(net->gen)->ptr[seng_net_id];
+}
+
 static bool seng_mt(const struct sk_buff *skb, struct xt_action_param *par)
 {
 	/* ip_tables and ip6_tables keep the network header in the linear area. */
-	return seng_rs_match(seng_pernet(xt_net(par))->rs, par->matchinfo, xt_family(par),
+	return seng_rs_match(seng_pernet_in_rcu(xt_net(par))->rs, par->matchinfo, xt_family(par),
 			     skb_network_header(skb));
 }
 
