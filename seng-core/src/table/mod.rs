@@ -520,10 +520,11 @@ impl<P: Platform> EnclaveTable<P> {
     /// The application's categories plus `extra` as a new unpublished set, or `None` when
     /// nothing would change.
     fn merged_categories(&self, app: &AppNode, extra: &[Category]) -> Result<Option<(CategorySet, usize)>, TableError> {
-        let Some(&first) = extra.first() else {
+        let current = categories_of(&app.value);
+        // The common case (re-stating categories the application has) builds nothing.
+        let Some(&first) = extra.iter().find(|c| !current.contains(c)) else {
             return Ok(None);
         };
-        let current = categories_of(&app.value);
         let mut merged = [first; MAX_CATEGORIES_PER_APP];
         let mut len = 0;
         for category in current.iter().chain(extra) {
@@ -532,9 +533,6 @@ impl<P: Platform> EnclaveTable<P> {
             }
             *merged.get_mut(len).ok_or(TableError::TooManyCategories)? = *category;
             len += 1;
-        }
-        if len == current.len() {
-            return Ok(None);
         }
         let set = CategorySet::alloc(&self.platform, SetHeader { len }, len, |i| merged.get(i).copied().unwrap_or(first))
             .ok_or(TableError::OutOfMemory)?;
