@@ -176,16 +176,11 @@ fn split_words(line: &str, line_no: usize) -> Result<Vec<Word<'_>>, ScriptError>
     // Plain ASCII without quotes, escapes or comments (every line `seng save` writes for
     // ordinary names): split on bytes, columns are byte offsets.
     if line.bytes().all(|b| b.is_ascii() && !matches!(b, b'"' | b'\\' | b'#')) {
-        let mut words = Vec::with_capacity(8);
-        let mut rest = line;
-        while let Some(start) = rest.find(|c: char| !c.is_ascii_whitespace()) {
-            let after = rest.get(start..).unwrap_or_default();
-            let len = after.find(|c: char| c.is_ascii_whitespace()).unwrap_or(after.len());
-            let column = line.len() - rest.len() + start + 1;
-            words.push(Word { text: Cow::Borrowed(after.get(..len).unwrap_or_default()), column, quoted: false });
-            rest = after.get(len..).unwrap_or_default();
-        }
-        return Ok(words);
+        let column = |word: &str| word.as_ptr() as usize - line.as_ptr() as usize + 1;
+        return Ok(line
+            .split_ascii_whitespace()
+            .map(|word| Word { text: Cow::Borrowed(word), column: column(word), quoted: false })
+            .collect());
     }
     let mut words = Vec::with_capacity(8);
     let mut chars = line.char_indices().enumerate().peekable();
@@ -366,7 +361,7 @@ pub fn parse(text: &str) -> Result<Vec<ScriptLine>, ScriptError> {
         let line_no = index + 1;
         let words = split_words(line, line_no)?;
         let mut rest = words.as_slice();
-        let end_column = line.chars().count() + 1;
+        let end_column = if line.is_ascii() { line.len() } else { line.chars().count() } + 1;
         let mut at = None;
         if let [first, tail @ ..] = rest {
             if let Some(seconds) = first.text.strip_prefix('@').filter(|_| !first.quoted) {
