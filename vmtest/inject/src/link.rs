@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::route::open_rtnetlink;
+
 const NLMSG_HDRLEN: usize = 16;
 /// struct ifinfomsg: family, pad, type (u16), index (i32), flags, change.
 const IFINFOMSG_LEN: usize = 16;
@@ -67,17 +69,7 @@ fn operstate(attrs: &[u8]) -> Option<u8> {
 impl LinkWatch {
     /// Subscribes to link notifications; do it before the change to be waited for.
     pub fn subscribe() -> Result<LinkWatch> {
-        // SAFETY: plain socket(2) call.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error()).context("cannot open an rtnetlink socket");
-        }
+        let fd = open_rtnetlink()?;
         let watch = LinkWatch { fd };
         // SAFETY: an all-zero sockaddr_nl is valid; bind reads exactly its size.
         let rc = unsafe {

@@ -113,22 +113,27 @@ fn parse_reply(reply: &[u8], seq: u32, addr: IpAddr) -> Result<Option<Route>> {
     Ok(None)
 }
 
+/// A new route netlink socket (close-on-exec).
+pub fn open_rtnetlink() -> Result<i32> {
+    // SAFETY: plain socket(2) call.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error()).context("cannot open an rtnetlink socket");
+    }
+    Ok(fd)
+}
+
 impl Router {
     /// Opens the socket; lookups are made as for packets carrying firewall mark `mark`.
     pub fn new(mark: u32) -> Result<Router> {
-        // SAFETY: plain socket(2) call.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error()).context("cannot open an rtnetlink socket");
-        }
         Ok(Router {
-            fd,
+            fd: open_rtnetlink()?,
             seq: 0,
             mark,
             cache: HashMap::new(),
