@@ -31,6 +31,7 @@ $SENG flush
 
 $BENCH gen 1000000 >/tmp/nl-1m
 echo "script: $(wc -l </tmp/nl-1m) lines, $(wc -c </tmp/nl-1m) bytes"
+timed "reading and checking the script alone (restore --test)" $SENG restore --test /tmp/nl-1m
 timed "restore 1M enclaves into an empty table" $SENG restore /tmp/nl-1m
 $SENG stats | tr '\n' ' '
 echo

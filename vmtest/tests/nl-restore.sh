@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 # `seng restore` replaces the table atomically from a script: 100k enclaves in one batched
 # transaction, `seng save | seng restore` round trips exactly, every script command folds in,
-# and a script the module refuses or that has an error leaves the live table untouched, with the
-# error naming file and line.
+# a script the module refuses or that has an error leaves the live table untouched, with the
+# error naming file and line, and `--test` only checks a script.
 . /vmtest/lib.sh
 
 SENG=/usr/local/bin/seng
@@ -60,7 +60,13 @@ assert_eq "$?" 2 "exit status of a restore deleting an unknown enclave"
 assert_contains "$OUT" "/tmp/nl-bad2:1: enclave del 10.1.1.1: address is not a registered enclave" "error text"
 OUT=$($SENG restore /tmp/nonexistent 2>&1)
 assert_eq "$?" 2 "exit status of a restore of a missing file"
-assert_eq "$(stat_of generation)" "$gen" "generation after refused restores"
+# --test checks a script and says what it describes, touching nothing.
+run $SENG restore --test /tmp/nl-gen
+assert_eq "$OUT" "/tmp/nl-gen: a table of $N enclaves of 16 applications" "restore --test of a good script"
+OUT=$($SENG restore --test /tmp/nl-bad 2>&1)
+assert_eq "$?" 2 "exit status of restore --test of a bad script"
+assert_contains "$OUT" "/tmp/nl-bad:501:" "restore --test error position"
+assert_eq "$(stat_of generation)" "$gen" "generation after refused and tested restores"
 
 # Refused by the module (over capacity): exit 1, the live table untouched.
 run $RMMOD seng

@@ -59,6 +59,10 @@ pub enum Cmd {
         /// The script (`seng save` output); `-` or nothing for standard input.
         #[arg(default_value = "-")]
         file: String,
+        /// Only read and check the script and say what table it describes; the module is not
+        /// needed and not touched (as `iptables-restore --test`).
+        #[arg(long, short)]
+        test: bool,
     },
     /// Print every change of the table as a script line, as it happens.
     Monitor,
@@ -171,8 +175,9 @@ mod test {
             ("get 10.1.1.1 --json".into(), Cmd::Get { ip: "10.1.1.1".parse().unwrap(), json: true }),
             ("flush".into(), Cmd::Flush),
             ("save".into(), Cmd::Save),
-            ("restore".into(), Cmd::Restore { file: "-".into() }),
-            ("restore /tmp/table".into(), Cmd::Restore { file: "/tmp/table".into() }),
+            ("restore".into(), Cmd::Restore { file: "-".into(), test: false }),
+            ("restore /tmp/table".into(), Cmd::Restore { file: "/tmp/table".into(), test: false }),
+            ("restore --test /tmp/table".into(), Cmd::Restore { file: "/tmp/table".into(), test: true }),
             ("monitor".into(), Cmd::Monitor),
             ("stats".into(), Cmd::Stats { json: false }),
         ];

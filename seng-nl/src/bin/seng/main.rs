@@ -99,9 +99,14 @@ fn run(command: Cmd) -> Result<(), Failure> {
                 written(writeln!(out, "{}", e.to_command()))?;
             }
         }
-        Cmd::Restore { file } => {
+        Cmd::Restore { file, test } => {
             let table = restore::read(&file)?;
-            connect()?.replace(restore::enclaves(&table)).map_err(op("restore"))?;
+            if test {
+                let stats = table.stats();
+                written(writeln!(out, "{file}: a table of {} enclaves of {} applications", stats.enclaves, stats.apps))?;
+            } else {
+                connect()?.replace(restore::enclaves(&table)).map_err(op("restore"))?;
+            }
         }
         Cmd::Monitor => monitor(&mut out)?,
         Cmd::Stats { json } => {
