@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{failure_message, Cmd};
+use crate::cmd::{combined, failure_message, Cmd};
 use crate::kernel::Kernel;
 use crate::paths::{mkdir, remove_all, write_if_changed, Paths};
 
@@ -167,37 +167,49 @@ pub fn build_module(paths: &Paths, kernel: &Kernel, rust_obj: &Path) -> Result<P
     if let Some(cc) = compiler_override(kernel) {
         make = make.arg(format!("CC={cc}"));
     }
-    let shown = make.shown().to_string();
+    let key = build_key(kernel, &build, rust_obj, make.shown())?;
+    kbuild_cached(make, &kernel.release, &key, &out, &build, &build)
+}
+
+/// Runs kbuild's `make` unless `out/seng.ko` was already built from inputs fingerprinted as
+/// `key`; kbuild works in `build` and leaves `seng.ko` in `module_dir`. Any warning fails the
+/// build. Returns `out/seng.ko`.
+pub fn kbuild_cached(
+    make: Cmd,
+    release: &str,
+    key: &str,
+    out: &Path,
+    build: &Path,
+    module_dir: &Path,
+) -> Result<PathBuf> {
     // kbuild takes most of a second even with nothing to do: skip it when no input changed.
     let ko = out.join("seng.ko");
-    let key = build_key(kernel, &build, rust_obj, &shown)?;
     let key_file = out.join("build.key");
-    if ko.exists() && fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str()) {
+    if ko.exists() && fs::read_to_string(&key_file).ok().as_deref() == Some(key) {
         return Ok(ko);
     }
+    let shown = make.shown().to_string();
     let output = make.output_any()?;
     if !output.status.success() {
         bail!(
-            "kbuild for {} failed: {}",
-            kernel.release,
+            "kbuild for {release} failed: {}",
             failure_message(&shown, &output)
         );
     }
-    let text = crate::cmd::combined(&output);
+    let text = combined(&output);
     let warnings: Vec<&str> = text
         .lines()
         .filter(|l| l.to_ascii_lowercase().contains("warning"))
         .collect();
     if !warnings.is_empty() {
         // Objects built with warnings must not count as up to date on the next run.
-        remove_all(&build)?;
+        remove_all(build)?;
         bail!(
-            "kbuild for {} printed warnings (they fail the build):\n{}\n--- full output of `{shown}` ---\n{text}",
-            kernel.release,
+            "kbuild for {release} printed warnings (they fail the build):\n{}\n--- full output of `{shown}` ---\n{text}",
             warnings.join("\n")
         );
     }
-    fs::copy(build.join("seng.ko"), &ko)
+    fs::copy(module_dir.join("seng.ko"), &ko)
         .with_context(|| format!("cannot copy seng.ko to {}", ko.display()))?;
     fs::write(&key_file, key).with_context(|| format!("cannot write {}", key_file.display()))?;
     Ok(ko)

@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::apt::AptRoot;
-use crate::cmd::{combined, failure_message, tail, Cmd};
+use crate::cmd::{tail, Cmd};
 use crate::kernel::{fetch_deb, FetchOpts, Kernel, Series};
+use crate::kmod::kbuild_cached;
 use crate::paths::{mkdir, remove_all, write_if_changed, Paths};
 
 /// The Debian package with the kernel source, and the release whose lists carry it.
@@ -459,47 +460,15 @@ pub fn build_module(paths: &Paths, kernel: &Kernel) -> Result<PathBuf> {
         .make(&kernel.kdir())
         .arg(format!("M={}", module_dir.display()))
         .args(["-j2", "modules"]);
-    let shown = make.shown().to_string();
-
-    let ko = out.join("seng.ko");
     let mut h = DefaultHasher::new();
-    h.write(shown.as_bytes());
+    h.write(make.shown().as_bytes());
     h.write(fs::read(kernel.dir.join("kernel.info"))?.as_slice());
     for file in &inputs {
         h.write(file.as_os_str().as_encoded_bytes());
         h.write(&fs::read(file)?);
     }
     let key = format!("{:016x}", h.finish());
-    let key_file = out.join("build.key");
-    if ko.exists() && fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str()) {
-        return Ok(ko);
-    }
-    let output = make.output_any()?;
-    if !output.status.success() {
-        bail!(
-            "kbuild for {} failed: {}",
-            kernel.release,
-            failure_message(&shown, &output)
-        );
-    }
-    let text = combined(&output);
-    let warnings: Vec<&str> = text
-        .lines()
-        .filter(|l| l.to_ascii_lowercase().contains("warning"))
-        .collect();
-    if !warnings.is_empty() {
-        // Objects built with warnings must not count as up to date on the next run.
-        remove_all(&build)?;
-        bail!(
-            "kbuild for {} printed warnings (they fail the build):\n{}\n--- full output of `{shown}` ---\n{text}",
-            kernel.release,
-            warnings.join("\n")
-        );
-    }
-    fs::copy(module_dir.join("seng.ko"), &ko)
-        .with_context(|| format!("cannot copy seng.ko to {}", ko.display()))?;
-    fs::write(&key_file, key).with_context(|| format!("cannot write {}", key_file.display()))?;
-    Ok(ko)
+    kbuild_cached(make, &kernel.release, &key, &out, &build, &module_dir)
 }
 
 /// Copies the files under `src` that `keep` accepts (by path relative to `src`) to `dst`,
