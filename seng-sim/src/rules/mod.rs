@@ -109,6 +109,17 @@ pub enum PortDirection {
     Either,
 }
 
+impl PortDirection {
+    /// The option's name without dashes, as save and list print it.
+    fn name(self) -> &'static str {
+        match self {
+            PortDirection::Source => "sports",
+            PortDirection::Destination => "dports",
+            PortDirection::Either => "ports",
+        }
+    }
+}
+
 /// `-m tcp` options (also the implicit match of `-p tcp --dport …`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TcpSpec {
@@ -417,11 +428,7 @@ impl MatchSpec {
                 }
             }
             MatchSpec::Multiport(Some(m)) => {
-                let option = match m.direction {
-                    PortDirection::Source => "sports",
-                    PortDirection::Destination => "dports",
-                    PortDirection::Either => "ports",
-                };
+                let option = m.direction.name();
                 let list: Vec<String> = m.ports.iter().map(PortRange::save).collect();
                 let _ = write!(out, " {}--{option} {}", neg(m.negated), list.join(","));
             }
@@ -482,11 +489,7 @@ impl MatchSpec {
                 }
             }
             MatchSpec::Multiport(Some(m)) => {
-                let option = match m.direction {
-                    PortDirection::Source => "sports",
-                    PortDirection::Destination => "dports",
-                    PortDirection::Either => "ports",
-                };
+                let option = m.direction.name();
                 let list: Vec<String> = m.ports.iter().map(PortRange::save).collect();
                 let _ = write!(out, " multiport {option} {}{}", if m.negated { " !" } else { "" }, list.join(","));
             }
