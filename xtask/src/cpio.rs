@@ -93,37 +93,31 @@ impl Archive {
     /// A cheap hash of the archive's layout and its host files' metadata (size, mtime, inode)
     /// instead of their content: unchanged means the content fingerprint is unchanged too.
     pub fn stat_fingerprint(&self) -> Result<u64> {
-        let mut h = DefaultHasher::new();
-        for (path, node) in &self.nodes {
-            h.write(path.as_bytes());
-            h.write_u8(0);
-            match node {
-                Node::Dir => h.write_u8(1),
-                Node::File { host, mode } => {
-                    let meta = fs::metadata(host)
-                        .with_context(|| format!("cannot read {}", host.display()))?;
-                    h.write(host.as_os_str().as_encoded_bytes());
-                    h.write_u32(*mode);
-                    h.write_u64(meta.len());
-                    h.write_i64(meta.mtime());
-                    h.write_i64(meta.mtime_nsec());
-                    h.write_u64(meta.ino());
-                }
-                Node::Data { data, mode } => {
-                    h.write_u32(*mode);
-                    h.write(data);
-                }
-                Node::Symlink(target) => {
-                    h.write_u8(2);
-                    h.write(target.as_bytes());
-                }
-            }
-        }
-        Ok(h.finish())
+        self.hash_with(|h, host| {
+            let meta =
+                fs::metadata(host).with_context(|| format!("cannot read {}", host.display()))?;
+            h.write(host.as_os_str().as_encoded_bytes());
+            h.write_u64(meta.len());
+            h.write_i64(meta.mtime());
+            h.write_i64(meta.mtime_nsec());
+            h.write_u64(meta.ino());
+            Ok(())
+        })
     }
 
     /// A hash of every path, type, mode and content: equal fingerprints mean equal archives.
     pub fn fingerprint(&self) -> Result<u64> {
+        self.hash_with(|h, host| {
+            h.write(&read(host)?);
+            Ok(())
+        })
+    }
+
+    /// A hash of every path, type and mode, with `host_file` hashing each file from the host.
+    fn hash_with(
+        &self,
+        host_file: impl Fn(&mut DefaultHasher, &Path) -> Result<()>,
+    ) -> Result<u64> {
         let mut h = DefaultHasher::new();
         for (path, node) in &self.nodes {
             h.write(path.as_bytes());
@@ -132,7 +126,7 @@ impl Archive {
                 Node::Dir => h.write_u8(1),
                 Node::File { host, mode } => {
                     h.write_u32(*mode);
-                    h.write(&read(host)?);
+                    host_file(&mut h, host)?;
                 }
                 Node::Data { data, mode } => {
                     h.write_u32(*mode);
