@@ -73,14 +73,15 @@ run_tests() {
 }
 
 run_bench() {
-	for script in /vmtest/bench/*.sh; do
-		[ -f "$script" ] || continue
-		name=$(basename "$script" .sh)
+	while read -r file; do
+		[ -n "$file" ] || continue
+		script=/vmtest/bench/$file
+		name=${file%.sh}
 		vmtest_reset >/dev/null 2>&1
 		echo "SENG-BENCH-BEGIN $name"
 		(cd /tmp && exec sh "$script") 3>&1 2>&1 </dev/null
 		echo "SENG-BENCH-END $name $?"
-	done
+	done </vmtest/plan
 	echo SENG-DONE
 }
 

@@ -164,3 +164,12 @@ vmtest_reset() {
 	grep -q '^seng ' /proc/modules && $RMMOD seng
 	return 0
 }
+
+# timed WHAT CMD...: runs CMD (its output discarded) and prints how long it took, on the clock
+# and as user and kernel CPU time (for a netlink client, kernel time is mostly the module's work).
+timed() {
+	what=$1
+	shift
+	time -o /tmp/timed -f '%e s (user %U s, kernel %S s)' "$@" >/dev/null || echo "FAILED: $*"
+	echo "$what: $(cat /tmp/timed)"
+}

@@ -17,21 +17,6 @@ NO_MATCH=00000000000000000000000000000000000000000000000000000000000000ff
 REGISTERED=10.0.0.1
 UNREGISTERED=10.255.255.254
 
-uptime_cs() {
-	read -r up _ </proc/uptime
-	echo "${up%.*}${up#*.}"
-}
-
-# timed WHAT CMD...: runs CMD and prints how long it took.
-timed() {
-	what=$1
-	shift
-	start=$(uptime_cs)
-	"$@" >/dev/null || echo "FAILED: $*"
-	d=$(($(uptime_cs) - start))
-	printf '%s: %d.%02d s\n' "$what" $((d / 100)) $((d % 100))
-}
-
 # chain KIND: INPUT gets 10 rules of KIND (seng or plain) and a final ACCEPT.
 chain() {
 	$IPT -F INPUT

@@ -118,7 +118,8 @@ struct BuildKmodArgs {
 struct VmtestArgs {
     #[command(flatten)]
     kernels: KernelArgs,
-    /// Run only the tests whose name contains this text (repeatable: any of them).
+    /// Run only the tests (with --bench: the benchmarks) whose name contains this text
+    /// (repeatable: any of them).
     #[arg(long, value_name = "TEXT")]
     filter: Vec<String>,
     /// After the run, keep the VM up with a shell on this terminal; exit the shell to power off.
@@ -243,11 +244,28 @@ fn test_plan(
             .map(|b| b.bin.clone()),
     );
     files.sort();
-    files.retain(|f| {
-        filters.is_empty() || filters.iter().any(|w| test_name(f).contains(w.as_str()))
-    });
+    files.retain(|f| filter_accepts(filters, f));
     anyhow::ensure!(!files.is_empty(), "no test matches --filter {filters:?}");
     Ok(files)
+}
+
+/// The `vmtest/bench` scripts to run, filtered, in name order.
+fn bench_plan(paths: &Paths, filters: &[String]) -> Result<Vec<String>> {
+    let dir = paths.root.join("vmtest/bench");
+    let mut files = Vec::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".sh") && filter_accepts(filters, &name) {
+            files.push(name);
+        }
+    }
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no benchmark matches --filter {filters:?}");
+    Ok(files)
+}
+
+fn filter_accepts(filters: &[String], file: &str) -> bool {
+    filters.is_empty() || filters.iter().any(|w| test_name(file).contains(w.as_str()))
 }
 
 /// A test's name: its file name without `.sh`.
@@ -281,7 +299,7 @@ fn vmtest(paths: &Paths, args: &VmtestArgs, timings: &mut Timings) -> Result<boo
     let bins = initramfs::read_guest_bins(&paths.root)?;
     let plan = match mode {
         vm::Mode::Test => test_plan(paths, &bins, &args.filter)?,
-        vm::Mode::Bench => Vec::new(),
+        vm::Mode::Bench => bench_plan(paths, &args.filter)?,
     };
     let built_bins = timings.measure("all", "guest bins", || {
         initramfs::build_guest_bins(paths, &bins)
@@ -408,8 +426,9 @@ fn vmtest_kernel(
             plan.len()
         ),
         vm::Mode::Bench => println!(
-            "[{series}] booting {} to run the benchmarks",
-            kernel.release
+            "[{series}] booting {} to run {} benchmarks",
+            kernel.release,
+            plan.len()
         ),
     }
     let out_dir = paths.vmtest_out(&kernel.release);
@@ -438,9 +457,13 @@ fn vmtest_kernel(
         }
     }
     for file in plan {
-        let test = test_name(file);
-        if !outcome.results.iter().any(|r| r.name == test) && !args.keep {
-            verdict.failed.push(format!("test {test}: no result"));
+        let name = test_name(file);
+        let (kind, reported) = match mode {
+            vm::Mode::Test => ("test", outcome.results.iter().any(|r| r.name == name)),
+            vm::Mode::Bench => ("bench", outcome.benches.iter().any(|(b, _)| b == name)),
+        };
+        if !reported && !args.keep {
+            verdict.failed.push(format!("{kind} {name}: no result"));
         }
     }
     for (bench, rc) in &outcome.benches {

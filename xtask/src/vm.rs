@@ -26,7 +26,7 @@ use crate::paths::{mkdir, remove_all};
 pub enum Mode {
     /// The planned tests of `vmtest/tests`.
     Test,
-    /// Every script of `vmtest/bench`, printing its output.
+    /// The planned scripts of `vmtest/bench`, printing their output.
     Bench,
 }
 
