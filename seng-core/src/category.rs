@@ -69,6 +69,16 @@ impl Category {
         Ok(Category { bytes })
     }
 
+    /// A category from name bytes that [`Category::new`] accepted before (the checks are
+    /// skipped; bytes beyond the 20th are ignored).
+    pub(crate) fn from_checked(name: &[u8]) -> Category {
+        let mut bytes = [0u8; CATEGORY_FIELD_LEN];
+        for (dst, src) in bytes.iter_mut().take(CATEGORY_MAX_LEN).zip(name) {
+            *dst = *src;
+        }
+        Category { bytes }
+    }
+
     /// A category from a NUL-terminated ABI field; bytes after the NUL are ignored.
     pub fn from_field(field: &[u8; CATEGORY_FIELD_LEN]) -> Result<Category, CategoryError> {
         let Some(len) = field.iter().position(|&b| b == 0) else {

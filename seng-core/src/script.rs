@@ -21,19 +21,19 @@
 //! digits) makes the line a timed event, relative to the first packet of a capture; untimed lines
 //! apply before it, and times must not decrease through the script.
 //!
-//! [`parse`] reads a script into [`ScriptLine`]s, [`print()`] writes the canonical form (what
-//! `seng save` prints; parsing it gives the same lines back), and [`Command::apply`] performs a
-//! command on a [`LocalTable`].
+//! [`parse`] reads a script into [`ScriptLine`]s and [`parse_line`] one line of it, [`print()`]
+//! writes the canonical form (what `seng save` prints; parsing it gives the same lines back), and
+//! [`Command::apply`] performs a command on a [`LocalTable`].
 
 use std::borrow::Cow;
 
 use core::fmt;
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv4Addr};
 use core::time::Duration;
 
-use crate::category::CategoryError;
+use crate::category::{CategoryError, CATEGORY_MAX_LEN};
 use crate::host::HostError;
-use crate::measurement::HexError;
+use crate::measurement::{HexError, MEASUREMENT_LEN};
 use crate::table::{LocalTable, Registered, TableError, Unregistered};
 use crate::{Category, Family, Measurement};
 
@@ -356,40 +356,146 @@ fn parse_time(text: &str) -> Option<Duration> {
 /// Parses a whole script. Errors name the line, the column and the word.
 pub fn parse(text: &str) -> Result<Vec<ScriptLine>, ScriptError> {
     let mut lines = Vec::new();
-    let mut latest: Option<Duration> = None;
+    let mut latest = None;
     for (index, line) in text.lines().enumerate() {
-        let line_no = index + 1;
-        let words = split_words(line, line_no)?;
-        let mut rest = words.as_slice();
-        let end_column = if line.is_ascii() { line.len() } else { line.chars().count() } + 1;
-        let mut at = None;
-        if let [first, tail @ ..] = rest {
-            if let Some(seconds) = first.text.strip_prefix('@').filter(|_| !first.quoted) {
-                let error = |kind| ScriptError { line: line_no, column: first.column, word: first.text.clone().into_owned(), kind };
-                let time = parse_time(seconds).ok_or_else(|| error(ScriptErrorKind::BadTime))?;
-                if let Some(previous) = latest.filter(|p| time < *p) {
-                    return Err(error(ScriptErrorKind::TimeDecreasing { previous }));
-                }
-                latest = Some(time);
-                at = Some(time);
-                rest = tail;
-            }
+        if let Some(line) = read_line(line, index + 1, latest)? {
+            latest = line.at.or(latest);
+            lines.push(line);
         }
-        if let [first, tail @ ..] = rest {
-            if first.text == "seng" && !first.quoted {
-                rest = tail;
-            }
-        }
-        if rest.is_empty() {
-            if let Some(first) = words.first() {
-                return Err(ScriptError { line: line_no, column: end_column, word: first.text.clone().into_owned(), kind: ScriptErrorKind::Missing("a command") });
-            }
-            continue;
-        }
-        let mut parser = LineParser { words: rest.iter(), line_no, end_column };
-        lines.push(ScriptLine { line_no, at, command: parser.command()? });
     }
     Ok(lines)
+}
+
+/// Parses one line of a script, numbered `line_no` (1-based) in what it reports: `Ok(None)` for a
+/// blank or comment-only line.
+///
+/// `line` is a line as [`str::lines`] yields it, without its line ending; a `\r` or `\n` left in
+/// it is a blank like any other. A line reads exactly as it does inside [`parse`], errors
+/// included, except that a timed line is not checked against earlier ones: times must not
+/// decrease through a script, and that takes the previous lines, which [`parse`] has.
+///
+/// The lines `seng save` writes (`enclave add IPV4 --app HEX --host ADDR [--cat NAME]...`,
+/// single spaces, plain names) take a fast path that allocates nothing but the category list.
+pub fn parse_line(line: &str, line_no: usize) -> Result<Option<ScriptLine>, ScriptError> {
+    read_line(line, line_no, None)
+}
+
+/// [`parse_line`], with `latest` the time of the script's last timed line before this one.
+fn read_line(line: &str, line_no: usize, latest: Option<Duration>) -> Result<Option<ScriptLine>, ScriptError> {
+    // The fast path only takes untimed lines, so `latest` cannot matter to it.
+    match plain_enclave_add(line) {
+        Some(command) => Ok(Some(ScriptLine { line_no, at: None, command })),
+        None => read_line_general(line, line_no, latest),
+    }
+}
+
+/// Reads any line the format allows and reports what is wrong with any other.
+fn read_line_general(line: &str, line_no: usize, latest: Option<Duration>) -> Result<Option<ScriptLine>, ScriptError> {
+    let words = split_words(line, line_no)?;
+    let mut rest = words.as_slice();
+    let end_column = if line.is_ascii() { line.len() } else { line.chars().count() } + 1;
+    let mut at = None;
+    if let [first, tail @ ..] = rest {
+        if let Some(seconds) = first.text.strip_prefix('@').filter(|_| !first.quoted) {
+            let error = |kind| ScriptError { line: line_no, column: first.column, word: first.text.clone().into_owned(), kind };
+            let time = parse_time(seconds).ok_or_else(|| error(ScriptErrorKind::BadTime))?;
+            if let Some(previous) = latest.filter(|p| time < *p) {
+                return Err(error(ScriptErrorKind::TimeDecreasing { previous }));
+            }
+            at = Some(time);
+            rest = tail;
+        }
+    }
+    if let [first, tail @ ..] = rest {
+        if first.text == "seng" && !first.quoted {
+            rest = tail;
+        }
+    }
+    if rest.is_empty() {
+        return match words.first() {
+            Some(first) => Err(ScriptError { line: line_no, column: end_column, word: first.text.clone().into_owned(), kind: ScriptErrorKind::Missing("a command") }),
+            None => Ok(None),
+        };
+    }
+    let mut parser = LineParser { words: rest.iter(), line_no, end_column };
+    Ok(Some(ScriptLine { line_no, at, command: parser.command()? }))
+}
+
+/// The fast path of [`parse_line`]: `enclave add ADDR --app HEX --host ADDR [--cat NAME]...`
+/// exactly as `seng save` writes it, one space between words, no `@time`, no leading `seng`, names
+/// of printable ASCII without quotes, backslashes or `#`. Every such line splits into the same
+/// words for the general path, which reads them into the same command; anything else (errors
+/// included) is `None`, for the general path to read and report.
+fn plain_enclave_add(line: &str) -> Option<Command> {
+    // Each value's reader stops where the value does; the next literal, starting with its space,
+    // or the end of the line then checks that the word ended there too.
+    let rest = line.strip_prefix("enclave add ")?;
+    let (ip, rest) = address(rest)?;
+    let rest = rest.strip_prefix(" --app ")?;
+    let (hex, rest) = rest.split_at_checked(2 * MEASUREMENT_LEN)?;
+    let app = Measurement::parse_hex_bytes(hex.as_bytes())?;
+    let rest = rest.strip_prefix(" --host ")?;
+    let (host, mut rest) = address(rest)?;
+    // One category is the common case; a capacity of 0 allocates nothing.
+    let mut categories = Vec::with_capacity(usize::from(!rest.is_empty()));
+    while !rest.is_empty() {
+        let (name, tail) = plain_name(rest.strip_prefix(" --cat ")?)?;
+        // Printable ASCII is valid UTF-8 without control characters: only the length is left
+        // for `Category::new` to check.
+        if name.is_empty() || name.len() > CATEGORY_MAX_LEN {
+            return None;
+        }
+        categories.push(Category::from_checked(name.as_bytes()));
+        rest = tail;
+    }
+    Some(Command::EnclaveAdd { ip, app, host, categories })
+}
+
+/// The address starting `text`, and what follows it.
+// Inlined into its two uses, the result stays in registers instead of going through memory.
+#[inline(always)]
+fn address(text: &str) -> Option<(IpAddr, &str)> {
+    if let Some((ip, rest)) = ipv4_prefix(text.as_bytes()) {
+        // `rest` follows ASCII digits, so it starts on a character boundary.
+        return Some((IpAddr::V4(ip), text.get(text.len() - rest.len()..)?));
+    }
+    // Other forms (IPv6) through the parser the general path uses, so they read the same.
+    let (word, rest) = text.split_at_checked(text.find(' ').unwrap_or(text.len()))?;
+    Some((word.parse().ok()?, rest))
+}
+
+/// The dotted-quad IPv4 address starting `bytes`, and what follows it: four decimal octets up to
+/// 255 without leading zeros, the only form `Ipv4Addr::from_str` accepts. One pass over the bytes
+/// instead of a search for the word's end and then the general parser.
+fn ipv4_prefix(bytes: &[u8]) -> Option<(Ipv4Addr, &[u8])> {
+    let (a, rest) = octet(bytes)?;
+    let (b, rest) = octet(rest.strip_prefix(b".")?)?;
+    let (c, rest) = octet(rest.strip_prefix(b".")?)?;
+    let (d, rest) = octet(rest.strip_prefix(b".")?)?;
+    Some((Ipv4Addr::new(a, b, c, d), rest))
+}
+
+/// The decimal octet starting `bytes` (at most three digits, no leading zero), and what follows.
+fn octet(bytes: &[u8]) -> Option<(u8, &[u8])> {
+    let digit = |b: &u8| Some(b.wrapping_sub(b'0')).filter(|d| *d < 10);
+    let (first, mut rest) = bytes.split_first()?;
+    let mut value = u16::from(digit(first)?);
+    // A leading 0 is the whole octet.
+    if value != 0 {
+        for _ in 0..2 {
+            let Some((d, tail)) = rest.split_first().and_then(|(b, tail)| Some((digit(b)?, tail))) else { break };
+            value = value * 10 + u16::from(d);
+            rest = tail;
+        }
+    }
+    Some((u8::try_from(value).ok()?, rest))
+}
+
+/// The plain category name starting `text` (printable ASCII without quotes, backslashes or `#`,
+/// which the general path reads specially), and what follows it.
+fn plain_name(text: &str) -> Option<(&str, &str)> {
+    let plain = |b: u8| matches!(b, b'!'..=b'~') && !matches!(b, b'"' | b'\\' | b'#');
+    text.split_at_checked(text.bytes().position(|b| !plain(b)).unwrap_or(text.len()))
 }
 
 /// The canonical text of a script: one line per command, no comments, times as `@S[.F]` with
@@ -591,6 +697,187 @@ mod test {
         for (text, want) in cases {
             let got = parse(&text).unwrap_err().to_string();
             assert!(got.starts_with(want), "{text:?}:\n got {got:?}\nwant {want:?}");
+        }
+    }
+
+    #[test]
+    fn parse_line_reads_one_line_as_parse_does() {
+        let add = format!("enclave add 10.0.0.1 --app {APP} --host 172.16.0.1 --cat cat-0");
+        // (line, whether the fast path takes it)
+        let cases: Vec<(String, bool)> = vec![
+            (add.clone(), true),
+            (format!("enclave add 10.0.0.1 --app {APP} --host 172.16.0.1"), true),
+            (format!("enclave add fd00::a --app {} --host ::ffff:1.2.3.4 --cat a --cat !'$%&()*+,-./:;<=>? --cat @[]^_`{{|}}~", APP.to_uppercase()), true),
+            (format!("enclave add 0.0.0.0 --app {APP} --host 255.255.255.255 --cat --cat --cat --app"), true),
+            (format!("enclave add 10.0.0.1 --app {APP} --host 172.16.0.1 --cat \"Web Mail\""), false),
+            (format!("seng {add}"), false),
+            (format!("@1 {add}"), false),
+            (format!("{add} # saved"), false),
+            (format!("{add} "), false),
+            (format!("{add}\r"), false),
+            (add.replace("add ", "add  "), false),
+            (add.replace(" --app", "\t--app"), false),
+            (add.replace("10.0.0.1", "10.0.0.01"), false),
+            (add.replace("10.0.0.1", "10.0.0.256"), false),
+            (add.replace("10.0.0.1", "10.0.0.1.2"), false),
+            (add.replace("10.0.0.1", "10.0.0"), false),
+            (add.replace("10.0.0.1", "fd00::zz"), false),
+            (add.replace("d923", "g923"), false),
+            (add.replace("d923", "d92"), false),
+            (add.replace("d923", "d9233"), false),
+            (add.replace("cat-0", "123456789012345678901"), false),
+            (add.replace("cat-0", "caté"), false),
+            (add.replace(" --cat cat-0", " --cat"), false),
+            (add.replace("--host", "--hosts"), false),
+            (format!("{add} --app {APP}"), false),
+            (format!("enclave add 10.0.0.1 --host 172.16.0.1 --app {APP}"), false),
+            ("enclave del 10.0.0.1".into(), false),
+            ("".into(), false),
+            ("  # comment".into(), false),
+        ];
+        for (line, fast) in cases {
+            assert_eq!(plain_enclave_add(&line).is_some(), fast, "{line:?}");
+            let whole = parse(&line).map(|lines| lines.into_iter().next());
+            assert_eq!(parse_line(&line, 1), whole, "{line:?}");
+        }
+        // Only `parse` sees the previous line.
+        assert_eq!(parse_line("@1 flush", 2).unwrap().unwrap().at, Some(Duration::from_secs(1)));
+        assert!(parse("@2 flush\n@1 flush").is_err());
+    }
+
+    mod fast_path {
+        //! The fast path must read every line it takes exactly as the general path does; whatever
+        //! it leaves, the general path reads anyway. Lines are made near the fast path's edges.
+
+        use super::super::*;
+        use core::net::Ipv6Addr;
+        use proptest::prelude::*;
+
+        fn octet() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => any::<u8>().prop_map(|o| o.to_string()),
+                1 => prop::sample::select(vec!["256", "300", "999", "1000", "01", "00", "007", "", "-1", "+1", "0x1", "٣"]).prop_map(String::from),
+            ]
+        }
+
+        fn address() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => any::<[u8; 4]>().prop_map(|o| Ipv4Addr::from(o).to_string()),
+                2 => any::<[u8; 16]>().prop_map(|o| Ipv6Addr::from(o).to_string()),
+                2 => prop::collection::vec(octet(), 1..6).prop_map(|o| o.join(".")),
+                1 => prop::sample::select(vec!["::", "::1", "::ffff:1.2.3.4", "fd00::zz", "1.2.3.4/24", "1.2.3.4:80", "1.2.3.4.", ".1.2.3.4", "localhost", ""]).prop_map(String::from),
+            ]
+        }
+
+        fn hex() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => any::<[u8; 32]>().prop_map(|m| Measurement(m).to_string()),
+                1 => any::<[u8; 32]>().prop_map(|m| Measurement(m).to_string().to_uppercase()),
+                1 => "[0-9a-fA-F]{60,68}",
+                // Digits with the bytes around their ranges, control bytes included.
+                2 => "[0-9a-fA-F/:@G`g\x10\x19\x01é]{64}",
+            ]
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                4 => "[A-Za-z0-9_-]{1,20}",
+                2 => "[!-~]{0,22}",
+                1 => "[ -~\t\r\u{1}\u{7f}\u{a0}é€]{0,22}",
+            ]
+        }
+
+        fn option() -> impl Strategy<Value = [String; 2]> {
+            prop_oneof![
+                hex().prop_map(|h| ["--app".into(), h]),
+                address().prop_map(|a| ["--host".into(), a]),
+                name().prop_map(|n| ["--cat".into(), n]),
+                name().prop_map(|n| [n, "x".into()]),
+            ]
+        }
+
+        /// The words of an `enclave add` as `seng save` writes it.
+        fn saved(ip: String, app: String, host: String, categories: Vec<String>) -> Vec<String> {
+            let mut words = vec!["enclave".into(), "add".into(), ip, "--app".into(), app, "--host".into(), host];
+            for category in categories {
+                words.extend(["--cat".into(), category]);
+            }
+            words
+        }
+
+        fn plain_line() -> impl Strategy<Value = String> {
+            let ip = prop_oneof![
+                3 => any::<[u8; 4]>().prop_map(|o| Ipv4Addr::from(o).to_string()),
+                1 => any::<[u8; 16]>().prop_map(|o| Ipv6Addr::from(o).to_string()),
+            ];
+            let app = prop_oneof![
+                any::<[u8; 32]>().prop_map(|m| Measurement(m).to_string()),
+                "[0-9a-fA-F]{64}",
+            ];
+            (ip.clone(), app, ip, prop::collection::vec("[!-~&&[^\"\\\\#]]{1,20}", 0..3))
+                .prop_map(|(ip, app, host, categories)| saved(ip, app, host, categories).join(" "))
+        }
+
+        fn any_line() -> impl Strategy<Value = String> {
+            let options = prop_oneof![
+                (hex(), address(), prop::collection::vec(name(), 0..3)).prop_map(|(app, host, categories)| saved(String::new(), app, host, categories).split_off(3)),
+                prop::collection::vec(option(), 0..5).prop_map(|o| o.into_iter().flatten().collect()),
+            ];
+            let prefix = prop::sample::select(vec!["", "", "", "seng ", "@1 ", "@x ", " ", "\t", "#", "\"enclave\" "]);
+            let separator = prop::sample::select(vec![" ", " ", " ", " ", " ", " ", "  ", "\t", "\u{a0}", "\r"]);
+            let suffix = prop::sample::select(vec!["", "", "", " ", "\r", "\n", " # comment", "#x", " \"q\"", " \\"]);
+            (prefix, address(), options, prop::collection::vec(separator, 12), suffix).prop_map(|(prefix, ip, options, separators, suffix)| {
+                let mut line = format!("{prefix}enclave add {ip}");
+                for (word, separator) in options.iter().zip(separators.iter().cycle()) {
+                    line.push_str(separator);
+                    line.push_str(word);
+                }
+                line + suffix
+            })
+        }
+
+        /// A plain line with a few characters replaced, inserted or removed.
+        fn mutated_line() -> impl Strategy<Value = String> {
+            let edit = (any::<prop::sample::Index>(), 0..3u8, prop::sample::select(vec![' ', '\t', '.', ':', '0', '1', '9', 'a', 'f', 'g', '-', '"', '\\', '#', '@', 'é', '\u{a0}']));
+            (plain_line(), prop::collection::vec(edit, 1..4)).prop_map(|(line, edits)| {
+                let mut chars: Vec<char> = line.chars().collect();
+                for (at, kind, c) in edits {
+                    let at = at.index(chars.len() + 1);
+                    match kind {
+                        0 if at < chars.len() => chars[at] = c,
+                        1 if at < chars.len() => {
+                            chars.remove(at);
+                        }
+                        _ => chars.insert(at, c),
+                    }
+                }
+                chars.into_iter().collect()
+            })
+        }
+
+        fn agree(line: &str) -> Result<(), TestCaseError> {
+            prop_assert_eq!(parse_line(line, 3), read_line_general(line, 3, None), "{:?}", line);
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn takes_plain_lines(line in plain_line()) {
+                prop_assert!(plain_enclave_add(&line).is_some(), "{:?}", line);
+                agree(&line)?;
+            }
+
+            #[test]
+            fn agrees_on_variations(line in any_line()) {
+                agree(&line)?;
+            }
+
+            #[test]
+            fn agrees_on_mutations(line in mutated_line()) {
+                agree(&line)?;
+            }
         }
     }
 
