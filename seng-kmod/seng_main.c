@@ -167,13 +167,6 @@ static struct xt_match seng_mt_reg[] __read_mostly = {
 
 /* Generic netlink family */
 
-static const struct nla_policy seng_enclave_policy[SENG_A_MAX + 1] = {
-	[SENG_A_APP] = NLA_POLICY_EXACT_LEN(32),
-	[SENG_A_CAT] = { .type = NLA_NUL_STRING, .len = 20 },
-	[SENG_A_ADDR] = { .type = NLA_BINARY, .len = 16 },
-	[SENG_A_HOST_ADDR] = { .type = NLA_BINARY, .len = 16 },
-};
-
 static const struct nla_policy seng_policy[SENG_A_MAX + 1] = {
 	[SENG_A_APP] = NLA_POLICY_EXACT_LEN(32),
 	[SENG_A_CAT] = { .type = NLA_NUL_STRING, .len = 20 },
@@ -182,7 +175,11 @@ static const struct nla_policy seng_policy[SENG_A_MAX + 1] = {
 	[SENG_A_ADD] = { .type = NLA_FLAG },
 	[SENG_A_RMV] = { .type = NLA_FLAG },
 	[SENG_A_FLUSH] = { .type = NLA_FLAG },
-	[SENG_A_ENCLAVE] = NLA_POLICY_NESTED(seng_enclave_policy),
+	/*
+	 * No nested policy: the Rust decoder checks every attribute of a nest (types, lengths,
+	 * repeats) as it reads it, and a nested policy would walk every nest of a batch once more.
+	 */
+	[SENG_A_ENCLAVE] = { .type = NLA_NESTED },
 	[SENG_A_ADDR] = { .type = NLA_BINARY, .len = 16 },
 };
 
@@ -230,6 +227,7 @@ static int seng_genl_doit(struct sk_buff *skb, struct genl_info *info)
 		.payload_len = genlmsg_len(info->genlhdr),
 		.portid = info->snd_portid,
 		.cmd = cmd,
+		.bad_attr_offset = U32_MAX,
 	};
 	struct sk_buff *reply = NULL;
 	void *hdr = NULL;
@@ -255,6 +253,9 @@ static int seng_genl_doit(struct sk_buff *skb, struct genl_info *info)
 	if (ret) {
 		if (info->extack && req.errmsg)
 			info->extack->_msg = req.errmsg;
+		/* The blamed attribute's header must lie inside the payload. */
+		if (req.payload_len >= NLA_HDRLEN && req.bad_attr_offset <= req.payload_len - NLA_HDRLEN)
+			NL_SET_BAD_ATTR(info->extack, (const struct nlattr *)(req.payload + req.bad_attr_offset));
 		nlmsg_free(reply);
 		return ret;
 	}
@@ -314,6 +315,9 @@ static const struct genl_ops seng_ops[] = {
 	SENG_OP(SENG_CMD_REPLACE_ADD),
 	SENG_OP(SENG_CMD_REPLACE_COMMIT),
 	SENG_OP(SENG_CMD_REPLACE_ABORT),
+	SENG_OP(SENG_CMD_REPLACE_DEL),
+	SENG_OP(SENG_CMD_REPLACE_CAT_ADD),
+	SENG_OP(SENG_CMD_REPLACE_CAT_DEL),
 };
 
 static struct genl_family seng_family __ro_after_init = {

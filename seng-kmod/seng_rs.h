@@ -24,6 +24,9 @@ enum {
 	SENG_CMD_REPLACE_ADD,
 	SENG_CMD_REPLACE_COMMIT,
 	SENG_CMD_REPLACE_ABORT,
+	SENG_CMD_REPLACE_DEL,
+	SENG_CMD_REPLACE_CAT_ADD,
+	SENG_CMD_REPLACE_CAT_DEL,
 };
 
 enum {
@@ -58,7 +61,7 @@ struct seng_request {
 	u32 portid;
 	u8 cmd;
 	u8 notify;		/* out */
-	u16 bad_attr;		/* out */
+	u32 bad_attr_offset;	/* out: payload offset of the attribute to blame, U32_MAX: none */
 	u8 *reply;
 	u32 reply_cap;
 	u32 reply_len;		/* out */

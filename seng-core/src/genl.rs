@@ -43,15 +43,22 @@ pub mod cmd {
     /// Table statistics: replies with the STAT_* attributes.
     pub const STATS: u8 = 8;
     /// Start replacing the whole table: an empty staging table, owned by the sending socket.
+    /// Sent again by the owner, it starts over with an empty staging table.
     pub const REPLACE_BEGIN: u8 = 9;
-    /// Add ENCLAVE nests to the staging table.
+    /// Add ENCLAVE nests to the staging table (as [`ENCLAVE_SET`] does to the live one).
     pub const REPLACE_ADD: u8 = 10;
     /// Swap the staging table in atomically.
     pub const REPLACE_COMMIT: u8 = 11;
     /// Drop the staging table (also done when its socket closes).
     pub const REPLACE_ABORT: u8 = 12;
+    /// Remove ENCLAVE nests from the staging table (as [`ENCLAVE_DEL`] does from the live one).
+    pub const REPLACE_DEL: u8 = 13;
+    /// Attach categories in the staging table (as [`CAT_ADD`] does in the live one).
+    pub const REPLACE_CAT_ADD: u8 = 14;
+    /// Detach categories in the staging table (as [`CAT_DEL`] does in the live one).
+    pub const REPLACE_CAT_DEL: u8 = 15;
     /// Highest command number.
-    pub const MAX: u8 = 12;
+    pub const MAX: u8 = 15;
 }
 
 /// Attribute types. 1–7 are the original protocol's; the rest are new.
@@ -179,12 +186,18 @@ pub struct Attr<'a> {
 #[derive(Clone, Debug)]
 pub struct Attrs<'a> {
     rest: &'a [u8],
+    len: usize,
 }
 
 impl<'a> Attrs<'a> {
     /// Attributes packed in `buf` (a genl message payload or a nest's payload).
     pub fn new(buf: &'a [u8]) -> Attrs<'a> {
-        Attrs { rest: buf }
+        Attrs { rest: buf, len: buf.len() }
+    }
+
+    /// Where the next attribute starts, in bytes from the start of the buffer.
+    pub fn offset(&self) -> usize {
+        self.len - self.rest.len()
     }
 }
 
@@ -346,6 +359,12 @@ pub struct EnclaveSpec<'a> {
 impl<'a> EnclaveSpec<'a> {
     /// Decodes a nest's payload.
     pub fn parse(nest: &'a [u8]) -> Result<EnclaveSpec<'a>, ProtoError> {
+        EnclaveSpec::decode(nest, true)
+    }
+
+    /// Decodes a nest; `check_categories` false skips re-checking category names of a nest that
+    /// was decoded before (they are the costliest part of a registration's decoding).
+    fn decode(nest: &'a [u8], check_categories: bool) -> Result<EnclaveSpec<'a>, ProtoError> {
         let (mut addr, mut app, mut host) = (None, None, None);
         let mut cat_count = 0usize;
         for a in Attrs::new(nest) {
@@ -355,7 +374,9 @@ impl<'a> EnclaveSpec<'a> {
                 attr::APP => set_once(&mut app, &a, measurement(&a)?)?,
                 attr::HOST_ADDR => set_once(&mut host, &a, address(&a)?)?,
                 attr::CAT => {
-                    category(&a)?;
+                    if check_categories {
+                        category(&a)?;
+                    }
                     cat_count += 1;
                     if cat_count > MAX_CATEGORIES_PER_APP {
                         return Err(ProtoError::invalid(a.kind, c"too many categories in one enclave"));
@@ -370,10 +391,18 @@ impl<'a> EnclaveSpec<'a> {
 
     /// Calls `f` with the nest's categories as a slice (copied to the stack; no allocation).
     pub fn with_categories<R>(&self, f: impl FnOnce(&[Category]) -> R) -> R {
-        let mut cats = Attrs::new(self.nest).filter_map(Result::ok).filter(|a| a.kind == attr::CAT).filter_map(|a| category(&a).ok());
+        // Every spec comes from a decode that checked its category names.
+        let mut cats = Attrs::new(self.nest)
+            .filter_map(Result::ok)
+            .filter(|a| a.kind == attr::CAT)
+            .map(|a| Category::from_checked(a.payload.split_last().map_or(&[][..], |(_, name)| name)));
         let Some(first) = cats.next() else {
             return f(&[]);
         };
+        // One category is the common case: no 32-entry array to fill.
+        if self.cat_count == 1 {
+            return f(core::slice::from_ref(&first));
+        }
         let mut buf = [first; MAX_CATEGORIES_PER_APP];
         let mut n = 1;
         for (slot, c) in buf.iter_mut().skip(1).zip(cats) {
@@ -396,22 +425,29 @@ pub struct EnclaveList<'a> {
     count: usize,
 }
 
+/// Decodes one attribute of an enclave list; `full` requires APP and HOST_ADDR (additions),
+/// otherwise only ADDR is allowed (deletions).
+fn list_item(a: Result<Attr<'_>, ProtoError>, full: bool) -> Result<EnclaveSpec<'_>, ProtoError> {
+    let a = a?;
+    if a.kind != attr::ENCLAVE {
+        return Err(ProtoError::invalid(a.kind, c"only ENCLAVE nests are valid for this command"));
+    }
+    let spec = EnclaveSpec::parse(a.payload)?;
+    if full && (spec.app.is_none() || spec.host.is_none()) {
+        return Err(ProtoError::invalid(attr::ENCLAVE, c"enclave nest needs ADDR, APP and HOST_ADDR"));
+    }
+    if !full && (spec.app.is_some() || spec.host.is_some() || spec.cat_count > 0) {
+        return Err(ProtoError::invalid(attr::ENCLAVE, c"deletion nest takes only ADDR"));
+    }
+    Ok(spec)
+}
+
 impl<'a> EnclaveList<'a> {
     /// Validates every nest; `full` requires APP and HOST_ADDR in each (additions).
     fn parse(payload: &'a [u8], full: bool) -> Result<EnclaveList<'a>, ProtoError> {
         let mut count = 0;
         for a in Attrs::new(payload) {
-            let a = a?;
-            if a.kind != attr::ENCLAVE {
-                return Err(ProtoError::invalid(a.kind, c"only ENCLAVE nests are valid for this command"));
-            }
-            let spec = EnclaveSpec::parse(a.payload)?;
-            if full && (spec.app.is_none() || spec.host.is_none()) {
-                return Err(ProtoError::invalid(attr::ENCLAVE, c"enclave nest needs ADDR, APP and HOST_ADDR"));
-            }
-            if !full && (spec.app.is_some() || spec.host.is_some() || spec.cat_count > 0) {
-                return Err(ProtoError::invalid(attr::ENCLAVE, c"deletion nest takes only ADDR"));
-            }
+            list_item(a, full)?;
             count += 1;
         }
         if count == 0 {
@@ -432,7 +468,45 @@ impl<'a> EnclaveList<'a> {
 
     /// The enclaves, in message order.
     pub fn iter(&self) -> impl Iterator<Item = EnclaveSpec<'a>> + 'a {
-        Attrs::new(self.payload).filter_map(Result::ok).filter_map(|a| EnclaveSpec::parse(a.payload).ok())
+        self.iter_at().map(|(_, spec)| spec)
+    }
+
+    /// The enclaves, in message order, each with the offset of its ENCLAVE nest in the payload
+    /// (what an error about that enclave points at).
+    pub fn iter_at(&self) -> impl Iterator<Item = (usize, EnclaveSpec<'a>)> + 'a {
+        let mut attrs = Attrs::new(self.payload);
+        // Parsing validated every nest: nothing below can fail.
+        core::iter::from_fn(move || {
+            let at = attrs.offset();
+            let nest = attrs.next()?.ok()?;
+            Some((at, EnclaveSpec::decode(nest.payload, false).ok()?))
+        })
+    }
+}
+
+/// The ENCLAVE nests of a [`cmd::REPLACE_ADD`], each decoded and checked only when iteration
+/// reaches it. Additions to a staging table need no all-or-nothing check (the client aborts the
+/// transaction on any refusal), so each nest is decoded once instead of twice.
+#[derive(Clone, Copy, Debug)]
+pub struct StagedAdditions<'a> {
+    payload: &'a [u8],
+}
+
+impl<'a> StagedAdditions<'a> {
+    /// The enclaves in message order, each with the offset of its ENCLAVE nest in the payload;
+    /// a malformed nest is an error at its offset, and ends the iteration.
+    pub fn iter_at(&self) -> impl Iterator<Item = Result<(usize, EnclaveSpec<'a>), (usize, ProtoError)>> + 'a {
+        let mut attrs = Attrs::new(self.payload);
+        let mut failed = false;
+        core::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            let at = attrs.offset();
+            let item = list_item(attrs.next()?, true).map(|spec| (at, spec)).map_err(|e| (at, e));
+            failed = item.is_err();
+            Some(item)
+        })
     }
 }
 
@@ -484,11 +558,27 @@ pub enum Request<'a> {
     /// [`cmd::REPLACE_BEGIN`].
     ReplaceBegin,
     /// [`cmd::REPLACE_ADD`].
-    ReplaceAdd(EnclaveList<'a>),
+    ReplaceAdd(StagedAdditions<'a>),
     /// [`cmd::REPLACE_COMMIT`].
     ReplaceCommit,
     /// [`cmd::REPLACE_ABORT`].
     ReplaceAbort,
+    /// [`cmd::REPLACE_DEL`].
+    ReplaceDel(EnclaveList<'a>),
+    /// [`cmd::REPLACE_CAT_ADD`].
+    ReplaceCatAdd {
+        /// The application.
+        app: Measurement,
+        /// Categories to attach.
+        categories: CategoryList<'a>,
+    },
+    /// [`cmd::REPLACE_CAT_DEL`].
+    ReplaceCatDel {
+        /// The application.
+        app: Measurement,
+        /// Categories to detach.
+        categories: CategoryList<'a>,
+    },
 }
 
 fn no_attributes(payload: &[u8]) -> Result<(), ProtoError> {
@@ -532,13 +622,14 @@ impl<'a> Request<'a> {
                 no_attributes(payload)?;
                 Request::Flush
             }
-            cmd::CAT_ADD => {
+            cmd::CAT_ADD | cmd::CAT_DEL | cmd::REPLACE_CAT_ADD | cmd::REPLACE_CAT_DEL => {
                 let (app, categories) = app_and_categories(payload)?;
-                Request::CatAdd { app, categories }
-            }
-            cmd::CAT_DEL => {
-                let (app, categories) = app_and_categories(payload)?;
-                Request::CatDel { app, categories }
+                match command {
+                    cmd::CAT_ADD => Request::CatAdd { app, categories },
+                    cmd::CAT_DEL => Request::CatDel { app, categories },
+                    cmd::REPLACE_CAT_ADD => Request::ReplaceCatAdd { app, categories },
+                    _ => Request::ReplaceCatDel { app, categories },
+                }
             }
             cmd::GET => {
                 let mut addr = None;
@@ -563,7 +654,8 @@ impl<'a> Request<'a> {
                     _ => Request::ReplaceAbort,
                 }
             }
-            cmd::REPLACE_ADD => Request::ReplaceAdd(EnclaveList::parse(payload, true)?),
+            cmd::REPLACE_ADD => Request::ReplaceAdd(StagedAdditions { payload }),
+            cmd::REPLACE_DEL => Request::ReplaceDel(EnclaveList::parse(payload, false)?),
             _ => return Err(ProtoError { errno: errno::EOPNOTSUPP, attr: None, msg: c"unknown command" }),
         })
     }

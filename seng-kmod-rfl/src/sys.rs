@@ -419,16 +419,17 @@ unsafe extern "C" fn genl_doit(
         }
         reply = Some((msg, hdr));
     }
+    // SAFETY: the validated payload follows the genl header.
+    let payload = unsafe {
+        core::slice::from_raw_parts(
+            bindings::genlmsg_data(genlhdr).cast::<u8>(),
+            bindings::genlmsg_len(genlhdr) as usize,
+        )
+    };
     let request = net::Request {
         net: net.cast(),
         cmd: genlhdr.cmd,
-        // SAFETY: the validated payload follows the genl header.
-        payload: unsafe {
-            core::slice::from_raw_parts(
-                bindings::genlmsg_data(genlhdr).cast::<u8>(),
-                bindings::genlmsg_len(genlhdr) as usize,
-            )
-        },
+        payload,
         portid: info.snd_portid,
         // SAFETY: the attributes go after the header, into the reply's tail room.
         reply: reply.map(|(msg, _)| unsafe {
@@ -447,16 +448,22 @@ unsafe extern "C" fn genl_doit(
 
     let done = match result {
         Ok(done) => done,
-        Err(e) => {
+        Err(refusal) => {
             if !info.extack.is_null() {
-                // SAFETY: the message is static; the extended ack is the request's.
-                unsafe { (*info.extack)._msg = e.msg.as_ptr().cast() };
+                // SAFETY: the message is static; the extended ack is the request's; the blamed
+                // attribute lies inside the payload, which the request's skb holds.
+                unsafe {
+                    (*info.extack)._msg = refusal.error.msg.as_ptr().cast();
+                    if let Some(attr) = refusal.at.and_then(|at| payload.get(at..at + size_of::<bindings::nlattr>())) {
+                        (*info.extack).bad_attr = attr.as_ptr().cast();
+                    }
+                }
             }
             if let Some((msg, _)) = reply {
                 // SAFETY: not handed on.
                 unsafe { bindings::nlmsg_free(msg.as_ptr()) };
             }
-            return -e.errno;
+            return -refusal.error.errno;
         }
     };
     if let Some((msg, hdr)) = reply {
@@ -537,7 +544,7 @@ unsafe extern "C" fn genl_dumpit(
     }
 }
 
-/// One attribute's policy; the tables below are the distro flavour's, entry for entry.
+/// One attribute's policy; the table below is the distro flavour's, entry for entry.
 const fn policy(kind: u32, len: u16) -> bindings::nla_policy {
     // SAFETY: all-zero is a valid `struct nla_policy` (NLA_UNSPEC, no validation).
     let mut p: bindings::nla_policy = unsafe { MaybeUninit::zeroed().assume_init() };
@@ -557,16 +564,6 @@ const fn exact_len(len: i16) -> bindings::nla_policy {
 
 const POLICY_LEN: usize = attr::MAX as usize + 1;
 
-/// Inside an ENCLAVE nest.
-static ENCLAVE_POLICY: Shared<[bindings::nla_policy; POLICY_LEN]> = Shared({
-    let mut p = [const { policy(0, 0) }; POLICY_LEN];
-    p[attr::APP as usize] = exact_len(32);
-    p[attr::CAT as usize] = policy(bindings::NLA_NUL_STRING, 20);
-    p[attr::ADDR as usize] = policy(bindings::NLA_BINARY, 16);
-    p[attr::HOST_ADDR as usize] = policy(bindings::NLA_BINARY, 16);
-    p
-});
-
 /// At the top level of a request (HOST_ADDR is only valid in a nest).
 static POLICY: Shared<[bindings::nla_policy; POLICY_LEN]> = Shared({
     let mut p = [const { policy(0, 0) }; POLICY_LEN];
@@ -577,9 +574,9 @@ static POLICY: Shared<[bindings::nla_policy; POLICY_LEN]> = Shared({
     p[attr::ADD as usize] = policy(bindings::NLA_FLAG, 0);
     p[attr::RMV as usize] = policy(bindings::NLA_FLAG, 0);
     p[attr::FLUSH as usize] = policy(bindings::NLA_FLAG, 0);
-    // `NLA_POLICY_NESTED(seng_enclave_policy)`.
-    p[attr::ENCLAVE as usize] = policy(bindings::NLA_NESTED, attr::MAX);
-    p[attr::ENCLAVE as usize].__bindgen_anon_1.nested_policy = ENCLAVE_POLICY.0.as_ptr();
+    // No nested policy: seng-core's decoder checks every attribute of a nest as it reads it,
+    // and a nested policy would walk every nest of a batch once more.
+    p[attr::ENCLAVE as usize] = policy(bindings::NLA_NESTED, 0);
     p[attr::ADDR as usize] = policy(bindings::NLA_BINARY, 16);
     p
 });

@@ -14,11 +14,11 @@ use std::ops::Range;
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST};
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
-use seng_core::genl::{attr, cmd, errno, LegacyOp, FAMILY_NAME, MCGRP_NAME};
+use seng_core::genl::{attr, cmd, errno, AttrWriter, LegacyOp, NoRoom, FAMILY_NAME, MCGRP_NAME};
 use seng_core::{Category, Measurement};
 
 use crate::enclave::{Enclave, Stats};
-use crate::error::{BatchError, BatchFailure, Error, KernelError, Result};
+use crate::error::{BatchError, BatchFailure, Error, KernelError, ReplaceError, Result};
 use crate::event::Subscription;
 use crate::wire::{self, NestPacker, Reply, HEADERS_LEN, MAX_PAYLOAD};
 
@@ -212,30 +212,37 @@ impl Dump {
     }
 }
 
-/// Framed ENCLAVE messages of a batch not yet acknowledged.
+/// A stream of requests sent many per `sendmsg` and acknowledged together: runs of ENCLAVE nests
+/// for one command are packed into messages, other requests are framed as they come. Each item
+/// pushed has a position (0, 1, ...), and every refusal names the positions of its message.
 struct Batch {
-    cmd: u8,
     packer: NestPacker,
-    /// Input position of the first enclave in the packer.
+    /// Command of the nests in the packer.
+    packing: u8,
+    /// Position of the first nest in the packer.
     packed_from: usize,
+    /// Position of the next item.
+    pushed: usize,
     /// Framed messages waiting to be sent, with their first sequence number.
     out: Vec<u8>,
     first_seq: u32,
-    /// The input positions each framed message carries.
-    ranges: Vec<Range<usize>>,
-    report: BatchError,
+    /// For each framed message: the positions it carries and where it starts in `out`.
+    framed: Vec<(Range<usize>, usize)>,
+    /// Refused messages, in order.
+    failures: Vec<BatchFailure>,
 }
 
 impl Batch {
-    fn new(cmd: u8) -> Batch {
+    fn new() -> Batch {
         Batch {
-            cmd,
             packer: NestPacker::new(),
+            packing: 0,
             packed_from: 0,
+            pushed: 0,
             out: Vec::with_capacity(SEND_LIMIT + MAX_PAYLOAD + HEADERS_LEN),
             first_seq: 0,
-            ranges: Vec::new(),
-            report: BatchError { total: 0, failures: Vec::new() },
+            framed: Vec::new(),
+            failures: Vec::new(),
         }
     }
 }
@@ -298,37 +305,68 @@ impl Client {
         I: IntoIterator,
         I::Item: Borrow<Enclave>,
     {
-        let mut batch = Batch::new(cmd::ENCLAVE_SET);
+        let mut batch = Batch::new();
         for e in enclaves {
-            self.batch_push(&mut batch, e.borrow())?;
+            let e = e.borrow();
+            self.batch_nest(&mut batch, cmd::ENCLAVE_SET, &e.addr, |w| wire::put_enclave(w, e))?;
         }
         self.batch_finish(&mut batch)?;
-        batch_result(batch.report)
+        batch_result(batch.pushed, batch.failures)
     }
 
-    fn batch_push(&mut self, b: &mut Batch, e: &Enclave) -> Result<()> {
-        if !b.packer.push(e)? {
+    /// Adds a nest for `cmd` (written by `put`) to the batch.
+    fn batch_nest(&mut self, b: &mut Batch, cmd: u8, addr: &IpAddr, put: impl Fn(&mut AttrWriter<'_>) -> Result<(), NoRoom>) -> Result<()> {
+        if b.packing != cmd {
             self.batch_seal(b)?;
-            // An empty packer takes any enclave that fits a message at all, or errs.
-            b.packer.push(e)?;
+            b.packing = cmd;
         }
-        b.report.total += 1;
+        if !b.packer.push(addr, &put)? {
+            self.batch_seal(b)?;
+            // An empty packer takes any nest that fits a message at all, or errs.
+            b.packer.push(addr, &put)?;
+        }
+        b.pushed += 1;
         Ok(())
     }
 
-    /// Frames the packed nests as one message, and sends when a `sendmsg` worth is ready.
+    /// Adds a request of its own (not packed with others) to the batch.
+    fn batch_request(&mut self, b: &mut Batch, cmd: u8, attrs: &[u8]) -> Result<()> {
+        self.batch_seal(b)?;
+        b.pushed += 1;
+        self.batch_frame(b, cmd, b.pushed - 1..b.pushed, attrs)
+    }
+
+    /// Frames the packed nests as one message.
     fn batch_seal(&mut self, b: &mut Batch) -> Result<()> {
         if b.packer.count() == 0 {
             return Ok(());
         }
         let seq = self.next_seq();
-        if b.ranges.is_empty() {
+        if b.framed.is_empty() {
             b.first_seq = seq;
         }
+        let at = b.out.len();
         let (payload, count) = b.packer.take();
-        wire::frame(&mut b.out, self.family, NLM_F_REQUEST | NLM_F_ACK, seq, b.cmd, payload);
-        b.ranges.push(b.packed_from..b.packed_from + count);
-        b.packed_from += count;
+        wire::frame(&mut b.out, self.family, NLM_F_REQUEST | NLM_F_ACK, seq, b.packing, payload);
+        b.framed.push((b.packed_from..b.packed_from + count, at));
+        b.packed_from = b.pushed;
+        self.batch_send_if_full(b)
+    }
+
+    fn batch_frame(&mut self, b: &mut Batch, cmd: u8, positions: Range<usize>, attrs: &[u8]) -> Result<()> {
+        let seq = self.next_seq();
+        if b.framed.is_empty() {
+            b.first_seq = seq;
+        }
+        let at = b.out.len();
+        wire::frame(&mut b.out, self.family, NLM_F_REQUEST | NLM_F_ACK, seq, cmd, attrs);
+        b.framed.push((positions, at));
+        b.packed_from = b.pushed;
+        self.batch_send_if_full(b)
+    }
+
+    /// Sends when another full message might not fit in one `sendmsg`.
+    fn batch_send_if_full(&mut self, b: &mut Batch) -> Result<()> {
         if b.out.len() + MAX_PAYLOAD + HEADERS_LEN > SEND_LIMIT {
             self.batch_send(b)?;
         }
@@ -336,13 +374,15 @@ impl Client {
     }
 
     fn batch_send(&mut self, b: &mut Batch) -> Result<()> {
-        if b.ranges.is_empty() {
+        if b.framed.is_empty() {
             return Ok(());
         }
-        let acks = exchange(&self.socket, &mut self.recv, &b.out, b.first_seq, b.ranges.len(), |_, _| Ok(()))?;
-        for (range, ack) in b.ranges.drain(..).zip(acks) {
+        let acks = exchange(&self.socket, &mut self.recv, &b.out, b.first_seq, b.framed.len(), |_, _| Ok(()))?;
+        for ((positions, at), ack) in b.framed.drain(..).zip(acks) {
             if let Err(error) = ack {
-                b.report.failures.push(BatchFailure { enclaves: range, error });
+                let message = b.out.get(at..).unwrap_or_default();
+                let refused = error.offset.and_then(|o| wire::blamed_nest(message, o)).map(|i| positions.start + i).filter(|p| positions.contains(p));
+                b.failures.push(BatchFailure { enclaves: positions, refused, error });
             }
         }
         b.out.clear();
@@ -372,10 +412,7 @@ impl Client {
     }
 
     fn categories(&mut self, cmd: u8, app: &Measurement, categories: &[Category]) -> Result<()> {
-        let attrs = wire::attrs(|w| {
-            w.put(attr::APP, &app.0)?;
-            categories.iter().try_for_each(|c| w.put_category(attr::CAT, c))
-        })?;
+        let attrs = category_attrs(app, categories)?;
         self.request(cmd, &attrs, |_| Ok(()))
     }
 
@@ -444,43 +481,31 @@ impl Client {
         stats.ok_or_else(|| Error::Protocol("STATS acknowledged without a reply".into()))
     }
 
-    /// Replaces the whole table with `enclaves`, atomically for the packet path: a staging table
-    /// is filled (REPLACE_BEGIN, batched REPLACE_ADD) and swapped in by REPLACE_COMMIT. On any
-    /// error the transaction is aborted and the live table is untouched. Connections of enclaves
-    /// that the new table drops or moves to another application or host end at the commit.
-    ///
-    /// Returns how many enclaves were sent. Fails with "busy" if another socket has a
-    /// transaction open.
+    /// Replaces the whole table with `enclaves`, atomically for the packet path: see
+    /// [`Client::begin_replace`]. Returns how many enclaves were sent.
     pub fn replace<I>(&mut self, enclaves: I) -> Result<usize>
     where
         I: IntoIterator,
         I::Item: Borrow<Enclave>,
     {
-        self.request(cmd::REPLACE_BEGIN, &[], |_| Ok(()))?;
-        let staged = self.stage(enclaves);
-        if staged.is_err() {
-            // The first error is the one to report; closing the socket would abort too.
-            let _ = self.request(cmd::REPLACE_ABORT, &[], |_| Ok(()));
-            return staged;
+        let mut replace = self.begin_replace()?;
+        for e in enclaves {
+            replace.add(e.borrow())?;
         }
-        self.request(cmd::REPLACE_COMMIT, &[], |_| Ok(()))?;
-        staged
+        let sent = replace.ops();
+        replace.commit()?;
+        Ok(sent)
     }
 
-    fn stage<I>(&mut self, enclaves: I) -> Result<usize>
-    where
-        I: IntoIterator,
-        I::Item: Borrow<Enclave>,
-    {
-        let mut batch = Batch::new(cmd::REPLACE_ADD);
-        for e in enclaves {
-            self.batch_push(&mut batch, e.borrow())?;
-            if !batch.report.failures.is_empty() {
-                return batch_result(batch.report);
-            }
-        }
-        self.batch_finish(&mut batch)?;
-        batch_result(batch.report)
+    /// Opens a replace transaction: the module starts an empty staging table that only this
+    /// socket can fill, and packets keep seeing the live table until [`Replace::commit`] swaps the
+    /// staging table in atomically. Connections of enclaves that the new table drops or moves to
+    /// another application or host end at the commit.
+    ///
+    /// Fails with "busy" if another socket has a transaction open.
+    pub fn begin_replace(&mut self) -> Result<Replace<'_>> {
+        self.request(cmd::REPLACE_BEGIN, &[], |_| Ok(()))?;
+        Ok(Replace { client: self, batch: Batch::new(), open: true })
     }
 
     /// Sends `cmd` with attribute bytes made by the caller and waits for the ack. For checking
@@ -498,14 +523,118 @@ impl Client {
 }
 
 /// `Ok(total)` when nothing was refused; EPERM anywhere means the caller lacks the capability.
-fn batch_result(report: BatchError) -> Result<usize> {
-    if report.failures.is_empty() {
-        return Ok(report.total);
+fn batch_result(total: usize, failures: Vec<BatchFailure>) -> Result<usize> {
+    if failures.is_empty() {
+        return Ok(total);
     }
-    if report.failures.iter().any(|f| f.error.errno == libc::EPERM) {
+    if failures.iter().any(|f| f.error.errno == libc::EPERM) {
         return Err(Error::PermissionDenied);
     }
-    Err(Error::Batch(report))
+    Err(Error::Batch(BatchError { total, failures }))
+}
+
+/// A whole-table replacement being built (from [`Client::begin_replace`]).
+///
+/// Operations apply in order to the staging table, with the meaning they have on the live table
+/// ([`Client::register`], [`Client::unregister`], [`Client::attach_categories`],
+/// [`Client::detach_categories`], [`Client::flush`]). They are numbered from 0 in the order given
+/// and sent in batches, so a refusal may surface a few operations later; it is reported as an
+/// [`Error::Replace`] naming the refused operation, after the transaction has been aborted.
+/// Dropping a `Replace` without committing aborts it, leaving the live table untouched.
+pub struct Replace<'c> {
+    client: &'c mut Client,
+    batch: Batch,
+    /// False once committed, aborted or refused.
+    open: bool,
+}
+
+impl Replace<'_> {
+    /// Operations given so far.
+    pub fn ops(&self) -> usize {
+        self.batch.pushed
+    }
+
+    /// Registers an enclave in the staging table (attaching its categories to its application).
+    pub fn add(&mut self, e: &Enclave) -> Result<()> {
+        self.step(|c, b| c.batch_nest(b, cmd::REPLACE_ADD, &e.addr, |w| wire::put_enclave(w, e)))
+    }
+
+    /// Unregisters an enclave the staging table holds.
+    pub fn remove(&mut self, addr: IpAddr) -> Result<()> {
+        self.step(|c, b| c.batch_nest(b, cmd::REPLACE_DEL, &addr, |w| w.put_enclave(&addr, None, None, &[])))
+    }
+
+    /// Attaches categories (at least one) to an application of the staging table.
+    pub fn attach_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<()> {
+        let attrs = category_attrs(app, categories)?;
+        self.step(|c, b| c.batch_request(b, cmd::REPLACE_CAT_ADD, &attrs))
+    }
+
+    /// Detaches categories (at least one, all attached) from an application of the staging
+    /// table.
+    pub fn detach_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<()> {
+        let attrs = category_attrs(app, categories)?;
+        self.step(|c, b| c.batch_request(b, cmd::REPLACE_CAT_DEL, &attrs))
+    }
+
+    /// Empties the staging table.
+    pub fn clear(&mut self) -> Result<()> {
+        // The owner's REPLACE_BEGIN starts over with an empty staging table.
+        self.step(|c, b| c.batch_request(b, cmd::REPLACE_BEGIN, &[]))
+    }
+
+    /// Sends what is pending and swaps the staging table in.
+    pub fn commit(mut self) -> Result<()> {
+        self.step(|c, b| c.batch_finish(b))?;
+        let committed = self.client.request(cmd::REPLACE_COMMIT, &[], |_| Ok(()));
+        // A refused commit leaves the transaction open: Drop aborts it.
+        self.open = committed.is_err();
+        committed
+    }
+
+    /// Drops the staging table; the live table stays as it was.
+    pub fn abort(mut self) -> Result<()> {
+        self.open = false;
+        self.client.request(cmd::REPLACE_ABORT, &[], |_| Ok(()))
+    }
+
+    /// Runs one step of the transaction; on a refusal (or any failure) aborts it and reports.
+    fn step(&mut self, f: impl FnOnce(&mut Client, &mut Batch) -> Result<()>) -> Result<()> {
+        if !self.open {
+            return Err(Error::Request("the replace transaction is already closed".into()));
+        }
+        let result = f(self.client, &mut self.batch);
+        let refused = self.batch.failures.drain(..).next();
+        if result.is_ok() && refused.is_none() {
+            return Ok(());
+        }
+        self.open = false;
+        // The first error is the one to report; closing the socket would abort too.
+        let _ = self.client.request(cmd::REPLACE_ABORT, &[], |_| Ok(()));
+        result?;
+        let Some(BatchFailure { enclaves, refused, error }) = refused else { return Ok(()) };
+        if error.errno == libc::EPERM {
+            return Err(Error::PermissionDenied);
+        }
+        let ops = refused.map_or(enclaves, |at| at..at + 1);
+        Err(Error::Replace(ReplaceError { ops, error }))
+    }
+}
+
+impl Drop for Replace<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // Best effort: closing the socket aborts the transaction too.
+            let _ = self.client.request(cmd::REPLACE_ABORT, &[], |_| Ok(()));
+        }
+    }
+}
+
+fn category_attrs(app: &Measurement, categories: &[Category]) -> Result<Vec<u8>> {
+    wire::attrs(|w| {
+        w.put(attr::APP, &app.0)?;
+        categories.iter().try_for_each(|c| w.put_category(attr::CAT, c))
+    })
 }
 
 #[cfg(test)]
@@ -558,7 +687,7 @@ mod test {
         acks.feed(&datagram(&[(2, 0x100, u32::MAX, ack(-22)), (2, 0x100, 0, ack(0))]), &mut on_reply).unwrap();
         assert!(acks.complete());
         let results = acks.into_results();
-        assert_eq!(results[0], Err(KernelError { errno: 22, message: None }));
+        assert_eq!(results[0], Err(KernelError { errno: 22, message: None, offset: None }));
         assert_eq!(results[1], Ok(()));
         assert_eq!(results[2], Ok(()), "the first ack of a request counts");
 

@@ -24,6 +24,9 @@ pub enum Error {
     Kernel(KernelError),
     /// Some messages of a batch were refused (the others were applied).
     Batch(BatchError),
+    /// An operation of a replace transaction was refused: the transaction was aborted and the
+    /// live table is unchanged.
+    Replace(ReplaceError),
     /// A dump kept being interrupted by concurrent changes.
     DumpInterrupted {
         /// Attempts made.
@@ -50,6 +53,7 @@ impl Error {
             Error::PermissionDenied => Some(EPERM),
             Error::Kernel(k) => Some(k.errno),
             Error::Batch(b) => b.failures.first().map(|f| f.error.errno),
+            Error::Replace(r) => Some(r.error.errno),
             Error::DumpInterrupted { .. } => Some(libc::EINTR),
             Error::Io { source, .. } => source.raw_os_error(),
             Error::Request(_) => Some(errno::EMSGSIZE),
@@ -89,6 +93,7 @@ impl fmt::Display for Error {
             ),
             Error::Kernel(k) => k.fmt(f),
             Error::Batch(b) => b.fmt(f),
+            Error::Replace(r) => r.fmt(f),
             Error::DumpInterrupted { attempts } => {
                 write!(f, "the table changed during each of {attempts} dump attempts; try again")
             }
@@ -109,12 +114,15 @@ impl std::error::Error for Error {
 }
 
 /// A request the kernel refused: its errno and the extended ack message, if it sent one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KernelError {
     /// Positive errno.
     pub errno: i32,
     /// The kernel's extended ack message (`NLMSGERR_ATTR_MSG`).
     pub message: Option<String>,
+    /// Where the attribute the kernel blamed starts, in bytes from the request's netlink header
+    /// (`NLMSGERR_ATTR_OFFS`); for a batch, this names the refused enclave.
+    pub offset: Option<u32>,
 }
 
 impl fmt::Display for KernelError {
@@ -149,6 +157,9 @@ pub struct BatchFailure {
     /// registers a message's enclaves in order and stops at the first failure, so the ones before
     /// it may be registered.
     pub enclaves: Range<usize>,
+    /// The position of the enclave the kernel refused, when it said which (those before it in
+    /// the message are registered, those after it are not).
+    pub refused: Option<usize>,
     /// The kernel's answer.
     pub error: KernelError,
 }
@@ -173,7 +184,10 @@ impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} message(s) carrying {} of {} enclaves refused", self.failures.len(), self.refused(), self.total)?;
         if let Some(first) = self.failures.first() {
-            write!(f, "; enclaves #{}..#{}: {}", first.enclaves.start + 1, first.enclaves.end, first.error)?;
+            match first.refused {
+                Some(at) => write!(f, "; enclave #{}: {}", at + 1, first.error)?,
+                None => write!(f, "; enclaves #{}..#{}: {}", first.enclaves.start + 1, first.enclaves.end, first.error)?,
+            }
         }
         Ok(())
     }
@@ -181,13 +195,36 @@ impl fmt::Display for BatchError {
 
 impl std::error::Error for BatchError {}
 
+/// The refused operation of a replace transaction. Operations are numbered from 0 in the order
+/// they were given to [`crate::Replace`], whatever their kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplaceError {
+    /// The refused operation, or the operations of the refused message when the kernel did not
+    /// say which of them it refused.
+    pub ops: Range<usize>,
+    /// The kernel's answer.
+    pub error: KernelError,
+}
+
+impl fmt::Display for ReplaceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ops.len() {
+            1 => write!(f, "operation #{}", self.ops.start + 1)?,
+            _ => write!(f, "one of operations #{}..#{}", self.ops.start + 1, self.ops.end)?,
+        }
+        write!(f, " of the replacement refused: {}; the live table is unchanged", self.error)
+    }
+}
+
+impl std::error::Error for ReplaceError {}
+
 #[cfg(test)]
 mod test {
     use super::*;
 
     #[test]
     fn messages_say_what_to_do() {
-        let k = |errno, message: Option<&str>| Error::from(KernelError { errno, message: message.map(str::to_owned) });
+        let k = |errno, message: Option<&str>| Error::from(KernelError { errno, message: message.map(str::to_owned), offset: None });
         let cases: Vec<(Error, &str)> = vec![
             (Error::ModuleNotLoaded, "load it with `modprobe seng`"),
             (k(1, None), "needs CAP_NET_ADMIN"),
@@ -215,7 +252,11 @@ mod test {
         let e = BatchError {
             total: 1000,
             failures: vec![
-                BatchFailure { enclaves: 585..1000, error: KernelError { errno: 28, message: Some("the enclaves would exceed the table's capacity".into()) } },
+                BatchFailure {
+                    enclaves: 585..1000,
+                    refused: None,
+                    error: KernelError { errno: 28, message: Some("the enclaves would exceed the table's capacity".into()), offset: None },
+                },
             ],
         };
         assert_eq!(e.refused(), 415);
@@ -223,5 +264,12 @@ mod test {
             e.to_string(),
             "1 message(s) carrying 415 of 1000 enclaves refused; enclaves #586..#1000: no room: the enclaves would exceed the table's capacity"
         );
+        let one = BatchError {
+            total: 1000,
+            failures: vec![BatchFailure { enclaves: 250..500, refused: Some(260), error: KernelError { errno: 28, ..Default::default() } }],
+        };
+        assert!(one.to_string().ends_with("; enclave #261: no room"), "{one}");
+        let staged = ReplaceError { ops: 7..8, error: KernelError { errno: 2, message: Some("address is not a registered enclave".into()), offset: Some(20) } };
+        assert_eq!(staged.to_string(), "operation #8 of the replacement refused: not found: address is not a registered enclave; the live table is unchanged");
     }
 }

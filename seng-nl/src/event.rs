@@ -74,7 +74,14 @@ pub(crate) fn decode(command: u8, attrs: &[u8], out: &mut VecDeque<Event>) -> Re
         Request::CatDel { app, categories } => categories.iter().for_each(|category| push(Command::CatDel { app, category })),
         Request::ReplaceCommit => out.push_back(Event::Replaced),
         // Not changes; the module does not echo them.
-        Request::Get { .. } | Request::Stats | Request::ReplaceBegin | Request::ReplaceAdd(_) | Request::ReplaceAbort => {}
+        Request::Get { .. }
+        | Request::Stats
+        | Request::ReplaceBegin
+        | Request::ReplaceAdd(_)
+        | Request::ReplaceDel(_)
+        | Request::ReplaceCatAdd { .. }
+        | Request::ReplaceCatDel { .. }
+        | Request::ReplaceAbort => {}
     }
     Ok(())
 }

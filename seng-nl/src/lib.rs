@@ -19,6 +19,8 @@
 //!
 //! - [`Client`]: one method per operation (register, batches, unregister, categories, flush,
 //!   get, dumps, statistics, atomic replacement, and the original protocol's operations);
+//! - [`Replace`]: a whole-table replacement built step by step (any mix of additions, removals
+//!   and category changes), swapped in atomically;
 //! - [`Subscription`] / [`EventStream`]: the module's change events;
 //! - [`Error`]: failures, with the module's extended-ack message and what to do about them.
 //!
@@ -34,9 +36,9 @@ mod error;
 mod event;
 mod wire;
 
-pub use client::{Client, Dump};
+pub use client::{Client, Dump, Replace};
 pub use enclave::{Enclave, Stats};
-pub use error::{BatchError, BatchFailure, Error, KernelError, Result};
+pub use error::{BatchError, BatchFailure, Error, KernelError, ReplaceError, Result};
 #[cfg(feature = "tokio")]
 pub use event::EventStream;
 pub use event::{Event, Subscription};

@@ -31,8 +31,10 @@ pub(crate) const HEADERS_LEN: usize = 20;
 const GENL_HDRLEN: usize = 4;
 const NLMSG_HDRLEN: usize = 16;
 
-/// Extended ack attribute: the error message (`NLMSGERR_ATTR_MSG`).
+/// Extended ack attributes: the error message (`NLMSGERR_ATTR_MSG`) and where the blamed
+/// attribute starts in the request (`NLMSGERR_ATTR_OFFS`).
 const NLMSGERR_ATTR_MSG: u16 = 1;
+const NLMSGERR_ATTR_OFFS: u16 = 2;
 
 /// nlctrl attributes read from the GETFAMILY reply.
 const CTRL_ATTR_FAMILY_ID: u16 = 1;
@@ -151,17 +153,18 @@ impl NestPacker {
         NestPacker { buf: vec![0; MAX_PAYLOAD], len: 0, count: 0 }
     }
 
-    /// Adds `e`; false when the current payload is full (take it and retry).
-    pub(crate) fn push(&mut self, e: &Enclave) -> Result<bool, Error> {
+    /// Adds the nest `put` writes for the enclave at `addr`; false when the current payload is
+    /// full (take it and retry).
+    pub(crate) fn push(&mut self, addr: &IpAddr, put: impl FnOnce(&mut AttrWriter<'_>) -> Result<(), NoRoom>) -> Result<bool, Error> {
         let mut w = AttrWriter::new(&mut self.buf[self.len..]);
-        match put_enclave(&mut w, e) {
+        match put(&mut w) {
             Ok(()) => {
                 self.len += w.len();
                 self.count += 1;
                 Ok(true)
             }
             Err(NoRoom) if self.count > 0 => Ok(false),
-            Err(NoRoom) => Err(Error::Request(format!("enclave {} needs more than {MAX_PAYLOAD} bytes", e.addr))),
+            Err(NoRoom) => Err(Error::Request(format!("enclave {addr} needs more than {MAX_PAYLOAD} bytes"))),
         }
     }
 
@@ -229,7 +232,10 @@ fn parse_reply(seq: u32, flags: u16, kind: u16, payload: &[u8]) -> Result<Reply<
             let err = ErrorBuffer::new_checked(payload).map_err(|e| Error::Protocol(format!("malformed ack: {e}")))?;
             let result = match err.code() {
                 None => Ok(()),
-                Some(code) => Err(KernelError { errno: -code.get(), message: ext_ack_message(flags, err.payload()) }),
+                Some(code) => {
+                    let (message, offset) = ext_ack(flags, err.payload());
+                    Err(KernelError { errno: -code.get(), message, offset })
+                }
             };
             Reply::Ack { seq, result }
         }
@@ -237,7 +243,10 @@ fn parse_reply(seq: u32, flags: u16, kind: u16, payload: &[u8]) -> Result<Reply<
             let code = payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
             let result = match code {
                 0.. => Ok(()),
-                _ => Err(KernelError { errno: -code, message: done_ext_ack_message(flags, payload.get(4..).unwrap_or_default()) }),
+                _ => {
+                    let (message, offset) = done_ext_ack(flags, payload.get(4..).unwrap_or_default());
+                    Err(KernelError { errno: -code, message, offset })
+                }
             };
             Reply::Done { seq, flags, result }
         }
@@ -249,30 +258,55 @@ fn parse_reply(seq: u32, flags: u16, kind: u16, payload: &[u8]) -> Result<Reply<
     })
 }
 
-/// The extended ack message of an NLMSG_ERROR: after the error code come the request's header
-/// (and its payload unless NLM_F_CAPPED), then the NLMSGERR_ATTR_* attributes.
-fn ext_ack_message(flags: u16, after_code: &[u8]) -> Option<String> {
+/// The extended ack (message, blamed offset) of an NLMSG_ERROR: after the error code come the
+/// request's header (and its payload unless NLM_F_CAPPED), then the NLMSGERR_ATTR_* attributes.
+fn ext_ack(flags: u16, after_code: &[u8]) -> (Option<String>, Option<u32>) {
     if flags & NLM_F_ACK_TLVS == 0 {
-        return None;
+        return (None, None);
     }
     let skip = if flags & NLM_F_CAPPED != 0 {
-        NLMSG_HDRLEN
+        Some(NLMSG_HDRLEN)
     } else {
-        let len = after_code.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
-        (len + 3) & !3
+        after_code.get(..4).map(|b| (u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize + 3) & !3)
     };
-    tlv_message(after_code.get(skip..)?)
+    skip.and_then(|skip| after_code.get(skip..)).map_or((None, None), ext_ack_tlvs)
 }
 
-/// The extended ack message of an NLMSG_DONE: the attributes follow the error code directly.
-fn done_ext_ack_message(flags: u16, after_code: &[u8]) -> Option<String> {
-    (flags & NLM_F_ACK_TLVS != 0).then(|| tlv_message(after_code)).flatten()
+/// The extended ack of an NLMSG_DONE: the attributes follow the error code directly.
+fn done_ext_ack(flags: u16, after_code: &[u8]) -> (Option<String>, Option<u32>) {
+    match flags & NLM_F_ACK_TLVS {
+        0 => (None, None),
+        _ => ext_ack_tlvs(after_code),
+    }
 }
 
-fn tlv_message(tlvs: &[u8]) -> Option<String> {
-    let text = Attrs::new(tlvs).filter_map(Result::ok).find(|a| a.kind == NLMSGERR_ATTR_MSG)?.payload;
-    let text = text.split(|&b| b == 0).next().unwrap_or_default();
-    Some(String::from_utf8_lossy(text).into_owned())
+fn ext_ack_tlvs(tlvs: &[u8]) -> (Option<String>, Option<u32>) {
+    let (mut message, mut offset) = (None, None);
+    for a in Attrs::new(tlvs).filter_map(Result::ok) {
+        match a.kind {
+            NLMSGERR_ATTR_MSG => {
+                let text = a.payload.split(|&b| b == 0).next().unwrap_or_default();
+                message = Some(String::from_utf8_lossy(text).into_owned());
+            }
+            NLMSGERR_ATTR_OFFS => offset = a.payload.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+            _ => {}
+        }
+    }
+    (message, offset)
+}
+
+/// Which nest of the framed request `message` starts at `offset` (bytes from its netlink
+/// header, as the kernel blames it), counted from 0.
+pub(crate) fn blamed_nest(message: &[u8], offset: u32) -> Option<usize> {
+    let target = (offset as usize).checked_sub(HEADERS_LEN)?;
+    let len = message.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+    let mut nests = Attrs::new(message.get(HEADERS_LEN..len)?);
+    let mut index = 0;
+    while nests.offset() < target {
+        nests.next()?.ok()?;
+        index += 1;
+    }
+    (nests.offset() == target && matches!(nests.next(), Some(Ok(_)))).then_some(index)
 }
 
 /// The family id and multicast group id from nlctrl's GETFAMILY reply. Read leniently with
@@ -423,18 +457,36 @@ mod test {
         let e = |i: u32| Enclave { addr: IpAddr::V4(Ipv4Addr::from(i)), app: app(), host: "10.0.0.5".parse().unwrap(), categories: vec![] };
         let mut packer = NestPacker::new();
         let mut i = 0;
-        while packer.push(&e(i)).unwrap() {
+        let push = |packer: &mut NestPacker, e: &Enclave| packer.push(&e.addr, |w| put_enclave(w, e));
+        while push(&mut packer, &e(i)).unwrap() {
             i += 1;
         }
         // Each nest: 4 + ADDR 8 + APP 36 + HOST 8 = 56 bytes.
         assert_eq!(packer.count(), MAX_PAYLOAD / 56);
         let (payload, count) = packer.take();
         assert_eq!(count, MAX_PAYLOAD / 56);
-        assert!(matches!(Request::parse(cmd::REPLACE_ADD, payload), Ok(Request::ReplaceAdd(l)) if l.len() == count));
+        assert!(matches!(Request::parse(cmd::REPLACE_ADD, payload), Ok(Request::ReplaceAdd(l)) if l.iter_at().filter(Result::is_ok).count() == count));
         assert_eq!(packer.count(), 0);
         let huge = Enclave { categories: vec![Category::new(b"12345678901234567890").unwrap(); 2000], ..e(1) };
-        assert!(matches!(packer.push(&huge), Err(Error::Request(_))), "an enclave no message can hold is refused");
+        assert!(matches!(push(&mut packer, &huge), Err(Error::Request(_))), "an enclave no message can hold is refused");
         assert_eq!(packer.count(), 0);
+    }
+
+    #[test]
+    fn blamed_offsets_name_the_nest() {
+        let e = |i: u32| Enclave { addr: IpAddr::V4(Ipv4Addr::from(i)), app: app(), host: "10.0.0.5".parse().unwrap(), categories: vec![] };
+        let mut packer = NestPacker::new();
+        for i in 0..3 {
+            assert!(packer.push(&e(i).addr, |w| put_enclave(w, &e(i))).unwrap());
+        }
+        let mut message = Vec::new();
+        frame(&mut message, 0x20, 5, 9, cmd::REPLACE_ADD, packer.take().0);
+        // Nests of 56 bytes after the 20 bytes of headers.
+        assert_eq!(blamed_nest(&message, 20), Some(0));
+        assert_eq!(blamed_nest(&message, 20 + 2 * 56), Some(2));
+        assert_eq!(blamed_nest(&message, 20 + 56 + 4), None, "inside a nest");
+        assert_eq!(blamed_nest(&message, 20 + 3 * 56), None, "past the last nest");
+        assert_eq!(blamed_nest(&message, 8), None, "inside the headers");
     }
 
     #[test]
@@ -444,10 +496,11 @@ mod test {
             // ack of seq 5: success
             &[36, 0, 0, 0, 2, 0, 0x00, 0x01, 5, 0, 0, 0, 0x10, 0, 0, 0][..], &[0, 0, 0, 0],
             &[20, 0, 0, 0, 0x20, 0, 5, 0, 5, 0, 0, 0, 0, 0, 0, 0],
-            // ack of seq 6: -ENOENT, capped, with NLMSGERR_ATTR_MSG
-            &[76, 0, 0, 0, 2, 0, 0x00, 0x03, 6, 0, 0, 0, 0x10, 0, 0, 0], &(-2i32).to_ne_bytes(),
+            // ack of seq 6: -ENOENT, capped, with NLMSGERR_ATTR_MSG and NLMSGERR_ATTR_OFFS
+            &[84, 0, 0, 0, 2, 0, 0x00, 0x03, 6, 0, 0, 0, 0x10, 0, 0, 0], &(-2i32).to_ne_bytes(),
             &[20, 0, 0, 0, 0x20, 0, 5, 0, 6, 0, 0, 0, 0, 0, 0, 0],
             &[40, 0, 1, 0], b"address is not a registered enclave\0",
+            &[8, 0, 2, 0], &76u32.to_ne_bytes(),
         ]
         .concat();
         let got: Vec<_> = replies(&datagram).collect::<Result<_, _>>().unwrap();
@@ -455,7 +508,10 @@ mod test {
             got,
             [
                 Reply::Ack { seq: 5, result: Ok(()) },
-                Reply::Ack { seq: 6, result: Err(KernelError { errno: 2, message: Some("address is not a registered enclave".into()) }) },
+                Reply::Ack {
+                    seq: 6,
+                    result: Err(KernelError { errno: 2, message: Some("address is not a registered enclave".into()), offset: Some(76) })
+                },
             ]
         );
     }
@@ -483,7 +539,7 @@ mod test {
         assert_eq!(
             got,
             [
-                Reply::Ack { seq: 9, result: Err(KernelError { errno: 22, message: Some("bad thing".into()) }) },
+                Reply::Ack { seq: 9, result: Err(KernelError { errno: 22, message: Some("bad thing".into()), offset: None }) },
                 Reply::Genl { seq: 10, flags: 0x12, cmd: cmd::GET, attrs: &[8, 0, 11, 0, 7, 0, 0, 0] },
                 Reply::Done { seq: 10, flags: 2, result: Ok(()) },
             ]

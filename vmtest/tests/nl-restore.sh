@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-only
 # `seng restore` replaces the table atomically from a script: 100k enclaves in one batched
-# transaction, `seng save | seng restore` round trips exactly, every script command folds in,
-# a script the module refuses or that has an error leaves the live table untouched, with the
-# error naming file and line, and `--test` only checks a script.
+# transaction, `seng save | seng restore` round trips exactly, every script command (flush
+# included) applies in order to the staging table, a script the module refuses or that has an
+# error leaves the live table untouched, with the error naming file and line (also of a
+# refusal deep inside a batch), and `--test` only checks a script.
 . /vmtest/lib.sh
 
 SENG=/usr/local/bin/seng
@@ -45,6 +46,26 @@ run $SENG restore /tmp/nl-mixed
 run $SENG save
 assert_eq "$OUT" "enclave add 192.168.28.10 --app $A --host 10.0.0.5 --cat Mail
 enclave add fd00:28::12 --app $B --host fd00::1 --cat \"Web Mail\"" "table restored from a mixed script"
+
+# Commands keep their order across packed messages: removals between runs of additions, and a
+# flush that drops what came before it.
+{
+	echo "enclave add 10.7.7.7 --app $B --host 10.0.0.9"
+	echo flush
+	sed -n '1,600p' /tmp/nl-gen
+	echo "enclave del 10.0.0.249"
+	echo "enclave del 10.0.0.1"
+	sed -n '601,1200p' /tmp/nl-gen
+	echo "enclave del $(sed -n '700p' /tmp/nl-gen | cut -d' ' -f3)"
+	echo "enclave add 10.0.0.1 --app $A --host 10.0.0.5"
+} >/tmp/nl-order
+run $SENG restore /tmp/nl-order
+assert_eq "$(stat_of enclaves)" 1198 "enclaves after a script of additions, removals and a flush"
+$SENG get 10.7.7.7 >/dev/null 2>&1 && fail "an enclave added before the script's flush survived"
+$SENG get 10.0.0.249 >/dev/null 2>&1 && fail "an enclave the script removed survived"
+run $SENG get 10.0.0.1
+assert_eq "$OUT" "10.0.0.1 app $A host 10.0.0.5" "an enclave removed and added again by the script"
+run $SENG restore /tmp/nl-mixed
 gen=$(stat_of generation)
 
 # Bad input: exit 2, file and line named, nothing changed.
@@ -57,7 +78,20 @@ assert_contains "$OUT" "bad address \"10.0.0.300\"" "error text"
 echo "enclave del 10.1.1.1" >/tmp/nl-bad2
 OUT=$($SENG restore /tmp/nl-bad2 2>&1)
 assert_eq "$?" 2 "exit status of a restore deleting an unknown enclave"
-assert_contains "$OUT" "/tmp/nl-bad2:1: enclave del 10.1.1.1: address is not a registered enclave" "error text"
+assert_contains "$OUT" "/tmp/nl-bad2:1: not found: address is not a registered enclave; the live table is unchanged" "error text"
+# A refusal inside a packed message names its own line: the 33rd category of one application.
+{
+	sed -n '1,300p' /tmp/nl-gen
+	i=1
+	while [ $i -le 33 ]; do
+		echo "enclave add 10.8.0.$i --app $A --host 10.0.0.5 --cat c$i"
+		i=$((i + 1))
+	done
+	sed -n '301,400p' /tmp/nl-gen
+} >/tmp/nl-cats
+OUT=$($SENG restore /tmp/nl-cats 2>&1)
+assert_eq "$?" 1 "exit status of a restore the module refuses"
+assert_contains "$OUT" "/tmp/nl-cats:333: no room: application has too many categories" "line of the refused enclave"
 OUT=$($SENG restore /tmp/nonexistent 2>&1)
 assert_eq "$?" 2 "exit status of a restore of a missing file"
 # --test checks a script and says what it describes, touching nothing.

@@ -23,8 +23,8 @@ pub struct SengRequest {
     cmd: u8,
     /// Out: 1 when the change is to be echoed to the multicast group.
     notify: u8,
-    /// Out: type of the attribute to blame, 0 for none.
-    bad_attr: u16,
+    /// Out: byte offset in the payload of the attribute to blame; `u32::MAX` for none.
+    bad_attr_offset: u32,
     /// Room for reply attributes (GET, STATS), or null.
     reply: *mut u8,
     reply_cap: u32,
@@ -154,10 +154,10 @@ pub unsafe extern "C" fn seng_rs_doit(state: *const NetState, req: *mut SengRequ
             c.reply_len = done.reply_len as u32;
             0
         }
-        Err(e) => {
-            c.errmsg = e.msg.as_ptr();
-            c.bad_attr = e.attr.unwrap_or(0);
-            -e.errno
+        Err(refusal) => {
+            c.errmsg = refusal.error.msg.as_ptr();
+            c.bad_attr_offset = refusal.at.and_then(|at| u32::try_from(at).ok()).unwrap_or(u32::MAX);
+            -refusal.error.errno
         }
     }
 }

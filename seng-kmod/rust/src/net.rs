@@ -17,10 +17,10 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use seng_core::genl::{attr, errno, AttrWriter, EnclaveList, EnclaveSpec, LegacyOp, ProtoError};
+use seng_core::genl::{attr, errno, AttrWriter, CategoryList, EnclaveList, EnclaveSpec, LegacyOp, ProtoError};
 use seng_core::matchinfo::MatchInfoError;
 use seng_core::table::{AddrSet, EnclaveTable, Registered, TableError};
-use seng_core::{match_packet, Family, SengMtInfo};
+use seng_core::{match_packet, Family, Measurement, SengMtInfo};
 
 use crate::platform::{boxed, unbox, KernelPlatform};
 
@@ -63,6 +63,27 @@ pub struct Request<'a> {
     pub portid: u32,
     /// Room for reply attributes (GET and STATS answer with some).
     pub reply: Option<&'a mut [u8]>,
+}
+
+/// A refused request: why, and where in the payload the attribute to blame starts (the glue
+/// points the extended ack at it, so a client learns which enclave of a batch was refused).
+pub struct Refusal {
+    /// Why.
+    pub error: ProtoError,
+    /// Byte offset in the payload of the attribute to blame, if one is.
+    pub at: Option<usize>,
+}
+
+impl From<ProtoError> for Refusal {
+    fn from(error: ProtoError) -> Refusal {
+        Refusal { error, at: None }
+    }
+}
+
+impl From<TableError> for Refusal {
+    fn from(e: TableError) -> Refusal {
+        ProtoError::from(e).into()
+    }
 }
 
 /// What a request that succeeded produced.
@@ -232,7 +253,7 @@ impl NetState {
     ///
     /// # Safety
     /// The namespace's writer lock is held.
-    pub unsafe fn handle(&self, mut req: Request<'_>) -> Result<Handled, ProtoError> {
+    pub unsafe fn handle(&self, mut req: Request<'_>) -> Result<Handled, Refusal> {
         // SAFETY: writer lock held by the caller.
         let writer = unsafe { &mut *self.writer.get() };
         let request = seng_core::genl::Request::parse(req.cmd, req.payload)?;
@@ -276,6 +297,64 @@ fn register_spec(table: &Table, spec: &EnclaveSpec<'_>, cut: Option<&mut CutSet>
     Ok(())
 }
 
+/// Registers the enclaves of `list` in order; an enclave that cannot be registered is blamed by
+/// its nest.
+fn register_list(table: &Table, list: &EnclaveList<'_>, mut cut: Option<&mut CutSet>) -> Result<(), Refusal> {
+    for (at, spec) in list.iter_at() {
+        register_spec(table, &spec, cut.as_deref_mut()).map_err(|error| Refusal { error, at: Some(at) })?;
+    }
+    Ok(())
+}
+
+/// Unregisters the enclaves of `list`, all or none: an address that is not registered is blamed
+/// by its nest and nothing changes. Removed addresses go into `cut`, if given.
+fn unregister_list(table: &Table, list: &EnclaveList<'_>, mut cut: Option<&mut CutSet>) -> Result<(), Refusal> {
+    if let Some((at, _)) = list.iter_at().find(|(_, s)| table.lookup(&s.addr).is_none()) {
+        return Err(Refusal { error: TableError::NotRegistered.into(), at: Some(at) });
+    }
+    for spec in list.iter() {
+        // SAFETY: writer mutex held. A repeated address is already gone: skip it.
+        if unsafe { table.unregister(&spec.addr) }.is_ok() {
+            if let Some(cut) = cut.as_deref_mut() {
+                // Sized for every enclave of the request, so this cannot fail.
+                let _ = cut.insert(spec.addr);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn attach(table: &Table, app: &Measurement, categories: &CategoryList<'_>) -> Result<(), Refusal> {
+    for c in categories.iter() {
+        // SAFETY: writer mutex held.
+        unsafe { table.attach_category(app, &c) }?;
+    }
+    Ok(())
+}
+
+/// Detaches all of `categories` or, if one is not attached, none.
+fn detach(table: &Table, app: &Measurement, categories: &CategoryList<'_>) -> Result<(), Refusal> {
+    let current = table.app(app).ok_or(TableError::UnknownApp)?.categories();
+    if categories.iter().any(|c| !current.contains(&c)) {
+        return Err(TableError::CategoryNotAttached.into());
+    }
+    for c in categories.iter() {
+        // SAFETY: writer mutex held. A repeated category is already gone: skip it.
+        let _ = unsafe { table.detach_category(app, &c) };
+    }
+    Ok(())
+}
+
+/// The staging table of the transaction `req`'s socket has open.
+fn staging<'w>(writer: &'w Writer, req: &Request<'_>) -> Result<&'w Table, ProtoError> {
+    match writer.staging {
+        // SAFETY: the staging table is owned by this writer and unpublished; it lives until
+        // the writer drops it, which needs `&mut Writer`.
+        Some((owner, staging)) if owner == req.portid => Ok(unsafe { staging.as_ref() }),
+        _ => Err(no_transaction()),
+    }
+}
+
 /// Fails with ENOSPC, changing nothing, if adding `list` could overflow the table.
 fn check_room(table: &Table, list: &EnclaveList<'_>) -> Result<(), ProtoError> {
     let new = list.iter().filter(|s| table.lookup(&s.addr).is_none()).count();
@@ -298,7 +377,7 @@ fn reply_writer<'r>(req: &'r mut Request<'_>) -> Result<AttrWriter<'r>, ProtoErr
 
 const NO_ROOM: ProtoError = ProtoError { errno: errno::EMSGSIZE, attr: None, msg: c"reply does not fit" };
 
-fn execute(state: &NetState, writer: &mut Writer, req: &mut Request<'_>, request: seng_core::genl::Request<'_>) -> Result<Handled, ProtoError> {
+fn execute(state: &NetState, writer: &mut Writer, req: &mut Request<'_>, request: seng_core::genl::Request<'_>) -> Result<Handled, Refusal> {
     use seng_core::genl::Request as R;
     let table = state.live();
     let mut notify = true;
@@ -308,40 +387,18 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut Request<'_>, request
         R::EnclaveSet(list) => {
             check_room(table, &list)?;
             let mut cut = new_cut_set(list.len())?;
-            let result = list.iter().try_for_each(|spec| register_spec(table, &spec, Some(&mut cut)));
+            let result = register_list(table, &list, Some(&mut cut));
             cut_flows(req, &cut);
             result?;
         }
         R::EnclaveDel(list) => {
-            if list.iter().any(|s| table.lookup(&s.addr).is_none()) {
-                return Err(TableError::NotRegistered.into());
-            }
             let mut cut = new_cut_set(list.len())?;
-            for spec in list.iter() {
-                // SAFETY: writer mutex held. A repeated address is already gone: skip it.
-                if unsafe { table.unregister(&spec.addr) }.is_ok() {
-                    let _ = cut.insert(spec.addr);
-                }
-            }
+            unregister_list(table, &list, Some(&mut cut))?;
             cut_flows(req, &cut);
         }
         R::Flush => flush(table, req)?,
-        R::CatAdd { app, categories } => {
-            for c in categories.iter() {
-                // SAFETY: writer mutex held.
-                unsafe { table.attach_category(&app, &c) }?;
-            }
-        }
-        R::CatDel { app, categories } => {
-            let current = table.app(&app).ok_or(ProtoError::from(TableError::UnknownApp))?.categories();
-            if categories.iter().any(|c| !current.contains(&c)) {
-                return Err(TableError::CategoryNotAttached.into());
-            }
-            for c in categories.iter() {
-                // SAFETY: writer mutex held. A repeated category is already gone: skip it.
-                let _ = unsafe { table.detach_category(&app, &c) };
-            }
-        }
+        R::CatAdd { app, categories } => attach(table, &app, &categories)?,
+        R::CatDel { app, categories } => detach(table, &app, &categories)?,
         R::Get { addr } => {
             let e = table.lookup(&addr).ok_or(ProtoError::from(TableError::NotRegistered))?;
             let mut out = reply_writer(req)?;
@@ -367,7 +424,7 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut Request<'_>, request
         R::ReplaceBegin => {
             if let Some((owner, staging)) = writer.staging {
                 if owner != req.portid {
-                    return Err(ProtoError { errno: errno::EBUSY, attr: None, msg: c"another socket has a replace transaction open" });
+                    return Err(ProtoError { errno: errno::EBUSY, attr: None, msg: c"another socket has a replace transaction open" }.into());
                 }
                 writer.staging = None;
                 // SAFETY: a staging table is never published.
@@ -376,22 +433,32 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut Request<'_>, request
             writer.staging = Some((req.portid, new_table(state.capacity)?));
             notify = false;
         }
-        R::ReplaceAdd(list) => {
-            let staging = match writer.staging {
-                Some((owner, staging)) if owner == req.portid => staging,
-                _ => return Err(no_transaction()),
-            };
-            // SAFETY: the staging table is owned by this writer and unpublished.
-            let staging = unsafe { staging.as_ref() };
-            // A partly applied message only affects the unpublished staging table, and the
-            // client aborts the transaction on any error: no room check needed up front.
-            list.iter().try_for_each(|spec| register_spec(staging, &spec, None))?;
+        // A partly applied message only affects the unpublished staging table, which the client
+        // aborts on any error: no room check up front.
+        R::ReplaceAdd(additions) => {
+            let staging = staging(writer, req)?;
+            for item in additions.iter_at() {
+                let (at, spec) = item.map_err(|(at, error)| Refusal { error, at: Some(at) })?;
+                register_spec(staging, &spec, None).map_err(|error| Refusal { error, at: Some(at) })?;
+            }
+            notify = false;
+        }
+        R::ReplaceDel(list) => {
+            unregister_list(staging(writer, req)?, &list, None)?;
+            notify = false;
+        }
+        R::ReplaceCatAdd { app, categories } => {
+            attach(staging(writer, req)?, &app, &categories)?;
+            notify = false;
+        }
+        R::ReplaceCatDel { app, categories } => {
+            detach(staging(writer, req)?, &app, &categories)?;
             notify = false;
         }
         R::ReplaceCommit => {
             let staging = match writer.staging {
                 Some((owner, staging)) if owner == req.portid => staging,
-                _ => return Err(no_transaction()),
+                _ => return Err(no_transaction().into()),
             };
             let mut cut = new_cut_set(table.len())?;
             // SAFETY: the staging table is owned by this writer.
@@ -416,7 +483,7 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut Request<'_>, request
                     // SAFETY: a staging table is never published.
                     unsafe { unbox(staging) };
                 }
-                _ => return Err(no_transaction()),
+                _ => return Err(no_transaction().into()),
             }
             notify = false;
         }

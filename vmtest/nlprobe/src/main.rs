@@ -86,6 +86,14 @@ fn malformed_cases() -> Vec<Case> {
         Case { name: "replace-add-without-begin", command: cmd::REPLACE_ADD, errno: libc::ENOENT, message: "no replace transaction",
             attrs: attrs(|w| w.put_enclave(&std::net::IpAddr::from(enc), Some(&APP), Some(&std::net::IpAddr::from([10, 0, 0, 1])), &[]).unwrap()) },
         Case { name: "replace-commit-without-begin", command: cmd::REPLACE_COMMIT, errno: libc::ENOENT, message: "no replace transaction", attrs: Vec::new() },
+        Case { name: "replace-del-without-begin", command: cmd::REPLACE_DEL, errno: libc::ENOENT, message: "no replace transaction",
+            attrs: attrs(|w| w.put_enclave(&std::net::IpAddr::from(enc), None, None, &[]).unwrap()) },
+        Case { name: "replace-del-with-app", command: cmd::REPLACE_DEL, errno: libc::EINVAL, message: "deletion nest takes only ADDR",
+            attrs: attrs(|w| w.put_enclave(&std::net::IpAddr::from(enc), Some(&APP), None, &[]).unwrap()) },
+        Case { name: "replace-cat-add-without-begin", command: cmd::REPLACE_CAT_ADD, errno: libc::ENOENT, message: "no replace transaction",
+            attrs: attrs(|w| { put(w, attr::APP, &APP.0); put(w, attr::CAT, b"Mail\0"); }) },
+        Case { name: "replace-cat-del-without-app", command: cmd::REPLACE_CAT_DEL, errno: libc::EINVAL, message: "APP is required",
+            attrs: attrs(|w| put(w, attr::CAT, b"Mail\0")) },
         Case { name: "get-without-address", command: cmd::GET, errno: libc::EINVAL, message: "GET needs ADDR", attrs: Vec::new() },
     ]
 }

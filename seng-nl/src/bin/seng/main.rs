@@ -99,15 +99,11 @@ fn run(command: Cmd) -> Result<(), Failure> {
                 written(writeln!(out, "{}", e.to_command()))?;
             }
         }
-        Cmd::Restore { file, test } => {
-            let table = restore::read(&file)?;
-            if test {
-                let stats = table.stats();
-                written(writeln!(out, "{file}: a table of {} enclaves of {} applications", stats.enclaves, stats.apps))?;
-            } else {
-                connect()?.replace(restore::enclaves(&table)).map_err(op("restore"))?;
-            }
+        Cmd::Restore { file, test: true } => {
+            let stats = restore::check(&file)?.stats();
+            written(writeln!(out, "{file}: a table of {} enclaves of {} applications", stats.enclaves, stats.apps))?;
         }
+        Cmd::Restore { file, test: false } => restore::restore(&file, &mut connect()?)?,
         Cmd::Monitor => monitor(&mut out)?,
         Cmd::Stats { json } => {
             let stats = connect()?.stats().map_err(op("stats"))?;

@@ -1,69 +1,136 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! `seng restore`: reads a script, works out the table it describes, and swaps that table in
-//! with one replace transaction.
+//! `seng restore`: reads a script and swaps in the table it describes with one replace
+//! transaction.
 //!
-//! The script is applied line by line to an empty [`LocalTable`], seng-core's own table, so every
-//! command (`enclave add/del`, `app cat add/del`, `flush`) means exactly what it means to the
-//! module, and a line that cannot apply (deleting an address the script never added, say) is
-//! reported with its file and line before the kernel is touched. The resulting table goes to the
-//! module in batched REPLACE_ADD messages and is committed atomically.
+//! The script streams into the module's staging table as it is read: each command becomes the
+//! same operation on the staging table (`enclave add/del`, `app cat add/del`, `flush`), so it
+//! means exactly what it means on the live table, and memory stays flat however long the script
+//! is. A line that does not parse, or that the module refuses (deleting an address the script
+//! never added, say), is reported with its file and line; the transaction is then aborted and the
+//! live table is untouched. `--test` applies the script to seng-core's own table in user space
+//! instead, so it checks a script without the module.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 
-use seng_core::script;
+use seng_core::script::{self, Command};
 use seng_core::table::{LocalTable, MAX_CAPACITY};
-use seng_nl::Enclave;
+use seng_nl::{Client, Enclave, Error, ReplaceError};
 
 use crate::Failure;
 
-/// Reads the script in `file` (`-`: standard input) into the table it describes.
-pub fn read(file: &str) -> Result<LocalTable, Failure> {
-    let (name, reader): (&str, Box<dyn BufRead>) = if file == "-" {
-        ("<stdin>", Box::new(io::stdin().lock()))
-    } else {
-        let f = File::open(file).map_err(|e| Failure::Input(format!("cannot open {file}: {e}")))?;
-        (file, Box::new(BufReader::with_capacity(1 << 20, f)))
-    };
-    apply(name, reader)
+/// A script source: its name for messages and its lines.
+struct Script {
+    name: String,
+    reader: Box<dyn BufRead>,
 }
 
-/// Applies every line of `reader` (named `name` in messages) to an empty table.
-pub fn apply(name: &str, mut reader: impl BufRead) -> Result<LocalTable, Failure> {
-    // The module enforces its own capacity when the table is staged.
-    let mut table = LocalTable::new(MAX_CAPACITY).map_err(|e| Failure::Op(format!("cannot build the table: {e}")))?;
-    let mut text = String::new();
-    let mut line_no = 0;
-    loop {
-        text.clear();
-        line_no += 1;
-        match reader.read_line(&mut text) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => return Err(Failure::Input(format!("{name}:{line_no}: cannot read: {e}"))),
+impl Script {
+    /// Opens `file` (`-`: standard input).
+    fn open(file: &str) -> Result<Script, Failure> {
+        if file == "-" {
+            return Ok(Script { name: "<stdin>".into(), reader: Box::new(io::stdin().lock()) });
         }
-        // One line at a time keeps memory flat for million-line scripts.
-        let lines = script::parse(&text).map_err(|mut e| {
-            e.line = line_no;
-            Failure::Input(format!("{name}:{e}"))
-        })?;
-        for line in lines {
+        let f = File::open(file).map_err(|e| Failure::Input(format!("cannot open {file}: {e}")))?;
+        Ok(Script { name: file.into(), reader: Box::new(BufReader::with_capacity(1 << 20, f)) })
+    }
+
+    /// Calls `each(line_no, command)` for every command, in order, one line at a time (memory
+    /// stays flat for million-line scripts). Stops at the first error.
+    fn each_command(&mut self, mut each: impl FnMut(usize, Command) -> Result<(), Failure>) -> Result<(), Failure> {
+        let name = &self.name;
+        let mut text = String::new();
+        let mut line_no = 0;
+        loop {
+            text.clear();
+            line_no += 1;
+            match self.reader.read_line(&mut text) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(Failure::Input(format!("{name}:{line_no}: cannot read: {e}"))),
+            }
+            let line = match text.strip_suffix('\n') {
+                Some(line) => line.strip_suffix('\r').unwrap_or(line),
+                None => &text,
+            };
+            let Some(line) = script::parse_line(line, line_no).map_err(|e| Failure::Input(format!("{name}:{e}")))? else {
+                continue;
+            };
             if line.at.is_some() {
                 return Err(Failure::Input(format!(
                     "{name}:{line_no}: timed lines (@SECONDS) are for the simulator; restore takes plain commands"
                 )));
             }
-            line.command
-                .apply(&mut table)
-                .map_err(|e| Failure::Input(format!("{name}:{line_no}: {}: {e}", line.command)))?;
+            each(line_no, line.command)?;
         }
     }
+}
+
+/// Applies the script in `file` to an empty table in user space (`restore --test`).
+pub fn check(file: &str) -> Result<LocalTable, Failure> {
+    apply(Script::open(file)?)
+}
+
+fn apply(mut script: Script) -> Result<LocalTable, Failure> {
+    // The module enforces its own capacity when the table is staged.
+    let mut table = LocalTable::new(MAX_CAPACITY).map_err(|e| Failure::Op(format!("cannot build the table: {e}")))?;
+    let name = script.name.clone();
+    script.each_command(|line_no, command| {
+        command.apply(&mut table).map(drop).map_err(|e| Failure::Input(format!("{name}:{line_no}: {command}: {e}")))
+    })?;
     Ok(table)
 }
 
-/// The enclaves of `table`, as the library registers them.
-pub fn enclaves(table: &LocalTable) -> impl Iterator<Item = Enclave> + '_ {
-    table.enclaves_from(0).map(|e| Enclave { addr: e.ip(), app: *e.app(), host: e.host(), categories: e.categories().to_vec() })
+/// Replaces the module's table with the one the script in `file` describes.
+pub fn restore(file: &str, client: &mut Client) -> Result<(), Failure> {
+    stream(Script::open(file)?, client)
+}
+
+fn stream(mut script: Script, client: &mut Client) -> Result<(), Failure> {
+    let mut replace = client.begin_replace().map_err(|e| Failure::Op(format!("restore: {e}")))?;
+    // The script line of each operation, to name the line of a refused one.
+    let mut op_lines: Vec<usize> = Vec::new();
+    let mut refused: Option<Error> = None;
+    let read = script.each_command(|line_no, command| {
+        op_lines.push(line_no);
+        let sent = match command {
+            Command::EnclaveAdd { ip, app, host, categories } => replace.add(&Enclave { addr: ip, app, host, categories }),
+            Command::EnclaveDel { ip } => replace.remove(ip),
+            Command::CatAdd { app, category } => replace.attach_categories(&app, &[category]),
+            Command::CatDel { app, category } => replace.detach_categories(&app, &[category]),
+            Command::Flush => replace.clear(),
+        };
+        sent.map_err(|e| {
+            refused = Some(e);
+            Failure::Op(String::new())
+        })
+    });
+    let result = match (read, refused) {
+        // Dropping the transaction aborts it.
+        (Err(_), Some(e)) => Err(e),
+        (Err(failure), None) => return Err(failure),
+        (Ok(()), _) => replace.commit(),
+    };
+    result.map_err(|e| refusal(&script.name, &op_lines, e))
+}
+
+/// Names the script line of a refused operation. A refusal that names something the table lacks
+/// is the script's fault (exit status 2); anything else is the module's or the system's (1).
+fn refusal(name: &str, op_lines: &[usize], e: Error) -> Failure {
+    let Error::Replace(ReplaceError { ops, error }) = &e else {
+        return Failure::Op(format!("restore: {e}"));
+    };
+    let first = op_lines.get(ops.start).copied().unwrap_or_default();
+    let last = op_lines.get(ops.end.saturating_sub(1)).copied().unwrap_or(first);
+    let place = match first == last {
+        true => format!("{name}:{first}"),
+        false => format!("{name}:{first}-{last}"),
+    };
+    let text = format!("{place}: {error}; the live table is unchanged");
+    match error.errno {
+        libc::ENOENT => Failure::Input(text),
+        _ => Failure::Op(text),
+    }
 }
 
 #[cfg(test)]
@@ -73,8 +140,15 @@ mod test {
     const APP: &str = "d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0";
     const APP2: &str = "d5876e37d31ad62d4eafd36997820b18fdea7b104a0e2d3f81873230be2af792";
 
+    fn script(text: &str) -> Script {
+        Script { name: "f".into(), reader: Box::new(io::Cursor::new(text.as_bytes().to_vec())) }
+    }
+
     fn lines(table: &LocalTable) -> Vec<String> {
-        let mut out: Vec<_> = enclaves(table).map(|e| e.to_command().to_string()).collect();
+        let mut out: Vec<_> = table
+            .enclaves_from(0)
+            .map(|e| Command::EnclaveAdd { ip: e.ip(), app: *e.app(), host: e.host(), categories: e.categories().to_vec() }.to_string())
+            .collect();
         out.sort();
         out
     }
@@ -91,7 +165,7 @@ mod test {
              app cat del {APP} Browser\n\
              seng enclave add 192.168.28.13 --app {APP2} --host 10.0.0.7 --cat \"Web Mail\"\n"
         );
-        let table = apply("t", text.as_bytes()).unwrap();
+        let table = apply(script(&text)).unwrap();
         assert_eq!(
             lines(&table),
             [
@@ -100,7 +174,7 @@ mod test {
                 format!("enclave add fd00::12 --app {APP2} --host fd00::1 --cat \"Web Mail\""),
             ]
         );
-        let flushed = apply("t", format!("enclave add 10.0.0.1 --app {APP} --host 10.0.0.5\nflush\n").as_bytes()).unwrap();
+        let flushed = apply(script(&format!("enclave add 10.0.0.1 --app {APP} --host 10.0.0.5\nflush\n"))).unwrap();
         assert!(flushed.is_empty());
     }
 
@@ -114,10 +188,23 @@ mod test {
             ("enclave add\n".into(), "f:1:12: missing the enclave address"),
         ];
         for (text, want) in cases {
-            let Err(Failure::Input(got)) = apply("f", text.as_bytes()) else { panic!("{text:?} accepted") };
+            let Err(Failure::Input(got)) = apply(script(&text)) else { panic!("{text:?} accepted") };
             assert!(got.starts_with(want), "{text:?}:\n got {got}\nwant {want}");
         }
-        let Err(Failure::Input(got)) = apply("f", &b"flush\n\xff\n"[..]) else { panic!("invalid UTF-8 accepted") };
+        let bytes = Script { name: "f".into(), reader: Box::new(&b"flush\n\xff\n"[..]) };
+        let Err(Failure::Input(got)) = apply(bytes) else { panic!("invalid UTF-8 accepted") };
         assert!(got.starts_with("f:2: cannot read"), "{got}");
+    }
+
+    #[test]
+    fn refusals_name_the_script_line() {
+        let refused = |ops, errno| Error::Replace(ReplaceError { ops, error: seng_nl::KernelError { errno, message: Some("why".into()), offset: None } });
+        let op_lines = [1, 2, 4, 5, 9];
+        let Failure::Input(text) = refusal("f", &op_lines, refused(2..3, libc::ENOENT)) else { panic!("a missing address is the script's fault") };
+        assert_eq!(text, "f:4: not found: why; the live table is unchanged");
+        let Failure::Op(text) = refusal("f", &op_lines, refused(1..5, libc::ENOSPC)) else { panic!("a full table is the module's refusal") };
+        assert!(text.starts_with("f:2-9: no room: why"), "{text}");
+        let Failure::Op(text) = refusal("f", &op_lines, Error::PermissionDenied) else { panic!() };
+        assert!(text.starts_with("restore: permission denied"), "{text}");
     }
 }
