@@ -509,6 +509,35 @@ pub fn print(lines: &[ScriptLine]) -> String {
     out
 }
 
+/// An address as `Display` prints it, with IPv4 written in one piece: `seng save` prints millions
+/// of them, and std's formatter pads each octet separately.
+struct Addr<'a>(&'a IpAddr);
+
+impl fmt::Display for Addr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let IpAddr::V4(v4) = self.0 else { return self.0.fmt(f) };
+        let mut text = [0u8; 15];
+        let mut len = 0;
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            let digits = [octet / 100, octet / 10 % 10, octet % 10];
+            let skip = match octet {
+                100.. => 0,
+                10.. => 1,
+                _ => 2,
+            };
+            let dot = (i > 0).then_some(b'.');
+            for b in dot.into_iter().chain(digits.into_iter().skip(skip).map(|d| b'0' + d)) {
+                if let Some(slot) = text.get_mut(len) {
+                    *slot = b;
+                    len += 1;
+                }
+            }
+        }
+        // Only ASCII digits and dots were written.
+        f.write_str(text.get(..len).and_then(|t| core::str::from_utf8(t).ok()).unwrap_or_default())
+    }
+}
+
 /// Seconds of a duration, printed the canonical way.
 struct Seconds(Duration);
 
@@ -539,13 +568,13 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::EnclaveAdd { ip, app, host, categories } => {
-                write!(f, "enclave add {ip} --app {app} --host {host}")?;
+                write!(f, "enclave add {} --app {app} --host {}", Addr(ip), Addr(host))?;
                 for category in categories {
                     write!(f, " --cat {}", category.save_form())?;
                 }
                 Ok(())
             }
-            Command::EnclaveDel { ip } => write!(f, "enclave del {ip}"),
+            Command::EnclaveDel { ip } => write!(f, "enclave del {}", Addr(ip)),
             Command::CatAdd { app, category } => write!(f, "app cat add {app} {}", category.save_form()),
             Command::CatDel { app, category } => write!(f, "app cat del {app} {}", category.save_form()),
             Command::Flush => f.write_str("flush"),
@@ -617,6 +646,23 @@ mod test {
 
     fn cat(name: &str) -> Category {
         Category::new(name.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn addresses_print_as_std_prints_them() {
+        let octets = [0u8, 1, 9, 10, 42, 99, 100, 101, 199, 200, 250, 255];
+        for a in octets {
+            for b in octets {
+                for c in octets {
+                    for d in octets {
+                        let ip = IpAddr::from([a, b, c, d]);
+                        assert_eq!(Addr(&ip).to_string(), ip.to_string());
+                    }
+                }
+            }
+        }
+        let v6: IpAddr = "fd00::1:0:0:2".parse().unwrap();
+        assert_eq!(Addr(&v6).to_string(), "fd00::1:0:0:2");
     }
 
     #[test]

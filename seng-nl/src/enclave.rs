@@ -27,8 +27,8 @@ pub struct Enclave {
 
 impl Enclave {
     /// The `enclave add` command that registers it (the line `seng save` prints).
-    pub fn to_command(&self) -> Command {
-        Command::EnclaveAdd { ip: self.addr, app: self.app, host: self.host, categories: self.categories.clone() }
+    pub fn into_command(self) -> Command {
+        Command::EnclaveAdd { ip: self.addr, app: self.app, host: self.host, categories: self.categories }
     }
 }
 

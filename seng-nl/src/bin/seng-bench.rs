@@ -91,7 +91,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Gen { count, v6_every } => {
             let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
             for i in 0..count {
-                writeln!(out, "{}", enclave(i, v6_every).to_command()).map_err(|e| e.to_string())?;
+                writeln!(out, "{}", enclave(i, v6_every).into_command()).map_err(|e| e.to_string())?;
             }
             out.flush().map_err(|e| e.to_string())
         }
