@@ -29,33 +29,24 @@ static unsigned int capacity = 1 << 20;
 module_param(capacity, uint, 0444);
 MODULE_PARM_DESC(capacity, "Most enclaves per network namespace (default 1048576)");
 
-/* Memory handed to Rust: an RCU head sits before each allocation so it can be freed after a
- * grace period without the Rust types carrying one. */
-struct seng_mem {
-	struct rcu_head rcu;
-	u8 data[];
-};
-
+/*
+ * Memory handed to Rust. Retired memory goes to the headless kvfree_rcu, which batches pointers
+ * and needs no RCU head in the object: a 56-byte enclave node stays in kmalloc-64 instead of
+ * growing into kmalloc-96. It may sleep, and every caller is a writer in process context.
+ */
 void *seng_glue_alloc(size_t size)
 {
-	struct seng_mem *mem = kvmalloc(struct_size(mem, data, size), GFP_KERNEL | __GFP_NOWARN);
-
-	return mem ? mem->data : NULL;
+	return kvmalloc(size, GFP_KERNEL | __GFP_NOWARN);
 }
 
 void seng_glue_free(void *ptr)
 {
-	kvfree(container_of(ptr, struct seng_mem, data));
-}
-
-static void seng_mem_free_rcu(struct rcu_head *head)
-{
-	kvfree(container_of(head, struct seng_mem, rcu));
+	kvfree(ptr);
 }
 
 void seng_glue_retire(void *ptr)
 {
-	call_rcu(&container_of(ptr, struct seng_mem, data)->rcu, seng_mem_free_rcu);
+	kvfree_rcu_mightsleep(ptr);
 }
 
 u64 seng_glue_random_u64(void)
@@ -425,8 +416,6 @@ static void __exit seng_exit(void)
 	genl_unregister_family(&seng_family);
 	netlink_unregister_notifier(&seng_netlink_notifier);
 	unregister_pernet_subsys(&seng_net_ops);
-	/* Retired table memory is freed by RCU callbacks in this module's text. */
-	rcu_barrier();
 }
 
 module_init(seng_init);

@@ -99,25 +99,18 @@ pub(crate) fn capacity() -> u32 {
     unsafe { *CAPACITY.0.get() }
 }
 
-// Memory for seng-core (through the shared `platform` module): `kvmalloc` with an RCU head
-// before each allocation, so a retired node is freed by `call_rcu` without seng-core's types
-// carrying one.
-
-/// Room before each allocation for its RCU head; keeps the 8-byte alignment of `kvmalloc`.
-const HEADER: usize = size_of::<bindings::callback_head>();
+// Memory for seng-core (through the shared `platform` module): `kvmalloc`, and for retired
+// memory the headless `kvfree_rcu`, which batches pointers and needs no RCU head in the object
+// (a 56-byte enclave node stays in kmalloc-64).
 
 /// `seng_glue_alloc` of seng_rs.h: at least `size` bytes aligned to 8, or null.
 #[no_mangle]
 extern "C" fn seng_glue_alloc(size: usize) -> *mut u8 {
-    let Some(layout) = size
-        .checked_add(HEADER)
-        .and_then(|n| Layout::from_size_align(n, 8).ok())
-    else {
+    let Ok(layout) = Layout::from_size_align(size, 8) else {
         return ptr::null_mut();
     };
     match KVmalloc::alloc(layout, flags::GFP_KERNEL | flags::__GFP_NOWARN) {
-        // SAFETY: the allocation is `HEADER` bytes longer than what is handed out.
-        Ok(mem) => unsafe { mem.cast::<u8>().as_ptr().add(HEADER) },
+        Ok(mem) => mem.cast::<u8>().as_ptr(),
         Err(_) => ptr::null_mut(),
     }
 }
@@ -128,27 +121,20 @@ extern "C" fn seng_glue_alloc(size: usize) -> *mut u8 {
 /// `ptr` came from [`seng_glue_alloc`] and nothing can reach it any more.
 #[no_mangle]
 unsafe extern "C" fn seng_glue_free(ptr: *mut u8) {
-    // SAFETY: by the caller; the allocation starts `HEADER` bytes before `ptr`.
-    unsafe { bindings::kvfree(ptr.sub(HEADER).cast()) }
+    // SAFETY: by the caller.
+    unsafe { bindings::kvfree(ptr.cast()) }
 }
 
-/// The `call_rcu` callback of [`seng_glue_retire`].
+/// `seng_glue_retire`: frees after the current RCU grace period (`kvfree_rcu_mightsleep`).
 ///
 /// # Safety
-/// `head` starts an allocation of [`seng_glue_alloc`] after a grace period.
-unsafe extern "C" fn free_after_grace_period(head: *mut bindings::callback_head) {
-    // SAFETY: `head` starts an allocation of `seng_glue_alloc`, retired by `seng_glue_retire`.
-    unsafe { bindings::kvfree(head.cast()) }
-}
-
-/// `seng_glue_retire`: frees after the current RCU grace period.
-///
-/// # Safety
-/// `ptr` came from [`seng_glue_alloc`] and is no longer reachable by new readers.
+/// `ptr` came from [`seng_glue_alloc`] and is no longer reachable by new readers; the caller is
+/// a writer in process context (the call may sleep).
 #[no_mangle]
 unsafe extern "C" fn seng_glue_retire(ptr: *mut u8) {
-    // SAFETY: by the caller; the RCU head is the start of the allocation, unused until now.
-    unsafe { bindings::call_rcu(ptr.sub(HEADER).cast(), Some(free_after_grace_period)) }
+    // SAFETY: by the caller; a null head asks for the headless form, which takes any kvmalloc
+    // pointer.
+    unsafe { bindings::kvfree_call_rcu(ptr::null_mut(), ptr.cast()) }
 }
 
 /// `seng_glue_random_u64`: the table's hash seed.
@@ -746,8 +732,6 @@ impl Drop for Registrations {
             if r.stage >= Stage::Pernet {
                 bindings::unregister_pernet_subsys(&mut r.pernet);
             }
-            // Retired table memory is freed by RCU callbacks in this module's text.
-            bindings::rcu_barrier();
         }
     }
 }

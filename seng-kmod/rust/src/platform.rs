@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! seng-core's memory services on kernel primitives: `kvmalloc`, `kvfree`, and freeing after an
-//! RCU grace period (`call_rcu`), all provided by the C glue.
+//! RCU grace period (`kvfree_rcu`), all provided by the C glue.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -8,12 +8,11 @@ use core::ptr::NonNull;
 use seng_core::table::Platform;
 
 extern "C" {
-    /// `kvmalloc(GFP_KERNEL)` with room for an RCU head before the returned pointer; NULL on
-    /// failure. Returned memory is 8-byte aligned.
+    /// `kvmalloc(GFP_KERNEL)`; NULL on failure. Returned memory is 8-byte aligned.
     fn seng_glue_alloc(size: usize) -> *mut u8;
     /// `kvfree` at once.
     fn seng_glue_free(ptr: *mut u8);
-    /// `kvfree` after the current RCU grace period (`call_rcu`).
+    /// `kvfree` after the current RCU grace period (headless `kvfree_rcu`; may sleep).
     fn seng_glue_retire(ptr: *mut u8);
 }
 
