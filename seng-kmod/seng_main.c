@@ -194,6 +194,9 @@ static void seng_notify(struct genl_info *info)
 	struct sk_buff *msg;
 	void *hdr;
 
+	/* A batch is up to 32 KiB: copy it only for someone. */
+	if (!genl_has_listeners(&seng_family, genl_info_net(info), 0))
+		return;
 	msg = genlmsg_new(len, GFP_KERNEL);
 	if (!msg)
 		return;

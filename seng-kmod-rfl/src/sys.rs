@@ -350,6 +350,12 @@ fn xt_match_reg(family: u32, module: &'static ThisModule) -> bindings::xt_match 
 unsafe fn notify(info: &bindings::genl_info) {
     // SAFETY: a doit's info has a validated genl header and the family; process context.
     unsafe {
+        // `genl_has_listeners` for the family's one group: a batch is up to 32 KiB, copy it
+        // only for someone.
+        let net = bindings::genl_info_net(info);
+        if bindings::netlink_has_listeners((*net).genl_sock, (*info.family).mcgrp_offset) == 0 {
+            return;
+        }
         let len = bindings::genlmsg_len(info.genlhdr);
         let msg = bindings::genlmsg_new(len as usize, bindings::GFP_KERNEL);
         if msg.is_null() {
