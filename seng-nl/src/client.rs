@@ -223,13 +223,18 @@ struct Batch {
     packed_from: usize,
     /// Position of the next item.
     pushed: usize,
-    /// Framed messages waiting to be sent, with their first sequence number.
-    out: Vec<u8>,
-    first_seq: u32,
-    /// For each framed message: the positions it carries and where it starts in `out`.
-    framed: Vec<(Range<usize>, usize)>,
+    outbox: Outbox,
     /// Refused messages, in order.
     failures: Vec<BatchFailure>,
+}
+
+/// Framed messages waiting to be sent in one `sendmsg`.
+struct Outbox {
+    out: Vec<u8>,
+    /// Sequence number of the first message.
+    first_seq: u32,
+    /// For each message: the positions it carries and where it starts in `out`.
+    framed: Vec<(Range<usize>, usize)>,
 }
 
 impl Batch {
@@ -239,11 +244,20 @@ impl Batch {
             packing: 0,
             packed_from: 0,
             pushed: 0,
-            out: Vec::with_capacity(SEND_LIMIT + MAX_PAYLOAD + HEADERS_LEN),
-            first_seq: 0,
-            framed: Vec::new(),
+            outbox: Outbox { out: Vec::with_capacity(SEND_LIMIT + MAX_PAYLOAD + HEADERS_LEN), first_seq: 0, framed: Vec::new() },
             failures: Vec::new(),
         }
+    }
+}
+
+impl Outbox {
+    /// Appends request `seq` carrying the items at `positions`.
+    fn frame(&mut self, family: u16, seq: u32, cmd: u8, positions: Range<usize>, attrs: &[u8]) {
+        if self.framed.is_empty() {
+            self.first_seq = seq;
+        }
+        self.framed.push((positions, self.out.len()));
+        wire::frame(&mut self.out, family, NLM_F_REQUEST | NLM_F_ACK, seq, cmd, attrs);
     }
 }
 
@@ -332,8 +346,11 @@ impl Client {
     /// Adds a request of its own (not packed with others) to the batch.
     fn batch_request(&mut self, b: &mut Batch, cmd: u8, attrs: &[u8]) -> Result<()> {
         self.batch_seal(b)?;
+        let seq = self.next_seq();
+        b.outbox.frame(self.family, seq, cmd, b.pushed..b.pushed + 1, attrs);
         b.pushed += 1;
-        self.batch_frame(b, cmd, b.pushed - 1..b.pushed, attrs)
+        b.packed_from = b.pushed;
+        self.batch_send_if_full(b)
     }
 
     /// Frames the packed nests as one message.
@@ -342,50 +359,34 @@ impl Client {
             return Ok(());
         }
         let seq = self.next_seq();
-        if b.framed.is_empty() {
-            b.first_seq = seq;
-        }
-        let at = b.out.len();
         let (payload, count) = b.packer.take();
-        wire::frame(&mut b.out, self.family, NLM_F_REQUEST | NLM_F_ACK, seq, b.packing, payload);
-        b.framed.push((b.packed_from..b.packed_from + count, at));
-        b.packed_from = b.pushed;
-        self.batch_send_if_full(b)
-    }
-
-    fn batch_frame(&mut self, b: &mut Batch, cmd: u8, positions: Range<usize>, attrs: &[u8]) -> Result<()> {
-        let seq = self.next_seq();
-        if b.framed.is_empty() {
-            b.first_seq = seq;
-        }
-        let at = b.out.len();
-        wire::frame(&mut b.out, self.family, NLM_F_REQUEST | NLM_F_ACK, seq, cmd, attrs);
-        b.framed.push((positions, at));
+        b.outbox.frame(self.family, seq, b.packing, b.packed_from..b.packed_from + count, payload);
         b.packed_from = b.pushed;
         self.batch_send_if_full(b)
     }
 
     /// Sends when another full message might not fit in one `sendmsg`.
     fn batch_send_if_full(&mut self, b: &mut Batch) -> Result<()> {
-        if b.out.len() + MAX_PAYLOAD + HEADERS_LEN > SEND_LIMIT {
+        if b.outbox.out.len() + MAX_PAYLOAD + HEADERS_LEN > SEND_LIMIT {
             self.batch_send(b)?;
         }
         Ok(())
     }
 
     fn batch_send(&mut self, b: &mut Batch) -> Result<()> {
-        if b.framed.is_empty() {
+        let Outbox { out, first_seq, framed } = &mut b.outbox;
+        if framed.is_empty() {
             return Ok(());
         }
-        let acks = exchange(&self.socket, &mut self.recv, &b.out, b.first_seq, b.framed.len(), |_, _| Ok(()))?;
-        for ((positions, at), ack) in b.framed.drain(..).zip(acks) {
+        let acks = exchange(&self.socket, &mut self.recv, out, *first_seq, framed.len(), |_, _| Ok(()))?;
+        for ((positions, at), ack) in framed.drain(..).zip(acks) {
             if let Err(error) = ack {
-                let message = b.out.get(at..).unwrap_or_default();
+                let message = out.get(at..).unwrap_or_default();
                 let refused = error.offset.and_then(|o| wire::blamed_nest(message, o)).map(|i| positions.start + i).filter(|p| positions.contains(p));
                 b.failures.push(BatchFailure { enclaves: positions, refused, error });
             }
         }
-        b.out.clear();
+        out.clear();
         Ok(())
     }
 
@@ -594,6 +595,11 @@ impl Replace<'_> {
 
     /// Drops the staging table; the live table stays as it was.
     pub fn abort(mut self) -> Result<()> {
+        self.close()
+    }
+
+    /// Aborts the transaction in the module and marks it closed.
+    fn close(&mut self) -> Result<()> {
         self.open = false;
         self.client.request(cmd::REPLACE_ABORT, &[], |_| Ok(()))
     }
@@ -608,9 +614,8 @@ impl Replace<'_> {
         if result.is_ok() && refused.is_none() {
             return Ok(());
         }
-        self.open = false;
         // The first error is the one to report; closing the socket would abort too.
-        let _ = self.client.request(cmd::REPLACE_ABORT, &[], |_| Ok(()));
+        let _ = self.close();
         result?;
         let Some(BatchFailure { enclaves, refused, error }) = refused else { return Ok(()) };
         if error.errno == libc::EPERM {
@@ -625,7 +630,7 @@ impl Drop for Replace<'_> {
     fn drop(&mut self) {
         if self.open {
             // Best effort: closing the socket aborts the transaction too.
-            let _ = self.client.request(cmd::REPLACE_ABORT, &[], |_| Ok(()));
+            let _ = self.close();
         }
     }
 }
