@@ -90,8 +90,9 @@ fn stream(mut script: Script, client: &mut Client) -> Result<(), Failure> {
     let mut replace = client.begin_replace().map_err(|e| Failure::Op(format!("restore: {e}")))?;
     // The script line of each operation, to name the line of a refused one.
     let mut op_lines: Vec<usize> = Vec::new();
-    let mut refused: Option<Error> = None;
-    let read = script.each_command(|line_no, command| {
+    let name = script.name.clone();
+    // On any failure the transaction is dropped, which aborts it.
+    script.each_command(|line_no, command| {
         op_lines.push(line_no);
         let sent = match command {
             Command::EnclaveAdd { ip, app, host, categories } => replace.add(&Enclave { addr: ip, app, host, categories }),
@@ -100,18 +101,9 @@ fn stream(mut script: Script, client: &mut Client) -> Result<(), Failure> {
             Command::CatDel { app, category } => replace.detach_categories(&app, &[category]),
             Command::Flush => replace.clear(),
         };
-        sent.map_err(|e| {
-            refused = Some(e);
-            Failure::Op(String::new())
-        })
-    });
-    let result = match (read, refused) {
-        // Dropping the transaction aborts it.
-        (Err(_), Some(e)) => Err(e),
-        (Err(failure), None) => return Err(failure),
-        (Ok(()), _) => replace.commit(),
-    };
-    result.map_err(|e| refusal(&script.name, &op_lines, e))
+        sent.map_err(|e| refusal(&name, &op_lines, e))
+    })?;
+    replace.commit().map_err(|e| refusal(&name, &op_lines, e))
 }
 
 /// Names the script line of a refused operation. A refusal that names something the table lacks
