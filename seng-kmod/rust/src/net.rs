@@ -297,10 +297,15 @@ fn register_spec(table: &Table, spec: &EnclaveSpec<'_>, cut: Option<&mut CutSet>
     Ok(())
 }
 
-/// Registers the enclaves of `list` in order; an enclave that cannot be registered is blamed by
-/// its nest.
-fn register_list(table: &Table, list: &EnclaveList<'_>, mut cut: Option<&mut CutSet>) -> Result<(), Refusal> {
-    for (at, spec) in list.iter_at() {
+/// Registers `enclaves` (each with the offset of its nest) in order, up to the first that is
+/// malformed or cannot be registered, which is blamed by its nest.
+fn register_list<'a>(
+    table: &Table,
+    enclaves: impl Iterator<Item = Result<(usize, EnclaveSpec<'a>), (usize, ProtoError)>>,
+    mut cut: Option<&mut CutSet>,
+) -> Result<(), Refusal> {
+    for item in enclaves {
+        let (at, spec) = item.map_err(|(at, error)| Refusal { error, at: Some(at) })?;
         register_spec(table, &spec, cut.as_deref_mut()).map_err(|error| Refusal { error, at: Some(at) })?;
     }
     Ok(())
@@ -387,7 +392,7 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut Request<'_>, request
         R::EnclaveSet(list) => {
             check_room(table, &list)?;
             let mut cut = new_cut_set(list.len())?;
-            let result = register_list(table, &list, Some(&mut cut));
+            let result = register_list(table, list.iter_at().map(Ok), Some(&mut cut));
             cut_flows(req, &cut);
             result?;
         }
@@ -436,11 +441,7 @@ fn execute(state: &NetState, writer: &mut Writer, req: &mut Request<'_>, request
         // A partly applied message only affects the unpublished staging table, which the client
         // aborts on any error: no room check up front.
         R::ReplaceAdd(additions) => {
-            let staging = staging(writer, req)?;
-            for item in additions.iter_at() {
-                let (at, spec) = item.map_err(|(at, error)| Refusal { error, at: Some(at) })?;
-                register_spec(staging, &spec, None).map_err(|error| Refusal { error, at: Some(at) })?;
-            }
+            register_list(staging(writer, req)?, additions.iter_at(), None)?;
             notify = false;
         }
         R::ReplaceDel(list) => {
