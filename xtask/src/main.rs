@@ -226,46 +226,50 @@ fn test_plan(
     bins: &[initramfs::GuestBin],
     filters: &[String],
 ) -> Result<Vec<String>> {
-    let dir = paths.root.join("vmtest/tests");
-    let mut files = Vec::new();
-    for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    let mut files = files_in(&paths.root.join("vmtest/tests"), |entry, name| {
         let exec =
             std::os::unix::fs::PermissionsExt::mode(&entry.metadata()?.permissions()) & 0o111 != 0;
-        if entry.file_type()?.is_file() && (name.ends_with(".sh") || exec) {
-            files.push(name);
-        }
-    }
+        Ok(entry.file_type()?.is_file() && (name.ends_with(".sh") || exec))
+    })?;
     let guest_tests = format!("{}/tests", initramfs::GUEST_VMTEST);
     files.extend(
         bins.iter()
             .filter(|b| b.dest == guest_tests)
             .map(|b| b.bin.clone()),
     );
-    files.sort();
-    files.retain(|f| filter_accepts(filters, f));
-    anyhow::ensure!(!files.is_empty(), "no test matches --filter {filters:?}");
-    Ok(files)
+    filtered(files, filters, "test")
 }
 
 /// The `vmtest/bench` scripts to run, filtered, in name order.
 fn bench_plan(paths: &Paths, filters: &[String]) -> Result<Vec<String>> {
-    let dir = paths.root.join("vmtest/bench");
+    let files = files_in(&paths.root.join("vmtest/bench"), |_, name| {
+        Ok(name.ends_with(".sh"))
+    })?;
+    filtered(files, filters, "benchmark")
+}
+
+/// The names of the entries of `dir` that `keep` accepts.
+fn files_in(
+    dir: &Path,
+    keep: impl Fn(&fs::DirEntry, &str) -> Result<bool>,
+) -> Result<Vec<String>> {
     let mut files = Vec::new();
-    for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".sh") && filter_accepts(filters, &name) {
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if keep(&entry, &name)? {
             files.push(name);
         }
     }
-    files.sort();
-    anyhow::ensure!(!files.is_empty(), "no benchmark matches --filter {filters:?}");
     Ok(files)
 }
 
-fn filter_accepts(filters: &[String], file: &str) -> bool {
-    filters.is_empty() || filters.iter().any(|w| test_name(file).contains(w.as_str()))
+/// `files` that `--filter` selects, in name order; none is an error.
+fn filtered(mut files: Vec<String>, filters: &[String], kind: &str) -> Result<Vec<String>> {
+    files.sort();
+    files.retain(|f| filters.is_empty() || filters.iter().any(|w| test_name(f).contains(w.as_str())));
+    anyhow::ensure!(!files.is_empty(), "no {kind} matches --filter {filters:?}");
+    Ok(files)
 }
 
 /// A test's name: its file name without `.sh`.
