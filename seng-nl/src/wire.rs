@@ -240,7 +240,7 @@ fn parse_reply(seq: u32, flags: u16, kind: u16, payload: &[u8]) -> Result<Reply<
             Reply::Ack { seq, result }
         }
         NLMSG_DONE => {
-            let code = payload.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            let code = first_u32(payload).map_or(0, |v| v as i32);
             let result = match code {
                 0.. => Ok(()),
                 _ => {
@@ -267,7 +267,7 @@ fn ext_ack(flags: u16, after_code: &[u8]) -> (Option<String>, Option<u32>) {
     let skip = if flags & NLM_F_CAPPED != 0 {
         Some(NLMSG_HDRLEN)
     } else {
-        after_code.get(..4).map(|b| (u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize + 3) & !3)
+        first_u32(after_code).map(|len| (len as usize + 3) & !3)
     };
     skip.and_then(|skip| after_code.get(skip..)).map_or((None, None), ext_ack_tlvs)
 }
@@ -288,18 +288,23 @@ fn ext_ack_tlvs(tlvs: &[u8]) -> (Option<String>, Option<u32>) {
                 let text = a.payload.split(|&b| b == 0).next().unwrap_or_default();
                 message = Some(String::from_utf8_lossy(text).into_owned());
             }
-            NLMSGERR_ATTR_OFFS => offset = a.payload.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+            NLMSGERR_ATTR_OFFS => offset = first_u32(a.payload),
             _ => {}
         }
     }
     (message, offset)
 }
 
+/// The native-endian u32 that `bytes` start with (netlink lengths, codes and attribute values).
+fn first_u32(bytes: &[u8]) -> Option<u32> {
+    bytes.first_chunk().map(|b| u32::from_ne_bytes(*b))
+}
+
 /// Which nest of the framed request `message` starts at `offset` (bytes from its netlink
 /// header, as the kernel blames it), counted from 0.
 pub(crate) fn blamed_nest(message: &[u8], offset: u32) -> Option<usize> {
     let target = (offset as usize).checked_sub(HEADERS_LEN)?;
-    let len = message.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize)?;
+    let len = first_u32(message)? as usize;
     let mut nests = Attrs::new(message.get(HEADERS_LEN..len)?);
     let mut index = 0;
     while nests.offset() < target {
@@ -323,7 +328,7 @@ pub(crate) fn parse_family(attrs: &[u8], group_name: &str) -> Result<(u16, Optio
                     for f in Attrs::new(g.payload).filter_map(Result::ok) {
                         match f.kind {
                             CTRL_ATTR_MCAST_GRP_NAME => name = f.payload.split(|&b| b == 0).next(),
-                            CTRL_ATTR_MCAST_GRP_ID => gid = f.payload.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+                            CTRL_ATTR_MCAST_GRP_ID => gid = first_u32(f.payload),
                             _ => {}
                         }
                     }
