@@ -7,6 +7,7 @@
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <linux/capability.h>
 #include <linux/ipv6.h>
 #include <linux/ip.h>
 #include <linux/module.h>
@@ -174,11 +175,18 @@ static const struct nla_policy seng_policy[SENG_A_MAX + 1] = {
 	[SENG_A_ADDR] = { .type = NLA_BINARY, .len = 16 },
 };
 
-/* Events reveal which application runs where: only admins may listen, where genetlink can
- * enforce it (not on 5.10, whose groups have no flags). */
+/*
+ * Group 0 is the original's seng_mcgrp: the original library joins it and fails on anything but
+ * its acks, so nothing is ever sent there. Events go to seng_events. They reveal which
+ * application runs where: only admins may listen (on 5.10, whose groups have no flags, see
+ * seng_events_send).
+ */
+enum { SENG_GRP_LEGACY, SENG_GRP_EVENTS };
+
 static const struct genl_multicast_group seng_mcgrps[] = {
-	{
-		.name = "seng_mcgrp",
+	[SENG_GRP_LEGACY] = { .name = "seng_mcgrp" },
+	[SENG_GRP_EVENTS] = {
+		.name = "seng_events",
 #ifdef GENL_MCAST_CAP_NET_ADMIN
 		.flags = GENL_MCAST_CAP_NET_ADMIN,
 #endif
@@ -187,7 +195,38 @@ static const struct genl_multicast_group seng_mcgrps[] = {
 
 static struct genl_family seng_family;
 
-/* Echoes a successful change to the multicast group as the request that made it. */
+#ifdef GENL_MCAST_CAP_NET_ADMIN
+static void seng_events_send(struct net *net, struct sk_buff *msg)
+{
+	genlmsg_multicast_netns(&seng_family, net, msg, 0, SENG_GRP_EVENTS, GFP_KERNEL);
+}
+#else
+/*
+ * Anyone may join a group here, so a listener is judged as each event is sent: it is skipped
+ * unless the credentials that opened its socket have CAP_NET_ADMIN over the namespace whose
+ * table changed. The socket stays valid while the broadcast runs (netlink_release waits for it
+ * before freeing the socket), but sock_orphan may clear sk_socket meanwhile: read it once.
+ */
+static int seng_skip_unprivileged(struct sock *dsk, struct sk_buff *skb, void *net)
+{
+	struct socket *sock = READ_ONCE(dsk->sk_socket);
+
+	return !sock || !sock->file ||
+	       !file_ns_capable(sock->file, ((struct net *)net)->user_ns, CAP_NET_ADMIN);
+}
+
+/* genlmsg_multicast_netns with the filter above. */
+static void seng_events_send(struct net *net, struct sk_buff *msg)
+{
+	u32 group = seng_family.mcgrp_offset + SENG_GRP_EVENTS;
+
+	NETLINK_CB(msg).dst_group = group;
+	netlink_broadcast_filtered(net->genl_sock, msg, 0, group, GFP_KERNEL,
+				   seng_skip_unprivileged, net);
+}
+#endif
+
+/* Echoes a successful change to the event group as the request that made it. */
 static void seng_notify(struct genl_info *info)
 {
 	u32 len = genlmsg_len(info->genlhdr);
@@ -195,7 +234,7 @@ static void seng_notify(struct genl_info *info)
 	void *hdr;
 
 	/* A batch is up to 32 KiB: copy it only for someone. */
-	if (!genl_has_listeners(&seng_family, genl_info_net(info), 0))
+	if (!genl_has_listeners(&seng_family, genl_info_net(info), SENG_GRP_EVENTS))
 		return;
 	msg = genlmsg_new(len, GFP_KERNEL);
 	if (!msg)
@@ -207,7 +246,7 @@ static void seng_notify(struct genl_info *info)
 	}
 	skb_put_data(msg, genlmsg_data(info->genlhdr), len);
 	genlmsg_end(msg, hdr);
-	genlmsg_multicast_netns(&seng_family, genl_info_net(info), msg, 0, 0, GFP_KERNEL);
+	seng_events_send(genl_info_net(info), msg);
 }
 
 static int seng_genl_doit(struct sk_buff *skb, struct genl_info *info)

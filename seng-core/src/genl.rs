@@ -19,8 +19,13 @@ use crate::{Category, Measurement};
 pub const FAMILY_NAME: &str = "seng_family";
 /// Family version.
 pub const FAMILY_VERSION: u8 = 1;
-/// Multicast group: every successful change is echoed there as the request that made it.
+/// The original's multicast group (group 0 of the family). It stays silent, as in the original:
+/// the original library joins it and takes any message on its socket that is not the ack of its
+/// request for an error.
 pub const MCGRP_NAME: &str = "seng_mcgrp";
+/// The event group (group 1): every successful change is echoed there as the request that made
+/// it. Only listeners with CAP_NET_ADMIN receive anything.
+pub const EVENTS_MCGRP_NAME: &str = "seng_events";
 
 /// Commands (`genlmsghdr.cmd`).
 pub mod cmd {

@@ -28,7 +28,7 @@ use kernel::prelude::*;
 use kernel::sync::Mutex;
 use kernel::types::Opaque;
 
-use seng_core::genl::{attr, cmd, FAMILY_NAME, FAMILY_VERSION, MCGRP_NAME};
+use seng_core::genl::{attr, cmd, EVENTS_MCGRP_NAME, FAMILY_NAME, FAMILY_VERSION, MCGRP_NAME};
 use seng_core::matchinfo::MATCHINFO_XT_SIZE;
 use seng_core::SengMtInfo;
 
@@ -343,17 +343,18 @@ fn xt_match_reg(family: u32, module: &'static ThisModule) -> bindings::xt_match 
 
 // Generic netlink family
 
-/// Echoes a successful change to the multicast group as the request that made it.
+/// Echoes a successful change to the event group as the request that made it.
 ///
 /// # Safety
 /// Called from the family's doit with its `info`.
 unsafe fn notify(info: &bindings::genl_info) {
     // SAFETY: a doit's info has a validated genl header and the family; process context.
     unsafe {
-        // `genl_has_listeners` for the family's one group: a batch is up to 32 KiB, copy it
-        // only for someone.
+        // `genl_has_listeners` for the event group: a batch is up to 32 KiB, copy it only for
+        // someone.
         let net = bindings::genl_info_net(info);
-        if bindings::netlink_has_listeners((*net).genl_sock, (*info.family).mcgrp_offset) == 0 {
+        let group = (*info.family).mcgrp_offset + EVENTS_GROUP;
+        if bindings::netlink_has_listeners((*net).genl_sock, group) == 0 {
             return;
         }
         let len = bindings::genlmsg_len(info.genlhdr);
@@ -373,7 +374,7 @@ unsafe fn notify(info: &bindings::genl_info) {
             bindings::genl_info_net(info),
             msg,
             0,
-            0,
+            EVENTS_GROUP,
             bindings::GFP_KERNEL,
         );
     }
@@ -603,12 +604,22 @@ static OPS: Shared<[bindings::genl_ops; cmd::MAX as usize]> = Shared({
     ops
 });
 
-/// Events reveal which application runs where: only admins may listen.
-static MCGRPS: Shared<[bindings::genl_multicast_group; 1]> =
-    Shared([bindings::genl_multicast_group {
+/// The index of the event group in [`MCGRPS`].
+const EVENTS_GROUP: u32 = 1;
+
+/// Group 0 is the original's `seng_mcgrp`: the original library joins it and fails on anything
+/// but its acks, so nothing is ever sent there. Events go to group [`EVENTS_GROUP`]; they reveal
+/// which application runs where: only admins may listen.
+static MCGRPS: Shared<[bindings::genl_multicast_group; 2]> = Shared([
+    bindings::genl_multicast_group {
         name: name_bytes(MCGRP_NAME),
+        flags: 0,
+    },
+    bindings::genl_multicast_group {
+        name: name_bytes(EVENTS_MCGRP_NAME),
         flags: bindings::GENL_MCAST_CAP_NET_ADMIN,
-    }]);
+    },
+]);
 
 const fn name_bytes<const N: usize>(name: &str) -> [c_char; N] {
     let mut out = [0; N];
@@ -639,7 +650,7 @@ fn family(module: &'static ThisModule) -> bindings::genl_family {
     f.ops = OPS.0.as_ptr();
     f.n_ops = cmd::MAX;
     f.mcgrps = MCGRPS.0.as_ptr();
-    f.n_mcgrps = 1;
+    f.n_mcgrps = MCGRPS.0.len() as u8;
     f
 }
 

@@ -14,7 +14,7 @@ use std::ops::Range;
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST};
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
-use seng_core::genl::{attr, cmd, errno, AttrWriter, LegacyOp, NoRoom, FAMILY_NAME, MCGRP_NAME};
+use seng_core::genl::{attr, cmd, errno, AttrWriter, LegacyOp, NoRoom, EVENTS_MCGRP_NAME, FAMILY_NAME};
 use seng_core::{Category, Measurement};
 
 use crate::enclave::{Enclave, Stats};
@@ -51,14 +51,14 @@ pub(crate) fn open_socket() -> Result<Socket> {
     Ok(socket)
 }
 
-/// Resolves the seng family id and its multicast group through nlctrl.
+/// Resolves the seng family id and its event group through nlctrl.
 pub(crate) fn resolve(socket: &Socket, recv: &mut Vec<u8>) -> Result<(u16, Option<u32>)> {
     const SEQ: u32 = 1;
     let mut out = Vec::new();
     wire::frame_get_family(&mut out, NLM_F_REQUEST | NLM_F_ACK, SEQ, FAMILY_NAME);
     let mut found = None;
     let acks = exchange(socket, recv, &out, SEQ, 1, |_, cmd_attrs| {
-        found = Some(wire::parse_family(cmd_attrs, MCGRP_NAME));
+        found = Some(wire::parse_family(cmd_attrs, EVENTS_MCGRP_NAME));
         Ok(())
     })?;
     match acks.into_iter().next() {
@@ -66,6 +66,11 @@ pub(crate) fn resolve(socket: &Socket, recv: &mut Vec<u8>) -> Result<(u16, Optio
         Some(Err(e)) => Err(e.into()),
         _ => found.ok_or_else(|| Error::Protocol("nlctrl acknowledged GETFAMILY without a reply".into()))?,
     }
+}
+
+/// The error for a family without the event group: a seng.ko from before the group existed.
+pub(crate) fn no_event_group() -> Error {
+    Error::Protocol("the seng family has no `seng_events` group (is the loaded seng.ko older than this seng?)".into())
 }
 
 /// Receives one datagram into `buf`, retrying on EINTR.
@@ -518,7 +523,7 @@ impl Client {
     /// Subscribes to the module's events on a socket of its own (CAP_NET_ADMIN on kernels whose
     /// generic netlink can require it for a group, 6.1 and later here).
     pub fn subscribe(&self) -> Result<Subscription> {
-        let group = self.group.ok_or_else(|| Error::Protocol("the seng family has no multicast group".into()))?;
+        let group = self.group.ok_or_else(no_event_group)?;
         Subscription::with_group(group)
     }
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Events: the module echoes every successful change to the `seng_mcgrp` multicast group as the
-//! request that made it. A [`Subscription`] (blocking iterator) or an [`EventStream`] (tokio)
+//! Events: the module echoes every successful change to the `seng_events` multicast group as the
+//! request that made it (never to `seng_mcgrp`, the original's group, which stays silent). A [`Subscription`] (blocking iterator) or an [`EventStream`] (tokio)
 //! decodes those echoes with the module's own request decoder and yields them as script
 //! commands, the form `seng monitor` prints.
 
@@ -13,7 +13,7 @@ use netlink_sys::Socket;
 use seng_core::genl::{LegacyOp, Request};
 use seng_core::script::Command;
 
-use crate::client::{open_socket, recv_datagram, resolve, RECV_BUF};
+use crate::client::{no_event_group, open_socket, recv_datagram, resolve, RECV_BUF};
 use crate::error::{Error, Result};
 use crate::wire::{self, Reply};
 
@@ -116,15 +116,17 @@ fn enlarge_rcvbuf(fd: &impl AsRawFd) {
     }
 }
 
-/// The multicast group of the seng family, resolved on a throwaway socket.
+/// The event group of the seng family, resolved on a throwaway socket.
 fn group_id() -> Result<u32> {
     let socket = open_socket()?;
     let mut recv = Vec::with_capacity(RECV_BUF);
-    resolve(&socket, &mut recv)?.1.ok_or_else(|| Error::Protocol("the seng family has no multicast group".into()))
+    resolve(&socket, &mut recv)?.1.ok_or_else(no_event_group)
 }
 
-/// Events of the caller's network namespace, as a blocking iterator. Joining the group needs no
-/// privilege.
+/// Events of the caller's network namespace, as a blocking iterator. Only a listener with
+/// CAP_NET_ADMIN gets any: where generic netlink can restrict a group (6.1 and later here),
+/// joining without it fails with EPERM; on 5.10 the join succeeds and seng.ko skips the
+/// listener when it sends.
 pub struct Subscription {
     socket: Socket,
     recv: Vec<u8>,
@@ -133,14 +135,14 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Resolves the family and joins its multicast group.
+    /// Resolves the family and joins its event group.
     pub fn new() -> Result<Subscription> {
         Subscription::with_group(group_id()?)
     }
 
     pub(crate) fn with_group(group: u32) -> Result<Subscription> {
         let socket = open_socket()?;
-        socket.add_membership(group).map_err(Error::io("cannot join the seng multicast group"))?;
+        socket.add_membership(group).map_err(Error::io("cannot join the seng event group"))?;
         enlarge_rcvbuf(&socket);
         Ok(Subscription { socket, recv: Vec::with_capacity(RECV_BUF), pending: VecDeque::new(), failed: false })
     }
@@ -200,14 +202,14 @@ mod stream {
     }
 
     impl EventStream {
-        /// Resolves the family and joins its multicast group. Must be called within a tokio
+        /// Resolves the family and joins its event group. Must be called within a tokio
         /// runtime with IO enabled.
         pub fn connect() -> Result<EventStream> {
             let group = group_id()?;
             let mut socket = TokioSocket::new(NETLINK_GENERIC).map_err(Error::io("cannot open a generic netlink socket"))?;
             let raw = socket.socket_mut();
             raw.bind(&SocketAddr::new(0, 0)).map_err(Error::io("cannot bind the netlink socket"))?;
-            raw.add_membership(group).map_err(Error::io("cannot join the seng multicast group"))?;
+            raw.add_membership(group).map_err(Error::io("cannot join the seng event group"))?;
             enlarge_rcvbuf(raw);
             Ok(EventStream { socket, recv: Vec::with_capacity(RECV_BUF), pending: VecDeque::new(), failed: false })
         }
