@@ -5,10 +5,15 @@
 //! the number of failures.
 //!
 //! Usage: `nlprobe malformed` (as root) and `nlprobe unprivileged UID` (drops to UID first).
+//! `nlprobe listen UID SECONDS` drops to UID, joins the event group and prints `refused` if the
+//! kernel refuses the join, else `listening`, then, after SECONDS, `events N`: the number of
+//! events that reached it.
 
 use seng_core::genl::{attr, cmd, AttrWriter};
 use seng_core::Measurement;
-use seng_nl::{Client, Error};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use seng_nl::{Client, Error, Subscription};
 
 const NLA_F_NESTED: u16 = 0x8000;
 
@@ -138,22 +143,64 @@ fn group_permissions_supported() -> bool {
     (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (6, 1)
 }
 
+/// Drops every privilege: supplementary groups, then gid and uid, for the rest of the process.
+fn drop_to(uid: Option<&String>) {
+    let Some(uid) = uid.and_then(|u| u.parse::<libc::uid_t>().ok()) else {
+        eprintln!("nlprobe: expected a numeric UID");
+        std::process::exit(2);
+    };
+    // SAFETY: plain syscalls.
+    if unsafe { libc::setgroups(0, std::ptr::null()) != 0 || libc::setresgid(uid, uid, uid) != 0 || libc::setresuid(uid, uid, uid) != 0 } {
+        eprintln!("nlprobe: cannot drop to uid {uid}: {}", std::io::Error::last_os_error());
+        std::process::exit(2);
+    }
+}
+
+/// `nlprobe listen`: counts the events that reach this (unprivileged) process in `seconds`.
+fn listen(seconds: u64) -> ! {
+    let events = match Subscription::new() {
+        Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
+            println!("refused");
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("nlprobe: {e}");
+            std::process::exit(101);
+        }
+        Ok(events) => events,
+    };
+    println!("listening");
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    // The iterator blocks in recv: count on a thread that the exit below ends.
+    std::thread::spawn(move || {
+        for _ in events {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_secs(seconds));
+    println!("events {}", count.load(Ordering::Relaxed));
+    std::process::exit(0);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str);
-    if let Some("unprivileged") = mode {
-        let Some(uid) = args.get(2).and_then(|u| u.parse::<libc::uid_t>().ok()) else {
-            eprintln!("usage: nlprobe unprivileged UID");
-            std::process::exit(2);
-        };
-        // SAFETY: plain syscalls; dropping privileges for the rest of the process.
-        if unsafe { libc::setgroups(0, std::ptr::null()) != 0 || libc::setresgid(uid, uid, uid) != 0 || libc::setresuid(uid, uid, uid) != 0 } {
-            eprintln!("nlprobe: cannot drop to uid {uid}: {}", std::io::Error::last_os_error());
+    match mode {
+        Some("unprivileged") => drop_to(args.get(2)),
+        Some("listen") => {
+            let Some(seconds) = args.get(3).and_then(|s| s.parse().ok()) else {
+                eprintln!("usage: nlprobe listen UID SECONDS");
+                std::process::exit(2);
+            };
+            drop_to(args.get(2));
+            listen(seconds);
+        }
+        Some("malformed") => {}
+        _ => {
+            eprintln!("usage: nlprobe malformed | nlprobe unprivileged UID | nlprobe listen UID SECONDS");
             std::process::exit(2);
         }
-    } else if mode != Some("malformed") {
-        eprintln!("usage: nlprobe malformed | nlprobe unprivileged UID");
-        std::process::exit(2);
     }
     let result = Client::connect().map(|mut client| {
         let mut failures = if mode == Some("malformed") {

@@ -13,7 +13,7 @@ use seng_nl::{Category, Measurement};
     name = "seng",
     version,
     after_help = "Exit status: 0 on success, 1 when the operation failed, 2 on bad usage or input.\n\
-                  Every command but `monitor` needs CAP_NET_ADMIN."
+                  Every command needs CAP_NET_ADMIN."
 )]
 pub struct Cli {
     /// What to do.

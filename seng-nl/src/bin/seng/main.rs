@@ -149,6 +149,10 @@ fn monitor(out: &mut impl Write) -> Result<(), Failure> {
         .enable_io()
         .build()
         .map_err(|e| Failure::Op(format!("cannot start the event loop: {e}")))?;
+    // Events go only to listeners with CAP_NET_ADMIN. Where the kernel cannot refuse the join
+    // (5.10) an unprivileged monitor would wait for nothing: ask for the capability up front,
+    // with the message every other command gives.
+    connect()?.stats().map_err(op("monitor"))?;
     runtime.block_on(async {
         let mut events = EventStream::connect().map_err(op("monitor"))?;
         loop {
