@@ -19,6 +19,8 @@ packages=(
 	# The Rust-for-Linux kernel (rfl-6.12): LLVM 19 with libclang for bindgen, and patch for the
 	# bindings patch kept in seng-kmod-rfl/kernel/.
 	clang-19 lld-19 llvm-19 libclang-19-dev patch
+	# The VM test client that talks to seng.ko through libnl as the original SENG library does.
+	libnl-genl-3-dev
 )
 
 sudo=()
