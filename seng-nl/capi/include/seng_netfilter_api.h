@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
- * seng_netfilter_api.h: the C API of libseng_netfilter.so, the SENG server's interface to the
- * seng kernel module. Same functions and arguments as the original SENG user library; link with
- * -lseng_netfilter.
+ * seng_netfilter_api.h: the C API of libsengnetfilter.so, the SENG server's interface to the
+ * seng kernel module. Same name, functions and arguments as the original SENG user library, and
+ * like the original it includes xt_seng_genl.h (the protocol's constants). Link with
+ * -lsengnetfilter: CMake's target `sengnetfilter` (add_subdirectory of user-library/, or
+ * find_package(sengnetfilter)) or `pkg-config --cflags --libs sengnetfilter`.
  *
  * Every function returns 0 once the kernel has acknowledged the change, or a negative errno
  * (printing one line naming the problem to stderr): -ENOENT when the module is not loaded or the
@@ -16,6 +18,8 @@
 #define SENG_NETFILTER_API_H
 
 #include <stdint.h>
+
+#include "xt_seng_genl.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! `libseng_netfilter.so`: the C API of the original SENG user library, declared in
-//! `include/seng_netfilter_api.h`, so the SENG server links against it unchanged
-//! (`cargo build --release -p seng-netfilter` leaves it in `target/release/`; compile with
-//! `-I seng-nl/capi/include`, link with `-lseng_netfilter`).
+//! `libsengnetfilter.so`: the C API of the original SENG user library, declared in
+//! `include/seng_netfilter_api.h` (which includes the protocol constants of `xt_seng_genl.h`),
+//! so the SENG server builds and links against it unchanged: `user-library/CMakeLists.txt`
+//! gives the CMake target `sengnetfilter` as the original's does, and the packages install the
+//! library, headers, pkg-config file and CMake package.
 //!
 //! The functions speak the original protocol (command 1 with ADD/RMV/FLUSH flag attributes,
 //! IPv4 addresses as `uint32_t` in network byte order), so they work against the original module

@@ -1,14 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * api_test: exercises every function of seng_netfilter_api.h against the loaded seng module, as
+ * api_test (seng-capi-test): exercises every function of seng_netfilter_api.h against the loaded seng module, as
  * the SENG server calls them, and checks the resulting table through the `seng` CLI (`seng save`;
  * the CLI path comes from $SENG, default "seng"). Needs root and seng.ko. Prints "ok N - what" or
  * "not ok N - what" per check; the exit status is the number of failed checks.
  *
- * Cargo builds it as the seng-capi-test target (see build.rs); by hand, after
- * `cargo build --release -p seng-netfilter`:
- *   gcc -std=c11 -I seng-nl/capi/include seng-nl/capi/test/api_test.c -pthread \
- *       -L target/release -lseng_netfilter -Wl,-rpath,$PWD/target/release -o api_test
+ * user-library/CMakeLists.txt builds it as seng-capi-test with -DSENGNETFILTER_BUILD_TESTS=ON.
  */
 #define _POSIX_C_SOURCE 200809L
 
