@@ -1,15 +1,12 @@
 # SPDX-License-Identifier: GPL-2.0-only
-# The drop-in C library: a C program built by the host's compiler against seng_netfilter_api.h
-# and linked with libseng_netfilter.so calls every function (as the SENG server does) and checks
+# The drop-in C library: a C program built through user-library/ (CMake) against
+# seng_netfilter_api.h and linked with libsengnetfilter.so calls every function (as the SENG server does) and checks
 # the table through the `seng` CLI; its original-protocol requests also reach `seng monitor`.
 . /vmtest/lib.sh
 
 SENG=/usr/local/bin/seng
 CAPI_TEST=/usr/local/bin/seng-capi-test
 A=d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0
-
-# The program comes from the seng-nl/capi package (guest-bins.txt: `seng-nl/capi seng-capi-test`).
-[ -x $CAPI_TEST ] || skip "$CAPI_TEST is not in the guest: seng-nl/capi is not in vmtest/guest-bins.txt yet"
 
 run $MODPROBE seng
 $SENG monitor >/tmp/nl-capi-mon 2>&1 &

@@ -106,16 +106,23 @@ pub fn read_guest_bins(root: &Path) -> Result<Vec<GuestBin>> {
     Ok(bins)
 }
 
-/// Builds the guest binaries (release profile, one cargo run per package) and returns each as
-/// (host file, guest path).
+/// Builds the guest binaries (release profile, one cargo run per package; a package directory
+/// with a CMakeLists.txt and no Cargo.toml is a CMake project, see [`build_cmake`]) and returns
+/// each as (host file, guest path).
 pub fn build_guest_bins(paths: &Paths, bins: &[GuestBin]) -> Result<Vec<(PathBuf, String)>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let packages: BTreeSet<&str> = bins.iter().map(|b| b.package_dir.as_str()).collect();
+    let mut outputs = std::collections::BTreeMap::new();
     for package in packages {
+        let dir = paths.root.join(package);
+        if !dir.join("Cargo.toml").exists() && dir.join("CMakeLists.txt").exists() {
+            outputs.insert(package, build_cmake(paths, package)?);
+            continue;
+        }
         // --manifest-path works whether or not the package is a workspace member yet.
         let mut build = Cmd::new(&cargo)
             .args(["build", "--quiet", "--release", "--manifest-path"])
-            .arg(paths.root.join(package).join("Cargo.toml"))
+            .arg(dir.join("Cargo.toml"))
             .arg("--target-dir")
             .arg(&paths.target);
         for b in bins.iter().filter(|b| b.package_dir == package) {
@@ -126,16 +133,41 @@ pub fn build_guest_bins(paths: &Paths, bins: &[GuestBin]) -> Result<Vec<(PathBuf
             };
         }
         build.run()?;
+        outputs.insert(package, paths.target.join("release"));
     }
     Ok(bins
         .iter()
         .map(|b| {
             (
-                paths.target.join("release").join(&b.bin),
+                outputs[b.package_dir.as_str()].join(&b.bin),
                 format!("{}/{}", b.dest, b.bin),
             )
         })
         .collect())
+}
+
+/// Configures (once) and builds the CMake project in `package` under `<target>/cmake/`, with
+/// user-library's tests on and its cargo build sharing the workspace's target directory; returns
+/// the directory its programs land in.
+fn build_cmake(paths: &Paths, package: &str) -> Result<PathBuf> {
+    let build = paths.target.join("cmake").join(package.replace('/', "-"));
+    let bin = build.join("bin");
+    if !build.join("CMakeCache.txt").exists() {
+        Cmd::new("cmake")
+            .arg("-S")
+            .arg(paths.root.join(package))
+            .arg("-B")
+            .arg(&build)
+            .args(["-DCMAKE_BUILD_TYPE=Release", "-DSENGNETFILTER_BUILD_TESTS=ON"])
+            .arg(format!(
+                "-DSENGNETFILTER_CARGO_TARGET_DIR={}",
+                paths.target.display()
+            ))
+            .arg(format!("-DCMAKE_RUNTIME_OUTPUT_DIRECTORY={}", bin.display()))
+            .output()?;
+    }
+    Cmd::new("cmake").arg("--build").arg(&build).output()?;
+    Ok(bin)
 }
 
 /// The kernel-independent files of the guest: host tools, xtables plugins, configuration,
@@ -184,7 +216,7 @@ impl HostFiles {
             elfs.push(host.clone());
         }
         for lib in shared_libraries(&paths.target.join("vmtest/ldd.cache"), &elfs)? {
-            // The project's own libraries (e.g. libseng_netfilter.so) go where the loader looks
+            // The project's own libraries (e.g. libsengnetfilter.so.1) go where the loader looks
             // by default: their build path may be hidden in the guest (a clone under /tmp lies
             // beneath the guest's tmpfs).
             let guest_path = match (lib.starts_with(&paths.target), lib.file_name()) {

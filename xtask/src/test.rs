@@ -25,8 +25,8 @@ pub fn run(paths: &Paths, vm_kernels: &str, fuzz_seconds: u32) -> Result<bool> {
             cmd: Cmd::new(&cargo).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
         },
         Step {
-            // cargo test does not produce cdylibs, which host tests load (libxt_seng.so) or
-            // link (libseng_netfilter.so): build every target first.
+            // cargo test does not produce cdylibs, which host tests load (libxt_seng.so): build
+            // every target first.
             name: "build",
             cmd: Cmd::new(&cargo).args(["build", "--workspace", "--all-targets"]),
         },
