@@ -4,89 +4,21 @@
 //! `iptables -L -v -n -x` would; `seng-sim gen-example` regenerates the shipped example capture.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 
+mod cli;
+
+use cli::{BackendArg, Cli, Command, Replay};
 use seng_sim::capture::Capture;
 use seng_sim::engine::{Backend, Options, Simulator};
 use seng_sim::net::NetConfig;
 use seng_sim::report::{self, Inputs};
 use seng_sim::rules::parse_rules;
-
-#[derive(Parser)]
-#[command(name = "seng-sim", version, about = "Offline simulator of Linux filter rules with the seng per-application match")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Replay a capture through a ruleset and print what the kernel would have counted.
-    Replay(Replay),
-    /// Regenerate the example capture (examples/trace.pcap) deterministically.
-    GenExample {
-        /// Where to write it.
-        #[arg(default_value = "examples/trace.pcap")]
-        out: PathBuf,
-    },
-}
-
-#[derive(Args)]
-struct Replay {
-    /// The capture: pcap or pcapng (Ethernet, raw IP, Linux SLL/SLL2 or BSD loopback).
-    capture: PathBuf,
-    /// The rules: iptables-save / ip6tables-save output, or iptables / ip6tables commands.
-    rules: PathBuf,
-    /// Enclave registrations and timed events (seng save format; `@SECONDS` lines are timed).
-    #[arg(long, value_name = "FILE")]
-    enclaves: Option<PathBuf>,
-    /// Define an interface and its addresses; replaces the default tunFA=192.168.28.1/24,fd00:28::1/64.
-    #[arg(long = "iface", value_name = "NAME=ADDR/LEN[,ADDR/LEN...]")]
-    ifaces: Vec<String>,
-    /// An extra local address of the gateway.
-    #[arg(long = "local", value_name = "ADDR")]
-    locals: Vec<String>,
-    /// A route: `PREFIX/LEN=IFACE`, or `default=IFACE`.
-    #[arg(long = "route", value_name = "PREFIX=IFACE")]
-    routes: Vec<String>,
-    /// The interface of the default route.
-    #[arg(long, value_name = "NAME", default_value = "eth0")]
-    default_iface: String,
-    /// Take every packet not sent by the gateway as arriving on this interface, instead of the
-    /// interface its source address routes to.
-    #[arg(long, value_name = "NAME")]
-    in_iface: Option<String>,
-    /// Print one line per packet: its conntrack state and the rule (or policy) that decided.
-    #[arg(long, conflicts_with = "json")]
-    trace: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Do not verify transport checksums of arriving packets (like nf_conntrack_checksum=0).
-    #[arg(long)]
-    no_checksum: bool,
-    /// Most enclaves the table holds.
-    #[arg(long, value_name = "N", default_value_t = 1 << 20)]
-    capacity: usize,
-    /// The iptables backend the rules are loaded with: they differ only for transport headers
-    /// cut short (legacy drops such a packet at a tcp/udp match, nft just does not match).
-    #[arg(long, value_enum, default_value_t = BackendArg::Legacy)]
-    backend: BackendArg,
-}
-
-/// `--backend` values.
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum BackendArg {
-    /// iptables-legacy (x_tables).
-    Legacy,
-    /// iptables-nft (nf_tables).
-    Nft,
-}
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| path.display().to_string())
