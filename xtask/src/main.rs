@@ -6,9 +6,11 @@
 //! - `build-kmod`: build the kernel-independent Rust object once, then `seng.ko` per kernel;
 //! - `vmtest`: boot each kernel under QEMU with a generated initramfs and run `vmtest/tests`
 //!   (or, with `--bench`, the scripts of `vmtest/bench`);
-//! - `test`: everything CI checks (lints, tests, docs, fuzz smoke run, VM tests).
+//! - `test`: everything CI checks (lints, tests, docs, fuzz smoke run, VM tests);
+//! - `assets`: the man pages and shell completions of `seng` and `seng-sim` (see `assets.rs`).
 
 mod apt;
+mod assets;
 mod cmd;
 mod cpio;
 mod initramfs;
@@ -58,6 +60,11 @@ enum Command {
     Vmtest(VmtestArgs),
     /// Everything CI checks: clippy, unit/property tests, rustdoc, a fuzz smoke run, VM tests.
     Test(TestArgs),
+    /// Render the man pages and shell completions of `seng` and `seng-sim` into a directory.
+    Assets {
+        /// Where to write them (`man/`, `completions/`); replaced.
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -159,6 +166,7 @@ fn main() -> ExitCode {
         Command::BuildKmod(args) => build_kmod(&paths, &args, &mut timings).map(|()| true),
         Command::Vmtest(args) => vmtest(&paths, &args, &mut timings),
         Command::Test(args) => test::run(&paths, &args.kernel, args.fuzz_seconds),
+        Command::Assets { out } => assets::write(&out).map(|()| true),
     });
     timings.print();
     match result {
