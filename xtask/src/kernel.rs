@@ -339,17 +339,55 @@ fn install(paths: &Paths, apt: &AptRoot, series: Series, cand: &Candidate) -> Re
         );
     };
     let mut debs = vec![image_deb];
-    for pkg in [
-        format!("linux-headers-{release}"),
-        format!("linux-headers-{}-common", cand.abi),
-        series.kbuild_package(&cand.abi),
-    ] {
+    for pkg in build_packages(series, &release, &cand.abi) {
         let v = apt
             .version(&pkg)?
             .with_context(|| format!("package {pkg} is not in the lists"))?;
         debs.push(fetch_deb(apt, &debs_dir, &pkg, &v)?);
     }
     extract(paths, series, &release, &version, &image_pkg, &debs)
+}
+
+/// The packages beside the image that out-of-tree modules build with: headers, common headers,
+/// kbuild.
+fn build_packages(series: Series, release: &str, abi: &str) -> [String; 3] {
+    [
+        format!("linux-headers-{release}"),
+        format!("linux-headers-{abi}-common"),
+        series.kbuild_package(abi),
+    ]
+}
+
+impl Kernel {
+    /// The cached `.deb`s this Debian kernel was extracted from (image, headers, common headers,
+    /// kbuild), to install the same kernel into a Debian root.
+    pub fn debs(&self, paths: &Paths) -> Result<Vec<PathBuf>> {
+        let info = fs::read_to_string(self.dir.join("kernel.info"))?;
+        let image = info
+            .lines()
+            .find_map(|l| l.strip_prefix("image="))
+            .with_context(|| format!("{} names no image package", self.dir.display()))?;
+        let abi = self
+            .release
+            .strip_suffix("-cloud-amd64")
+            .with_context(|| format!("{} is not a Debian cloud kernel", self.release))?;
+        let version = self.version.replace(':', "%3a");
+        std::iter::once(image.to_string())
+            .chain(build_packages(self.series, &self.release, abi))
+            .map(|pkg| {
+                let prefix = format!("{pkg}_{version}_");
+                fs::read_dir(paths.cache.join("debs"))?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .find(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+                    })
+                    .with_context(|| format!("no {prefix}*.deb in the cache: run `cargo xtask kernel fetch --refresh`"))
+            })
+            .collect()
+    }
 }
 
 /// The cached `.deb` of `pkg` at `version`, downloading it first if needed. Downloads land in a

@@ -7,17 +7,22 @@
 //! - `vmtest`: boot each kernel under QEMU with a generated initramfs and run `vmtest/tests`
 //!   (or, with `--bench`, the scripts of `vmtest/bench`);
 //! - `test`: everything CI checks (lints, tests, docs, fuzz smoke run, VM tests);
-//! - `assets`: the man pages and shell completions of `seng` and `seng-sim` (see `assets.rs`).
+//! - `assets`: the man pages and shell completions of `seng` and `seng-sim` (see `assets.rs`);
+//! - `deb`: the Debian packages, linted, and with `--test` tested as an admin installs them.
 
+mod admin;
 mod apt;
 mod assets;
 mod cmd;
 mod cpio;
+mod deb;
 mod initramfs;
+mod installed;
 mod kernel;
 mod kmod;
 mod paths;
 mod rfl;
+mod root;
 mod test;
 mod timing;
 mod vm;
@@ -64,6 +69,13 @@ enum Command {
     Assets {
         /// Where to write them (`man/`, `completions/`); replaced.
         out: PathBuf,
+    },
+    /// Build the Debian packages into target/deb and lint them.
+    Deb {
+        /// Then install them in a Debian 12 root and test them as an admin would (needs root;
+        /// boots the DKMS-built modules of 6.1 and 6.12).
+        #[arg(long)]
+        test: bool,
     },
 }
 
@@ -144,6 +156,10 @@ struct VmtestArgs {
     /// Kernels to run at the same time (default: one per CPU core).
     #[arg(long, short)]
     jobs: Option<usize>,
+    /// Test what the packages installed in this Debian root instead of this checkout's builds:
+    /// the seng.ko DKMS built there for each kernel, the packaged CLI, plugin and library.
+    #[arg(long, value_name = "ROOT")]
+    installed: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -167,6 +183,9 @@ fn main() -> ExitCode {
         Command::Vmtest(args) => vmtest(&paths, &args, &mut timings),
         Command::Test(args) => test::run(&paths, &args.kernel, args.fuzz_seconds),
         Command::Assets { out } => assets::write(&out).map(|()| true),
+        Command::Deb { test } => deb::build(&paths)
+            .and_then(|debs| if test { admin::run(&paths, &debs) } else { Ok(()) })
+            .map(|()| true),
     });
     timings.print();
     match result {
@@ -313,9 +332,12 @@ fn vmtest(paths: &Paths, args: &VmtestArgs, timings: &mut Timings) -> Result<boo
         vm::Mode::Test => test_plan(paths, &bins, &args.filter)?,
         vm::Mode::Bench => bench_plan(paths, &args.filter)?,
     };
-    let built_bins = timings.measure("all", "guest bins", || {
+    let mut built_bins = timings.measure("all", "guest bins", || {
         initramfs::build_guest_bins(paths, &bins)
     })?;
+    if let Some(root) = &args.installed {
+        installed::use_packaged(root, &mut built_bins)?;
+    }
     let rust = timings.measure("all", "rust object", || kmod::build_rust(paths))?;
     let host = timings.measure("all", "host files", || {
         initramfs::HostFiles::collect(paths, &built_bins)
@@ -423,7 +445,10 @@ fn vmtest_kernel(
     } = *shared;
     let series = kernel.series;
     let name = series.name();
-    let ko = timings.measure(name, "build", || build_module(paths, kernel, rust))?;
+    let ko = match &args.installed {
+        Some(root) => installed::module(root, kernel, &paths.vmtest_out(&kernel.release))?,
+        None => timings.measure(name, "build", || build_module(paths, kernel, rust))?,
+    };
     let guest = initramfs::Guest {
         kernel,
         seng_ko: &ko,
