@@ -21,6 +21,9 @@ packages=(
 	clang-19 lld-19 llvm-19 libclang-19-dev patch
 	# The VM test client that talks to seng.ko through libnl as the original SENG library does.
 	libnl-genl-3-dev
+	# `cargo xtask deb`: debhelper with dh_dkms, lintian, and CMake and g++ for user-library/
+	# and the C++ consumer; `--test` makes its Debian root with debootstrap.
+	dpkg-dev debhelper dh-dkms lintian cmake g++ debootstrap
 )
 
 sudo=()

@@ -50,6 +50,11 @@ pub fn run(paths: &Paths, vm_kernels: &str, fuzz_seconds: u32) -> Result<bool> {
             name: "vmtest",
             cmd: Cmd::new(&cargo).args(["xtask", "vmtest", "--kernel", vm_kernels]),
         },
+        Step {
+            // Built, linted, installed in a Debian 12 root, DKMS-built modules booted.
+            name: "packages",
+            cmd: Cmd::new(&cargo).args(["xtask", "deb", "--test"]),
+        },
     ];
     let mut report = Vec::new();
     for step in steps {
