@@ -173,3 +173,21 @@ timed() {
 	time -o /tmp/timed -f '%e s (user %U s, kernel %S s)' "$@" >/dev/null || echo "FAILED: $*"
 	echo "$what: $(cat /tmp/timed)"
 }
+
+# monitor_start FILE: runs `seng monitor` in the background into FILE ($MONITOR is its pid) and
+# returns once it is listening: a probe enclave it registers and removes shows up there.
+monitor_start() {
+	/usr/local/bin/seng monitor >"$1" 2>&1 &
+	MONITOR=$!
+	monitor_probe() {
+		/usr/local/bin/seng enclave add 192.168.99.1 --app $(printf 'ee%.0s' $(seq 32)) --host 10.0.0.1 >/dev/null 2>&1
+		grep -q '^enclave add 192.168.99.1 ' "$1"
+	}
+	retry 100 monitor_probe "$1" || fail "seng monitor printed nothing: $(cat "$1")"
+	run /usr/local/bin/seng enclave del 192.168.99.1
+	monitor_probed() { grep -q '^enclave del 192.168.99.1$' "$1"; }
+	retry 50 monitor_probed "$1" || fail "seng monitor missed the probe's removal"
+}
+
+# monitor_since_probe FILE: what the monitor printed after the probe of monitor_start.
+monitor_since_probe() { sed -n '/^enclave del 192.168.99.1$/,$p' "$1" | tail -n +2; }

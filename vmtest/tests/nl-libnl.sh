@@ -12,16 +12,7 @@ A=d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0
 B=d5876e37d31ad62d4eafd36997820b18fdea7b104a0e2d3f81873230be2af792
 
 run $MODPROBE seng
-$SENG monitor >/tmp/nl-libnl-mon 2>&1 &
-monitor=$!
-listening() {
-	$SENG enclave add 192.168.99.1 --app $A --host 10.0.0.1 >/dev/null 2>&1
-	grep -q '^enclave add 192.168.99.1 ' /tmp/nl-libnl-mon
-}
-retry 100 listening || fail "seng monitor printed nothing: $(cat /tmp/nl-libnl-mon)"
-run $SENG enclave del 192.168.99.1
-marker() { grep -q '^enclave del 192.168.99.1$' /tmp/nl-libnl-mon; }
-retry 50 marker || fail "no event for the marker"
+monitor_start /tmp/nl-libnl-mon
 
 run $CLIENT
 assert_contains "$OUT" "7 requests, 0 failed" "the original-library-style client"
@@ -30,9 +21,9 @@ assert_eq "$OUT" "" "table after the client's flush"
 
 flushed() { grep -q '^flush$' /tmp/nl-libnl-mon; }
 retry 50 flushed || fail "the client's flush did not reach the monitor"
-kill $monitor
-wait $monitor
-assert_eq "$(sed -n '/^enclave del 192.168.99.1$/,$p' /tmp/nl-libnl-mon | tail -n +2)" "enclave add 192.168.28.10 --app $A --host 10.0.0.5 --cat Browser
+kill $MONITOR
+wait $MONITOR
+assert_eq "$(monitor_since_probe /tmp/nl-libnl-mon)" "enclave add 192.168.28.10 --app $A --host 10.0.0.5 --cat Browser
 enclave add 192.168.28.11 --app $A --host 10.0.0.6
 enclave add 192.168.28.12 --app $B --host 10.0.0.7
 app cat add $A Mail

@@ -40,13 +40,7 @@ assert_eq "$OUT" "192.168.28.10 app $A host 10.0.0.5" "table after refused unpri
 as_nobody timeout 10 $SENG monitor
 assert_eq "$RC" 1 "exit status of unprivileged \`seng monitor\`"
 assert_contains "$OUT" "permission denied: reading or changing the seng table needs CAP_NET_ADMIN" "unprivileged \`seng monitor\`"
-$SENG monitor >/tmp/nl-perm-mon 2>&1 &
-monitor=$!
-listening() {
-	$SENG enclave add 192.168.28.99 --app $A --host 10.0.0.9 >/dev/null 2>&1
-	grep -q '^enclave add 192.168.28.99 ' /tmp/nl-perm-mon
-}
-retry 100 listening || fail "the root monitor printed nothing: $(cat /tmp/nl-perm-mon)"
+monitor_start /tmp/nl-perm-mon
 /usr/local/bin/nlprobe listen 65534 6 >/tmp/nl-perm-listen 2>&1 &
 listener=$!
 joined() { grep -qE '^(listening|refused)$' /tmp/nl-perm-listen; }
@@ -57,8 +51,8 @@ run $SENG enclave del 192.168.28.13
 seen() { grep -q '^enclave del 192.168.28.13$' /tmp/nl-perm-mon; }
 retry 50 seen || fail "the root monitor missed the changes: $(cat /tmp/nl-perm-mon)"
 wait $listener
-kill $monitor
-wait $monitor
+kill $MONITOR
+wait $MONITOR
 case "$(uname -r)" in
 5.10.*) want="listening
 events 0" ;;

@@ -285,29 +285,30 @@ fn check_consumer(paths: &Paths, root: &Root, checks: &mut Checks) -> Result<()>
     let dest = root.path("/tmp/consumer");
     remove_all(&dest)?;
     Cmd::new("cp").arg("-r").arg(&src).arg(&dest).output()?;
-    let cmake = root.run_any(
-        "cmake -S /tmp/consumer -B /tmp/consumer-build -DSENG_NETFILTER_INSTALLED=ON >/dev/null\n\
-         cmake --build /tmp/consumer-build\n\
-         install -m 755 /tmp/consumer-build/src/seng-server-consumer /usr/local/bin/seng-server-consumer-cmake\n\
-         ldd /usr/local/bin/seng-server-consumer-cmake",
-    )?;
-    let text = combined(&cmake);
-    checks.check(
-        cmake.status.success() && links_installed_library(&text),
-        "the C++ consumer builds with find_package(sengnetfilter)",
-        || text.clone(),
-    );
-    let pc = root.run_any(
-        "g++ -std=c++17 -Wall -Wextra -Werror /tmp/consumer/src/consumer.cpp \
-         $(pkg-config --cflags --libs sengnetfilter) -o /usr/local/bin/seng-server-consumer-pkgconfig\n\
-         ldd /usr/local/bin/seng-server-consumer-pkgconfig",
-    )?;
-    let text = combined(&pc);
-    checks.check(
-        pc.status.success() && links_installed_library(&text),
-        "the C++ consumer builds with pkg-config sengnetfilter",
-        || text.clone(),
-    );
+    let builds = [
+        (
+            "find_package(sengnetfilter)",
+            "cmake",
+            "cmake -S /tmp/consumer -B /tmp/consumer-build -DSENG_NETFILTER_INSTALLED=ON >/dev/null\n\
+             cmake --build /tmp/consumer-build\n\
+             install -m 755 /tmp/consumer-build/src/seng-server-consumer $out",
+        ),
+        (
+            "pkg-config sengnetfilter",
+            "pkgconfig",
+            "g++ -std=c++17 -Wall -Wextra -Werror /tmp/consumer/src/consumer.cpp \
+             $(pkg-config --cflags --libs sengnetfilter) -o $out",
+        ),
+    ];
+    for (how, suffix, build) in builds {
+        let out = root.run_any(&format!("out=/usr/local/bin/seng-server-consumer-{suffix}\n{build}\nldd $out"))?;
+        let text = combined(&out);
+        checks.check(
+            out.status.success() && links_installed_library(&text),
+            &format!("the C++ consumer builds with {how}"),
+            || text.clone(),
+        );
+    }
     Ok(())
 }
 
