@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `seng.ko` for kernels with Rust-for-Linux: per-application firewall rules for Netfilter, with
 //! the behaviour of the distro flavour (`seng-kmod/`): the `seng` xtables match for IPv4 and IPv6
-//! (revision 0), the `seng_family` generic netlink family with its multicast group, a lock-free
+//! (revision 0), the `seng_family` generic netlink family with its multicast groups, a lock-free
 //! enclave table per network namespace, conntrack cleanup, and the `capacity` parameter.
 //!
 //! Nothing about requests or packets is decided here. seng-core is linked in as its own crate
