@@ -148,6 +148,14 @@ impl Subscription {
     }
 }
 
+impl AsRawFd for Subscription {
+    /// The netlink socket, to wait on in an event loop: once it is readable, `next` returns
+    /// without blocking.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
 impl Iterator for Subscription {
     type Item = Result<Event>;
 
