@@ -41,8 +41,13 @@ as_nobody timeout 10 $SENG monitor
 assert_eq "$RC" 1 "exit status of unprivileged \`seng monitor\`"
 assert_contains "$OUT" "permission denied: reading or changing the seng table needs CAP_NET_ADMIN" "unprivileged \`seng monitor\`"
 monitor_start /tmp/nl-perm-mon
-/usr/local/bin/nlprobe listen 65534 6 >/tmp/nl-perm-listen 2>&1 &
+# The listener counts until its input ends, which the test closes once the root monitor saw the
+# changes.
+rm -f /tmp/nl-perm-fifo
+mkfifo /tmp/nl-perm-fifo
+/usr/local/bin/nlprobe listen 65534 </tmp/nl-perm-fifo >/tmp/nl-perm-listen 2>&1 &
 listener=$!
+exec 3>/tmp/nl-perm-fifo
 joined() { grep -qE '^(listening|refused)$' /tmp/nl-perm-listen; }
 retry 50 joined || fail "nlprobe listen did not start: $(cat /tmp/nl-perm-listen)"
 run $SENG enclave add 192.168.28.13 --app $A --host 10.0.0.5 --cat Mail
@@ -50,6 +55,7 @@ run $SENG app cat del $A Mail
 run $SENG enclave del 192.168.28.13
 seen() { grep -q '^enclave del 192.168.28.13$' /tmp/nl-perm-mon; }
 retry 50 seen || fail "the root monitor missed the changes: $(cat /tmp/nl-perm-mon)"
+exec 3>&-
 wait $listener
 kill $MONITOR
 wait $MONITOR

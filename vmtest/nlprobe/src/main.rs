@@ -5,13 +5,13 @@
 //! the number of failures.
 //!
 //! Usage: `nlprobe malformed` (as root) and `nlprobe unprivileged UID` (drops to UID first).
-//! `nlprobe listen UID SECONDS` drops to UID, joins the event group and prints `refused` if the
-//! kernel refuses the join, else `listening`, then, after SECONDS, `events N`: the number of
-//! events that reached it.
+//! `nlprobe listen UID` drops to UID, joins the event group and prints `refused` if the kernel
+//! refuses the join, else `listening`, then, when its standard input ends, `events N`: the number
+//! of events that reached it.
 
 use seng_core::genl::{attr, cmd, AttrWriter};
 use seng_core::Measurement;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::os::fd::AsRawFd;
 
 use seng_nl::{Client, Error, Subscription};
 
@@ -156,9 +156,10 @@ fn drop_to(uid: Option<&String>) {
     }
 }
 
-/// `nlprobe listen`: counts the events that reach this (unprivileged) process in `seconds`.
-fn listen(seconds: u64) -> ! {
-    let events = match Subscription::new() {
+/// `nlprobe listen`: counts the events that reach this (unprivileged) process until its
+/// standard input ends.
+fn listen() -> ! {
+    let mut events = match Subscription::new() {
         Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
             println!("refused");
             std::process::exit(0);
@@ -170,16 +171,41 @@ fn listen(seconds: u64) -> ! {
         Ok(events) => events,
     };
     println!("listening");
-    let count = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = count.clone();
-    // The iterator blocks in recv: count on a thread that the exit below ends.
-    std::thread::spawn(move || {
-        for _ in events {
-            counter.fetch_add(1, Ordering::Relaxed);
+    let mut count = 0usize;
+    let mut buf = [0u8; 64];
+    let mut input_open = true;
+    // An event is queued on the socket when its change is made: once the caller has seen its
+    // changes announced elsewhere and closes our input, a last look finds anything sent to us.
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: events.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 },
+        ];
+        let watched = if input_open { 2 } else { 1 };
+        let timeout = if input_open { -1 } else { 0 };
+        // SAFETY: `fds` holds `watched` initialised pollfds.
+        if unsafe { libc::poll(fds.as_mut_ptr(), watched, timeout) } < 0 {
+            eprintln!("nlprobe: poll: {}", std::io::Error::last_os_error());
+            std::process::exit(101);
         }
-    });
-    std::thread::sleep(std::time::Duration::from_secs(seconds));
-    println!("events {}", count.load(Ordering::Relaxed));
+        if fds[0].revents != 0 {
+            match events.next() {
+                Some(Ok(_)) => count += 1,
+                Some(Err(e)) => {
+                    eprintln!("nlprobe: {e}");
+                    std::process::exit(101);
+                }
+                None => std::process::exit(101),
+            }
+        } else if !input_open {
+            break;
+        }
+        if input_open && fds[1].revents != 0 {
+            // SAFETY: reading into a local buffer.
+            input_open = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) } > 0;
+        }
+    }
+    println!("events {count}");
     std::process::exit(0);
 }
 
@@ -189,16 +215,12 @@ fn main() {
     match mode {
         Some("unprivileged") => drop_to(args.get(2)),
         Some("listen") => {
-            let Some(seconds) = args.get(3).and_then(|s| s.parse().ok()) else {
-                eprintln!("usage: nlprobe listen UID SECONDS");
-                std::process::exit(2);
-            };
             drop_to(args.get(2));
-            listen(seconds);
+            listen();
         }
         Some("malformed") => {}
         _ => {
-            eprintln!("usage: nlprobe malformed | nlprobe unprivileged UID | nlprobe listen UID SECONDS");
+            eprintln!("usage: nlprobe malformed | nlprobe unprivileged UID | nlprobe listen UID");
             std::process::exit(2);
         }
     }
