@@ -3,17 +3,22 @@
 //! targets, for IPv4 (`iptables`) and IPv6 (`ip6tables`), printed back the way `iptables-save`
 //! and `iptables -L -v -n -x` print them.
 //!
-//! [`parse`] reads rule files into a [`Ruleset`]; [`crate::engine`] compiles it for replay.
+//! [`mod@file`] reads rule files into a [`Ruleset`] (a command's words are read in `command`,
+//! applied in `apply`, a rule's options read in `rule`); [`crate::engine`] compiles it for replay.
+//! This file owns the model and its `iptables-save` / `iptables -L` spelling.
 
+mod apply;
+mod command;
+pub mod file;
 pub mod names;
-pub mod parse;
+mod rule;
 
 use std::fmt::Write as _;
 
 use seng_core::{Family, HostMask};
 
 pub use names::{IcmpType, RejectWith};
-pub use parse::{parse_rules, RulesError};
+pub use file::{parse_rules, RulesError};
 
 /// The built-in chains of the filter table, in the order iptables lists them.
 pub const BUILTIN_CHAINS: [&str; 3] = ["INPUT", "FORWARD", "OUTPUT"];

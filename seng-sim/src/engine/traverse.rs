@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Chain traversal: what a compiled match and rule decide for a packet, and the walk through a
+//! compiled table's chains that counts and finds the verdict.
+
+use seng_core::table::{EnclaveTable, StdPlatform};
+
+use super::compile::{CMatch, CRule, CTarget, Compiled, PortCond, FRAG, HAS_PROTO, INV_DST, INV_FRAG, INV_PROTO, INV_SRC};
+use super::{Hook, Verdict};
+use crate::packet::{proto, to_ip, Packet, L4};
+use crate::rules::{Policy, PortDirection};
+
+/// A packet and where it is, as the rules see it.
+pub(super) struct Ctx<'p, 'a> {
+    pub(super) p: &'p Packet<'a>,
+    pub(super) in_iface: u8,
+    pub(super) out_iface: u8,
+    pub(super) ct: u8,
+    pub(super) enclaves: &'p EnclaveTable<StdPlatform>,
+}
+
+/// Outcome of one match: holds, does not, or the packet must be dropped (`hotdrop`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hit {
+    Yes,
+    No,
+    Hotdrop,
+}
+
+impl CMatch {
+    #[inline]
+    pub(super) fn check(&self, c: &Ctx<'_, '_>) -> Hit {
+        let p = c.p;
+        // What of the transport header the match can read. Later fragments have none: the
+        // x_tables matches and nftables' transport payloads do not match them, and x_tables'
+        // tcp match drops a TCP fragment at offset 8 as an attempt to overwrite flags.
+        let header = match p.l4 {
+            L4::Fragment if p.frag_offset == 1 && p.proto == proto::TCP && matches!(self, CMatch::Ports { .. }) => return Hit::Hotdrop,
+            L4::Fragment if matches!(self, CMatch::Ports { .. } | CMatch::Payload { .. } | CMatch::Icmp { .. } | CMatch::Multiport { .. }) => return Hit::No,
+            _ => p.payload,
+        };
+        let yes = match self {
+            CMatch::Ports { sport, dport, flags } => {
+                // xt_tcp / xt_udp read the whole header (20 / 8 bytes) or drop the packet.
+                if p.l4 != L4::Complete {
+                    return Hit::Hotdrop;
+                }
+                sport.holds(p.sport)
+                    && dport.holds(p.dport)
+                    && flags.is_none_or(|(mask, comp, inv)| ((p.tcp_flags & mask) == comp) != inv)
+            }
+            CMatch::Payload { sport, dport, flags } => {
+                // Each payload expression loads its own bytes; a missing byte is no match.
+                let field = |at: usize| header.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                let port_ok = |cond: &Option<PortCond>, at: usize| cond.as_ref().is_none_or(|c| field(at).is_some_and(|port| c.holds(port)));
+                port_ok(sport, 0)
+                    && port_ok(dport, 2)
+                    && flags.is_none_or(|(mask, comp, inv)| header.get(13).is_some_and(|f| ((f & mask) == comp) != inv))
+            }
+            CMatch::Icmp { kind, code_min, code_max, inv } => {
+                // xt_icmp / xt_icmp6 read the 8-byte ICMP header or drop the packet.
+                if p.l4 != L4::Complete {
+                    return Hit::Hotdrop;
+                }
+                let hit = *kind == 0xff || (p.icmp_type == *kind && p.icmp_code >= *code_min && p.icmp_code <= *code_max);
+                hit != *inv
+            }
+            CMatch::Multiport { direction, ports, inv } => {
+                // xt_multiport reads only the two ports (4 bytes), for any port protocol.
+                let (Some(sport), Some(dport)) = (header.get(0..2), header.get(2..4)) else {
+                    return Hit::Hotdrop;
+                };
+                let (sport, dport) = (u16::from_be_bytes([sport[0], sport[1]]), u16::from_be_bytes([dport[0], dport[1]]));
+                let hit = ports.iter().any(|&(lo, hi)| {
+                    let in_range = |port: u16| port >= lo && port <= hi;
+                    match direction {
+                        PortDirection::Source => in_range(sport),
+                        PortDirection::Destination => in_range(dport),
+                        PortDirection::Either => in_range(sport) || in_range(dport),
+                    }
+                });
+                hit != *inv
+            }
+            CMatch::State { mask, inv } => (c.ct & mask != 0) != *inv,
+            CMatch::Seng(info) => seng_core::match_packet(info, p.family, c.enclaves, &to_ip(p.family, p.src), &to_ip(p.family, p.dst)),
+        };
+        if yes {
+            Hit::Yes
+        } else {
+            Hit::No
+        }
+    }
+}
+
+impl CRule {
+    /// `ip_packet_match`, then the matches in order.
+    #[inline]
+    pub(super) fn check(&self, c: &Ctx<'_, '_>) -> Hit {
+        let p = c.p;
+        if ((p.src & self.smask) != self.src) != (self.flags & INV_SRC != 0)
+            || ((p.dst & self.dmask) != self.dst) != (self.flags & INV_DST != 0)
+            || self.in_ok >> c.in_iface & 1 == 0
+            || self.out_ok >> c.out_iface & 1 == 0
+        {
+            return Hit::No;
+        }
+        if self.flags & HAS_PROTO != 0 && (p.proto == self.proto) == (self.flags & INV_PROTO != 0) {
+            return Hit::No;
+        }
+        if self.flags & FRAG != 0 && (p.frag_offset != 0) == (self.flags & INV_FRAG != 0) {
+            return Hit::No;
+        }
+        for m in self.matches.iter() {
+            match m.check(c) {
+                Hit::Yes => {}
+                other => return other,
+            }
+        }
+        Hit::Yes
+    }
+}
+
+/// Packet and byte counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (IP packet lengths).
+    pub bytes: u64,
+}
+
+impl Counter {
+    #[inline]
+    pub(super) fn add(&mut self, len: u32) {
+        self.packets += 1;
+        self.bytes += u64::from(len);
+    }
+}
+
+/// Who decided: a rule (chain index, rule index in the chain), a policy, or a match's hotdrop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decider {
+    /// A terminating rule.
+    Rule(u16, u32),
+    /// The policy of a built-in chain.
+    Policy(u16),
+    /// A match of this rule dropped the packet (truncated header or evil fragment).
+    Hotdrop(u16, u32),
+}
+
+/// One step of a traced traversal: a rule matched whose target did not decide (jump, goto,
+/// LOG, no target).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Step {
+    pub(super) chain: u16,
+    pub(super) rule: u32,
+}
+
+impl Compiled {
+
+    /// Counters of every rule, in chain and rule order.
+    pub fn counters(&self) -> &[Counter] {
+        &self.counters
+    }
+
+    /// Policy counters of every chain (zero for user chains).
+    pub fn policy_counters(&self) -> &[Counter] {
+        &self.policy_counters
+    }
+
+    /// Runs the packet through built-in chain `hook`, counting; `trace` keeps the steps.
+    pub(super) fn run(&mut self, hook: Hook, c: &Ctx<'_, '_>, trace: bool) -> (Verdict, Decider) {
+        self.stack.clear();
+        self.steps.clear();
+        let mut chain = hook as u16;
+        let mut at = 0u32;
+        loop {
+            let ch = self.chains[usize::from(chain)];
+            if at >= ch.len {
+                // Fell off the end: back to the caller, or the built-in chain's policy.
+                match self.stack.pop() {
+                    Some((caller, next)) => {
+                        chain = caller;
+                        at = next;
+                        continue;
+                    }
+                    None => return self.policy(hook),
+                }
+            }
+            let index = (ch.start + at) as usize;
+            let rule = &self.rules[index];
+            match rule.check(c) {
+                Hit::No => {
+                    at += 1;
+                    continue;
+                }
+                Hit::Hotdrop => return (Verdict::Drop, Decider::Hotdrop(chain, at)),
+                Hit::Yes => {}
+            }
+            self.counters[index].add(c.p.len);
+            let target = rule.target;
+            if trace && !matches!(target, CTarget::Accept | CTarget::Drop | CTarget::Reject) {
+                self.steps.push(Step { chain, rule: at });
+            }
+            match target {
+                CTarget::Continue | CTarget::Log => at += 1,
+                CTarget::Accept => return (Verdict::Accept, Decider::Rule(chain, at)),
+                CTarget::Drop => return (Verdict::Drop, Decider::Rule(chain, at)),
+                CTarget::Reject => return (Verdict::Reject, Decider::Rule(chain, at)),
+                CTarget::Return => match self.stack.pop() {
+                    Some((caller, next)) => {
+                        chain = caller;
+                        at = next;
+                    }
+                    None => return self.policy(hook),
+                },
+                CTarget::Jump(to) => {
+                    self.stack.push((chain, at + 1));
+                    chain = to;
+                    at = 0;
+                }
+                CTarget::Goto(to) => {
+                    chain = to;
+                    at = 0;
+                }
+            }
+        }
+    }
+
+    pub(super) fn policy(&mut self, hook: Hook) -> (Verdict, Decider) {
+        let chain = hook as u16;
+        let verdict = match self.chains[usize::from(chain)].policy {
+            Some(Policy::Drop) => Verdict::Drop,
+            _ => Verdict::Accept,
+        };
+        (verdict, Decider::Policy(chain))
+    }
+}
