@@ -140,6 +140,7 @@ for m in 10 10000 100000 1000000; do
 	else
 		load $m
 	fi
+	echo "M=$m loaded (uptime $(cut -d' ' -f1 /proc/uptime) s)"
 	for config in $CONFIGS; do
 		chain $config
 		for src in reg unreg; do
