@@ -8,8 +8,9 @@ set -euo pipefail
 packages=(
 	# Booting the test kernels (TCG; the firmware comes with it).
 	qemu-system-x86
-	# Guest tools: busybox runs /init; the rest are copied with their libraries.
-	busybox-static iproute2 iptables kmod conntrack tcpdump
+	# Guest tools: busybox runs /init; the rest are copied with their libraries (ipset and
+	# nftables: the peers of the benchmarks).
+	busybox-static iproute2 iptables kmod conntrack tcpdump ipset nftables
 	# Unpacking Debian kernels and their modules, and inspecting objects.
 	dpkg xz-utils zstd cpio binutils debian-archive-keyring
 	# kbuild for out-of-tree modules (pahole: BTF of modules on 6.12, whose headers ship vmlinux).

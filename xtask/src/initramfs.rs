@@ -4,8 +4,8 @@
 //! - static busybox (`/bin`), `vmtest/init.sh` as `/init`;
 //! - copies of the host's `ip`, `xtables-legacy-multi`, `xtables-nft-multi` (with the
 //!   iptables/ip6tables/-save/-restore names of both backends), the xtables plugins, `kmod` (as
-//!   modprobe, insmod, ...), `conntrack`, `tcpdump`, and every shared library they load (found
-//!   with `ldd`);
+//!   modprobe, insmod, ...), `conntrack`, `tcpdump`, `ipset`, `nft`, and every shared library
+//!   they load (found with `ldd`);
 //! - the guest kernel's networking modules plus `extra/seng.ko`, with fresh `modules.*` from
 //!   depmod;
 //! - `vmtest/lib.sh`, `vmtest/tests/`, `vmtest/bench/`, `vmtest/data/`, `vmtest/e2e/`,
@@ -60,6 +60,9 @@ const HOST_TOOLS: &[(&[&str], &str)] = &[
         &["/usr/bin/tcpdump", "/usr/sbin/tcpdump"],
         "/usr/bin/tcpdump",
     ),
+    // The peers of the benchmarks: ipset's hash:ip and nftables' sets.
+    (&["/usr/sbin/ipset", "/sbin/ipset"], "/usr/sbin/ipset"),
+    (&["/usr/sbin/nft", "/sbin/nft"], "/usr/sbin/nft"),
 ];
 
 /// Host configuration files the tools read (protocol and service names), copied if present.

@@ -147,9 +147,10 @@ struct VmtestArgs {
     /// Run the benchmark scripts of vmtest/bench instead of the tests.
     #[arg(long)]
     bench: bool,
-    /// Kill a VM that has not finished after this many seconds.
-    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
-    timeout: u64,
+    /// Kill a VM that has not finished after this many seconds [default: 600, with --bench
+    /// 2400].
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<u64>,
     /// Print the whole guest console.
     #[arg(long, short)]
     verbose: bool,
@@ -473,7 +474,10 @@ fn vmtest_kernel(
         kernel,
         initrd: &initrd,
         mode,
-        timeout: Duration::from_secs(args.timeout),
+        timeout: Duration::from_secs(args.timeout.unwrap_or(match mode {
+            vm::Mode::Test => 600,
+            vm::Mode::Bench => 2400,
+        })),
         keep: args.keep,
         out_dir: &out_dir,
         verbose: args.verbose,

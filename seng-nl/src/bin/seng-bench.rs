@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `seng-bench`: load generator and timer for the VM benchmarks and tests of seng-nl.
 //!
-//! - `gen COUNT`: prints a script of COUNT `enclave add` lines (input for `seng restore`);
+//! - `gen COUNT`: prints a script of COUNT `enclave add` lines (input for `seng restore`), or
+//!   with `--format ipset|nft` the same addresses as input for the peers of the benchmarks:
+//!   `ipset restore` (the hash:ip set `S`) and `nft -f` (the set `s` of table `ip bench`);
 //! - `register COUNT --single|--batch`: registers COUNT generated enclaves, one acked message per
 //!   enclave or batched, and prints the rate;
 //! - `churn SECONDS`: registers and unregisters addresses of 10.200.0.0/16 in bursts, to change
@@ -16,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use seng_nl::{Category, Client, Enclave, Measurement};
 
 #[derive(Parser)]
@@ -28,12 +30,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Print a `seng restore` script of COUNT generated enclaves.
+    /// Print a `seng restore` script of COUNT generated enclaves (or their addresses for a peer).
     Gen {
         count: u32,
-        /// Make every Nth enclave IPv6 (0: none).
+        /// Make every Nth enclave IPv6 (0: none; the peers' sets take IPv4 only).
         #[arg(long, default_value_t = 10)]
         v6_every: u32,
+        /// What reads the output.
+        #[arg(long, value_enum, default_value_t = Format::Seng)]
+        format: Format,
     },
     /// Register COUNT generated enclaves and print the rate.
     Register {
@@ -64,6 +69,53 @@ enum Cmd {
     Dump,
 }
 
+/// The input formats of `gen`.
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// `seng restore`: one `enclave add` line per enclave.
+    Seng,
+    /// `ipset restore`: creates the hash:ip set `S`, sized for COUNT, and adds the addresses.
+    Ipset,
+    /// `nft -f`: creates table `ip bench` with the ipv4_addr set `s` of size COUNT and adds the
+    /// addresses, [`NFT_CHUNK`] per `add element`.
+    Nft,
+}
+
+/// Addresses per `add element` command of the nft format: one command of a million elements
+/// makes nft's parser hold them all as one expression.
+const NFT_CHUNK: u32 = 10_000;
+
+/// Writes the `gen` output.
+fn generate(out: &mut impl Write, count: u32, v6_every: u32, format: Format) -> Result<(), String> {
+    if v6_every != 0 && !matches!(format, Format::Seng) {
+        return Err("the ipset and nft formats take IPv4 addresses only: add --v6-every 0".into());
+    }
+    let io = |e: io::Error| e.to_string();
+    match format {
+        Format::Seng => {
+            for i in 0..count {
+                writeln!(out, "{}", enclave(i, v6_every).into_command()).map_err(io)?;
+            }
+        }
+        Format::Ipset => {
+            // Buckets for every entry, and room for them all: an admin sizes a big set up front.
+            let hashsize = count.max(1024).next_power_of_two();
+            writeln!(out, "create S hash:ip family inet hashsize {hashsize} maxelem {}", count.max(65536)).map_err(io)?;
+            for i in 0..count {
+                writeln!(out, "add S {}", enclave(i, 0).addr).map_err(io)?;
+            }
+        }
+        Format::Nft => {
+            writeln!(out, "table ip bench {{\n\tset s {{\n\t\ttype ipv4_addr\n\t\tsize {}\n\t}}\n}}", count.max(1)).map_err(io)?;
+            for start in (0..count).step_by(NFT_CHUNK as usize) {
+                let addrs: Vec<String> = (start..count.min(start + NFT_CHUNK)).map(|i| enclave(i, 0).addr.to_string()).collect();
+                writeln!(out, "add element ip bench s {{ {} }}", addrs.join(", ")).map_err(io)?;
+            }
+        }
+    }
+    out.flush().map_err(io)
+}
+
 fn enclave(i: u32, v6_every: u32) -> Enclave {
     let n = i + 1;
     let addr = if v6_every != 0 && i % v6_every == v6_every - 1 {
@@ -88,13 +140,7 @@ fn rate(what: &str, count: u32, took: Duration) {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Cmd::Gen { count, v6_every } => {
-            let mut out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-            for i in 0..count {
-                writeln!(out, "{}", enclave(i, v6_every).into_command()).map_err(|e| e.to_string())?;
-            }
-            out.flush().map_err(|e| e.to_string())
-        }
+        Cmd::Gen { count, v6_every, format } => generate(&mut BufWriter::with_capacity(1 << 20, io::stdout().lock()), count, v6_every, format),
         Cmd::Register { count, single, batch: _, v6_every } => {
             let mut client = Client::connect().map_err(|e| e.to_string())?;
             let start = Instant::now();
@@ -156,5 +202,48 @@ fn main() -> ExitCode {
             eprintln!("seng-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn gen(count: u32, v6_every: u32, format: Format) -> Result<String, String> {
+        let mut out = Vec::new();
+        generate(&mut out, count, v6_every, format)?;
+        Ok(String::from_utf8(out).expect("generated text is UTF-8"))
+    }
+
+    #[test]
+    fn ipset_input_sizes_the_set_and_adds_every_address() {
+        let text = gen(3, 0, Format::Ipset).unwrap();
+        assert_eq!(text, "create S hash:ip family inet hashsize 1024 maxelem 65536\nadd S 10.0.0.1\nadd S 10.0.0.2\nadd S 10.0.0.3\n");
+        assert!(gen(2_000_000, 0, Format::Ipset).unwrap().starts_with("create S hash:ip family inet hashsize 2097152 maxelem 2000000\n"));
+    }
+
+    #[test]
+    fn nft_input_adds_the_addresses_in_chunks() {
+        let text = gen(NFT_CHUNK + 1, 0, Format::Nft).unwrap();
+        let adds: Vec<&str> = text.lines().filter(|l| l.starts_with("add element ip bench s { ")).collect();
+        assert_eq!(adds.len(), 2);
+        assert_eq!(adds[0].matches(", ").count() as u32, NFT_CHUNK - 1);
+        assert_eq!(adds[1], format!("add element ip bench s {{ {} }}", Ipv4Addr::from(0x0a00_0000 + NFT_CHUNK + 1)));
+        assert!(text.contains(&format!("size {}", NFT_CHUNK + 1)));
+    }
+
+    #[test]
+    fn peer_formats_refuse_ipv6() {
+        let err = gen(10, 10, Format::Nft).unwrap_err();
+        assert!(err.contains("--v6-every 0"), "{err}");
+    }
+
+    #[test]
+    fn seng_format_is_a_restore_script() {
+        let text = gen(2, 2, Format::Seng).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("enclave add 10.0.0.1 "), "{}", lines[0]);
+        assert!(lines[1].starts_with("enclave add fd00::2 "), "{}", lines[1]);
     }
 }
