@@ -468,6 +468,38 @@ impl<P: Platform> EnclaveTable<P> {
         Ok(())
     }
 
+    /// Makes `categories` (distinct, at most [`MAX_CATEGORIES_PER_APP`]) the whole category set
+    /// of the application `app`, in one step: on an error nothing changed.
+    ///
+    /// # Safety
+    /// As [`EnclaveTable::register`].
+    pub unsafe fn set_categories(&self, app: &Measurement, categories: &[Category]) -> Result<(), TableError> {
+        let node = self.apps.find(app).ok_or(TableError::UnknownApp)?;
+        if categories.len() > MAX_CATEGORIES_PER_APP {
+            return Err(TableError::TooManyCategories);
+        }
+        // SAFETY: node is published and owned by the writer.
+        if categories_of(unsafe { &node.as_ref().value }) == categories {
+            return Ok(());
+        }
+        let set = match categories.first() {
+            None => None,
+            Some(&first) => Some(
+                CategorySet::alloc(&self.platform, SetHeader { len: categories.len() }, categories.len(), |i| categories.get(i).copied().unwrap_or(first))
+                    .ok_or(TableError::OutOfMemory)?,
+            ),
+        };
+        // SAFETY: serialised writer; node live.
+        unsafe {
+            match set {
+                Some(set) => self.publish_categories(node, set),
+                None => self.clear_categories(node),
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
     /// Unregisters every enclave (and so every application). Never fails.
     ///
     /// # Safety
