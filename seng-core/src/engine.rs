@@ -98,7 +98,10 @@ pub struct Engine<P: Platform + Clone> {
     staging: UnsafeCell<Option<(u32, NonNull<EnclaveTable<P>>)>>,
     /// The owner's port plus one, 0 when no transaction is open: read without the writer lock.
     staging_owner: AtomicU64,
-    generation: AtomicU64,
+    /// Twice the generation, plus one while a change is under way (a sequence lock for dumps).
+    sequence: AtomicU64,
+    /// Counts dump parts stamped during a change.
+    interrupted: AtomicU64,
     capacity: usize,
     platform: P,
 }
@@ -200,7 +203,14 @@ impl Cats {
 
     fn remove(&mut self, c: &Category) {
         if let Some(i) = self.as_slice().iter().position(|x| x == c) {
-            self.items.copy_within(i + 1..self.len, i);
+            // Keeps the order; a plain loop has no out-of-range panic path for the kernel.
+            for j in i + 1..self.len {
+                if let (Some(&next), Some(slot)) = (self.items.get(j), j.checked_sub(1)) {
+                    if let Some(slot) = self.items.get_mut(slot) {
+                        *slot = next;
+                    }
+                }
+            }
             self.len -= 1;
         }
     }
@@ -301,7 +311,8 @@ impl<P: Platform + Clone> Engine<P> {
             live: AtomicPtr::new(live.as_ptr()),
             staging: UnsafeCell::new(None),
             staging_owner: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
+            sequence: AtomicU64::new(0),
+            interrupted: AtomicU64::new(0),
             capacity,
             platform,
         })
@@ -316,7 +327,7 @@ impl<P: Platform + Clone> Engine<P> {
 
     /// The change counter: it steps with every applied change, before its connections end.
     pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
+        self.sequence.load(Ordering::Acquire) / 2
     }
 
     /// Whether the netlink port `portid` may own a replace transaction; read without the writer
@@ -325,8 +336,26 @@ impl<P: Platform + Clone> Engine<P> {
         self.staging_owner.load(Ordering::Acquire) == u64::from(portid) + 1
     }
 
-    fn stepped(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+    /// Marks a change as under way: the sequence turns odd until [`Engine::changed`].
+    fn changing(&self) {
+        self.sequence.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Marks the change under way as complete, stepping the generation.
+    fn changed(&self) {
+        self.sequence.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The stamp of one part of a dump (netlink's `cb->seq`): parts and the final message of a
+    /// dump that overlaps a change get different stamps, so netlink marks the dump
+    /// `NLM_F_DUMP_INTR`. Never 0, which netlink takes for "no stamp yet".
+    pub fn dump_stamp(&self) -> u32 {
+        let sequence = self.sequence.load(Ordering::Acquire);
+        if sequence % 2 == 1 {
+            // A change is under way: no two parts may agree.
+            return 0x8000_0000 | self.interrupted.fetch_add(1, Ordering::Relaxed) as u32 & 0x7fff_ffff;
+        }
+        ((sequence / 2) % 0x7fff_ffff) as u32 + 1
     }
 
     fn set_staging(&self, staging: &mut Option<(u32, NonNull<EnclaveTable<P>>)>, value: Option<(u32, NonNull<EnclaveTable<P>>)>) {
@@ -389,13 +418,14 @@ impl<P: Platform + Clone> Engine<P> {
                     return Err(Refusal { error: TableError::NotRegistered.into(), at: Some(at) });
                 }
                 let mut cut = self.new_cut(list.len(), services)?;
+                self.changing();
                 for spec in list.iter() {
                     // A repeated address is already gone; the set is sized for the whole list.
                     if unsafe { table.unregister(&spec.addr) }.is_ok() {
                         let _ = cut.insert(spec.addr);
                     }
                 }
-                self.stepped();
+                self.changed();
                 self.end(services, &cut, &[]);
                 Ok(changed)
             }
@@ -409,8 +439,10 @@ impl<P: Platform + Clone> Engine<P> {
                 if differs {
                     // Allocated first: once the set is changed, nothing may fail.
                     let cut = self.new_cut(0, services)?;
-                    unsafe { table.set_categories(&app, cats.as_slice()) }?;
-                    self.stepped();
+                    self.changing();
+                    let set = unsafe { table.set_categories(&app, cats.as_slice()) };
+                    self.changed();
+                    set?;
                     self.end(services, &cut, core::slice::from_ref(&app));
                 }
                 Ok(changed)
@@ -481,8 +513,9 @@ impl<P: Platform + Clone> Engine<P> {
                 let new = NonNull::from(replacement);
                 *staging = None;
                 self.staging_owner.store(0, Ordering::Release);
+                self.changing();
                 let old = self.live.swap(new.as_ptr(), Ordering::AcqRel);
-                self.stepped();
+                self.changed();
                 // Readers of the old table must finish before it is freed, cut or not.
                 services.grace_period();
                 if !cut.is_empty() {
@@ -520,8 +553,9 @@ impl<P: Platform + Clone> Engine<P> {
             1 => None,
             n => Some(Scratch::<P, Undo>::with_capacity(self.platform.clone(), n)?),
         };
+        self.changing();
         for (at, spec) in list.iter_at() {
-            let (app, host) = app_host(&spec).map_err(|error| Refusal { error, at: Some(at) })?;
+            let Ok((app, host)) = app_host(&spec) else { continue };
             let app_before = table.app(&app).map(|a| a.categories().len());
             let before = match table.lookup(&spec.addr) {
                 None => Before::Absent,
@@ -544,18 +578,18 @@ impl<P: Platform + Clone> Engine<P> {
                     }
                 }
                 Err(error) => {
-                    if let Some(undo) = undo.as_ref().filter(|u| !u.as_slice().is_empty()) {
+                    if let Some(undo) = undo.as_ref() {
                         // SAFETY: by the caller.
                         unsafe { self.undo(undo.as_slice(), &mut cut) };
-                        // The undone part was visible for a moment.
-                        self.stepped();
-                        self.end(services, &cut, grown.as_slice());
                     }
+                    // The undone part was visible for a moment: the generation steps.
+                    self.changed();
+                    self.end(services, &cut, grown.as_slice());
                     return Err(Refusal { error: error.into(), at: Some(at) });
                 }
             }
         }
-        self.stepped();
+        self.changed();
         self.end(services, &cut, grown.as_slice());
         Ok(())
     }
@@ -599,9 +633,10 @@ impl<P: Platform + Clone> Engine<P> {
             // Sized for every enclave.
             let _ = cut.insert(e.ip());
         }
+        self.changing();
         // SAFETY: by the caller.
         unsafe { table.flush() };
-        self.stepped();
+        self.changed();
         self.end(services, &cut, &[]);
         Ok(())
     }
@@ -614,34 +649,41 @@ impl<P: Platform + Clone> Engine<P> {
     unsafe fn legacy(&self, services: &mut impl Services, op: LegacyOp) -> Result<Handled, Refusal> {
         let table = self.live();
         let mut cut = self.new_cut(1, services)?;
+        if let LegacyOp::Flush = op {
+            // SAFETY: by the caller.
+            unsafe { self.flush(services) }?;
+            return Ok(Handled { notify: true, reply_len: 0 });
+        }
         let mut app_changed = None;
+        self.changing();
         // SAFETY (every writer call): by the caller.
-        let changed = match op {
+        let outcome = match op {
             LegacyOp::Register { enclave, app, host, category } => {
                 let enclave = IpAddr::V4(enclave);
                 let before = table.app(&app).map(|a| a.categories().len());
-                if let Registered::Replaced { .. } = unsafe { table.register(enclave, &app, IpAddr::V4(host), category.as_slice()) }? {
+                let registered = unsafe { table.register(enclave, &app, IpAddr::V4(host), category.as_slice()) };
+                if let Ok(Registered::Replaced { .. }) = registered {
                     let _ = cut.insert(enclave);
                 }
                 if before.is_some_and(|n| Some(n) != table.app(&app).map(|a| a.categories().len())) {
                     app_changed = Some(app);
                 }
-                true
+                registered.map(|_| true)
             }
             LegacyOp::Unregister { enclave } => {
                 let enclave = IpAddr::V4(enclave);
                 match unsafe { table.unregister(&enclave) } {
                     Ok(_) => {
                         let _ = cut.insert(enclave);
-                        true
+                        Ok(true)
                     }
-                    Err(TableError::NotRegistered) => false,
-                    Err(e) => return Err(e.into()),
+                    Err(TableError::NotRegistered) => Ok(false),
+                    Err(e) => Err(e),
                 }
             }
             LegacyOp::Attach { app, category } => {
-                let added = unsafe { table.attach_category(&app, &category) }?;
-                if added {
+                let added = unsafe { table.attach_category(&app, &category) };
+                if added == Ok(true) {
                     app_changed = Some(app);
                 }
                 added
@@ -649,18 +691,16 @@ impl<P: Platform + Clone> Engine<P> {
             LegacyOp::Detach { app, category } => match unsafe { table.detach_category(&app, &category) } {
                 Ok(()) => {
                     app_changed = Some(app);
-                    true
+                    Ok(true)
                 }
-                Err(TableError::CategoryNotAttached | TableError::UnknownApp) => false,
-                Err(e) => return Err(e.into()),
+                Err(TableError::CategoryNotAttached | TableError::UnknownApp) => Ok(false),
+                Err(e) => Err(e),
             },
-            LegacyOp::Flush => {
-                unsafe { self.flush(services) }?;
-                return Ok(Handled { notify: true, reply_len: 0 });
-            }
+            LegacyOp::Flush => Ok(false),
         };
+        self.changed();
+        let changed = outcome?;
         if changed {
-            self.stepped();
             self.end(services, &cut, app_changed.as_slice());
         }
         Ok(Handled { notify: changed, reply_len: 0 })

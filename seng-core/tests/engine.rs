@@ -332,3 +332,17 @@ fn closing_a_socket_needs_the_lock_only_for_its_transaction() {
     unsafe { engine.release(5) };
     assert!(!engine.may_own_transaction(5));
 }
+
+#[test]
+fn dump_stamps_change_with_every_change_and_are_never_zero() {
+    let engine = Engine::new(StdPlatform, 64, 1).unwrap();
+    let mut services = Recorder::default();
+    let before = engine.dump_stamp();
+    assert_ne!(before, 0);
+    let (command, payload) = encode(&Op::Set(vec![(1, 0, 0, vec![1])]));
+    // SAFETY: single-threaded.
+    unsafe { engine.execute(&mut services, Request::parse(command, &payload).unwrap(), 1, None) }.unwrap();
+    assert_eq!(engine.generation(), 1);
+    assert_ne!(engine.dump_stamp(), before);
+    assert_eq!(engine.dump_stamp(), engine.dump_stamp(), "no change under way: parts agree");
+}
