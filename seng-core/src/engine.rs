@@ -53,6 +53,18 @@ impl<P: Platform> Ending<'_, P> {
         self.addrs.contains(ip) || (!self.apps.is_empty() && self.table.lookup(ip).is_some_and(|e| self.apps.contains(e.app())))
     }
 
+    /// Calls `f` once with every address whose connections end.
+    pub fn for_each(&self, mut f: impl FnMut(IpAddr)) {
+        self.addrs.for_each(&mut f);
+        if !self.apps.is_empty() {
+            for e in self.table.enclaves_from(0) {
+                if self.apps.contains(e.app()) && !self.addrs.contains(&e.ip()) {
+                    f(e.ip());
+                }
+            }
+        }
+    }
+
     /// Whether no address is in it.
     pub fn is_empty(&self) -> bool {
         self.addrs.is_empty() && self.apps.is_empty()

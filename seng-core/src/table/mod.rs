@@ -682,7 +682,29 @@ impl<'a> Iterator for Apps<'a> {
 /// `&mut self`, which rules out concurrent readers.
 #[cfg(feature = "std")]
 pub struct LocalTable {
-    inner: EnclaveTable<StdPlatform>,
+    inner: crate::engine::Engine<StdPlatform>,
+    ended: std::vec::Vec<IpAddr>,
+}
+
+/// The engine's services in a single-threaded user-space table: no readers to wait for, and the
+/// addresses whose connections end collected for the caller (seng-sim forgets their flows).
+#[cfg(feature = "std")]
+struct Collect {
+    seed: u64,
+    ended: std::vec::Vec<IpAddr>,
+}
+
+#[cfg(feature = "std")]
+impl crate::engine::Services for Collect {
+    fn seed(&mut self) -> u64 {
+        self.seed
+    }
+
+    fn grace_period(&mut self) {}
+
+    fn end_connections<P: Platform>(&mut self, ending: &crate::engine::Ending<'_, P>) {
+        ending.for_each(|ip| self.ended.push(ip));
+    }
 }
 
 #[cfg(feature = "std")]
@@ -695,42 +717,59 @@ impl LocalTable {
             h.write_usize(capacity);
             h.finish()
         };
-        Ok(LocalTable { inner: EnclaveTable::new(StdPlatform, capacity, seed)? })
+        Ok(LocalTable { inner: crate::engine::Engine::new(StdPlatform, capacity, seed)?, ended: std::vec::Vec::new() })
     }
 
     /// The shared view (lookups, iteration, stats).
     pub fn table(&self) -> &EnclaveTable<StdPlatform> {
-        &self.inner
+        self.inner.live()
+    }
+
+    /// Executes a request through the engine, as the kernel module does; [`LocalTable::ended`]
+    /// then lists the addresses whose connections it ended.
+    pub fn execute(&mut self, request: crate::genl::Request<'_>) -> Result<crate::engine::Handled, crate::engine::Refusal> {
+        let mut services = Collect { seed: self.inner.generation() ^ 0x5eed_5eed, ended: core::mem::take(&mut self.ended) };
+        services.ended.clear();
+        // SAFETY: &mut self serialises writers and excludes readers; StdPlatform frees at once,
+        // which no reader can observe.
+        let result = unsafe { self.inner.execute(&mut services, request, 0, None) };
+        self.ended = services.ended;
+        result
+    }
+
+    /// The addresses whose connections the last [`LocalTable::execute`] ended.
+    pub fn ended(&self) -> &[IpAddr] {
+        &self.ended
     }
 
     /// See [`EnclaveTable::register`].
     pub fn register(&mut self, ip: IpAddr, app: &Measurement, host: IpAddr, categories: &[Category]) -> Result<Registered, TableError> {
         // SAFETY: &mut self serialises writers and excludes readers.
-        unsafe { self.inner.register(ip, app, host, categories) }
+        unsafe { self.inner.live().register(ip, app, host, categories) }
     }
 
     /// See [`EnclaveTable::unregister`].
     pub fn unregister(&mut self, ip: &IpAddr) -> Result<Unregistered, TableError> {
         // SAFETY: as in register.
-        unsafe { self.inner.unregister(ip) }
+        unsafe { self.inner.live().unregister(ip) }
     }
 
     /// See [`EnclaveTable::attach_category`].
     pub fn attach_category(&mut self, app: &Measurement, category: &Category) -> Result<bool, TableError> {
         // SAFETY: as in register.
-        unsafe { self.inner.attach_category(app, category) }
+        unsafe { self.inner.live().attach_category(app, category) }
     }
 
     /// See [`EnclaveTable::detach_category`].
     pub fn detach_category(&mut self, app: &Measurement, category: &Category) -> Result<(), TableError> {
         // SAFETY: as in register.
-        unsafe { self.inner.detach_category(app, category) }
+        unsafe { self.inner.live().detach_category(app, category) }
     }
 
     /// See [`EnclaveTable::flush`].
     pub fn flush(&mut self) {
         // SAFETY: as in register.
-        unsafe { self.inner.flush() }
+        unsafe { self.inner.live().flush() }
     }
 }
 
@@ -738,7 +777,7 @@ impl LocalTable {
 impl core::ops::Deref for LocalTable {
     type Target = EnclaveTable<StdPlatform>;
     fn deref(&self) -> &Self::Target {
-        &self.inner
+        self.inner.live()
     }
 }
 
@@ -807,6 +846,16 @@ impl<P: Platform> AddrSet<P> {
             (*header).len = len + 1;
         }
         Ok(())
+    }
+
+    /// Calls `f` with every address in the set.
+    pub fn for_each(&self, mut f: impl FnMut(IpAddr)) {
+        for index in 0..=self.header().mask {
+            // SAFETY: index <= mask.
+            if let Some(ip) = unsafe { self.slots.elem(index) } {
+                f(*ip);
+            }
+        }
     }
 
     /// Whether `ip` is in the set.
