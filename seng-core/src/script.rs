@@ -993,7 +993,9 @@ mod test {
             .iter()
             .map(|line| {
                 line.command.apply(&mut table).unwrap();
-                table.ended().iter().map(|ip| ip.to_string()).collect()
+                let mut ended: Vec<String> = table.ended().iter().map(|ip| ip.to_string()).collect();
+                ended.sort();
+                ended
             })
             .collect();
         let none: Vec<String> = Vec::new();

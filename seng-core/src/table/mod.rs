@@ -884,13 +884,16 @@ impl<P: Platform> Drop for AddrSet<P> {
 
 impl<P: Platform> EnclaveTable<P> {
     /// Adds to `cut` every enclave of this table that `replacement` drops or gives another
-    /// application or host: the flows that must not survive swapping `replacement` in. `cut`
+    /// application, host or set of categories: the flows that must not survive swapping `replacement` in. `cut`
     /// needs room for [`EnclaveTable::len`] addresses.
     pub fn changed_in<Q: Platform, R: Platform>(&self, replacement: &EnclaveTable<Q>, cut: &mut AddrSet<R>) -> Result<(), SetFull> {
         for old in self.enclaves_from(0) {
             let same = replacement
                 .lookup(&old.ip())
-                .is_some_and(|new| new.app() == old.app() && new.host() == old.host());
+                .is_some_and(|new| {
+                    let (a, b) = (new.categories(), old.categories());
+                    new.app() == old.app() && new.host() == old.host() && a.len() == b.len() && a.iter().all(|c| b.contains(c))
+                });
             if !same {
                 cut.insert(old.ip())?;
             }
