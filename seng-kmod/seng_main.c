@@ -314,7 +314,7 @@ static int seng_genl_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
 	if (!hdr)
 		return -EMSGSIZE;
 	rcu_read_lock();
-	cb->seq = (u32)seng_rs_generation(sn->rs);
+	cb->seq = seng_rs_dump_stamp(sn->rs);
 	len = seng_rs_dump(sn->rs, &cursor, skb_tail_pointer(skb), skb_tailroom(skb));
 	rcu_read_unlock();
 	if (len <= 0) {
@@ -367,7 +367,10 @@ static struct genl_family seng_family __ro_after_init = {
 	.n_mcgrps = ARRAY_SIZE(seng_mcgrps),
 };
 
-/* A replace transaction dies with the socket that opened it. */
+/*
+ * A replace transaction dies with the socket that opened it. Every generic netlink socket of
+ * the namespace passes here: only one that may own a transaction waits for the writer mutex.
+ */
 static int seng_netlink_event(struct notifier_block *nb, unsigned long event, void *ptr)
 {
 	struct netlink_notify *n = ptr;
@@ -376,7 +379,7 @@ static int seng_netlink_event(struct notifier_block *nb, unsigned long event, vo
 	if (event != NETLINK_URELEASE || n->protocol != NETLINK_GENERIC)
 		return NOTIFY_DONE;
 	sn = seng_pernet(n->net);
-	if (!sn->rs)
+	if (!sn->rs || !seng_rs_may_own_transaction(sn->rs, n->portid))
 		return NOTIFY_DONE;
 	mutex_lock(&sn->lock);
 	seng_rs_release(sn->rs, n->portid);

@@ -78,7 +78,8 @@ bool seng_rs_match(const struct seng_net_state *state, const void *info, u8 nfpr
 int seng_rs_check(const void *info, u8 nfproto, const char **msg);
 int seng_rs_doit(const struct seng_net_state *state, struct seng_request *req);
 int seng_rs_dump(const struct seng_net_state *state, u64 *cursor, u8 *buf, u32 cap);
-u64 seng_rs_generation(const struct seng_net_state *state);
+u32 seng_rs_dump_stamp(const struct seng_net_state *state);
+bool seng_rs_may_own_transaction(const struct seng_net_state *state, u32 portid);
 void seng_rs_release(const struct seng_net_state *state, u32 portid);
 bool seng_rs_cut_contains(const void *set, u8 nfproto, const u8 *addr);
 

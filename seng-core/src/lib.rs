@@ -13,6 +13,7 @@
 //!   readers, bounded, with flat lookup cost;
 //! - [`mod@decide`]: the match decision as one pure function;
 //! - [`genl`]: the generic netlink protocol numbers;
+//! - [`engine`]: every request's effect on the table, for both kernel flavours and user space;
 //! - `script` (with `std`): the text format of enclave registrations and timed events.
 //!
 //! The crate is `no_std` and never allocates or panics on the packet path; the `std` feature adds
@@ -24,6 +25,7 @@
 
 pub mod category;
 pub mod decide;
+pub mod engine;
 pub mod family;
 pub mod genl;
 mod hash;

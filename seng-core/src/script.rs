@@ -23,7 +23,9 @@
 //!
 //! [`parse`] reads a script into [`ScriptLine`]s and [`parse_line`] one line of it, [`print()`]
 //! writes the canonical form (what `seng save` prints; parsing it gives the same lines back), and
-//! [`Command::apply`] performs a command on a [`LocalTable`].
+//! [`Command::apply`] performs a command on a [`LocalTable`] through the request engine the
+//! kernel module uses ([`Command::emit`] writes it as that request), so seng-sim and
+//! `seng restore --test` end the same connections as the kernel.
 
 use std::borrow::Cow;
 
@@ -597,39 +599,85 @@ pub enum Applied {
     Flushed(Vec<IpAddr>),
 }
 
-impl Applied {
-    /// Addresses whose flows must not survive this change: an enclave unregistered, or
-    /// re-registered with another application or host. The kernel deletes every conntrack entry
-    /// involving them at this moment, so the simulator must too.
-    pub fn ended_enclaves<'a>(&'a self, command: &'a Command) -> &'a [IpAddr] {
-        match (self, command) {
-            (Applied::Registered(Registered::Replaced { .. }), Command::EnclaveAdd { ip, .. })
-            | (Applied::Unregistered(_), Command::EnclaveDel { ip }) => core::slice::from_ref(ip),
-            (Applied::Flushed(ips), _) => ips,
-            _ => &[],
-        }
-    }
-}
-
 impl Command {
-    /// Performs the command on `table`. On error the table is unchanged.
-    pub fn apply(&self, table: &mut LocalTable) -> Result<Applied, TableError> {
+    /// The generic netlink request that performs the command: its command number and payload.
+    pub fn emit(&self) -> (u8, Vec<u8>) {
+        use crate::genl::{attr, cmd, AttrWriter};
+        // Room for the largest command: an enclave nest with the most categories an app has.
+        let mut buf = vec![0u8; 256 + crate::table::MAX_CATEGORIES_PER_APP * 32];
+        let mut out = AttrWriter::new(&mut buf);
+        let (command, written) = match self {
+            Command::EnclaveAdd { ip, app, host, categories } => {
+                let mut distinct: Vec<Category> = Vec::with_capacity(categories.len());
+                for c in categories {
+                    if !distinct.contains(c) {
+                        distinct.push(*c);
+                    }
+                }
+                (cmd::ENCLAVE_SET, out.put_enclave(ip, Some(app), Some(host), &distinct))
+            }
+            Command::EnclaveDel { ip } => (cmd::ENCLAVE_DEL, out.put_enclave(ip, None, None, &[])),
+            Command::CatAdd { app, category } | Command::CatDel { app, category } => {
+                let command = if matches!(self, Command::CatAdd { .. }) { cmd::CAT_ADD } else { cmd::CAT_DEL };
+                (command, out.put(attr::APP, &app.0).and_then(|()| out.put_category(attr::CAT, category)))
+            }
+            Command::Flush => (cmd::FLUSH, Ok(())),
+        };
+        // Parsing bounds a command's categories, so it always fits.
+        let len = if written.is_ok() { out.len() } else { 0 };
+        buf.truncate(len);
+        (command, buf)
+    }
+
+    /// What the command will do to `table`, or why the table refuses it.
+    fn outcome(&self, table: &LocalTable) -> Result<Applied, TableError> {
+        let app_categories = |app: &Measurement| table.app(app).map(|a| a.categories().to_vec());
         Ok(match self {
             Command::EnclaveAdd { ip, app, host, categories } => {
-                Applied::Registered(table.register(*ip, app, *host, categories)?)
+                let registered = match table.lookup(ip) {
+                    None if table.len() >= table.stats().capacity => return Err(TableError::Full { capacity: table.stats().capacity }),
+                    None => Registered::New,
+                    Some(e) if e.app() == app && e.host() == *host => Registered::Unchanged,
+                    Some(e) => Registered::Replaced { app: *e.app(), host: e.host() },
+                };
+                let mut merged = app_categories(app).unwrap_or_default();
+                merged.extend(categories.iter().filter(|c| !merged.contains(c)).collect::<std::collections::BTreeSet<_>>());
+                if merged.len() > crate::table::MAX_CATEGORIES_PER_APP {
+                    return Err(TableError::TooManyCategories);
+                }
+                Applied::Registered(registered)
             }
-            Command::EnclaveDel { ip } => Applied::Unregistered(table.unregister(ip)?),
-            Command::CatAdd { app, category } => Applied::CategoryAttached(table.attach_category(app, category)?),
+            Command::EnclaveDel { ip } => {
+                let e = table.lookup(ip).ok_or(TableError::NotRegistered)?;
+                Applied::Unregistered(Unregistered { app: *e.app(), host: e.host() })
+            }
+            Command::CatAdd { app, category } => {
+                let current = app_categories(app).ok_or(TableError::UnknownApp)?;
+                if !current.contains(category) && current.len() >= crate::table::MAX_CATEGORIES_PER_APP {
+                    return Err(TableError::TooManyCategories);
+                }
+                Applied::CategoryAttached(!current.contains(category))
+            }
             Command::CatDel { app, category } => {
-                table.detach_category(app, category)?;
+                if !app_categories(app).ok_or(TableError::UnknownApp)?.contains(category) {
+                    return Err(TableError::CategoryNotAttached);
+                }
                 Applied::CategoryDetached
             }
-            Command::Flush => {
-                let ips = table.enclaves_from(0).map(|e| e.ip()).collect();
-                table.flush();
-                Applied::Flushed(ips)
-            }
+            Command::Flush => Applied::Flushed(table.enclaves_from(0).map(|e| e.ip()).collect()),
         })
+    }
+
+    /// Performs the command on `table` through the request engine; afterwards
+    /// [`LocalTable::ended`] lists the addresses whose connections it ended. On error the table
+    /// is unchanged.
+    pub fn apply(&self, table: &mut LocalTable) -> Result<Applied, TableError> {
+        let applied = self.outcome(table)?;
+        let (command, payload) = self.emit();
+        let request = crate::genl::Request::parse(command, &payload).map_err(|_| TableError::OutOfMemory)?;
+        // What is left once `outcome` has checked the table's own refusals: memory.
+        table.execute(request).map_err(|_| TableError::OutOfMemory)?;
+        Ok(applied)
     }
 }
 
@@ -944,14 +992,28 @@ mod test {
         let ended: Vec<Vec<String>> = lines
             .iter()
             .map(|line| {
-                let applied = line.command.apply(&mut table).unwrap();
-                applied.ended_enclaves(&line.command).iter().map(|ip| ip.to_string()).collect()
+                line.command.apply(&mut table).unwrap();
+                let mut ended: Vec<String> = table.ended().iter().map(|ip| ip.to_string()).collect();
+                ended.sort();
+                ended
             })
             .collect();
         let none: Vec<String> = Vec::new();
         assert_eq!(
             ended,
-            [none.clone(), none.clone(), none.clone(), none.clone(), none, vec!["192.168.28.10".to_string()], vec!["192.168.28.11".into()], vec!["192.168.28.10".into()]]
+            [
+                // Registering, re-stating, a second enclave: nothing ends.
+                none.clone(),
+                none.clone(),
+                none.clone(),
+                // A category change ends the connections of every enclave of the application.
+                vec!["192.168.28.10".to_string(), "192.168.28.11".into()],
+                vec!["192.168.28.10".to_string(), "192.168.28.11".into()],
+                // So do moving an address to another application, unregistering and flushing.
+                vec!["192.168.28.10".to_string()],
+                vec!["192.168.28.11".into()],
+                vec!["192.168.28.10".into()],
+            ]
         );
         assert!(table.is_empty());
         let del = Command::EnclaveDel { ip: "192.168.28.10".parse().unwrap() };

@@ -278,7 +278,10 @@ unsafe extern "C" fn netlink_event(
     // SAFETY: the socket's namespace is live.
     let pernet = unsafe { PerNet::of(n.net) };
     let state = pernet.state();
-    if state.is_null() {
+    // Every generic netlink socket of the namespace passes here: only one that may own a
+    // replace transaction waits for the writer lock.
+    // SAFETY: a non-null state is live.
+    if state.is_null() || !unsafe { (*state).may_own_transaction(n.portid) } {
         return DONE;
     }
     let _writer = pernet.writer.lock();
@@ -510,7 +513,7 @@ unsafe extern "C" fn genl_dumpit(
     let written = unsafe {
         bindings::rcu_read_lock();
         let state = &*pernet.state();
-        cb.seq = state.generation() as u32;
+        cb.seq = state.dump_stamp();
         let room = core::slice::from_raw_parts_mut(
             bindings::skb_tail_pointer(skb),
             bindings::skb_tailroom(skb) as usize,

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-only
 # The module ends an enclave's connections itself: its conntrack entries are gone as soon as
-# `seng enclave del`, a move to another host or application, `seng flush` or a restore that drops
-# it returns, while other addresses' entries and a re-registration with the same metadata keep
-# theirs.
+# `seng enclave del`, a move to another host or application, a change of its application's
+# categories, `seng flush` or a restore that drops or changes it returns, while other addresses'
+# entries and a re-registration with the same metadata keep theirs.
 . /vmtest/lib.sh
 
 SENG=/usr/local/bin/seng
@@ -34,8 +34,19 @@ run $SENG enclave add $TUN_PEER --app $A --host 10.0.0.5
 connect $TUN_PEER
 connect $OTHER
 
+run $SENG enclave add $TUN_PEER --app $A --host 10.0.0.5
+expect_flows "after re-registering with the same metadata" 1
 run $SENG enclave add $TUN_PEER --app $A --host 10.0.0.5 --cat Browser
-expect_flows "after re-registering with the same application and host" 1
+expect_flows "after re-registering with one more category" 0
+connect $TUN_PEER
+run $SENG app cat add $A Browser
+expect_flows "after attaching a category the application has" 1
+run $SENG app cat del $A Browser
+expect_flows "after seng app cat del" 0
+connect $TUN_PEER
+run $SENG app cat add $A Mail
+expect_flows "after seng app cat add" 0
+connect $TUN_PEER
 run $SENG enclave add $TUN_PEER --app $A --host 10.0.0.6
 expect_flows "after moving it to another host" 0
 
@@ -54,9 +65,13 @@ expect_flows "after flush" 0
 
 run $SENG enclave add $TUN_PEER --app $A --host 10.0.0.5
 connect $TUN_PEER
-echo "enclave add $TUN_PEER --app $A --host 10.0.0.5 --cat Mail" >/tmp/nl-ct-same
+echo "enclave add $TUN_PEER --app $A --host 10.0.0.5" >/tmp/nl-ct-same
 run $SENG restore /tmp/nl-ct-same
 expect_flows "after a restore keeping it unchanged" 1
+echo "enclave add $TUN_PEER --app $A --host 10.0.0.5 --cat Mail" >/tmp/nl-ct-cat
+run $SENG restore /tmp/nl-ct-cat
+expect_flows "after a restore changing its categories" 0
+connect $TUN_PEER
 echo "enclave add 192.168.28.20 --app $A --host 10.0.0.5" >/tmp/nl-ct-drop
 run $SENG restore /tmp/nl-ct-drop
 expect_flows "after a restore dropping it" 0

@@ -468,6 +468,38 @@ impl<P: Platform> EnclaveTable<P> {
         Ok(())
     }
 
+    /// Makes `categories` (distinct, at most [`MAX_CATEGORIES_PER_APP`]) the whole category set
+    /// of the application `app`, in one step: on an error nothing changed.
+    ///
+    /// # Safety
+    /// As [`EnclaveTable::register`].
+    pub unsafe fn set_categories(&self, app: &Measurement, categories: &[Category]) -> Result<(), TableError> {
+        let node = self.apps.find(app).ok_or(TableError::UnknownApp)?;
+        if categories.len() > MAX_CATEGORIES_PER_APP {
+            return Err(TableError::TooManyCategories);
+        }
+        // SAFETY: node is published and owned by the writer.
+        if categories_of(unsafe { &node.as_ref().value }) == categories {
+            return Ok(());
+        }
+        let set = match categories.first() {
+            None => None,
+            Some(&first) => Some(
+                CategorySet::alloc(&self.platform, SetHeader { len: categories.len() }, categories.len(), |i| categories.get(i).copied().unwrap_or(first))
+                    .ok_or(TableError::OutOfMemory)?,
+            ),
+        };
+        // SAFETY: serialised writer; node live.
+        unsafe {
+            match set {
+                Some(set) => self.publish_categories(node, set),
+                None => self.clear_categories(node),
+            }
+        }
+        self.changed();
+        Ok(())
+    }
+
     /// Unregisters every enclave (and so every application). Never fails.
     ///
     /// # Safety
@@ -650,7 +682,29 @@ impl<'a> Iterator for Apps<'a> {
 /// `&mut self`, which rules out concurrent readers.
 #[cfg(feature = "std")]
 pub struct LocalTable {
-    inner: EnclaveTable<StdPlatform>,
+    inner: crate::engine::Engine<StdPlatform>,
+    ended: std::vec::Vec<IpAddr>,
+}
+
+/// The engine's services in a single-threaded user-space table: no readers to wait for, and the
+/// addresses whose connections end collected for the caller (seng-sim forgets their flows).
+#[cfg(feature = "std")]
+struct Collect {
+    seed: u64,
+    ended: std::vec::Vec<IpAddr>,
+}
+
+#[cfg(feature = "std")]
+impl crate::engine::Services for Collect {
+    fn seed(&mut self) -> u64 {
+        self.seed
+    }
+
+    fn grace_period(&mut self) {}
+
+    fn end_connections<P: Platform>(&mut self, ending: &crate::engine::Ending<'_, P>) {
+        ending.for_each(|ip| self.ended.push(ip));
+    }
 }
 
 #[cfg(feature = "std")]
@@ -663,42 +717,59 @@ impl LocalTable {
             h.write_usize(capacity);
             h.finish()
         };
-        Ok(LocalTable { inner: EnclaveTable::new(StdPlatform, capacity, seed)? })
+        Ok(LocalTable { inner: crate::engine::Engine::new(StdPlatform, capacity, seed)?, ended: std::vec::Vec::new() })
     }
 
     /// The shared view (lookups, iteration, stats).
     pub fn table(&self) -> &EnclaveTable<StdPlatform> {
-        &self.inner
+        self.inner.live()
+    }
+
+    /// Executes a request through the engine, as the kernel module does; [`LocalTable::ended`]
+    /// then lists the addresses whose connections it ended.
+    pub fn execute(&mut self, request: crate::genl::Request<'_>) -> Result<crate::engine::Handled, crate::engine::Refusal> {
+        let mut services = Collect { seed: self.inner.generation() ^ 0x5eed_5eed, ended: core::mem::take(&mut self.ended) };
+        services.ended.clear();
+        // SAFETY: &mut self serialises writers and excludes readers; StdPlatform frees at once,
+        // which no reader can observe.
+        let result = unsafe { self.inner.execute(&mut services, request, 0, None) };
+        self.ended = services.ended;
+        result
+    }
+
+    /// The addresses whose connections the last [`LocalTable::execute`] ended.
+    pub fn ended(&self) -> &[IpAddr] {
+        &self.ended
     }
 
     /// See [`EnclaveTable::register`].
     pub fn register(&mut self, ip: IpAddr, app: &Measurement, host: IpAddr, categories: &[Category]) -> Result<Registered, TableError> {
         // SAFETY: &mut self serialises writers and excludes readers.
-        unsafe { self.inner.register(ip, app, host, categories) }
+        unsafe { self.inner.live().register(ip, app, host, categories) }
     }
 
     /// See [`EnclaveTable::unregister`].
     pub fn unregister(&mut self, ip: &IpAddr) -> Result<Unregistered, TableError> {
         // SAFETY: as in register.
-        unsafe { self.inner.unregister(ip) }
+        unsafe { self.inner.live().unregister(ip) }
     }
 
     /// See [`EnclaveTable::attach_category`].
     pub fn attach_category(&mut self, app: &Measurement, category: &Category) -> Result<bool, TableError> {
         // SAFETY: as in register.
-        unsafe { self.inner.attach_category(app, category) }
+        unsafe { self.inner.live().attach_category(app, category) }
     }
 
     /// See [`EnclaveTable::detach_category`].
     pub fn detach_category(&mut self, app: &Measurement, category: &Category) -> Result<(), TableError> {
         // SAFETY: as in register.
-        unsafe { self.inner.detach_category(app, category) }
+        unsafe { self.inner.live().detach_category(app, category) }
     }
 
     /// See [`EnclaveTable::flush`].
     pub fn flush(&mut self) {
         // SAFETY: as in register.
-        unsafe { self.inner.flush() }
+        unsafe { self.inner.live().flush() }
     }
 }
 
@@ -706,7 +777,7 @@ impl LocalTable {
 impl core::ops::Deref for LocalTable {
     type Target = EnclaveTable<StdPlatform>;
     fn deref(&self) -> &Self::Target {
-        &self.inner
+        self.inner.live()
     }
 }
 
@@ -777,6 +848,16 @@ impl<P: Platform> AddrSet<P> {
         Ok(())
     }
 
+    /// Calls `f` with every address in the set.
+    pub fn for_each(&self, mut f: impl FnMut(IpAddr)) {
+        for index in 0..=self.header().mask {
+            // SAFETY: index <= mask.
+            if let Some(ip) = unsafe { self.slots.elem(index) } {
+                f(*ip);
+            }
+        }
+    }
+
     /// Whether `ip` is in the set.
     pub fn contains(&self, ip: &IpAddr) -> bool {
         self.probe(ip).1
@@ -803,13 +884,16 @@ impl<P: Platform> Drop for AddrSet<P> {
 
 impl<P: Platform> EnclaveTable<P> {
     /// Adds to `cut` every enclave of this table that `replacement` drops or gives another
-    /// application or host: the flows that must not survive swapping `replacement` in. `cut`
+    /// application, host or set of categories: the flows that must not survive swapping `replacement` in. `cut`
     /// needs room for [`EnclaveTable::len`] addresses.
     pub fn changed_in<Q: Platform, R: Platform>(&self, replacement: &EnclaveTable<Q>, cut: &mut AddrSet<R>) -> Result<(), SetFull> {
         for old in self.enclaves_from(0) {
             let same = replacement
                 .lookup(&old.ip())
-                .is_some_and(|new| new.app() == old.app() && new.host() == old.host());
+                .is_some_and(|new| {
+                    let (a, b) = (new.categories(), old.categories());
+                    new.app() == old.app() && new.host() == old.host() && a.len() == b.len() && a.iter().all(|c| b.contains(c))
+                });
             if !same {
                 cut.insert(old.ip())?;
             }

@@ -92,14 +92,14 @@ pub unsafe extern "C" fn seng_rs_cut_contains(set: *const c_void, nfproto: u8, a
     unsafe { cut_contains(set, nfproto, &*addr) }
 }
 
-/// The change counter, for dump consistency checks.
+/// The stamp of one dump part (`cb->seq`); see [`NetState::dump_stamp`].
 ///
 /// # Safety
 /// `state` is live.
 #[no_mangle]
-pub unsafe extern "C" fn seng_rs_generation(state: *const NetState) -> u64 {
+pub unsafe extern "C" fn seng_rs_dump_stamp(state: *const NetState) -> u32 {
     // SAFETY: by the caller.
-    unsafe { &*state }.generation()
+    unsafe { &*state }.dump_stamp()
 }
 
 /// Fills `buf` with ENCLAVE nests from `*cursor` on. Returns the bytes written (0: the dump is
@@ -115,6 +115,17 @@ pub unsafe extern "C" fn seng_rs_dump(state: *const NetState, cursor: *mut u64, 
         Ok(len) => len as c_int,
         Err(errno) => -errno,
     }
+}
+
+/// Whether the closing netlink socket of port `portid` may own a replace transaction; needs no
+/// lock, so the glue takes the writer mutex only for a socket that may.
+///
+/// # Safety
+/// `state` is live.
+#[no_mangle]
+pub unsafe extern "C" fn seng_rs_may_own_transaction(state: *const NetState, portid: u32) -> bool {
+    // SAFETY: by the caller.
+    unsafe { (*state).may_own_transaction(portid) }
 }
 
 /// Drops the replace transaction owned by a closing netlink socket.

@@ -1,31 +1,28 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Per-network-namespace state and everything the module does with it: the packet-path match,
-//! `checkentry`, every generic netlink request, dumps. Shared verbatim by both flavours of the
-//! module: the distro one reaches it through the C ABI of `ffi.rs`, the Rust-for-Linux one
+//! Per-network-namespace state and the module's part of every request: the packet-path match,
+//! `checkentry`, dumps, and handing each generic netlink request to seng-core's
+//! [`Engine`], which decides everything a request changes. Shared verbatim by both flavours of
+//! the module: the distro one reaches it through the C ABI of `ffi.rs`, the Rust-for-Linux one
 //! calls it directly.
 //!
 //! Readers (the match, dumps) load the live table with acquire ordering inside an RCU read-side
-//! section. Writers run with the namespace's mutex held by the glue. A replaced table or node is
-//! freed only after a grace period. After a change that moves an address to another application
-//! or host, or removes it, the writer waits for a grace period (so no packet still being
-//! classified under the old metadata can create a connection afterwards) and then deletes every
-//! conntrack entry involving the address, before acknowledging the request.
+//! section. Writers run with the namespace's mutex held by the glue. The engine's services here
+//! are the kernel's: `synchronize_rcu()` for the grace period and a conntrack walk to end the
+//! connections of the addresses a change concerns.
 
-use core::cell::UnsafeCell;
 use core::ffi::{c_void, CStr};
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use seng_core::genl::{attr, errno, AttrWriter, CategoryList, EnclaveList, EnclaveSpec, LegacyOp, ProtoError};
+use seng_core::engine::{Ending, Engine, Services};
+use seng_core::genl::{errno, AttrWriter};
 use seng_core::matchinfo::MatchInfoError;
-use seng_core::table::{AddrSet, EnclaveTable, Registered, TableError};
-use seng_core::{match_packet, Family, Measurement, SengMtInfo};
+use seng_core::table::{EnclaveTable, Platform};
+use seng_core::{match_packet, Family, SengMtInfo};
+
+pub use seng_core::engine::{Handled, Refusal};
 
 use crate::platform::{boxed, unbox, KernelPlatform};
-
-type Table = EnclaveTable<KernelPlatform>;
-type CutSet = AddrSet<KernelPlatform>;
 
 extern "C" {
     /// `get_random_u64()`.
@@ -37,18 +34,9 @@ extern "C" {
     fn seng_glue_ct_cut(net: *mut c_void, set: *const c_void);
 }
 
-/// What a writer owns besides the live table.
-struct Writer {
-    /// A whole-table replacement being built, with the netlink port that owns it.
-    staging: Option<(u32, NonNull<Table>)>,
-}
-
 /// One network namespace's seng state.
 pub struct NetState {
-    live: AtomicPtr<Table>,
-    writer: UnsafeCell<Writer>,
-    generation: AtomicU64,
-    capacity: usize,
+    engine: Engine<KernelPlatform>,
 }
 
 /// A generic netlink request, as the kernel glue hands it over.
@@ -65,59 +53,29 @@ pub struct Request<'a> {
     pub reply: Option<&'a mut [u8]>,
 }
 
-/// A refused request: why, and where in the payload the attribute to blame starts (the glue
-/// points the extended ack at it, so a client learns which enclave of a batch was refused).
-pub struct Refusal {
-    /// Why.
-    pub error: ProtoError,
-    /// Byte offset in the payload of the attribute to blame, if one is.
-    pub at: Option<usize>,
+/// The kernel's services for the engine, for a request in namespace `net`.
+struct Kernel {
+    net: *mut c_void,
 }
 
-impl From<ProtoError> for Refusal {
-    fn from(error: ProtoError) -> Refusal {
-        Refusal { error, at: None }
-    }
-}
-
-impl From<TableError> for Refusal {
-    fn from(e: TableError) -> Refusal {
-        ProtoError::from(e).into()
-    }
-}
-
-/// What a request that succeeded produced.
-#[derive(Default)]
-pub struct Handled {
-    /// The change is to be echoed to the multicast group.
-    pub notify: bool,
-    /// Reply bytes written.
-    pub reply_len: usize,
-}
-
-impl NetState {
-    fn live(&self) -> &Table {
-        // SAFETY: never null after creation; a replaced table is freed only after a grace
-        // period, and callers are readers inside one or the writer.
-        unsafe { &*self.live.load(Ordering::Acquire) }
+impl Services for Kernel {
+    fn seed(&mut self) -> u64 {
+        // SAFETY: plain call.
+        unsafe { seng_glue_random_u64() }
     }
 
-    fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::Relaxed);
+    fn grace_period(&mut self) {
+        // SAFETY: process context (writers hold a mutex).
+        unsafe { seng_glue_synchronize_rcu() }
     }
-}
 
-fn new_table(capacity: usize) -> Result<NonNull<Table>, ProtoError> {
-    // SAFETY: plain call.
-    let seed = unsafe { seng_glue_random_u64() };
-    let table = Table::new(KernelPlatform, capacity, seed).map_err(ProtoError::from)?;
-    boxed(table).ok_or(ProtoError::from(TableError::OutOfMemory))
-}
-
-fn new_cut_set(capacity: usize) -> Result<CutSet, ProtoError> {
-    // SAFETY: plain call.
-    let seed = unsafe { seng_glue_random_u64() };
-    CutSet::with_capacity(KernelPlatform, capacity, seed).map_err(ProtoError::from)
+    fn end_connections<P: Platform>(&mut self, ending: &Ending<'_, P>) {
+        // The glue hands the pointer back to `cut_contains`, which reads it as this type.
+        let ending = ending as *const Ending<'_, P> as *const c_void;
+        // SAFETY: process context; `ending` outlives the call and is an `Ending` of the kernel
+        // platform (the only one the engine here is built with).
+        unsafe { seng_glue_ct_cut(self.net, ending) }
+    }
 }
 
 /// Reads an address of `family` from a 16-byte `union nf_inet_addr`.
@@ -134,19 +92,9 @@ fn inet_addr(family: Family, bytes: &[u8; 16]) -> IpAddr {
 impl NetState {
     /// A namespace's state with an empty table; `None` when memory is short.
     pub fn new(capacity: u32) -> Option<NonNull<NetState>> {
-        let table = new_table(capacity as usize).ok()?;
-        let state = NetState {
-            live: AtomicPtr::new(table.as_ptr()),
-            writer: UnsafeCell::new(Writer { staging: None }),
-            generation: AtomicU64::new(0),
-            capacity: capacity as usize,
-        };
-        let state = boxed(state);
-        if state.is_none() {
-            // SAFETY: never published.
-            unsafe { unbox(table) };
-        }
-        state
+        let mut kernel = Kernel { net: core::ptr::null_mut() };
+        let engine = Engine::new(KernelPlatform, capacity as usize, kernel.seed()).ok()?;
+        boxed(NetState { engine })
     }
 
     /// Frees a namespace's state and tables.
@@ -156,16 +104,11 @@ impl NetState {
     /// has unregistered everything and waited for a grace period).
     pub unsafe fn free(state: NonNull<NetState>) {
         // SAFETY: by the caller.
-        unsafe {
-            let s = state.as_ref();
-            if let Some((_, staging)) = (*s.writer.get()).staging.take() {
-                unbox(staging);
-            }
-            if let Some(live) = NonNull::new(s.live.load(Ordering::Relaxed)) {
-                unbox(live);
-            }
-            unbox(state);
-        }
+        unsafe { unbox(state) }
+    }
+
+    fn live(&self) -> &EnclaveTable<KernelPlatform> {
+        self.engine.live()
     }
 
     /// The packet-path decision of one rule of protocol family `nfproto` for the packet whose
@@ -206,9 +149,10 @@ impl NetState {
         })
     }
 
-    /// The change counter, for dump consistency checks.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+    /// The stamp of one dump part (netlink's `cb->seq`): a dump overlapping any change gets
+    /// parts with different stamps and is marked `NLM_F_DUMP_INTR`.
+    pub fn dump_stamp(&self) -> u32 {
+        self.engine.dump_stamp()
     }
 
     /// Fills `buf` with ENCLAVE nests from `*cursor` on and advances the cursor. Returns the
@@ -233,314 +177,40 @@ impl NetState {
         Ok(out.len())
     }
 
+    /// Whether a closing socket of port `portid` may own a replace transaction; read without
+    /// the writer lock, so sockets that never opened one (every other genetlink user) close
+    /// without taking it.
+    pub fn may_own_transaction(&self, portid: u32) -> bool {
+        self.engine.may_own_transaction(portid)
+    }
+
     /// Drops the replace transaction owned by a closing netlink socket.
     ///
     /// # Safety
     /// The namespace's writer lock is held.
     pub unsafe fn release(&self, portid: u32) {
         // SAFETY: by the caller (writer lock held).
-        let writer = unsafe { &mut *self.writer.get() };
-        if let Some((owner, staging)) = writer.staging {
-            if owner == portid {
-                writer.staging = None;
-                // SAFETY: a staging table is never published.
-                unsafe { unbox(staging) };
-            }
-        }
+        unsafe { self.engine.release(portid) }
     }
 
     /// Handles one generic netlink request.
     ///
     /// # Safety
     /// The namespace's writer lock is held.
-    pub unsafe fn handle(&self, mut req: Request<'_>) -> Result<Handled, Refusal> {
-        // SAFETY: writer lock held by the caller.
-        let writer = unsafe { &mut *self.writer.get() };
+    pub unsafe fn handle(&self, req: Request<'_>) -> Result<Handled, Refusal> {
         let request = seng_core::genl::Request::parse(req.cmd, req.payload)?;
-        execute(self, writer, &mut req, request)
+        let mut kernel = Kernel { net: req.net };
+        // SAFETY: writer lock held by the caller; KernelPlatform retires after a grace period.
+        unsafe { self.engine.execute(&mut kernel, request, req.portid, req.reply) }
     }
 }
 
-/// Whether a conntrack address of protocol family `nfproto` is in a cut set.
+/// Whether a conntrack address of protocol family `nfproto` is one whose connections end.
 ///
 /// # Safety
 /// `set` is the pointer handed to `seng_glue_ct_cut`.
 pub unsafe fn cut_contains(set: *const c_void, nfproto: u8, addr: &[u8; 16]) -> bool {
     let Some(family) = Family::from_nfproto(nfproto) else { return false };
-    // SAFETY: by the caller.
-    unsafe { &*(set as *const CutSet) }.contains(&inet_addr(family, addr))
-}
-
-/// Waits out readers of the old metadata, then deletes the flows of every address in `cut`.
-fn cut_flows(req: &Request<'_>, cut: &CutSet) {
-    if !cut.is_empty() {
-        // SAFETY: process context; the set outlives the call.
-        unsafe {
-            seng_glue_synchronize_rcu();
-            seng_glue_ct_cut(req.net, cut as *const CutSet as *const c_void);
-        }
-    }
-}
-
-/// Registers one enclave of a request; when it takes an address from other metadata, the address
-/// goes into `cut` (none for a staging table, which no packet sees).
-fn register_spec(table: &Table, spec: &EnclaveSpec<'_>, cut: Option<&mut CutSet>) -> Result<(), ProtoError> {
-    let (Some(app), Some(host)) = (spec.app, spec.host) else {
-        return Err(ProtoError { errno: errno::EINVAL, attr: Some(attr::ENCLAVE), msg: c"enclave nest needs APP and HOST_ADDR" });
-    };
-    // SAFETY: writer mutex held; KernelPlatform retires after a grace period.
-    let outcome = spec.with_categories(|categories| unsafe { table.register(spec.addr, &app, host, categories) })?;
-    if let (Registered::Replaced { .. }, Some(cut)) = (outcome, cut) {
-        // Sized for every enclave of the request, so this cannot fail.
-        let _ = cut.insert(spec.addr);
-    }
-    Ok(())
-}
-
-/// Registers `enclaves` (each with the offset of its nest) in order, up to the first that is
-/// malformed or cannot be registered, which is blamed by its nest.
-fn register_list<'a>(
-    table: &Table,
-    enclaves: impl Iterator<Item = Result<(usize, EnclaveSpec<'a>), (usize, ProtoError)>>,
-    mut cut: Option<&mut CutSet>,
-) -> Result<(), Refusal> {
-    for item in enclaves {
-        let (at, spec) = item.map_err(|(at, error)| Refusal { error, at: Some(at) })?;
-        register_spec(table, &spec, cut.as_deref_mut()).map_err(|error| Refusal { error, at: Some(at) })?;
-    }
-    Ok(())
-}
-
-/// Unregisters the enclaves of `list`, all or none: an address that is not registered is blamed
-/// by its nest and nothing changes. Removed addresses go into `cut`, if given.
-fn unregister_list(table: &Table, list: &EnclaveList<'_>, mut cut: Option<&mut CutSet>) -> Result<(), Refusal> {
-    if let Some((at, _)) = list.iter_at().find(|(_, s)| table.lookup(&s.addr).is_none()) {
-        return Err(Refusal { error: TableError::NotRegistered.into(), at: Some(at) });
-    }
-    for spec in list.iter() {
-        // SAFETY: writer mutex held. A repeated address is already gone: skip it.
-        if unsafe { table.unregister(&spec.addr) }.is_ok() {
-            if let Some(cut) = cut.as_deref_mut() {
-                // Sized for every enclave of the request, so this cannot fail.
-                let _ = cut.insert(spec.addr);
-            }
-        }
-    }
-    Ok(())
-}
-
-fn attach(table: &Table, app: &Measurement, categories: &CategoryList<'_>) -> Result<(), Refusal> {
-    for c in categories.iter() {
-        // SAFETY: writer mutex held.
-        unsafe { table.attach_category(app, &c) }?;
-    }
-    Ok(())
-}
-
-/// Detaches all of `categories` or, if one is not attached, none.
-fn detach(table: &Table, app: &Measurement, categories: &CategoryList<'_>) -> Result<(), Refusal> {
-    let current = table.app(app).ok_or(TableError::UnknownApp)?.categories();
-    if categories.iter().any(|c| !current.contains(&c)) {
-        return Err(TableError::CategoryNotAttached.into());
-    }
-    for c in categories.iter() {
-        // SAFETY: writer mutex held. A repeated category is already gone: skip it.
-        let _ = unsafe { table.detach_category(app, &c) };
-    }
-    Ok(())
-}
-
-/// The staging table of the transaction `req`'s socket has open.
-fn staging<'w>(writer: &'w Writer, req: &Request<'_>) -> Result<&'w Table, ProtoError> {
-    match writer.staging {
-        // SAFETY: the staging table is owned by this writer and unpublished; it lives until
-        // the writer drops it, which needs `&mut Writer`.
-        Some((owner, staging)) if owner == req.portid => Ok(unsafe { staging.as_ref() }),
-        _ => Err(no_transaction()),
-    }
-}
-
-/// Fails with ENOSPC, changing nothing, if adding `list` could overflow the table.
-fn check_room(table: &Table, list: &EnclaveList<'_>) -> Result<(), ProtoError> {
-    let new = list.iter().filter(|s| table.lookup(&s.addr).is_none()).count();
-    if table.len() + new > table.stats().capacity {
-        return Err(ProtoError { errno: errno::ENOSPC, attr: None, msg: c"the enclaves would exceed the table's capacity" });
-    }
-    Ok(())
-}
-
-fn no_transaction() -> ProtoError {
-    ProtoError { errno: errno::ENOENT, attr: None, msg: c"no replace transaction is open on this socket" }
-}
-
-fn reply_writer<'r>(req: &'r mut Request<'_>) -> Result<AttrWriter<'r>, ProtoError> {
-    match req.reply.as_deref_mut() {
-        Some(buf) => Ok(AttrWriter::new(buf)),
-        None => Err(ProtoError { errno: errno::EINVAL, attr: None, msg: c"no reply buffer" }),
-    }
-}
-
-const NO_ROOM: ProtoError = ProtoError { errno: errno::EMSGSIZE, attr: None, msg: c"reply does not fit" };
-
-fn execute(state: &NetState, writer: &mut Writer, req: &mut Request<'_>, request: seng_core::genl::Request<'_>) -> Result<Handled, Refusal> {
-    use seng_core::genl::Request as R;
-    let table = state.live();
-    let mut notify = true;
-    let mut reply_len = 0;
-    match request {
-        R::Legacy(op) => notify = legacy(table, req, op)?,
-        R::EnclaveSet(list) => {
-            check_room(table, &list)?;
-            let mut cut = new_cut_set(list.len())?;
-            let result = register_list(table, list.iter_at().map(Ok), Some(&mut cut));
-            cut_flows(req, &cut);
-            result?;
-        }
-        R::EnclaveDel(list) => {
-            let mut cut = new_cut_set(list.len())?;
-            unregister_list(table, &list, Some(&mut cut))?;
-            cut_flows(req, &cut);
-        }
-        R::Flush => flush(table, req)?,
-        R::CatAdd { app, categories } => attach(table, &app, &categories)?,
-        R::CatDel { app, categories } => detach(table, &app, &categories)?,
-        R::Get { addr } => {
-            let e = table.lookup(&addr).ok_or(ProtoError::from(TableError::NotRegistered))?;
-            let mut out = reply_writer(req)?;
-            out.put_enclave(&e.ip(), Some(e.app()), Some(&e.host()), e.categories()).map_err(|_| NO_ROOM)?;
-            reply_len = out.len();
-            notify = false;
-        }
-        R::Stats => {
-            let stats = table.stats();
-            let mut out = reply_writer(req)?;
-            for (kind, value) in [
-                (attr::STAT_ENCLAVES, stats.enclaves as u64),
-                (attr::STAT_APPS, stats.apps as u64),
-                (attr::STAT_CAPACITY, stats.capacity as u64),
-                (attr::STAT_SLOTS, stats.enclave_slots as u64),
-                (attr::STAT_GENERATION, state.generation.load(Ordering::Relaxed)),
-            ] {
-                out.put_u64(kind, value).map_err(|_| NO_ROOM)?;
-            }
-            reply_len = out.len();
-            notify = false;
-        }
-        R::ReplaceBegin => {
-            if let Some((owner, staging)) = writer.staging {
-                if owner != req.portid {
-                    return Err(ProtoError { errno: errno::EBUSY, attr: None, msg: c"another socket has a replace transaction open" }.into());
-                }
-                writer.staging = None;
-                // SAFETY: a staging table is never published.
-                unsafe { unbox(staging) };
-            }
-            writer.staging = Some((req.portid, new_table(state.capacity)?));
-            notify = false;
-        }
-        // A partly applied message only affects the unpublished staging table, which the client
-        // aborts on any error: no room check up front.
-        R::ReplaceAdd(additions) => {
-            register_list(staging(writer, req)?, additions.iter_at(), None)?;
-            notify = false;
-        }
-        R::ReplaceDel(list) => {
-            unregister_list(staging(writer, req)?, &list, None)?;
-            notify = false;
-        }
-        R::ReplaceCatAdd { app, categories } => {
-            attach(staging(writer, req)?, &app, &categories)?;
-            notify = false;
-        }
-        R::ReplaceCatDel { app, categories } => {
-            detach(staging(writer, req)?, &app, &categories)?;
-            notify = false;
-        }
-        R::ReplaceCommit => {
-            let staging = match writer.staging {
-                Some((owner, staging)) if owner == req.portid => staging,
-                _ => return Err(no_transaction().into()),
-            };
-            let mut cut = new_cut_set(table.len())?;
-            // SAFETY: the staging table is owned by this writer.
-            let _ = table.changed_in(unsafe { staging.as_ref() }, &mut cut);
-            writer.staging = None;
-            let old = state.live.swap(staging.as_ptr(), Ordering::AcqRel);
-            state.changed();
-            cut_flows(req, &cut);
-            if cut.is_empty() {
-                // SAFETY: plain call; readers of the old table must finish before it is freed.
-                unsafe { seng_glue_synchronize_rcu() };
-            }
-            if let Some(old) = NonNull::new(old) {
-                // SAFETY: unpublished above and a grace period has passed.
-                unsafe { unbox(old) };
-            }
-        }
-        R::ReplaceAbort => {
-            match writer.staging {
-                Some((owner, staging)) if owner == req.portid => {
-                    writer.staging = None;
-                    // SAFETY: a staging table is never published.
-                    unsafe { unbox(staging) };
-                }
-                _ => return Err(no_transaction().into()),
-            }
-            notify = false;
-        }
-    }
-    if notify {
-        state.changed();
-    }
-    Ok(Handled { notify, reply_len })
-}
-
-/// The original protocol. Unregistering an unknown address and detaching an absent category
-/// succeed without effect, as the original did; returns whether anything changed.
-fn legacy(table: &Table, req: &Request<'_>, op: LegacyOp) -> Result<bool, ProtoError> {
-    let mut cut = new_cut_set(1)?;
-    let changed = match op {
-        LegacyOp::Register { enclave, app, host, category } => {
-            let enclave = IpAddr::V4(enclave);
-            // SAFETY: writer mutex held.
-            if let Registered::Replaced { .. } = unsafe { table.register(enclave, &app, IpAddr::V4(host), category.as_slice()) }? {
-                let _ = cut.insert(enclave);
-            }
-            true
-        }
-        LegacyOp::Unregister { enclave } => {
-            let enclave = IpAddr::V4(enclave);
-            // SAFETY: writer mutex held.
-            let removed = unsafe { table.unregister(&enclave) }.is_ok();
-            if removed {
-                let _ = cut.insert(enclave);
-            }
-            removed
-        }
-        LegacyOp::Attach { app, category } => {
-            // SAFETY: writer mutex held.
-            unsafe { table.attach_category(&app, &category) }?
-        }
-        LegacyOp::Detach { app, category } => {
-            // SAFETY: writer mutex held.
-            unsafe { table.detach_category(&app, &category) }.is_ok()
-        }
-        LegacyOp::Flush => {
-            flush(table, req)?;
-            true
-        }
-    };
-    cut_flows(req, &cut);
-    Ok(changed)
-}
-
-fn flush(table: &Table, req: &Request<'_>) -> Result<(), ProtoError> {
-    let mut cut = new_cut_set(table.len())?;
-    for e in table.enclaves_from(0) {
-        let _ = cut.insert(e.ip());
-    }
-    // SAFETY: writer mutex held.
-    unsafe { table.flush() };
-    cut_flows(req, &cut);
-    Ok(())
+    // SAFETY: by the caller: an `Ending` of the kernel platform, alive during the walk.
+    unsafe { &*(set as *const Ending<'_, KernelPlatform>) }.contains(&inet_addr(family, addr))
 }

@@ -182,7 +182,7 @@ impl Simulator {
             message: format!("{}: {e}", line.command),
         })?;
         let mut flows_deleted = 0;
-        for ip in applied.ended_enclaves(&line.command) {
+        for ip in self.enclaves.ended() {
             flows_deleted += self.conntrack.forget(Family::of(ip), packet::from_ip(*ip));
         }
         use seng_core::script::Applied;

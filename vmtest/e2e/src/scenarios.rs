@@ -97,8 +97,8 @@ fn negated_options() -> Story {
     s
 }
 
-/// Categories come and go while connections are open: an established connection outlives the
-/// category that admitted it, new ones follow the category of the moment.
+/// Categories come and go while connections are open: a category change ends the connections of
+/// the application's enclaves, so no connection outlives the category that admitted it.
 fn categories() -> Story {
     let mut s = Story::default();
     let (e10, e11, e20) = ("192.168.28.10", "192.168.28.11", "192.168.28.20");
@@ -132,7 +132,8 @@ fn categories() -> Story {
     }
     // The gateway writes to .10 while it is a Browser, and after.
     s.at(1600, between(GW, e10).udp(123, 123, b"time"));
-    // @2 Browser detached: the open connection goes on (ESTABLISHED), a new one is dropped.
+    // @2 Browser detached: the change ends app A's connections, so the open one's next
+    // segments are picked up mid-stream as NEW and dropped, as is a new one.
     for (ms, p) in [
         (2100, kept.data(true, b"after")),
         (2101, kept.ack(false)),
@@ -146,10 +147,11 @@ fn categories() -> Story {
     s.at(2210, web.data(true, b"still forwarded"));
     s.at(2211, web.ack(false));
     s.at(2300, between(GW, e10).udp(123, 123, b"time again"));
-    // @2.5 .20 re-registered unchanged but with Browser: no connection is cut, 443 now admits it.
+    // @2.5 .20 re-registered with one more category, Browser: app B's categories changed, so its
+    // DNS flow ends and is judged afresh (DNS still admits it); 443 now admits it.
     s.at(2600, between(e20, GW).udp(5353, 53, b"same flow"));
     s.at(2700, Tcp::new(e20, 41004, GW, 443).syn());
-    // @3 DNS detached from app B: the old query flow lives on, a new one is dropped.
+    // @3 DNS detached from app B: the old query flow ends with it and is dropped, as is a new one.
     s.at(3100, between(e20, GW).udp(5353, 53, b"old flow"));
     s.at(3101, between(GW, e20).udp(53, 5353, b"old answer"));
     s.at(3200, between(e20, GW).udp(5354, 53, b"new flow"));
