@@ -17,6 +17,7 @@ E2E_MARK=0x5e9
 E2E_RAN=0
 E2E_FAILED=0
 E2E_FIRST=
+E2E_LAST=
 
 sysctl_set() {
 	echo "$2" >"/proc/sys/$(echo "$1" | tr . /)" || fail "cannot set $1 = $2"
@@ -90,10 +91,12 @@ e2e_clear_filter() {
 	done
 }
 
-# e2e_fail NAME REASON: records a failed scenario (the test goes on with the next one).
+# e2e_fail NAME REASON: records a failed scenario (the test goes on with the next one); E2E_LAST
+# keeps the reason.
 e2e_fail() {
 	E2E_FAILED=$((E2E_FAILED + 1))
 	[ -n "$E2E_FIRST" ] || E2E_FIRST="$1: $2"
+	E2E_LAST=$2
 	e2e_console "e2e $1: FAILED: $2"
 }
 

@@ -157,10 +157,23 @@ struct VmtestArgs {
     /// Kernels to run at the same time (default: one per CPU core).
     #[arg(long, short)]
     jobs: Option<usize>,
+    /// Seeds of the random differential test (`e2e-random`), as A..B (default 1..8).
+    #[arg(long, value_name = "A..B", value_parser = parse_seeds)]
+    seeds: Option<String>,
     /// Test what the packages installed in this Debian root instead of this checkout's builds:
     /// the seng.ko DKMS built there for each kernel, the packaged CLI, plugin and library.
     #[arg(long, value_name = "ROOT")]
     installed: Option<PathBuf>,
+}
+
+/// A seed range `A..B` with A <= B.
+fn parse_seeds(text: &str) -> Result<String, String> {
+    let (a, b) = text.split_once("..").ok_or("expected A..B, e.g. 1..1000")?;
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(a), Ok(b)) if a <= b => Ok(format!("{a}..{b}")),
+        (Ok(_), Ok(_)) => Err(format!("{text}: the first seed is after the last")),
+        _ => Err(format!("{text}: seeds are whole numbers, as in 1..1000")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -481,6 +494,7 @@ fn vmtest_kernel(
         keep: args.keep,
         out_dir: &out_dir,
         verbose: args.verbose,
+        seeds: args.seeds.as_deref(),
     };
     let outcome = timings.measure(name, "boot+tests", || vm::run(&boot))?;
 

@@ -60,6 +60,8 @@ pub struct Boot<'a> {
     pub out_dir: &'a Path,
     /// Print every console line as it arrives.
     pub verbose: bool,
+    /// Seeds for the random differential test (`A..B`), passed on the kernel command line.
+    pub seeds: Option<&'a str>,
 }
 
 /// The result of one test in the guest.
@@ -131,6 +133,9 @@ pub fn run(boot: &Boot<'_>) -> Result<Outcome> {
     let mut append = format!("console=ttyS0 panic=-1 quiet vmtest.mode={mode}");
     if boot.keep {
         append.push_str(" vmtest.keep=1");
+    }
+    if let Some(seeds) = boot.seeds {
+        append.push_str(&format!(" vmtest.seeds={seeds}"));
     }
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "1"])

@@ -11,10 +11,14 @@
 //! - `seng-e2e place-events CAPTURE TEMPLATE`: an enclave script whose `@markN` times become
 //!   those of the capture's marker datagrams (for captures of real programs, whose timing
 //!   varies);
-//! - `seng-e2e compare ...`: the verdict of one run.
+//! - `seng-e2e compare ...`: the verdict of one run;
+//! - `seng-e2e random gen --seed N DIR`: the random scenario of seed N, in the corpus format;
+//! - `seng-e2e random shrink --seed N --out DIR -- ORACLE...`: that scenario cut down to what
+//!   keeps `ORACLE... CANDIDATE_DIR` exiting 0 (the difference persists), written into DIR.
 
 mod compare;
 mod net;
+mod random;
 mod save;
 mod scenarios;
 mod story;
@@ -95,6 +99,93 @@ enum Command {
         #[arg(long)]
         ipv6: PathBuf,
     },
+    /// Random scenarios: generate one from a seed, or shrink one that shows a difference.
+    Random {
+        #[command(subcommand)]
+        command: RandomCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RandomCommand {
+    /// Write the scenario of SEED into DIR (rules.txt, enclaves.txt, capture.pcap).
+    Gen {
+        /// The seed.
+        #[arg(long)]
+        seed: u64,
+        /// Where to write.
+        dir: PathBuf,
+    },
+    /// Cut the scenario of SEED down while `ORACLE... DIR` exits 0 (for a candidate written
+    /// into DIR), and write the smallest into OUT, ready for the corpus.
+    Shrink {
+        /// The seed.
+        #[arg(long)]
+        seed: u64,
+        /// Where the shrunk scenario goes.
+        #[arg(long)]
+        out: PathBuf,
+        /// The command that says whether the difference persists: exit 0 for yes.
+        #[arg(required = true, last = true)]
+        oracle: Vec<String>,
+    },
+}
+
+fn write_scenario(dir: &Path, files: &random::Files) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    write(&dir.join("rules.txt"), files.rules.as_bytes())?;
+    write(&dir.join("enclaves.txt"), files.enclaves.as_bytes())?;
+    write(&dir.join("capture.pcap"), &files.capture)
+}
+
+/// `random shrink`: delta debugging with the oracle run on every candidate.
+fn shrink(seed: u64, out: &Path, oracle: &[String]) -> Result<()> {
+    let (program, args) = oracle.split_first().context("no oracle command")?;
+    let candidate_dir = out.with_extension("candidate");
+    let mut failure = None;
+    let mut still_differs = |s: &random::Scenario| {
+        if failure.is_some() {
+            return false;
+        }
+        let result = write_scenario(&candidate_dir, &s.files("candidate")).and_then(|()| {
+            std::process::Command::new(program)
+                .args(args)
+                .arg(&candidate_dir)
+                .status()
+                .with_context(|| format!("cannot run the oracle {program}"))
+        });
+        match result {
+            Ok(status) => status.success(),
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        }
+    };
+    let mut scenario = random::Scenario::generate(seed);
+    let before = scenario.size();
+    if !still_differs(&scenario) {
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        bail!("seed {seed}: the oracle says the unshrunk scenario shows no difference");
+    }
+    let tries = scenario.shrink(&mut still_differs);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let after = scenario.size();
+    let header = format!(
+        "Shrunk from random seed {seed} by `seng-e2e random shrink` ({tries} candidates tried):\n\
+         {} rules, {} script lines, {} flows, {} packets, from {} rules, {} script lines, {} flows, {} packets.\n\
+         Flows:\n{}",
+        after.0, after.1, after.2, after.3, before.0, before.1, before.2, before.3,
+        scenario.flow_summary()
+    );
+    write_scenario(out, &scenario.files(&header))?;
+    let _ = fs::remove_dir_all(&candidate_dir);
+    println!("seed {seed}: shrunk in {tries} tries to {after:?} (rules, script lines, flows, packets), written to {}", out.display());
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -205,6 +296,12 @@ fn place_events(capture: &Path, template: &Path) -> Result<String> {
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Gen { name, dir, all } => gen(&name, dir.as_deref(), all)?,
+        Command::Random {
+            command: RandomCommand::Gen { seed, dir },
+        } => write_scenario(&dir, &random::Scenario::generate(seed).files(&format!("Random scenario of seed {seed} (seng-e2e random gen)")))?,
+        Command::Random {
+            command: RandomCommand::Shrink { seed, out, oracle },
+        } => shrink(seed, &out, &oracle)?,
         Command::Net { sim_args } => {
             let text = match sim_args {
                 Some(path) => read(&path)?,

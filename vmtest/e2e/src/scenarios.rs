@@ -565,7 +565,7 @@ fn edge_cases() -> Story {
 
 /// An IPv4 packet of protocol `protocol` whose transport part is only the first `l4` bytes of
 /// a SYN (TCP), datagram (UDP) or echo request (ICMP) with source port 3 and port `dport`.
-fn truncated(b: &seng_sim::gen::Builder, protocol: u8, l4: usize, dport: u16) -> Vec<u8> {
+pub(crate) fn truncated(b: &seng_sim::gen::Builder, protocol: u8, l4: usize, dport: u16) -> Vec<u8> {
     let whole = match protocol {
         6 => b.tcp(3, dport, SYN, b""),
         17 => b.udp(3, dport, b""),
@@ -578,7 +578,7 @@ fn truncated(b: &seng_sim::gen::Builder, protocol: u8, l4: usize, dport: u16) ->
     p
 }
 
-fn fix_ipv4_checksum(p: &mut [u8]) {
+pub(crate) fn fix_ipv4_checksum(p: &mut [u8]) {
     p[10] = 0;
     p[11] = 0;
     let ihl = usize::from(p[0] & 0xf) * 4;
@@ -587,7 +587,7 @@ fn fix_ipv4_checksum(p: &mut [u8]) {
 }
 
 /// `p` with a 4-byte option word (NOP, NOP, NOP, EOL) after its 20-byte header.
-fn with_ipv4_options(p: &[u8]) -> Vec<u8> {
+pub(crate) fn with_ipv4_options(p: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(p.len() + 4);
     out.extend_from_slice(&p[..20]);
     out.extend_from_slice(&[1, 1, 1, 0]);
@@ -601,7 +601,7 @@ fn with_ipv4_options(p: &[u8]) -> Vec<u8> {
 
 /// `p` with an 8-byte extension header of type `kind` (0 hop-by-hop, 60 destination options,
 /// padded with PadN) in front of its transport header. Transport checksums do not cover it.
-fn with_ipv6_ext(p: &[u8], kind: u8) -> Vec<u8> {
+pub(crate) fn with_ipv6_ext(p: &[u8], kind: u8) -> Vec<u8> {
     let mut out = Vec::with_capacity(p.len() + 8);
     out.extend_from_slice(&p[..40]);
     out.extend_from_slice(&[p[6], 0, 1, 4, 0, 0, 0, 0]);
