@@ -457,14 +457,8 @@ impl<P: Platform> EnclaveTable<P> {
             let fill = |_| kept.next().copied().unwrap_or(*category);
             Some(CategorySet::alloc(&self.platform, SetHeader { len: remaining }, remaining, fill).ok_or(TableError::OutOfMemory)?)
         };
-        // SAFETY: serialised writer; node live.
-        unsafe {
-            match set {
-                Some(set) => self.publish_categories(node, set),
-                None => self.clear_categories(node),
-            }
-        }
-        self.changed();
+        // SAFETY: serialised writer; node live; the set is unpublished.
+        unsafe { self.replace_categories(node, set) };
         Ok(())
     }
 
@@ -489,14 +483,8 @@ impl<P: Platform> EnclaveTable<P> {
                     .ok_or(TableError::OutOfMemory)?,
             ),
         };
-        // SAFETY: serialised writer; node live.
-        unsafe {
-            match set {
-                Some(set) => self.publish_categories(node, set),
-                None => self.clear_categories(node),
-            }
-        }
-        self.changed();
+        // SAFETY: serialised writer; node live; the set is unpublished.
+        unsafe { self.replace_categories(node, set) };
         Ok(())
     }
 
@@ -594,6 +582,21 @@ impl<P: Platform> EnclaveTable<P> {
         let old = unsafe { app.as_ref() }.value.categories.swap(set.as_ptr(), Ordering::AcqRel);
         // SAFETY: unlinked just now.
         unsafe { release_categories(&self.platform, old, true) };
+    }
+
+    /// Makes `set` (None: no category) the application's category set and records the change.
+    ///
+    /// # Safety
+    /// As [`EnclaveTable::publish_categories`].
+    unsafe fn replace_categories(&self, app: NonNull<AppNode>, set: Option<CategorySet>) {
+        // SAFETY: as the caller's.
+        unsafe {
+            match set {
+                Some(set) => self.publish_categories(app, set),
+                None => self.clear_categories(app),
+            }
+        }
+        self.changed();
     }
 
     /// Removes the application's last category, retiring the set.

@@ -469,13 +469,7 @@ fn protocol(rng: &mut Rng, family: Family) -> String {
     };
     match rng.below(8) {
         0 | 1 => {
-            let mut g = String::from("-p tcp -m tcp");
-            if chance(rng, 60) {
-                let _ = write!(g, " {}--dport {}", not(rng, 20), ports(rng));
-            }
-            if chance(rng, 25) {
-                let _ = write!(g, " {}--sport {}", not(rng, 20), ports(rng));
-            }
+            let mut g = port_match(rng, "tcp", 60, &ports);
             match rng.below(5) {
                 0 => g.push_str(" --syn"),
                 1 => g.push_str(" ! --syn"),
@@ -486,14 +480,7 @@ fn protocol(rng: &mut Rng, family: Family) -> String {
             g
         }
         2 | 3 => {
-            let mut g = String::from("-p udp -m udp");
-            if chance(rng, 70) {
-                let _ = write!(g, " {}--dport {}", not(rng, 20), ports(rng));
-            }
-            if chance(rng, 25) {
-                let _ = write!(g, " {}--sport {}", not(rng, 20), ports(rng));
-            }
-            g
+            port_match(rng, "udp", 70, &ports)
         }
         4 => {
             let proto = if chance(rng, 50) { "tcp" } else { "udp" };
@@ -523,6 +510,18 @@ fn protocol(rng: &mut Rng, family: Family) -> String {
             format!("-p {p}")
         }
     }
+}
+
+/// `-p PROTO -m PROTO` with a destination port (in `dport_percent` of the rules) and a source
+/// port (in a quarter), each optionally negated.
+fn port_match(rng: &mut Rng, proto: &str, dport_percent: u64, ports: &dyn Fn(&mut Rng) -> String) -> String {
+    let mut g = format!("-p {proto} -m {proto}");
+    for (option, percent) in [("--dport", dport_percent), ("--sport", 25)] {
+        if chance(rng, percent) {
+            let _ = write!(g, " {}{option} {}", not(rng, 20), ports(rng));
+        }
+    }
+    g
 }
 
 /// `-m seng` with one to three options, each plain or negated.
