@@ -18,14 +18,16 @@ hostname vmtest
 
 . /vmtest/lib.sh
 
-# Per-test limit; the host also kills the whole VM after its --timeout.
-TEST_TIMEOUT=300
-
 cmdline() {
 	for word in $(cat /proc/cmdline); do
 		case $word in vmtest.$1=*) echo "${word#*=}" ;; esac
 	done
 }
+
+# Per-test limit (`cargo xtask vmtest --test-timeout`); the host also kills the whole VM after
+# its --timeout.
+TEST_TIMEOUT=$(cmdline test_timeout)
+TEST_TIMEOUT=${TEST_TIMEOUT:-300}
 
 # Uptime in centiseconds (the leading 1 keeps "08" from reading as octal).
 uptime_cs() {

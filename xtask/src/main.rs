@@ -157,6 +157,9 @@ struct VmtestArgs {
     /// Kernels to run at the same time (default: one per CPU core).
     #[arg(long, short)]
     jobs: Option<usize>,
+    /// Kill a guest test that has not finished after this many seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    test_timeout: u64,
     /// Seeds of the random differential test (`e2e-random`), as A..B (default 1..8).
     #[arg(long, value_name = "A..B", value_parser = parse_seeds)]
     seeds: Option<String>,
@@ -495,6 +498,7 @@ fn vmtest_kernel(
         out_dir: &out_dir,
         verbose: args.verbose,
         seeds: args.seeds.as_deref(),
+        test_timeout: Duration::from_secs(args.test_timeout),
     };
     let outcome = timings.measure(name, "boot+tests", || vm::run(&boot))?;
 

@@ -62,6 +62,8 @@ pub struct Boot<'a> {
     pub verbose: bool,
     /// Seeds for the random differential test (`A..B`), passed on the kernel command line.
     pub seeds: Option<&'a str>,
+    /// The guest kills a test that runs longer than this.
+    pub test_timeout: Duration,
 }
 
 /// The result of one test in the guest.
@@ -130,7 +132,10 @@ pub fn run(boot: &Boot<'_>) -> Result<Outcome> {
         Mode::Test => "test",
         Mode::Bench => "bench",
     };
-    let mut append = format!("console=ttyS0 panic=-1 quiet vmtest.mode={mode}");
+    let mut append = format!(
+        "console=ttyS0 panic=-1 quiet vmtest.mode={mode} vmtest.test_timeout={}",
+        boot.test_timeout.as_secs()
+    );
     if boot.keep {
         append.push_str(" vmtest.keep=1");
     }
