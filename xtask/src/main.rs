@@ -147,7 +147,7 @@ struct VmtestArgs {
     /// Run the benchmark scripts of vmtest/bench instead of the tests.
     #[arg(long)]
     bench: bool,
-    /// Kill a VM that has not finished after this many seconds [default: 600, with --bench
+    /// Kill a VM that has not finished after this many seconds [default: 1200, with --bench
     /// 2400].
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
@@ -491,7 +491,7 @@ fn vmtest_kernel(
         initrd: &initrd,
         mode,
         timeout: Duration::from_secs(args.timeout.unwrap_or(match mode {
-            vm::Mode::Test => 600,
+            vm::Mode::Test => 1200,
             vm::Mode::Bench => 2400,
         })),
         keep: args.keep,
