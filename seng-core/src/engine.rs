@@ -190,8 +190,12 @@ struct Cats {
 }
 
 impl Cats {
+    fn empty() -> Cats {
+        Cats { items: [Category::from_checked(b""); MAX_CATEGORIES_PER_APP], len: 0 }
+    }
+
     fn of(current: &[Category]) -> Cats {
-        let mut cats = Cats { items: [Category::from_checked(b""); MAX_CATEGORIES_PER_APP], len: 0 };
+        let mut cats = Cats::empty();
         for c in current {
             // Tables hold at most MAX_CATEGORIES_PER_APP.
             let _ = cats.add(c);
@@ -229,13 +233,14 @@ impl Cats {
 }
 
 /// What an address was before one nest of a batch changed it, to undo the nest.
-// Records live in one array sized per request: boxing the large variant would allocate per nest.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy)]
 enum Before {
     Absent,
     Same,
-    Other { app: Measurement, host: IpAddr, cats: Cats },
+    /// Registered to another application or host. `orphan` indexes the batch's copies of
+    /// category sets when the nest took that application's last enclave, so undoing must
+    /// recreate it; kept apart so that the common record stays small.
+    Other { app: Measurement, host: IpAddr, orphan: Option<usize> },
 }
 
 #[derive(Clone, Copy)]
@@ -269,24 +274,33 @@ fn app_host(spec: &EnclaveSpec<'_>) -> Result<(Measurement, IpAddr), ProtoError>
     }
 }
 
-/// Fails with ENOSPC, changing nothing, if adding `list` could overflow `table`.
-fn check_room<P: Platform>(table: &EnclaveTable<P>, list: &EnclaveList<'_>) -> Result<(), ProtoError> {
-    let new = list.iter().filter(|s| table.lookup(&s.addr).is_none()).count();
-    if table.len() + new > table.stats().capacity {
-        return Err(ProtoError { errno: errno::ENOSPC, attr: None, msg: c"the enclaves would exceed the table's capacity" });
+/// Checks, in one pass over `list` and changing nothing, that registering it in order is
+/// possible: every nest names an application and a host, the table has room for the new
+/// addresses, and no application would pass [`MAX_CATEGORIES_PER_APP`] (blaming the first nest
+/// that would take one past it).
+fn check_batch<P: Platform>(table: &EnclaveTable<P>, list: &EnclaveList<'_>) -> Result<(), Refusal> {
+    let mut new = 0;
+    let mut most_attached = 0;
+    // The categories the batch brings that its nest's application does not have yet: at most
+    // these can grow any application, so a batch that re-states categories (every registration
+    // of an application's further enclaves) needs no per-application accounting.
+    let mut fresh = Cats::empty();
+    let mut fresh_overflow = false;
+    for (at, spec) in list.iter_at() {
+        app_host(&spec).map_err(|error| Refusal { error, at: Some(at) })?;
+        new += usize::from(table.lookup(&spec.addr).is_none());
+        let attached = spec.app.and_then(|a| table.app(&a)).map_or(&[][..], |a| a.categories());
+        most_attached = most_attached.max(attached.len());
+        spec.with_categories(|cs| {
+            for c in cs.iter().filter(|c| !attached.contains(c)) {
+                fresh_overflow |= fresh.add(c).is_err();
+            }
+        });
     }
-    Ok(())
-}
-
-/// Fails, blaming the first nest to do so, if registering `list` in order would take an
-/// application past [`MAX_CATEGORIES_PER_APP`].
-fn check_categories<P: Platform>(table: &EnclaveTable<P>, list: &EnclaveList<'_>) -> Result<(), Refusal> {
-    let attached = |spec: &EnclaveSpec<'_>| spec.app.and_then(|a| table.app(&a)).map_or(&[][..], |a| a.categories());
-    // Only a category an application does not have yet can grow it: a batch that re-states
-    // categories (every registration of an app's further enclaves) costs one pass.
-    let fresh: usize = list.iter().map(|s| s.with_categories(|cs| cs.iter().filter(|c| !attached(&s).contains(c)).count())).sum();
-    let fits = |spec: &EnclaveSpec<'_>| attached(spec).len() + fresh <= MAX_CATEGORIES_PER_APP;
-    if list.iter().all(|s| fits(&s)) {
+    if table.len() + new > table.stats().capacity {
+        return Err(ProtoError { errno: errno::ENOSPC, attr: None, msg: c"the enclaves would exceed the table's capacity" }.into());
+    }
+    if !fresh_overflow && most_attached + fresh.len <= MAX_CATEGORIES_PER_APP {
         return Ok(());
     }
     // Rare: follow each application's set through the batch.
@@ -556,11 +570,7 @@ impl<P: Platform + Clone> Engine<P> {
     /// As [`Engine::execute`].
     unsafe fn register_batch(&self, services: &mut impl Services, list: &EnclaveList<'_>) -> Result<(), Refusal> {
         let table = self.live();
-        for (at, spec) in list.iter_at() {
-            app_host(&spec).map_err(|error| Refusal { error, at: Some(at) })?;
-        }
-        check_room(table, list)?;
-        check_categories(table, list)?;
+        check_batch(table, list)?;
         let mut cut = self.new_cut(list.len(), services)?;
         let mut grown = Scratch::<P, Measurement>::with_capacity(self.platform.clone(), list.len())?;
         // One nest is one table operation, all or nothing by itself: no undo log needed.
@@ -568,6 +578,7 @@ impl<P: Platform + Clone> Engine<P> {
             1 => None,
             n => Some(Scratch::<P, Undo>::with_capacity(self.platform.clone(), n)?),
         };
+        let mut orphans: Option<Scratch<P, Cats>> = None;
         self.changing();
         for (at, spec) in list.iter_at() {
             let Ok((app, host)) = app_host(&spec) else { continue };
@@ -575,7 +586,29 @@ impl<P: Platform + Clone> Engine<P> {
             let before = match table.lookup(&spec.addr) {
                 None => Before::Absent,
                 Some(e) if *e.app() == app && e.host() == host => Before::Same,
-                Some(e) => Before::Other { app: *e.app(), host: e.host(), cats: Cats::of(e.categories()) },
+                Some(e) => {
+                    let mut orphan = None;
+                    if undo.is_some() && *e.app() != app && table.app(e.app()).is_some_and(|a| a.enclaves() == 1) {
+                        let kept = match orphans.as_mut() {
+                            Some(kept) => Ok(kept),
+                            None => Scratch::with_capacity(self.platform.clone(), list.len()).map(|kept| orphans.insert(kept)),
+                        };
+                        match kept {
+                            Ok(kept) => {
+                                orphan = Some(kept.as_slice().len());
+                                kept.push(Cats::of(e.categories()));
+                            }
+                            Err(error) => {
+                                // SAFETY: by the caller.
+                                unsafe { self.undo(undo.as_ref().map_or(&[][..], |u| u.as_slice()), &[], &mut cut) };
+                                self.changed();
+                                self.end(services, &cut, grown.as_slice());
+                                return Err(Refusal { error: error.into(), at: Some(at) });
+                            }
+                        }
+                    }
+                    Before::Other { app: *e.app(), host: e.host(), orphan }
+                }
             };
             // SAFETY: by the caller.
             match spec.with_categories(|cs| unsafe { table.register(spec.addr, &app, host, cs) }) {
@@ -595,7 +628,7 @@ impl<P: Platform + Clone> Engine<P> {
                 Err(error) => {
                     if let Some(undo) = undo.as_ref() {
                         // SAFETY: by the caller.
-                        unsafe { self.undo(undo.as_slice(), &mut cut) };
+                        unsafe { self.undo(undo.as_slice(), orphans.as_ref().map_or(&[][..], |o| o.as_slice()), &mut cut) };
                     }
                     // The undone part was visible for a moment: the generation steps.
                     self.changed();
@@ -614,7 +647,7 @@ impl<P: Platform + Clone> Engine<P> {
     ///
     /// # Safety
     /// As [`Engine::execute`].
-    unsafe fn undo(&self, applied: &[Undo], cut: &mut AddrSet<P>) {
+    unsafe fn undo(&self, applied: &[Undo], orphans: &[Cats], cut: &mut AddrSet<P>) {
         let table = self.live();
         for u in applied.iter().rev() {
             let _ = cut.insert(u.ip);
@@ -626,8 +659,10 @@ impl<P: Platform + Clone> Engine<P> {
                     let _ = unsafe { table.unregister(&u.ip) };
                 }
                 Before::Same => {}
-                Before::Other { app, host, cats } => {
-                    let _ = unsafe { table.register(u.ip, &app, host, cats.as_slice()) };
+                Before::Other { app, host, orphan } => {
+                    // An application that kept other enclaves still has its categories.
+                    let cats = orphan.and_then(|i| orphans.get(i)).map_or(&[][..], Cats::as_slice);
+                    let _ = unsafe { table.register(u.ip, &app, host, cats) };
                 }
             }
             if let (Some(n), Some(a)) = (u.app_before, table.app(&u.app)) {

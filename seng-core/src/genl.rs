@@ -64,6 +64,19 @@ pub mod cmd {
     pub const REPLACE_CAT_DEL: u8 = 15;
     /// Highest command number.
     pub const MAX: u8 = 15;
+
+    /// The command that does to the staging table what `live` does to the live one (FLUSH:
+    /// starting over), with the same payload; `None` for a command with no staged form.
+    pub const fn staged(live: u8) -> Option<u8> {
+        match live {
+            ENCLAVE_SET => Some(REPLACE_ADD),
+            ENCLAVE_DEL => Some(REPLACE_DEL),
+            FLUSH => Some(REPLACE_BEGIN),
+            CAT_ADD => Some(REPLACE_CAT_ADD),
+            CAT_DEL => Some(REPLACE_CAT_DEL),
+            _ => None,
+        }
+    }
 }
 
 /// Attribute types. 1–7 are the original protocol's; the rest are new.

@@ -603,17 +603,28 @@ impl Command {
     /// The generic netlink request that performs the command: its command number and payload.
     pub fn emit(&self) -> (u8, Vec<u8>) {
         use crate::genl::{attr, cmd, AttrWriter};
-        // Room for the largest command: an enclave nest with the most categories an app has.
-        let mut buf = vec![0u8; 256 + crate::table::MAX_CATEGORIES_PER_APP * 32];
+        let categories = match self {
+            Command::EnclaveAdd { categories, .. } => categories.len(),
+            _ => 1,
+        };
+        // Room for the nest, its addresses and application, and every category at its largest.
+        let mut buf = vec![0u8; 128 + categories * 32];
         let mut out = AttrWriter::new(&mut buf);
         let (command, written) = match self {
             Command::EnclaveAdd { ip, app, host, categories } => {
-                let mut distinct: Vec<Category> = Vec::with_capacity(categories.len());
-                for c in categories {
-                    if !distinct.contains(c) {
-                        distinct.push(*c);
+                let repeats = categories.iter().enumerate().any(|(i, c)| categories.get(..i).is_some_and(|before| before.contains(c)));
+                let distinct: Cow<'_, [Category]> = match repeats {
+                    false => Cow::Borrowed(categories),
+                    true => {
+                        let mut distinct: Vec<Category> = Vec::with_capacity(categories.len());
+                        for c in categories {
+                            if !distinct.contains(c) {
+                                distinct.push(*c);
+                            }
+                        }
+                        Cow::Owned(distinct)
                     }
-                }
+                };
                 (cmd::ENCLAVE_SET, out.put_enclave(ip, Some(app), Some(host), &distinct))
             }
             Command::EnclaveDel { ip } => (cmd::ENCLAVE_DEL, out.put_enclave(ip, None, None, &[])),

@@ -7,12 +7,13 @@
 //! means exactly what it means on the live table, and memory stays flat however long the script
 //! is. A line that does not parse, or that the module refuses (deleting an address the script
 //! never added, say), is reported with its file and line; the transaction is then aborted and the
-//! live table is untouched. `--test` applies the script to seng-core's own table in user space
-//! instead, so it checks a script without the module.
+//! live table is untouched. `--test` runs the same replace transaction through seng-core's
+//! request engine on a table in user space instead, so it checks a script without the module.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 
+use seng_core::genl::{cmd, Request};
 use seng_core::script::{self, Command};
 use seng_core::table::{LocalTable, MAX_CAPACITY};
 use seng_nl::{Client, Enclave, Error, ReplaceError};
@@ -75,9 +76,20 @@ fn apply(mut script: Script) -> Result<LocalTable, Failure> {
     // The module enforces its own capacity when the table is staged.
     let mut table = LocalTable::new(MAX_CAPACITY).map_err(|e| Failure::Op(format!("cannot build the table: {e}")))?;
     let name = script.name.clone();
+    // The module's own steps, as `restore` drives them: one replace transaction that each
+    // command changes as it changes the live table, then its commit.
+    let step = |table: &mut LocalTable, command: u8, payload: &[u8]| match Request::parse(command, payload) {
+        Ok(request) => table.execute(request).map(drop).map_err(|refusal| refusal.error),
+        Err(error) => Err(error),
+    };
+    let unexpected = |e| Failure::Op(format!("{name}: the table refused to {e}"));
+    step(&mut table, cmd::REPLACE_BEGIN, &[]).map_err(|e| unexpected(format!("start: {e}")))?;
     script.each_command(|line_no, command| {
-        command.apply(&mut table).map(drop).map_err(|e| Failure::Input(format!("{name}:{line_no}: {command}: {e}")))
+        let (live, payload) = command.emit();
+        let staged = cmd::staged(live).ok_or_else(|| Failure::Op(format!("{name}:{line_no}: {command}: no staged form")))?;
+        step(&mut table, staged, &payload).map_err(|e| Failure::Input(format!("{name}:{line_no}: {command}: {e}")))
     })?;
+    step(&mut table, cmd::REPLACE_COMMIT, &[]).map_err(|e| unexpected(format!("commit: {e}")))?;
     Ok(table)
 }
 
