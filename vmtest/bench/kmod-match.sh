@@ -6,6 +6,8 @@
 #   ipset            `-m set --match-set S src` against one hash:ip set of M entries (legacy)
 #   nftset           native nft `ip saddr @s` against one set of M elements
 #   plain-L/plain-N  `-s 10.9.9.9` (iptables legacy / nft backend)
+#   length-L/length-N  `-m length --length 9999`: a match extension that fails at once, the
+#                    floor of any `-m` rule (both backends call it through x_tables), at M=10
 # with M = 10, 10k, 100k and 1M entries, from a registered source (in every table and set) and
 # an unregistered one. The guest clock counts instructions (QEMU -icount, see xtask/src/vm.rs),
 # so packets/s is work done, not host load; note that it charges nothing for cache misses.
@@ -27,6 +29,8 @@ NO_MATCH=00000000000000000000000000000000000000000000000000000000000000ff
 REGISTERED=10.0.0.1
 UNREGISTERED=10.255.255.254
 CONFIGS="seng-L seng-N ipset nftset plain-L plain-N"
+# They cost the same at every M: measured once.
+FLOORS="length-L length-N"
 
 # clean: no rules anywhere; the loaded table and sets stay.
 clean() {
@@ -58,6 +62,7 @@ chain() {
 	seng-*) match="-m seng --src-app $NO_MATCH" ;;
 	ipset) match="-m set --match-set S src" ;;
 	plain-*) match="-s 10.9.9.9" ;;
+	length-*) match="-m length --length 9999" ;;
 	esac
 	{
 		echo "*filter"
@@ -141,7 +146,9 @@ for m in 10 10000 100000 1000000; do
 		load $m
 	fi
 	echo "M=$m loaded (uptime $(cut -d' ' -f1 /proc/uptime) s)"
-	for config in $CONFIGS; do
+	configs=$CONFIGS
+	[ $m = 10 ] && configs="$CONFIGS $FLOORS"
+	for config in $configs; do
 		chain $config
 		for src in reg unreg; do
 			case $src in reg) addr=$REGISTERED ;; *) addr=$UNREGISTERED ;; esac
@@ -176,6 +183,15 @@ for m in 10 10000 100000 1000000; do
 			"$(ratio "$(med seng-L)" "$(med plain-L)")" "$(ratio "$(med seng-N)" "$(med plain-N)")" \
 			"$(ratio "$(med seng-L)" "$(med nftset)")"
 	done
+done
+echo
+echo "the floor of a match extension, at M=10: 10 rules that call one and fail at once"
+printf '%-6s %16s %16s %16s %16s\n' source length-L/plain-L length-N/plain-N seng-L/length-L seng-N/length-N
+for src in reg unreg; do
+	med() { awk -v s=$src -v c=$1 '$1 == 10 && $2 == s && $3 == c { print $4 }' /tmp/results; }
+	printf '%-6s %16s %16s %16s %16s\n' $src \
+		"$(ratio "$(med length-L)" "$(med plain-L)")" "$(ratio "$(med length-N)" "$(med plain-N)")" \
+		"$(ratio "$(med seng-L)" "$(med length-L)")" "$(ratio "$(med seng-N)" "$(med length-N)")"
 done
 $SENG flush
 $IPSET destroy S
