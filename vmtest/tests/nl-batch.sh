@@ -23,8 +23,9 @@ assert_contains "$OUT" "fd00::c350 app " "last enclave"
 
 # A dump that a change interrupts (NLM_F_DUMP_INTR) is restarted, so each dump is complete and
 # lists no address twice while another process changes the table in bursts; dump until one was
-# restarted.
-$BENCH churn 240 --burst 4 --pause-ms 400 >/tmp/nl-churn.log 2>&1 &
+# restarted. The pauses outlast a dump on a loaded machine, so a restarted dump can complete
+# (a client gives up after 8 interrupted attempts in a row).
+$BENCH churn 240 --burst 4 --pause-ms 1500 >/tmp/nl-churn.log 2>&1 &
 churn=$!
 restarts=0
 for i in $(seq 30); do
