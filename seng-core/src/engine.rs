@@ -673,8 +673,8 @@ impl<P: Platform + Clone> Engine<P> {
         self.changing();
         // SAFETY (every writer call): by the caller.
         let outcome = match op {
-            LegacyOp::Register { enclave, app, host, category } => {
-                let enclave = IpAddr::V4(enclave);
+            LegacyOp::Register { addr, app, host, category } => {
+                let enclave = IpAddr::V4(addr);
                 let before = table.app(&app).map(|a| a.categories().len());
                 let registered = unsafe { table.register(enclave, &app, IpAddr::V4(host), category.as_slice()) };
                 if let Ok(Registered::Replaced { .. }) = registered {
@@ -685,8 +685,8 @@ impl<P: Platform + Clone> Engine<P> {
                 }
                 registered.map(|_| true)
             }
-            LegacyOp::Unregister { enclave } => {
-                let enclave = IpAddr::V4(enclave);
+            LegacyOp::Unregister { addr } => {
+                let enclave = IpAddr::V4(addr);
                 match unsafe { table.unregister(&enclave) } {
                     Ok(_) => {
                         let _ = cut.insert(enclave);

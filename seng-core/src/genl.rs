@@ -281,7 +281,7 @@ pub enum LegacyOp {
     /// ENC + APP + HOST + ADD, optional CAT.
     Register {
         /// Enclave address.
-        enclave: Ipv4Addr,
+        addr: Ipv4Addr,
         /// Application.
         app: Measurement,
         /// Untrusted host.
@@ -292,7 +292,7 @@ pub enum LegacyOp {
     /// ENC + RMV.
     Unregister {
         /// Enclave address.
-        enclave: Ipv4Addr,
+        addr: Ipv4Addr,
     },
     /// APP + CAT + ADD.
     Attach {
@@ -333,17 +333,43 @@ impl LegacyOp {
         match (flush.is_some(), add.is_some(), rmv.is_some()) {
             (true, false, false) => Ok(LegacyOp::Flush),
             (false, true, false) => match (enc, app, host, cat) {
-                (Some(enclave), Some(app), Some(host), category) => Ok(LegacyOp::Register { enclave, app, host, category }),
+                (Some(addr), Some(app), Some(host), category) => Ok(LegacyOp::Register { addr, app, host, category }),
                 (Some(_), _, _, _) => Err(ProtoError::missing(c"registering an enclave needs APP and HOST")),
                 (None, Some(app), None, Some(category)) => Ok(LegacyOp::Attach { app, category }),
                 _ => Err(ProtoError::missing(c"ADD needs ENC+APP+HOST or APP+CAT")),
             },
             (false, false, true) => match (enc, app, cat) {
-                (Some(enclave), None, None) => Ok(LegacyOp::Unregister { enclave }),
+                (Some(addr), None, None) => Ok(LegacyOp::Unregister { addr }),
                 (None, Some(app), Some(category)) => Ok(LegacyOp::Detach { app, category }),
                 _ => Err(ProtoError::missing(c"RMV needs ENC, or APP+CAT")),
             },
             _ => Err(ProtoError::missing(c"exactly one of the ADD, RMV and FLUSH flags is needed")),
+        }
+    }
+
+    /// Writes the command-1 payload [`LegacyOp::parse`] reads back, attributes in the order the
+    /// original library sent them.
+    pub fn emit(&self, w: &mut AttrWriter<'_>) -> Result<(), NoRoom> {
+        match self {
+            LegacyOp::Register { addr, app, host, category } => {
+                w.put(attr::ENC, &addr.octets())?;
+                w.put(attr::APP, &app.0)?;
+                w.put(attr::HOST, &host.octets())?;
+                if let Some(c) = category {
+                    w.put_category(attr::CAT, c)?;
+                }
+                w.put(attr::ADD, &[])
+            }
+            LegacyOp::Unregister { addr } => {
+                w.put(attr::ENC, &addr.octets())?;
+                w.put(attr::RMV, &[])
+            }
+            LegacyOp::Attach { app, category } | LegacyOp::Detach { app, category } => {
+                w.put(attr::APP, &app.0)?;
+                w.put_category(attr::CAT, category)?;
+                w.put(if matches!(self, LegacyOp::Attach { .. }) { attr::ADD } else { attr::RMV }, &[])
+            }
+            LegacyOp::Flush => w.put(attr::FLUSH, &[]),
         }
     }
 }
@@ -594,6 +620,8 @@ fn no_attributes(payload: &[u8]) -> Result<(), ProtoError> {
     }
 }
 
+/// Decodes the payload of CAT_ADD, CAT_DEL and their REPLACE_ forms, which
+/// [`AttrWriter::put_app_categories`] writes.
 fn app_and_categories(payload: &[u8]) -> Result<(Measurement, CategoryList<'_>), ProtoError> {
     let mut app = None;
     let mut count = 0;
@@ -766,7 +794,14 @@ impl<'a> AttrWriter<'a> {
         self.header(nest.start, len, kind)
     }
 
-    /// Appends one ENCLAVE nest; on [`NoRoom`] nothing of it remains.
+    /// Writes the payload of CAT_ADD, CAT_DEL and their REPLACE_ forms: APP, then a CAT for
+    /// each category, in order (what [`Request::parse`] reads back).
+    pub fn put_app_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<(), NoRoom> {
+        self.put(attr::APP, &app.0)?;
+        categories.iter().try_for_each(|c| self.put_category(attr::CAT, c))
+    }
+
+    /// Appends one ENCLAVE nest (what [`EnclaveSpec::parse`] reads back); on [`NoRoom`] nothing of it remains.
     pub fn put_enclave(&mut self, addr: &IpAddr, app: Option<&Measurement>, host: Option<&IpAddr>, categories: &[Category]) -> Result<(), NoRoom> {
         let start = self.len;
         let result = (|| {
@@ -820,7 +855,7 @@ mod test {
         assert_eq!(
             LegacyOp::parse(&register),
             Ok(LegacyOp::Register {
-                enclave: Ipv4Addr::new(192, 168, 28, 10),
+                addr: Ipv4Addr::new(192, 168, 28, 10),
                 app: app(),
                 host: Ipv4Addr::new(10, 0, 0, 5),
                 category: Some(cat)
@@ -828,7 +863,7 @@ mod test {
         );
         let cases: Vec<(Vec<u8>, Result<LegacyOp, &str>)> = vec![
             (msg(|w| w.put(attr::FLUSH, &[])), Ok(LegacyOp::Flush)),
-            (msg(|w| { w.put(attr::ENC, &[1, 2, 3, 4])?; w.put(attr::RMV, &[]) }), Ok(LegacyOp::Unregister { enclave: Ipv4Addr::new(1, 2, 3, 4) })),
+            (msg(|w| { w.put(attr::ENC, &[1, 2, 3, 4])?; w.put(attr::RMV, &[]) }), Ok(LegacyOp::Unregister { addr: Ipv4Addr::new(1, 2, 3, 4) })),
             (msg(|w| { w.put(attr::APP, &app().0)?; w.put_category(attr::CAT, &cat)?; w.put(attr::ADD, &[]) }), Ok(LegacyOp::Attach { app: app(), category: cat })),
             (msg(|w| { w.put(attr::APP, &app().0)?; w.put_category(attr::CAT, &cat)?; w.put(attr::RMV, &[]) }), Ok(LegacyOp::Detach { app: app(), category: cat })),
             (msg(|w| { w.put(attr::APP, &[1; 31])?; w.put(attr::ADD, &[]) }), Err("application measurement must be 32 bytes")),

@@ -49,13 +49,13 @@ pub(crate) fn decode(command: u8, attrs: &[u8], out: &mut VecDeque<Event>) -> Re
     let mut push = |c: Command| out.push_back(Event::Change(c));
     match request {
         Request::Legacy(op) => push(match op {
-            LegacyOp::Register { enclave, app, host, category } => Command::EnclaveAdd {
-                ip: IpAddr::V4(enclave),
+            LegacyOp::Register { addr, app, host, category } => Command::EnclaveAdd {
+                ip: IpAddr::V4(addr),
                 app,
                 host: IpAddr::V4(host),
                 categories: category.into_iter().collect(),
             },
-            LegacyOp::Unregister { enclave } => Command::EnclaveDel { ip: IpAddr::V4(enclave) },
+            LegacyOp::Unregister { addr } => Command::EnclaveDel { ip: IpAddr::V4(addr) },
             LegacyOp::Attach { app, category } => Command::CatAdd { app, category },
             LegacyOp::Detach { app, category } => Command::CatDel { app, category },
             LegacyOp::Flush => Command::Flush,
@@ -301,10 +301,10 @@ mod test {
             (cmd::REPLACE_COMMIT, vec![], vec!["# table replaced".into()]),
             (
                 cmd::LEGACY,
-                attrs(|w| wire::put_legacy(w, &LegacyOp::Register { enclave: [192, 168, 28, 11].into(), app: a, host: [10, 0, 0, 6].into(), category: Some(web) })),
+                attrs(|w| wire::put_legacy(w, &LegacyOp::Register { addr: [192, 168, 28, 11].into(), app: a, host: [10, 0, 0, 6].into(), category: Some(web) })),
                 vec![format!("enclave add 192.168.28.11 --app {a} --host 10.0.0.6 --cat \"Web Mail\"")],
             ),
-            (cmd::LEGACY, attrs(|w| wire::put_legacy(w, &LegacyOp::Unregister { enclave: [192, 168, 28, 11].into() })), vec!["enclave del 192.168.28.11".into()]),
+            (cmd::LEGACY, attrs(|w| wire::put_legacy(w, &LegacyOp::Unregister { addr: [192, 168, 28, 11].into() })), vec!["enclave del 192.168.28.11".into()]),
             (cmd::LEGACY, attrs(|w| wire::put_legacy(w, &LegacyOp::Flush)), vec!["flush".into()]),
         ];
         for (command, payload, want) in cases {

@@ -118,27 +118,7 @@ pub(crate) fn put_enclave(w: &mut AttrWriter<'_>, e: &Enclave) -> Result<(), NoR
 
 /// Writes the attributes of an original-protocol (command 1) operation.
 pub(crate) fn put_legacy(w: &mut AttrWriter<'_>, op: &LegacyOp) -> Result<(), NoRoom> {
-    match op {
-        LegacyOp::Register { enclave, app, host, category } => {
-            w.put(attr::ENC, &enclave.octets())?;
-            w.put(attr::APP, &app.0)?;
-            w.put(attr::HOST, &host.octets())?;
-            if let Some(c) = category {
-                w.put_category(attr::CAT, c)?;
-            }
-            w.put(attr::ADD, &[])
-        }
-        LegacyOp::Unregister { enclave } => {
-            w.put(attr::ENC, &enclave.octets())?;
-            w.put(attr::RMV, &[])
-        }
-        LegacyOp::Attach { app, category } | LegacyOp::Detach { app, category } => {
-            w.put(attr::APP, &app.0)?;
-            w.put_category(attr::CAT, category)?;
-            w.put(if matches!(op, LegacyOp::Attach { .. }) { attr::ADD } else { attr::RMV }, &[])
-        }
-        LegacyOp::Flush => w.put(attr::FLUSH, &[]),
-    }
+    op.emit(w)
 }
 
 /// Packs ENCLAVE nests into message payloads of at most [`MAX_PAYLOAD`] bytes.
@@ -441,9 +421,9 @@ mod test {
     fn legacy_operations_round_trip_through_the_kernel_decoder() {
         let cat = Category::new(b"Mail").unwrap();
         let ops = [
-            LegacyOp::Register { enclave: Ipv4Addr::new(192, 168, 28, 10), app: app(), host: Ipv4Addr::new(10, 0, 0, 5), category: Some(cat) },
-            LegacyOp::Register { enclave: Ipv4Addr::new(192, 168, 28, 11), app: app(), host: Ipv4Addr::new(10, 0, 0, 5), category: None },
-            LegacyOp::Unregister { enclave: Ipv4Addr::new(192, 168, 28, 10) },
+            LegacyOp::Register { addr: Ipv4Addr::new(192, 168, 28, 10), app: app(), host: Ipv4Addr::new(10, 0, 0, 5), category: Some(cat) },
+            LegacyOp::Register { addr: Ipv4Addr::new(192, 168, 28, 11), app: app(), host: Ipv4Addr::new(10, 0, 0, 5), category: None },
+            LegacyOp::Unregister { addr: Ipv4Addr::new(192, 168, 28, 10) },
             LegacyOp::Attach { app: app(), category: cat },
             LegacyOp::Detach { app: app(), category: cat },
             LegacyOp::Flush,
@@ -453,7 +433,7 @@ mod test {
             assert_eq!(LegacyOp::parse(&bytes), Ok(op));
         }
         // The original's byte layout: ENC is the address as a network-order u32.
-        let unregister = attrs(|w| put_legacy(w, &LegacyOp::Unregister { enclave: Ipv4Addr::new(1, 2, 3, 4) })).unwrap();
+        let unregister = attrs(|w| put_legacy(w, &LegacyOp::Unregister { addr: Ipv4Addr::new(1, 2, 3, 4) })).unwrap();
         assert_eq!(unregister, [8, 0, 4, 0, 1, 2, 3, 4, 4, 0, 6, 0]);
     }
 
