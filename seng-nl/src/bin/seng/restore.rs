@@ -13,9 +13,9 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 
-use seng_core::script::{self, Command};
+use seng_core::script;
 use seng_core::table::{LocalTable, MAX_CAPACITY};
-use seng_nl::{Client, Enclave, Error, ReplaceError};
+use seng_nl::{Client, Error, Operation, ReplaceError};
 
 use crate::Failure;
 
@@ -35,9 +35,9 @@ impl Script {
         Ok(Script { name: file.into(), reader: Box::new(BufReader::with_capacity(1 << 20, f)) })
     }
 
-    /// Calls `each(line_no, command)` for every command, in order, one line at a time (memory
-    /// stays flat for million-line scripts). Stops at the first error.
-    fn each_command(&mut self, mut each: impl FnMut(usize, Command) -> Result<(), Failure>) -> Result<(), Failure> {
+    /// Calls `each(line_no, operation)` for every line's operation, in order, one line at a time
+    /// (memory stays flat for million-line scripts). Stops at the first error.
+    fn each_command(&mut self, mut each: impl FnMut(usize, Operation) -> Result<(), Failure>) -> Result<(), Failure> {
         let name = &self.name;
         let mut text = String::new();
         let mut line_no = 0;
@@ -76,7 +76,7 @@ fn apply(mut script: Script) -> Result<LocalTable, Failure> {
     let mut table = LocalTable::new(MAX_CAPACITY).map_err(|e| Failure::Op(format!("cannot build the table: {e}")))?;
     let name = script.name.clone();
     script.each_command(|line_no, command| {
-        command.apply(&mut table).map(drop).map_err(|e| Failure::Input(format!("{name}:{line_no}: {command}: {e}")))
+        script::apply(&command, &mut table).map(drop).map_err(|e| Failure::Input(format!("{name}:{line_no}: {command}: {e}")))
     })?;
     Ok(table)
 }
@@ -94,14 +94,8 @@ fn stream(mut script: Script, client: &mut Client) -> Result<(), Failure> {
     // On any failure the transaction is dropped, which aborts it.
     script.each_command(|line_no, command| {
         op_lines.push(line_no);
-        let sent = match command {
-            Command::EnclaveAdd { ip, app, host, categories } => replace.add(&Enclave { addr: ip, app, host, categories }),
-            Command::EnclaveDel { ip } => replace.remove(ip),
-            Command::CatAdd { app, category } => replace.attach_categories(&app, &[category]),
-            Command::CatDel { app, category } => replace.detach_categories(&app, &[category]),
-            Command::Flush => replace.clear(),
-        };
-        sent.map_err(|e| refusal(&name, &op_lines, e))
+        // A script line is one item: one operation in the transaction's numbering.
+        replace.apply(&command).map_err(|e| refusal(&name, &op_lines, e))
     })?;
     replace.commit().map_err(|e| refusal(&name, &op_lines, e))
 }
@@ -139,7 +133,7 @@ mod test {
     fn lines(table: &LocalTable) -> Vec<String> {
         let mut out: Vec<_> = table
             .enclaves_from(0)
-            .map(|e| Command::EnclaveAdd { ip: e.ip(), app: *e.app(), host: e.host(), categories: e.categories().to_vec() }.to_string())
+            .map(|e| Operation::from(seng_nl::Registration { addr: e.ip(), app: *e.app(), host: e.host(), categories: e.categories().to_vec() }).to_string())
             .collect();
         out.sort();
         out
