@@ -641,7 +641,7 @@ fn effect(op: &Operation, table: &LocalTable) -> Applied {
 }
 
 /// Performs `op` on `table` as the request [`Operation::emit`] writes for the live table,
-/// through the request engine; afterwards [`LocalTable::ended`] lists the addresses whose
+/// through the request engine; afterwards [`LocalTable::ended_connections`] lists the addresses whose
 /// connections it ended. On error the table is unchanged.
 pub fn apply(op: &Operation, table: &mut LocalTable) -> Result<Applied, ApplyError> {
     let (command, payload) = op.to_request(Dialect::Live).map_err(ApplyError::Emit)?;
@@ -960,7 +960,7 @@ mod test {
             .iter()
             .map(|line| {
                 apply(&line.command, &mut table).unwrap();
-                let mut ended: Vec<String> = table.ended().iter().map(|ip| ip.to_string()).collect();
+                let mut ended: Vec<String> = table.ended_connections().iter().map(|ip| ip.to_string()).collect();
                 ended.sort();
                 ended
             })

@@ -728,7 +728,7 @@ impl LocalTable {
         self.inner.live()
     }
 
-    /// Executes a request through the engine, as the kernel module does; [`LocalTable::ended`]
+    /// Executes a request through the engine, as the kernel module does; [`LocalTable::ended_connections`]
     /// then lists the addresses whose connections it ended.
     pub fn execute(&mut self, request: crate::genl::Request<'_>) -> Result<crate::engine::Handled, crate::engine::Refusal> {
         let mut services = Collect { seed: self.inner.generation() ^ 0x5eed_5eed, ended: core::mem::take(&mut self.ended) };
@@ -741,7 +741,7 @@ impl LocalTable {
     }
 
     /// The addresses whose connections the last [`LocalTable::execute`] ended.
-    pub fn ended(&self) -> &[IpAddr] {
+    pub fn ended_connections(&self) -> &[IpAddr] {
         &self.ended
     }
 

@@ -182,8 +182,8 @@ impl Simulator {
             message: format!("{}: {e}", line.command),
         })?;
         let mut flows_deleted = 0;
-        for ip in self.enclaves.ended() {
-            flows_deleted += self.conntrack.forget(Family::of(ip), packet::from_ip(*ip));
+        for ip in self.enclaves.ended_connections() {
+            flows_deleted += self.conntrack.end_connections(Family::of(ip), packet::from_ip(*ip));
         }
         use seng_core::script::Applied;
         use seng_core::table::Registered;
