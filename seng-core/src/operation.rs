@@ -156,15 +156,9 @@ impl TryFrom<&Operation> for LegacyOp {
             IpAddr::V4(a) => Ok(*a),
             IpAddr::V6(_) => Err(EmitError::NotLegacy),
         };
-        let one = |n: usize| match n {
-            0 => Err(EmitError::Empty),
-            1 => Ok(()),
-            _ => Err(EmitError::NotLegacy),
-        };
         Ok(match op {
             Operation::Register(list) => {
-                one(list.len())?;
-                let [r] = list.as_slice() else { return Err(EmitError::NotLegacy) };
+                let r = single(list)?;
                 let category = match r.categories.as_slice() {
                     [] => None,
                     [c] => Some(*c),
@@ -172,22 +166,20 @@ impl TryFrom<&Operation> for LegacyOp {
                 };
                 LegacyOp::Register { addr: v4(&r.addr)?, app: r.app, host: v4(&r.host)?, category }
             }
-            Operation::Unregister(addrs) => {
-                one(addrs.len())?;
-                let [addr] = addrs.as_slice() else { return Err(EmitError::NotLegacy) };
-                LegacyOp::Unregister { addr: v4(addr)? }
-            }
-            Operation::Attach { app, categories } | Operation::Detach { app, categories } => {
-                one(categories.len())?;
-                let [category] = categories.as_slice() else { return Err(EmitError::NotLegacy) };
-                let (app, category) = (*app, *category);
-                match op {
-                    Operation::Attach { .. } => LegacyOp::Attach { app, category },
-                    _ => LegacyOp::Detach { app, category },
-                }
-            }
+            Operation::Unregister(addrs) => LegacyOp::Unregister { addr: v4(single(addrs)?)? },
+            Operation::Attach { app, categories } => LegacyOp::Attach { app: *app, category: *single(categories)? },
+            Operation::Detach { app, categories } => LegacyOp::Detach { app: *app, category: *single(categories)? },
             Operation::Flush => LegacyOp::Flush,
         })
+    }
+}
+
+/// The one item of a list command 1 carries.
+fn single<T>(items: &[T]) -> Result<&T, EmitError> {
+    match items {
+        [] => Err(EmitError::Empty),
+        [item] => Ok(item),
+        _ => Err(EmitError::NotLegacy),
     }
 }
 
@@ -245,17 +237,19 @@ impl Operation {
         Ok((command, buf))
     }
 
-    /// At least the attribute bytes [`Operation::emit`] writes.
+    /// At least the attribute bytes [`Operation::emit`] writes in any dialect.
     fn emitted_len_bound(&self) -> usize {
-        // Header and padding of an attribute; an address of 16 bytes, a measurement of 32, a
-        // category of at most 21.
+        // Each attribute has a 4-byte header and pads to 4 bytes: an address of at most 16
+        // bytes, a measurement of 32, a category of at most 21; command 1 adds a flag.
         const CAT: usize = 4 + 24;
         const ADDR: usize = 4 + 16;
-        match self {
-            Operation::Register(list) => list.iter().map(|r| 4 + 2 * ADDR + 4 + 32 + CAT * r.categories.len()).sum(),
+        const APP: usize = 4 + 32;
+        const FLAG: usize = 4;
+        FLAG + match self {
+            Operation::Register(list) => list.iter().map(|r| 4 + 2 * ADDR + APP + CAT * r.categories.len()).sum(),
             Operation::Unregister(addrs) => addrs.len() * (4 + ADDR),
-            Operation::Attach { categories, .. } | Operation::Detach { categories, .. } => 4 + 32 + CAT * categories.len(),
-            Operation::Flush => 4,
+            Operation::Attach { categories, .. } | Operation::Detach { categories, .. } => APP + CAT * categories.len(),
+            Operation::Flush => 0,
         }
     }
 

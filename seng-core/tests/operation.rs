@@ -18,7 +18,8 @@ fn measurement() -> impl Strategy<Value = Measurement> {
 }
 
 fn category() -> impl Strategy<Value = Category> {
-    "[ -~äö€]{1,6}".prop_filter_map("category bytes", |s| Category::new(s.as_bytes()).ok())
+    // Short names with non-ASCII letters, and names up to the longest (20 bytes).
+    prop_oneof!["[ -~äö€]{1,6}", "[ -~]{1,20}"].prop_filter_map("category bytes", |s| Category::new(s.as_bytes()).ok())
 }
 
 fn categories(max: usize) -> impl Strategy<Value = Vec<Category>> {

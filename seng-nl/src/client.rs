@@ -569,9 +569,10 @@ fn batch_result(total: usize, failures: Vec<BatchFailure>) -> Result<usize> {
 /// A whole-table replacement being built (from [`Client::begin_replace`]).
 ///
 /// Operations apply in order to the staging table, with the meaning they have on the live table
-/// ([`Client::apply`]). They are numbered from 0 in the order given
-/// and sent in batches, so a refusal may surface a few operations later; it is reported as an
-/// [`Error::Replace`] naming the refused operation, after the transaction has been aborted.
+/// ([`Client::apply`]). They are numbered from 0 in the order given (an operation on several
+/// enclaves takes a number for each) and sent in batches, so a refusal may surface a few
+/// operations later; it is reported as an [`Error::Replace`] naming the refused operation, after
+/// the transaction has been aborted.
 /// Dropping a `Replace` without committing aborts it, leaving the live table untouched.
 pub struct Replace<'c> {
     client: &'c mut Client,
@@ -586,9 +587,9 @@ impl Replace<'_> {
         self.batch.pushed
     }
 
-    /// Performs `op` on the staging table, with the meaning it has on the live table; each of
-    /// its enclaves (or the whole operation, if it names none) is one operation in the
-    /// numbering of [`Error::Replace`].
+    /// Performs `op` on the staging table, with the meaning it has on the live table. Each
+    /// enclave it registers or unregisters takes a number of its own in the numbering of
+    /// [`Error::Replace`]; an operation on categories, or a flush, takes one.
     pub fn apply(&mut self, op: &Operation) -> Result<()> {
         self.step(|c, b| c.batch_operation(b, op, Dialect::Staged))
     }
