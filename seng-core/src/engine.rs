@@ -427,8 +427,8 @@ impl<P: Platform + Clone> Engine<P> {
         // SAFETY (every table writer call below): serialised writer, by the caller.
         match request {
             Request::Legacy(op) => unsafe { self.legacy(services, op) },
-            Request::EnclaveSet(list) => unsafe { self.register_batch(services, &list) }.map(|()| changed),
-            Request::EnclaveDel(list) => {
+            Request::Register(list) => unsafe { self.register_batch(services, &list) }.map(|()| changed),
+            Request::Unregister(list) => {
                 if let Some((at, _)) = list.iter_at().find(|(_, s)| table.lookup(&s.addr).is_none()) {
                     return Err(Refusal { error: TableError::NotRegistered.into(), at: Some(at) });
                 }
@@ -448,8 +448,8 @@ impl<P: Platform + Clone> Engine<P> {
                 unsafe { self.flush(services) }?;
                 Ok(changed)
             }
-            Request::CatAdd { app, categories } | Request::CatDel { app, categories } => {
-                let add = matches!(request, Request::CatAdd { .. });
+            Request::Attach { app, categories } | Request::Detach { app, categories } => {
+                let add = matches!(request, Request::Attach { .. });
                 let (cats, differs) = new_categories(table, &app, &categories, add)?;
                 if differs {
                     // Allocated first: once the set is changed, nothing may fail.
@@ -493,7 +493,7 @@ impl<P: Platform + Clone> Engine<P> {
             }
             // A partly applied message only affects the unpublished staging table, which the
             // client aborts on any error: no all-or-nothing check up front.
-            Request::ReplaceAdd(additions) => {
+            Request::StagedRegister(additions) => {
                 let target = staged(staging)?;
                 for item in additions.iter_at() {
                     let (at, spec) = item.map_err(|(at, error)| Refusal { error, at: Some(at) })?;
@@ -503,7 +503,7 @@ impl<P: Platform + Clone> Engine<P> {
                 }
                 Ok(quiet)
             }
-            Request::ReplaceDel(list) => {
+            Request::StagedUnregister(list) => {
                 let target = staged(staging)?;
                 if let Some((at, _)) = list.iter_at().find(|(_, s)| target.lookup(&s.addr).is_none()) {
                     return Err(Refusal { error: TableError::NotRegistered.into(), at: Some(at) });
@@ -514,9 +514,9 @@ impl<P: Platform + Clone> Engine<P> {
                 }
                 Ok(quiet)
             }
-            Request::ReplaceCatAdd { app, categories } | Request::ReplaceCatDel { app, categories } => {
+            Request::StagedAttach { app, categories } | Request::StagedDetach { app, categories } => {
                 let target = staged(staging)?;
-                let (cats, _) = new_categories(target, &app, &categories, matches!(request, Request::ReplaceCatAdd { .. }))?;
+                let (cats, _) = new_categories(target, &app, &categories, matches!(request, Request::StagedAttach { .. }))?;
                 unsafe { target.set_categories(&app, cats.as_slice()) }?;
                 Ok(quiet)
             }

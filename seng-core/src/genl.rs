@@ -554,26 +554,28 @@ impl<'a> CategoryList<'a> {
     }
 }
 
-/// A decoded request.
+/// A decoded request. Its variants are named for the operation they perform, as
+/// [`crate::operation::Operation`]'s are; the `Staged` ones perform it on the staging table of a
+/// replace transaction.
 #[derive(Clone, Copy, Debug)]
 pub enum Request<'a> {
     /// Command 1.
     Legacy(LegacyOp),
     /// [`cmd::ENCLAVE_SET`].
-    EnclaveSet(EnclaveList<'a>),
+    Register(EnclaveList<'a>),
     /// [`cmd::ENCLAVE_DEL`].
-    EnclaveDel(EnclaveList<'a>),
+    Unregister(EnclaveList<'a>),
     /// [`cmd::FLUSH`].
     Flush,
     /// [`cmd::CAT_ADD`].
-    CatAdd {
+    Attach {
         /// The application.
         app: Measurement,
         /// Categories to attach.
         categories: CategoryList<'a>,
     },
     /// [`cmd::CAT_DEL`].
-    CatDel {
+    Detach {
         /// The application.
         app: Measurement,
         /// Categories to detach.
@@ -589,22 +591,22 @@ pub enum Request<'a> {
     /// [`cmd::REPLACE_BEGIN`].
     ReplaceBegin,
     /// [`cmd::REPLACE_ADD`].
-    ReplaceAdd(StagedAdditions<'a>),
+    StagedRegister(StagedAdditions<'a>),
     /// [`cmd::REPLACE_COMMIT`].
     ReplaceCommit,
     /// [`cmd::REPLACE_ABORT`].
     ReplaceAbort,
     /// [`cmd::REPLACE_DEL`].
-    ReplaceDel(EnclaveList<'a>),
+    StagedUnregister(EnclaveList<'a>),
     /// [`cmd::REPLACE_CAT_ADD`].
-    ReplaceCatAdd {
+    StagedAttach {
         /// The application.
         app: Measurement,
         /// Categories to attach.
         categories: CategoryList<'a>,
     },
     /// [`cmd::REPLACE_CAT_DEL`].
-    ReplaceCatDel {
+    StagedDetach {
         /// The application.
         app: Measurement,
         /// Categories to detach.
@@ -649,8 +651,8 @@ impl<'a> Request<'a> {
     pub fn parse(command: u8, payload: &'a [u8]) -> Result<Request<'a>, ProtoError> {
         Ok(match command {
             cmd::LEGACY => Request::Legacy(LegacyOp::parse(payload)?),
-            cmd::ENCLAVE_SET => Request::EnclaveSet(EnclaveList::parse(payload, true)?),
-            cmd::ENCLAVE_DEL => Request::EnclaveDel(EnclaveList::parse(payload, false)?),
+            cmd::ENCLAVE_SET => Request::Register(EnclaveList::parse(payload, true)?),
+            cmd::ENCLAVE_DEL => Request::Unregister(EnclaveList::parse(payload, false)?),
             cmd::FLUSH => {
                 no_attributes(payload)?;
                 Request::Flush
@@ -658,10 +660,10 @@ impl<'a> Request<'a> {
             cmd::CAT_ADD | cmd::CAT_DEL | cmd::REPLACE_CAT_ADD | cmd::REPLACE_CAT_DEL => {
                 let (app, categories) = app_and_categories(payload)?;
                 match command {
-                    cmd::CAT_ADD => Request::CatAdd { app, categories },
-                    cmd::CAT_DEL => Request::CatDel { app, categories },
-                    cmd::REPLACE_CAT_ADD => Request::ReplaceCatAdd { app, categories },
-                    _ => Request::ReplaceCatDel { app, categories },
+                    cmd::CAT_ADD => Request::Attach { app, categories },
+                    cmd::CAT_DEL => Request::Detach { app, categories },
+                    cmd::REPLACE_CAT_ADD => Request::StagedAttach { app, categories },
+                    _ => Request::StagedDetach { app, categories },
                 }
             }
             cmd::GET => {
@@ -687,8 +689,8 @@ impl<'a> Request<'a> {
                     _ => Request::ReplaceAbort,
                 }
             }
-            cmd::REPLACE_ADD => Request::ReplaceAdd(StagedAdditions { payload }),
-            cmd::REPLACE_DEL => Request::ReplaceDel(EnclaveList::parse(payload, false)?),
+            cmd::REPLACE_ADD => Request::StagedRegister(StagedAdditions { payload }),
+            cmd::REPLACE_DEL => Request::StagedUnregister(EnclaveList::parse(payload, false)?),
             _ => return Err(ProtoError { errno: errno::EOPNOTSUPP, attr: None, msg: c"unknown command" }),
         })
     }
@@ -897,7 +899,7 @@ mod test {
             w.put_enclave(&v4, Some(&app()), Some(&host), &cats)?;
             w.put_enclave(&v6, Some(&app()), Some(&v6), &[])
         });
-        let Ok(Request::EnclaveSet(list)) = Request::parse(cmd::ENCLAVE_SET, &payload) else { panic!() };
+        let Ok(Request::Register(list)) = Request::parse(cmd::ENCLAVE_SET, &payload) else { panic!() };
         let specs: Vec<_> = list.iter().collect();
         assert_eq!(specs.len(), 2);
         assert_eq!((specs[0].addr, specs[0].app, specs[0].host), (v4, Some(app()), Some(host)));
@@ -906,7 +908,7 @@ mod test {
         assert_eq!(specs[1].addr, v6);
         assert!(Request::parse(cmd::ENCLAVE_DEL, &payload).is_err(), "deletion takes ADDR only");
         let del = msg(|w| w.put_enclave(&v6, None, None, &[]));
-        assert!(matches!(Request::parse(cmd::ENCLAVE_DEL, &del), Ok(Request::EnclaveDel(l)) if l.len() == 1));
+        assert!(matches!(Request::parse(cmd::ENCLAVE_DEL, &del), Ok(Request::Unregister(l)) if l.len() == 1));
         assert!(Request::parse(cmd::ENCLAVE_SET, &del).is_err(), "addition needs APP and HOST");
         assert_eq!(Request::parse(cmd::ENCLAVE_SET, &[]).unwrap_err().msg, c"no ENCLAVE nest given");
         assert_eq!(Request::parse(99, &[]).unwrap_err().errno, errno::EOPNOTSUPP);

@@ -267,12 +267,12 @@ impl Operation {
         Ok(Some(match request {
             Request::Legacy(op) => (Dialect::Legacy, Operation::from(*op)),
             // The decoder checked that every nest of an ENCLAVE_SET has APP and HOST_ADDR.
-            Request::EnclaveSet(list) => (Dialect::Live, Operation::Register(list.iter().filter_map(|s| Registration::from_spec(&s)).collect())),
-            Request::EnclaveDel(list) => (Dialect::Live, Operation::Unregister(list.iter().map(|s| s.addr).collect())),
+            Request::Register(list) => (Dialect::Live, Operation::Register(list.iter().filter_map(|s| Registration::from_spec(&s)).collect())),
+            Request::Unregister(list) => (Dialect::Live, Operation::Unregister(list.iter().map(|s| s.addr).collect())),
             Request::Flush => (Dialect::Live, Operation::Flush),
-            Request::CatAdd { app, categories } => (Dialect::Live, Operation::Attach { app: *app, categories: categories.iter().collect() }),
-            Request::CatDel { app, categories } => (Dialect::Live, Operation::Detach { app: *app, categories: categories.iter().collect() }),
-            Request::ReplaceAdd(additions) => {
+            Request::Attach { app, categories } => (Dialect::Live, Operation::Attach { app: *app, categories: categories.iter().collect() }),
+            Request::Detach { app, categories } => (Dialect::Live, Operation::Detach { app: *app, categories: categories.iter().collect() }),
+            Request::StagedRegister(additions) => {
                 let mut list = Vec::new();
                 for item in additions.iter_at() {
                     let (_, spec) = item.map_err(|(_, e)| e)?;
@@ -280,9 +280,9 @@ impl Operation {
                 }
                 (Dialect::Staged, Operation::Register(list))
             }
-            Request::ReplaceDel(list) => (Dialect::Staged, Operation::Unregister(list.iter().map(|s| s.addr).collect())),
-            Request::ReplaceCatAdd { app, categories } => (Dialect::Staged, Operation::Attach { app: *app, categories: categories.iter().collect() }),
-            Request::ReplaceCatDel { app, categories } => (Dialect::Staged, Operation::Detach { app: *app, categories: categories.iter().collect() }),
+            Request::StagedUnregister(list) => (Dialect::Staged, Operation::Unregister(list.iter().map(|s| s.addr).collect())),
+            Request::StagedAttach { app, categories } => (Dialect::Staged, Operation::Attach { app: *app, categories: categories.iter().collect() }),
+            Request::StagedDetach { app, categories } => (Dialect::Staged, Operation::Detach { app: *app, categories: categories.iter().collect() }),
             Request::ReplaceBegin => (Dialect::Staged, Operation::Flush),
             Request::Get { .. } | Request::Stats | Request::ReplaceCommit | Request::ReplaceAbort => return Ok(None),
         }))

@@ -394,7 +394,7 @@ mod test {
         ]
         .concat();
         assert_eq!(out, expected);
-        let Ok(Request::EnclaveSet(list)) = Request::parse(cmd::ENCLAVE_SET, &out[HEADERS_LEN..]) else { panic!("kernel rejects it") };
+        let Ok(Request::Register(list)) = Request::parse(cmd::ENCLAVE_SET, &out[HEADERS_LEN..]) else { panic!("kernel rejects it") };
         let got: Vec<_> = list.iter().map(|s| (s.addr, s.app, s.host, s.with_categories(|c| c.to_vec()))).collect();
         assert_eq!(got, [(e.addr, Some(e.app), Some(e.host), e.categories.clone())]);
     }
@@ -412,7 +412,7 @@ mod test {
         assert_eq!(packer.count(), MAX_PAYLOAD / 56);
         let (payload, count) = packer.take();
         assert_eq!(count, MAX_PAYLOAD / 56);
-        assert!(matches!(Request::parse(cmd::REPLACE_ADD, payload), Ok(Request::ReplaceAdd(l)) if l.iter_at().filter(Result::is_ok).count() == count));
+        assert!(matches!(Request::parse(cmd::REPLACE_ADD, payload), Ok(Request::StagedRegister(l)) if l.iter_at().filter(Result::is_ok).count() == count));
         assert_eq!(packer.count(), 0);
         let huge = Registration { categories: (0..2000).map(|i| Category::new(format!("{i:020}").as_bytes()).unwrap()).collect(), ..e(1) };
         assert!(matches!(push(&mut packer, &huge), Err(Error::Request(_))), "an enclave no message can hold is refused");
