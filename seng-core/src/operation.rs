@@ -37,8 +37,14 @@ impl Registration {
     /// Writes its ENCLAVE nest, each category once (the kernel counts a nest's categories
     /// against the per-application limit as written).
     pub fn emit(&self, w: &mut AttrWriter<'_>) -> Result<(), NoRoom> {
-        let mut distinct: Vec<Category> = Vec::with_capacity(self.categories.len());
-        for c in &self.categories {
+        let cats = &self.categories;
+        let repeats = cats.iter().enumerate().any(|(i, c)| cats.get(..i).is_some_and(|before| before.contains(c)));
+        if !repeats {
+            // The common case, and the hot path of batches and restores: no copy.
+            return w.put_enclave(&self.addr, Some(&self.app), Some(&self.host), cats);
+        }
+        let mut distinct: Vec<Category> = Vec::with_capacity(cats.len());
+        for c in cats {
             if !distinct.contains(c) {
                 distinct.push(*c);
             }
