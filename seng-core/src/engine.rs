@@ -58,8 +58,8 @@ impl<P: Platform> Ending<'_, P> {
         self.addrs.for_each(&mut f);
         if !self.apps.is_empty() {
             for e in self.table.enclaves_from(0) {
-                if self.apps.contains(e.app()) && !self.addrs.contains(&e.ip()) {
-                    f(e.ip());
+                if self.apps.contains(e.app()) && !self.addrs.contains(&e.addr()) {
+                    f(e.addr());
                 }
             }
         }
@@ -465,7 +465,7 @@ impl<P: Platform + Clone> Engine<P> {
             Request::Get { addr } => {
                 let e = table.lookup(&addr).ok_or(ProtoError::from(TableError::NotRegistered))?;
                 let mut out = reply_writer(&mut reply)?;
-                out.put_enclave(&e.ip(), Some(e.app()), Some(&e.host()), e.categories()).map_err(|_| NO_ROOM)?;
+                out.put_enclave(&e.addr(), Some(e.app()), Some(&e.host()), e.categories()).map_err(|_| NO_ROOM)?;
                 Ok(Handled { notify: false, reply_len: out.len() })
             }
             Request::Stats => {
@@ -646,7 +646,7 @@ impl<P: Platform + Clone> Engine<P> {
         let mut cut = self.new_cut(table.len(), services)?;
         for e in table.enclaves_from(0) {
             // Sized for every enclave.
-            let _ = cut.insert(e.ip());
+            let _ = cut.insert(e.addr());
         }
         self.changing();
         // SAFETY: by the caller.

@@ -636,7 +636,7 @@ fn effect(op: &Operation, table: &LocalTable) -> Applied {
             Applied::CategoriesAttached(fresh.len())
         }
         Operation::Detach { .. } => Applied::CategoriesDetached,
-        Operation::Flush => Applied::Flushed(table.enclaves_from(0).map(|e| e.ip()).collect()),
+        Operation::Flush => Applied::Flushed(table.enclaves_from(0).map(|e| e.addr()).collect()),
     }
 }
 

@@ -164,7 +164,7 @@ impl NetState {
         loop {
             let before = enclaves.cursor();
             let Some(e) = enclaves.next() else { break };
-            if out.put_enclave(&e.ip(), Some(e.app()), Some(&e.host()), e.categories()).is_err() {
+            if out.put_enclave(&e.addr(), Some(e.app()), Some(&e.host()), e.categories()).is_err() {
                 if out.is_empty() {
                     return Err(errno::EMSGSIZE);
                 }

@@ -133,7 +133,7 @@ mod test {
     fn lines(table: &LocalTable) -> Vec<String> {
         let mut out: Vec<_> = table
             .enclaves_from(0)
-            .map(|e| Operation::from(seng_nl::Registration { addr: e.ip(), app: *e.app(), host: e.host(), categories: e.categories().to_vec() }).to_string())
+            .map(|e| Operation::from(seng_nl::Registration { addr: e.addr(), app: *e.app(), host: e.host(), categories: e.categories().to_vec() }).to_string())
             .collect();
         out.sort();
         out
