@@ -80,8 +80,8 @@ static struct seng_net *seng_pernet(const struct net *net)
 	return net_generic(net, seng_net_id);
 }
 
-/* Conntrack: delete every entry with a cut address in either tuple. */
-static int seng_ct_cut_iter(struct nf_conn *ct, void *set)
+/* Conntrack: delete every entry with an address whose connections end in either tuple. */
+static int seng_end_connections_iter(struct nf_conn *ct, void *set)
 {
 	u8 family = nf_ct_l3num(ct);
 	int dir;
@@ -89,21 +89,21 @@ static int seng_ct_cut_iter(struct nf_conn *ct, void *set)
 	for (dir = IP_CT_DIR_ORIGINAL; dir <= IP_CT_DIR_REPLY; dir++) {
 		const struct nf_conntrack_tuple *t = &ct->tuplehash[dir].tuple;
 
-		if (seng_rs_cut_contains(set, family, (const u8 *)&t->src.u3) ||
-		    seng_rs_cut_contains(set, family, (const u8 *)&t->dst.u3))
+		if (seng_rs_ending_contains(set, family, (const u8 *)&t->src.u3) ||
+		    seng_rs_ending_contains(set, family, (const u8 *)&t->dst.u3))
 			return 1;
 	}
 	return 0;
 }
 
-void seng_glue_ct_cut(void *net, const void *set)
+void seng_glue_end_connections(void *net, const void *set)
 {
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 19, 0)
 	struct nf_ct_iter_data iter = { .net = net, .data = (void *)set };
 
-	nf_ct_iterate_cleanup_net(seng_ct_cut_iter, &iter);
+	nf_ct_iterate_cleanup_net(seng_end_connections_iter, &iter);
 #else
-	nf_ct_iterate_cleanup_net(net, seng_ct_cut_iter, (void *)set, 0, 0);
+	nf_ct_iterate_cleanup_net(net, seng_end_connections_iter, (void *)set, 0, 0);
 #endif
 }
 

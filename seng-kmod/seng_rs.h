@@ -81,7 +81,7 @@ int seng_rs_dump(const struct seng_net_state *state, u64 *cursor, u8 *buf, u32 c
 u32 seng_rs_dump_stamp(const struct seng_net_state *state);
 bool seng_rs_may_own_transaction(const struct seng_net_state *state, u32 portid);
 void seng_rs_release(const struct seng_net_state *state, u32 portid);
-bool seng_rs_cut_contains(const void *set, u8 nfproto, const u8 *addr);
+bool seng_rs_ending_contains(const void *set, u8 nfproto, const u8 *addr);
 
 /* C services for Rust. */
 void *seng_glue_alloc(size_t size);
@@ -89,7 +89,7 @@ void seng_glue_free(void *ptr);
 void seng_glue_retire(void *ptr);
 u64 seng_glue_random_u64(void);
 void seng_glue_synchronize_rcu(void);
-void seng_glue_ct_cut(void *net, const void *set);
+void seng_glue_end_connections(void *net, const void *set);
 void seng_rust_panic(void);
 
 #endif /* SENG_RS_H */

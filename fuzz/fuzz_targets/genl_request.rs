@@ -12,8 +12,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&command, payload)) = data.split_first() else { return };
     let command = command % (cmd::MAX + 2);
     match Request::parse(command, payload) {
-        Ok(Request::EnclaveSet(list) | Request::EnclaveDel(list) | Request::ReplaceDel(list)) => check_list(payload, &list),
-        Ok(Request::ReplaceAdd(additions)) => {
+        Ok(Request::Register(list) | Request::Unregister(list) | Request::StagedUnregister(list)) => check_list(payload, &list),
+        Ok(Request::StagedRegister(additions)) => {
             let staged: Vec<_> = additions.iter_at().collect();
             let mut previous = None;
             for item in &staged {
@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
             }
             assert!(staged.iter().rev().skip(1).all(Result::is_ok), "iteration ends at the first refusal");
             match Request::parse(cmd::ENCLAVE_SET, payload) {
-                Ok(Request::EnclaveSet(list)) => {
+                Ok(Request::Register(list)) => {
                     let whole: Vec<_> = list.iter_at().collect();
                     assert_eq!(whole.len(), staged.len());
                     for ((at, spec), item) in whole.iter().zip(&staged) {
@@ -36,10 +36,10 @@ fuzz_target!(|data: &[u8]| {
                 _ => assert!(staged.is_empty() || staged.iter().any(Result::is_err), "a payload ENCLAVE_SET refuses was accepted"),
             }
         }
-        Ok(Request::CatAdd { categories, .. }
-        | Request::CatDel { categories, .. }
-        | Request::ReplaceCatAdd { categories, .. }
-        | Request::ReplaceCatDel { categories, .. }) => assert!(categories.iter().count() > 0),
+        Ok(Request::Attach { categories, .. }
+        | Request::Detach { categories, .. }
+        | Request::StagedAttach { categories, .. }
+        | Request::StagedDetach { categories, .. }) => assert!(categories.iter().count() > 0),
         Ok(_) | Err(_) => {}
     }
 });

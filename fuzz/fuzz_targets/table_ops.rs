@@ -57,7 +57,7 @@ fuzz_target!(|ops: Vec<Op>| {
         assert!(stats.enclaves <= stats.capacity);
         assert!(2 * stats.enclaves <= stats.enclave_slots);
         for e in table.enclaves_from(0) {
-            assert_eq!(table.lookup(&e.ip()).map(|f| f.ip()), Some(e.ip()));
+            assert_eq!(table.lookup(&e.addr()).map(|f| f.addr()), Some(e.addr()));
         }
     }
 });

@@ -11,7 +11,8 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
-use seng_core::script::{parse_line, Command};
+use seng_core::operation::{Operation, Registration};
+use seng_core::script::parse_line;
 use seng_core::{Category, Measurement};
 
 const LINES: u32 = 1_000_000;
@@ -19,7 +20,7 @@ const LINES: u32 = 1_000_000;
 /// Line `i` of `seng-bench gen` with its default `--v6-every 10`.
 fn line(i: u32) -> String {
     let n = i + 1;
-    let ip = if i % 10 == 9 {
+    let addr = if i % 10 == 9 {
         IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, (n >> 16) as u16, n as u16))
     } else {
         IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
@@ -27,7 +28,7 @@ fn line(i: u32) -> String {
     let app = (i % 16) as u8;
     let category = Category::new(format!("cat-{app}").as_bytes()).unwrap();
     let host = IpAddr::V4(Ipv4Addr::new(172, 16, (i % 64) as u8, 1));
-    Command::EnclaveAdd { ip, app: Measurement([app + 1; 32]), host, categories: vec![category] }.to_string()
+    Operation::from(Registration { addr, app: Measurement([app + 1; 32]), host, categories: vec![category] }).to_string()
 }
 
 /// Parses every line of `script` and returns ns per line.

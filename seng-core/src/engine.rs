@@ -58,8 +58,8 @@ impl<P: Platform> Ending<'_, P> {
         self.addrs.for_each(&mut f);
         if !self.apps.is_empty() {
             for e in self.table.enclaves_from(0) {
-                if self.apps.contains(e.app()) && !self.addrs.contains(&e.ip()) {
-                    f(e.ip());
+                if self.apps.contains(e.app()) && !self.addrs.contains(&e.addr()) {
+                    f(e.addr());
                 }
             }
         }
@@ -441,8 +441,8 @@ impl<P: Platform + Clone> Engine<P> {
         // SAFETY (every table writer call below): serialised writer, by the caller.
         match request {
             Request::Legacy(op) => unsafe { self.legacy(services, op) },
-            Request::EnclaveSet(list) => unsafe { self.register_batch(services, &list) }.map(|()| changed),
-            Request::EnclaveDel(list) => {
+            Request::Register(list) => unsafe { self.register_batch(services, &list) }.map(|()| changed),
+            Request::Unregister(list) => {
                 if let Some((at, _)) = list.iter_at().find(|(_, s)| table.lookup(&s.addr).is_none()) {
                     return Err(Refusal { error: TableError::NotRegistered.into(), at: Some(at) });
                 }
@@ -462,8 +462,8 @@ impl<P: Platform + Clone> Engine<P> {
                 unsafe { self.flush(services) }?;
                 Ok(changed)
             }
-            Request::CatAdd { app, categories } | Request::CatDel { app, categories } => {
-                let add = matches!(request, Request::CatAdd { .. });
+            Request::Attach { app, categories } | Request::Detach { app, categories } => {
+                let add = matches!(request, Request::Attach { .. });
                 let (cats, differs) = new_categories(table, &app, &categories, add)?;
                 if differs {
                     // Allocated first: once the set is changed, nothing may fail.
@@ -479,7 +479,7 @@ impl<P: Platform + Clone> Engine<P> {
             Request::Get { addr } => {
                 let e = table.lookup(&addr).ok_or(ProtoError::from(TableError::NotRegistered))?;
                 let mut out = reply_writer(&mut reply)?;
-                out.put_enclave(&e.ip(), Some(e.app()), Some(&e.host()), e.categories()).map_err(|_| NO_ROOM)?;
+                out.put_enclave(&e.addr(), Some(e.app()), Some(&e.host()), e.categories()).map_err(|_| NO_ROOM)?;
                 Ok(Handled { notify: false, reply_len: out.len() })
             }
             Request::Stats => {
@@ -507,7 +507,7 @@ impl<P: Platform + Clone> Engine<P> {
             }
             // A partly applied message only affects the unpublished staging table, which the
             // client aborts on any error: no all-or-nothing check up front.
-            Request::ReplaceAdd(additions) => {
+            Request::StagedRegister(additions) => {
                 let target = staged(staging)?;
                 for item in additions.iter_at() {
                     let (at, spec) = item.map_err(|(at, error)| Refusal { error, at: Some(at) })?;
@@ -517,7 +517,7 @@ impl<P: Platform + Clone> Engine<P> {
                 }
                 Ok(quiet)
             }
-            Request::ReplaceDel(list) => {
+            Request::StagedUnregister(list) => {
                 let target = staged(staging)?;
                 if let Some((at, _)) = list.iter_at().find(|(_, s)| target.lookup(&s.addr).is_none()) {
                     return Err(Refusal { error: TableError::NotRegistered.into(), at: Some(at) });
@@ -528,9 +528,9 @@ impl<P: Platform + Clone> Engine<P> {
                 }
                 Ok(quiet)
             }
-            Request::ReplaceCatAdd { app, categories } | Request::ReplaceCatDel { app, categories } => {
+            Request::StagedAttach { app, categories } | Request::StagedDetach { app, categories } => {
                 let target = staged(staging)?;
-                let (cats, _) = new_categories(target, &app, &categories, matches!(request, Request::ReplaceCatAdd { .. }))?;
+                let (cats, _) = new_categories(target, &app, &categories, matches!(request, Request::StagedAttach { .. }))?;
                 unsafe { target.set_categories(&app, cats.as_slice()) }?;
                 Ok(quiet)
             }
@@ -681,7 +681,7 @@ impl<P: Platform + Clone> Engine<P> {
         let mut cut = self.new_cut(table.len(), services)?;
         for e in table.enclaves_from(0) {
             // Sized for every enclave.
-            let _ = cut.insert(e.ip());
+            let _ = cut.insert(e.addr());
         }
         self.changing();
         // SAFETY: by the caller.
@@ -708,8 +708,8 @@ impl<P: Platform + Clone> Engine<P> {
         self.changing();
         // SAFETY (every writer call): by the caller.
         let outcome = match op {
-            LegacyOp::Register { enclave, app, host, category } => {
-                let enclave = IpAddr::V4(enclave);
+            LegacyOp::Register { addr, app, host, category } => {
+                let enclave = IpAddr::V4(addr);
                 let before = table.app(&app).map(|a| a.categories().len());
                 let registered = unsafe { table.register(enclave, &app, IpAddr::V4(host), category.as_slice()) };
                 if let Ok(Registered::Replaced { .. }) = registered {
@@ -720,8 +720,8 @@ impl<P: Platform + Clone> Engine<P> {
                 }
                 registered.map(|_| true)
             }
-            LegacyOp::Unregister { enclave } => {
-                let enclave = IpAddr::V4(enclave);
+            LegacyOp::Unregister { addr } => {
+                let enclave = IpAddr::V4(addr);
                 match unsafe { table.unregister(&enclave) } {
                     Ok(_) => {
                         let _ = cut.insert(enclave);

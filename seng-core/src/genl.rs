@@ -64,19 +64,6 @@ pub mod cmd {
     pub const REPLACE_CAT_DEL: u8 = 15;
     /// Highest command number.
     pub const MAX: u8 = 15;
-
-    /// The command that does to the staging table what `live` does to the live one (FLUSH:
-    /// starting over), with the same payload; `None` for a command with no staged form.
-    pub const fn staged(live: u8) -> Option<u8> {
-        match live {
-            ENCLAVE_SET => Some(REPLACE_ADD),
-            ENCLAVE_DEL => Some(REPLACE_DEL),
-            FLUSH => Some(REPLACE_BEGIN),
-            CAT_ADD => Some(REPLACE_CAT_ADD),
-            CAT_DEL => Some(REPLACE_CAT_DEL),
-            _ => None,
-        }
-    }
 }
 
 /// Attribute types. 1–7 are the original protocol's; the rest are new.
@@ -294,7 +281,7 @@ pub enum LegacyOp {
     /// ENC + APP + HOST + ADD, optional CAT.
     Register {
         /// Enclave address.
-        enclave: Ipv4Addr,
+        addr: Ipv4Addr,
         /// Application.
         app: Measurement,
         /// Untrusted host.
@@ -305,7 +292,7 @@ pub enum LegacyOp {
     /// ENC + RMV.
     Unregister {
         /// Enclave address.
-        enclave: Ipv4Addr,
+        addr: Ipv4Addr,
     },
     /// APP + CAT + ADD.
     Attach {
@@ -346,17 +333,43 @@ impl LegacyOp {
         match (flush.is_some(), add.is_some(), rmv.is_some()) {
             (true, false, false) => Ok(LegacyOp::Flush),
             (false, true, false) => match (enc, app, host, cat) {
-                (Some(enclave), Some(app), Some(host), category) => Ok(LegacyOp::Register { enclave, app, host, category }),
+                (Some(addr), Some(app), Some(host), category) => Ok(LegacyOp::Register { addr, app, host, category }),
                 (Some(_), _, _, _) => Err(ProtoError::missing(c"registering an enclave needs APP and HOST")),
                 (None, Some(app), None, Some(category)) => Ok(LegacyOp::Attach { app, category }),
                 _ => Err(ProtoError::missing(c"ADD needs ENC+APP+HOST or APP+CAT")),
             },
             (false, false, true) => match (enc, app, cat) {
-                (Some(enclave), None, None) => Ok(LegacyOp::Unregister { enclave }),
+                (Some(addr), None, None) => Ok(LegacyOp::Unregister { addr }),
                 (None, Some(app), Some(category)) => Ok(LegacyOp::Detach { app, category }),
                 _ => Err(ProtoError::missing(c"RMV needs ENC, or APP+CAT")),
             },
             _ => Err(ProtoError::missing(c"exactly one of the ADD, RMV and FLUSH flags is needed")),
+        }
+    }
+
+    /// Writes the command-1 payload [`LegacyOp::parse`] reads back, attributes in the order the
+    /// original library sent them.
+    pub fn emit(&self, w: &mut AttrWriter<'_>) -> Result<(), NoRoom> {
+        match self {
+            LegacyOp::Register { addr, app, host, category } => {
+                w.put(attr::ENC, &addr.octets())?;
+                w.put(attr::APP, &app.0)?;
+                w.put(attr::HOST, &host.octets())?;
+                if let Some(c) = category {
+                    w.put_category(attr::CAT, c)?;
+                }
+                w.put(attr::ADD, &[])
+            }
+            LegacyOp::Unregister { addr } => {
+                w.put(attr::ENC, &addr.octets())?;
+                w.put(attr::RMV, &[])
+            }
+            LegacyOp::Attach { app, category } | LegacyOp::Detach { app, category } => {
+                w.put(attr::APP, &app.0)?;
+                w.put_category(attr::CAT, category)?;
+                w.put(if matches!(self, LegacyOp::Attach { .. }) { attr::ADD } else { attr::RMV }, &[])
+            }
+            LegacyOp::Flush => w.put(attr::FLUSH, &[]),
         }
     }
 }
@@ -541,26 +554,28 @@ impl<'a> CategoryList<'a> {
     }
 }
 
-/// A decoded request.
+/// A decoded request. Its variants are named for the operation they perform, as
+/// [`crate::operation::Operation`]'s are; the `Staged` ones perform it on the staging table of a
+/// replace transaction.
 #[derive(Clone, Copy, Debug)]
 pub enum Request<'a> {
     /// Command 1.
     Legacy(LegacyOp),
     /// [`cmd::ENCLAVE_SET`].
-    EnclaveSet(EnclaveList<'a>),
+    Register(EnclaveList<'a>),
     /// [`cmd::ENCLAVE_DEL`].
-    EnclaveDel(EnclaveList<'a>),
+    Unregister(EnclaveList<'a>),
     /// [`cmd::FLUSH`].
     Flush,
     /// [`cmd::CAT_ADD`].
-    CatAdd {
+    Attach {
         /// The application.
         app: Measurement,
         /// Categories to attach.
         categories: CategoryList<'a>,
     },
     /// [`cmd::CAT_DEL`].
-    CatDel {
+    Detach {
         /// The application.
         app: Measurement,
         /// Categories to detach.
@@ -576,22 +591,22 @@ pub enum Request<'a> {
     /// [`cmd::REPLACE_BEGIN`].
     ReplaceBegin,
     /// [`cmd::REPLACE_ADD`].
-    ReplaceAdd(StagedAdditions<'a>),
+    StagedRegister(StagedAdditions<'a>),
     /// [`cmd::REPLACE_COMMIT`].
     ReplaceCommit,
     /// [`cmd::REPLACE_ABORT`].
     ReplaceAbort,
     /// [`cmd::REPLACE_DEL`].
-    ReplaceDel(EnclaveList<'a>),
+    StagedUnregister(EnclaveList<'a>),
     /// [`cmd::REPLACE_CAT_ADD`].
-    ReplaceCatAdd {
+    StagedAttach {
         /// The application.
         app: Measurement,
         /// Categories to attach.
         categories: CategoryList<'a>,
     },
     /// [`cmd::REPLACE_CAT_DEL`].
-    ReplaceCatDel {
+    StagedDetach {
         /// The application.
         app: Measurement,
         /// Categories to detach.
@@ -607,6 +622,8 @@ fn no_attributes(payload: &[u8]) -> Result<(), ProtoError> {
     }
 }
 
+/// Decodes the payload of CAT_ADD, CAT_DEL and their REPLACE_ forms, which
+/// [`AttrWriter::put_app_categories`] writes.
 fn app_and_categories(payload: &[u8]) -> Result<(Measurement, CategoryList<'_>), ProtoError> {
     let mut app = None;
     let mut count = 0;
@@ -634,8 +651,8 @@ impl<'a> Request<'a> {
     pub fn parse(command: u8, payload: &'a [u8]) -> Result<Request<'a>, ProtoError> {
         Ok(match command {
             cmd::LEGACY => Request::Legacy(LegacyOp::parse(payload)?),
-            cmd::ENCLAVE_SET => Request::EnclaveSet(EnclaveList::parse(payload, true)?),
-            cmd::ENCLAVE_DEL => Request::EnclaveDel(EnclaveList::parse(payload, false)?),
+            cmd::ENCLAVE_SET => Request::Register(EnclaveList::parse(payload, true)?),
+            cmd::ENCLAVE_DEL => Request::Unregister(EnclaveList::parse(payload, false)?),
             cmd::FLUSH => {
                 no_attributes(payload)?;
                 Request::Flush
@@ -643,10 +660,10 @@ impl<'a> Request<'a> {
             cmd::CAT_ADD | cmd::CAT_DEL | cmd::REPLACE_CAT_ADD | cmd::REPLACE_CAT_DEL => {
                 let (app, categories) = app_and_categories(payload)?;
                 match command {
-                    cmd::CAT_ADD => Request::CatAdd { app, categories },
-                    cmd::CAT_DEL => Request::CatDel { app, categories },
-                    cmd::REPLACE_CAT_ADD => Request::ReplaceCatAdd { app, categories },
-                    _ => Request::ReplaceCatDel { app, categories },
+                    cmd::CAT_ADD => Request::Attach { app, categories },
+                    cmd::CAT_DEL => Request::Detach { app, categories },
+                    cmd::REPLACE_CAT_ADD => Request::StagedAttach { app, categories },
+                    _ => Request::StagedDetach { app, categories },
                 }
             }
             cmd::GET => {
@@ -672,8 +689,8 @@ impl<'a> Request<'a> {
                     _ => Request::ReplaceAbort,
                 }
             }
-            cmd::REPLACE_ADD => Request::ReplaceAdd(StagedAdditions { payload }),
-            cmd::REPLACE_DEL => Request::ReplaceDel(EnclaveList::parse(payload, false)?),
+            cmd::REPLACE_ADD => Request::StagedRegister(StagedAdditions { payload }),
+            cmd::REPLACE_DEL => Request::StagedUnregister(EnclaveList::parse(payload, false)?),
             _ => return Err(ProtoError { errno: errno::EOPNOTSUPP, attr: None, msg: c"unknown command" }),
         })
     }
@@ -779,7 +796,14 @@ impl<'a> AttrWriter<'a> {
         self.header(nest.start, len, kind)
     }
 
-    /// Appends one ENCLAVE nest; on [`NoRoom`] nothing of it remains.
+    /// Writes the payload of CAT_ADD, CAT_DEL and their REPLACE_ forms: APP, then a CAT for
+    /// each category, in order (what [`Request::parse`] reads back).
+    pub fn put_app_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<(), NoRoom> {
+        self.put(attr::APP, &app.0)?;
+        categories.iter().try_for_each(|c| self.put_category(attr::CAT, c))
+    }
+
+    /// Appends one ENCLAVE nest (what [`EnclaveSpec::parse`] reads back); on [`NoRoom`] nothing of it remains.
     pub fn put_enclave(&mut self, addr: &IpAddr, app: Option<&Measurement>, host: Option<&IpAddr>, categories: &[Category]) -> Result<(), NoRoom> {
         let start = self.len;
         let result = (|| {
@@ -833,7 +857,7 @@ mod test {
         assert_eq!(
             LegacyOp::parse(&register),
             Ok(LegacyOp::Register {
-                enclave: Ipv4Addr::new(192, 168, 28, 10),
+                addr: Ipv4Addr::new(192, 168, 28, 10),
                 app: app(),
                 host: Ipv4Addr::new(10, 0, 0, 5),
                 category: Some(cat)
@@ -841,7 +865,7 @@ mod test {
         );
         let cases: Vec<(Vec<u8>, Result<LegacyOp, &str>)> = vec![
             (msg(|w| w.put(attr::FLUSH, &[])), Ok(LegacyOp::Flush)),
-            (msg(|w| { w.put(attr::ENC, &[1, 2, 3, 4])?; w.put(attr::RMV, &[]) }), Ok(LegacyOp::Unregister { enclave: Ipv4Addr::new(1, 2, 3, 4) })),
+            (msg(|w| { w.put(attr::ENC, &[1, 2, 3, 4])?; w.put(attr::RMV, &[]) }), Ok(LegacyOp::Unregister { addr: Ipv4Addr::new(1, 2, 3, 4) })),
             (msg(|w| { w.put(attr::APP, &app().0)?; w.put_category(attr::CAT, &cat)?; w.put(attr::ADD, &[]) }), Ok(LegacyOp::Attach { app: app(), category: cat })),
             (msg(|w| { w.put(attr::APP, &app().0)?; w.put_category(attr::CAT, &cat)?; w.put(attr::RMV, &[]) }), Ok(LegacyOp::Detach { app: app(), category: cat })),
             (msg(|w| { w.put(attr::APP, &[1; 31])?; w.put(attr::ADD, &[]) }), Err("application measurement must be 32 bytes")),
@@ -875,7 +899,7 @@ mod test {
             w.put_enclave(&v4, Some(&app()), Some(&host), &cats)?;
             w.put_enclave(&v6, Some(&app()), Some(&v6), &[])
         });
-        let Ok(Request::EnclaveSet(list)) = Request::parse(cmd::ENCLAVE_SET, &payload) else { panic!() };
+        let Ok(Request::Register(list)) = Request::parse(cmd::ENCLAVE_SET, &payload) else { panic!() };
         let specs: Vec<_> = list.iter().collect();
         assert_eq!(specs.len(), 2);
         assert_eq!((specs[0].addr, specs[0].app, specs[0].host), (v4, Some(app()), Some(host)));
@@ -884,7 +908,7 @@ mod test {
         assert_eq!(specs[1].addr, v6);
         assert!(Request::parse(cmd::ENCLAVE_DEL, &payload).is_err(), "deletion takes ADDR only");
         let del = msg(|w| w.put_enclave(&v6, None, None, &[]));
-        assert!(matches!(Request::parse(cmd::ENCLAVE_DEL, &del), Ok(Request::EnclaveDel(l)) if l.len() == 1));
+        assert!(matches!(Request::parse(cmd::ENCLAVE_DEL, &del), Ok(Request::Unregister(l)) if l.len() == 1));
         assert!(Request::parse(cmd::ENCLAVE_SET, &del).is_err(), "addition needs APP and HOST");
         assert_eq!(Request::parse(cmd::ENCLAVE_SET, &[]).unwrap_err().msg, c"no ENCLAVE nest given");
         assert_eq!(Request::parse(99, &[]).unwrap_err().errno, errno::EOPNOTSUPP);

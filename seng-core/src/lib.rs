@@ -14,6 +14,8 @@
 //! - [`mod@decide`]: the match decision as one pure function;
 //! - [`genl`]: the generic netlink protocol numbers;
 //! - [`engine`]: every request's effect on the table, for both kernel flavours and user space;
+//! - `operation` (with `std`): the five operations and the registration, one vocabulary from
+//!   script text to netlink request to client library;
 //! - `script` (with `std`): the text format of enclave registrations and timed events.
 //!
 //! The crate is `no_std` and never allocates or panics on the packet path; the `std` feature adds
@@ -32,6 +34,8 @@ mod hash;
 pub mod host;
 pub mod matchinfo;
 pub mod measurement;
+#[cfg(feature = "std")]
+pub mod operation;
 pub mod rule;
 #[cfg(feature = "std")]
 pub mod script;

@@ -21,11 +21,12 @@
 //! digits) makes the line a timed event, relative to the first packet of a capture; untimed lines
 //! apply before it, and times must not decrease through the script.
 //!
-//! [`parse`] reads a script into [`ScriptLine`]s and [`parse_line`] one line of it, [`print()`]
-//! writes the canonical form (what `seng save` prints; parsing it gives the same lines back), and
-//! [`Command::apply`] performs a command on a [`LocalTable`] through the request engine the
-//! kernel module uses ([`Command::emit`] writes it as that request), so seng-sim and
-//! `seng restore --test` end the same connections as the kernel.
+//! A line is an [`Operation`] of one enclave, address or category. [`parse`] reads a script into
+//! [`ScriptLine`]s and [`parse_line`] one line of it, [`print()`] writes the canonical form (what
+//! `seng save` prints; parsing it gives the same lines back; an operation of several items prints
+//! as a line for each), and [`apply`] performs an operation on a [`LocalTable`] as the request
+//! [`Operation::emit`] writes, through the request engine the kernel module uses, so seng-sim
+//! and `seng restore --test` end the same connections as the kernel.
 
 use std::borrow::Cow;
 
@@ -36,56 +37,24 @@ use core::time::Duration;
 use crate::category::{CategoryError, CATEGORY_MAX_LEN};
 use crate::host::HostError;
 use crate::measurement::{HexError, MEASUREMENT_LEN};
-use crate::table::{LocalTable, Registered, TableError, Unregistered};
+use crate::genl::{ProtoError, Request};
+use crate::operation::{Dialect, EmitError, Operation, Registration};
+use crate::table::{LocalTable, Registered, Unregistered};
 use crate::{Category, Family, Measurement};
 
-/// One command of a script.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// `enclave add IP --app HEX --host IP [--cat NAME]...`: register (or re-register) an
-    /// enclave, attaching the categories to its application.
-    EnclaveAdd {
-        /// The enclave's address.
-        ip: IpAddr,
-        /// Its application measurement.
-        app: Measurement,
-        /// The untrusted host it runs on.
-        host: IpAddr,
-        /// Categories to attach to the application, in the order given.
-        categories: Vec<Category>,
-    },
-    /// `enclave del IP`: unregister an enclave.
-    EnclaveDel {
-        /// The enclave's address.
-        ip: IpAddr,
-    },
-    /// `app cat add HEX NAME`: attach a category to an application.
-    CatAdd {
-        /// The application.
-        app: Measurement,
-        /// The category.
-        category: Category,
-    },
-    /// `app cat del HEX NAME`: detach a category from an application.
-    CatDel {
-        /// The application.
-        app: Measurement,
-        /// The category.
-        category: Category,
-    },
-    /// `flush`: unregister every enclave.
-    Flush,
-}
-
-/// A command with where it came from and when it applies.
+/// An operation with where it came from and when it applies.
+///
+/// The lines of a script: `enclave add ADDR --app HEX --host ADDR [--cat NAME]...` (an
+/// [`Operation::Register`]), `enclave del ADDR` ([`Operation::Unregister`]), `app cat add HEX
+/// NAME` ([`Operation::Attach`]), `app cat del HEX NAME` ([`Operation::Detach`]) and `flush`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScriptLine {
     /// 1-based line number in the script text.
     pub line_no: usize,
     /// `@SECONDS` prefix: applies this long after the first packet; `None` applies before it.
     pub at: Option<Duration>,
-    /// The command.
-    pub command: Command,
+    /// The operation.
+    pub command: Operation,
 }
 
 /// What is wrong with a script line.
@@ -264,7 +233,7 @@ impl<'w, 'l> LineParser<'w, 'l> {
             .ok_or_else(|| self.error(Some(word), ScriptErrorKind::UnknownCommand))
     }
 
-    fn ip(&mut self, what: &'static str) -> Result<IpAddr, ScriptError> {
+    fn addr(&mut self, what: &'static str) -> Result<IpAddr, ScriptError> {
         let word = self.next(what)?;
         word.text.parse().map_err(|_| {
             let family = if word.text.contains(':') { Family::Ipv6 } else { Family::Ipv4 };
@@ -289,8 +258,8 @@ impl<'w, 'l> LineParser<'w, 'l> {
         }
     }
 
-    fn enclave_add(&mut self) -> Result<Command, ScriptError> {
-        let ip = self.ip("the enclave address")?;
+    fn enclave_add(&mut self) -> Result<Operation, ScriptError> {
+        let addr = self.addr("the enclave address")?;
         let mut app = None;
         let mut host = None;
         let mut categories = Vec::new();
@@ -306,7 +275,7 @@ impl<'w, 'l> LineParser<'w, 'l> {
                     if host.is_some() {
                         return Err(self.error(Some(word), ScriptErrorKind::DuplicateOption));
                     }
-                    host = Some(self.ip("the host address after --host")?);
+                    host = Some(self.addr("the host address after --host")?);
                 }
                 "--cat" if !word.quoted => categories.push(self.category("the category after --cat")?),
                 _ => return Err(self.error(Some(word), ScriptErrorKind::UnexpectedWord)),
@@ -314,27 +283,27 @@ impl<'w, 'l> LineParser<'w, 'l> {
         }
         let app = app.ok_or_else(|| self.error(None, ScriptErrorKind::Missing("--app HEX")))?;
         let host = host.ok_or_else(|| self.error(None, ScriptErrorKind::Missing("--host ADDR")))?;
-        Ok(Command::EnclaveAdd { ip, app, host, categories })
+        Ok(Operation::Register(vec![Registration { addr, app, host, categories }]))
     }
 
-    fn command(&mut self) -> Result<Command, ScriptError> {
+    fn command(&mut self) -> Result<Operation, ScriptError> {
         const COMMANDS: &[&str] = &["enclave", "app", "flush"];
         let command = match self.keyword(COMMANDS, "a command")? {
             "enclave" => match self.keyword(&["add", "del"], "\"add\" or \"del\" after \"enclave\"")? {
                 "add" => return self.enclave_add(),
-                _ => Command::EnclaveDel { ip: self.ip("the enclave address")? },
+                _ => Operation::Unregister(vec![self.addr("the enclave address")?]),
             },
             "app" => {
                 self.keyword(&["cat"], "\"cat\" after \"app\"")?;
                 let add = self.keyword(&["add", "del"], "\"add\" or \"del\" after \"app cat\"")? == "add";
                 let app = self.app("the application measurement")?;
-                let category = self.category("the category name")?;
+                let categories = vec![self.category("the category name")?];
                 match add {
-                    true => Command::CatAdd { app, category },
-                    false => Command::CatDel { app, category },
+                    true => Operation::Attach { app, categories },
+                    false => Operation::Detach { app, categories },
                 }
             }
-            _ => Command::Flush,
+            _ => Operation::Flush,
         };
         self.end()?;
         Ok(command)
@@ -428,11 +397,11 @@ fn read_line_general(line: &str, line_no: usize, latest: Option<Duration>) -> Re
 /// of printable ASCII without quotes, backslashes or `#`. Every such line splits into the same
 /// words for the general path, which reads them into the same command; anything else (errors
 /// included) is `None`, for the general path to read and report.
-fn plain_enclave_add(line: &str) -> Option<Command> {
+fn plain_enclave_add(line: &str) -> Option<Operation> {
     // Each value's reader stops where the value does; the next literal, starting with its space,
     // or the end of the line then checks that the word ended there too.
     let rest = line.strip_prefix("enclave add ")?;
-    let (ip, rest) = address(rest)?;
+    let (addr, rest) = address(rest)?;
     let rest = rest.strip_prefix(" --app ")?;
     let (hex, rest) = rest.split_at_checked(2 * MEASUREMENT_LEN)?;
     let app = Measurement::parse_hex_bytes(hex.as_bytes())?;
@@ -450,7 +419,7 @@ fn plain_enclave_add(line: &str) -> Option<Command> {
         categories.push(Category::from_checked(name.as_bytes()));
         rest = tail;
     }
-    Some(Command::EnclaveAdd { ip, app, host, categories })
+    Some(Operation::Register(vec![Registration { addr, app, host, categories }]))
 }
 
 /// The address starting `text`, and what follows it.
@@ -500,8 +469,8 @@ fn plain_name(text: &str) -> Option<(&str, &str)> {
     text.split_at_checked(text.bytes().position(|b| !plain(b)).unwrap_or(text.len()))
 }
 
-/// The canonical text of a script: one line per command, no comments, times as `@S[.F]` with
-/// trailing zeros dropped. [`parse`] of it gives `lines` back when their `line_no`s are 1, 2, ….
+/// The canonical text of a script: one line per item of each operation, no comments, times as
+/// `@S[.F]` with trailing zeros dropped. [`parse`] of it gives `lines` back when their `line_no`s are 1, 2, ….
 pub fn print(lines: &[ScriptLine]) -> String {
     let mut out = String::new();
     for line in lines {
@@ -556,140 +525,130 @@ impl fmt::Display for Seconds {
 }
 
 impl fmt::Display for ScriptLine {
-    /// The canonical line, without a newline.
+    /// The canonical lines, without a final newline: one per enclave, address or category of the
+    /// operation, each with the time.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(at) = self.at {
-            write!(f, "@{} ", Seconds(at))?;
-        }
-        write!(f, "{}", self.command)
+        let at = self.at.map(Seconds);
+        write_lines(f, &self.command, |f| match &at {
+            Some(at) => write!(f, "@{at} "),
+            None => Ok(()),
+        })
     }
 }
 
-impl fmt::Display for Command {
-    /// The canonical command text (options in the order `--app`, `--host`, `--cat`...).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Command::EnclaveAdd { ip, app, host, categories } => {
-                write!(f, "enclave add {} --app {app} --host {}", Addr(ip), Addr(host))?;
-                for category in categories {
-                    write!(f, " --cat {}", category.save_form())?;
-                }
-                Ok(())
-            }
-            Command::EnclaveDel { ip } => write!(f, "enclave del {}", Addr(ip)),
-            Command::CatAdd { app, category } => write!(f, "app cat add {app} {}", category.save_form()),
-            Command::CatDel { app, category } => write!(f, "app cat del {app} {}", category.save_form()),
-            Command::Flush => f.write_str("flush"),
+/// The canonical text of `op` (options in the order `--app`, `--host`, `--cat`...): a line for
+/// each item, each started by `prefix`, separated by newlines.
+fn write_lines(f: &mut fmt::Formatter<'_>, op: &Operation, prefix: impl Fn(&mut fmt::Formatter<'_>) -> fmt::Result) -> fmt::Result {
+    let mut first = true;
+    let mut line = |f: &mut fmt::Formatter<'_>| {
+        if !core::mem::take(&mut first) {
+            f.write_str("\n")?;
+        }
+        prefix(f)
+    };
+    match op {
+        Operation::Register(list) => list.iter().try_for_each(|r| {
+            line(f)?;
+            write!(f, "enclave add {} --app {} --host {}", Addr(&r.addr), r.app, Addr(&r.host))?;
+            r.categories.iter().try_for_each(|c| write!(f, " --cat {}", c.save_form()))
+        }),
+        Operation::Unregister(addrs) => addrs.iter().try_for_each(|addr| {
+            line(f)?;
+            write!(f, "enclave del {}", Addr(addr))
+        }),
+        Operation::Attach { app, categories } | Operation::Detach { app, categories } => {
+            let verb = if matches!(op, Operation::Attach { .. }) { "add" } else { "del" };
+            categories.iter().try_for_each(|c| {
+                line(f)?;
+                write!(f, "app cat {verb} {app} {}", c.save_form())
+            })
+        }
+        Operation::Flush => {
+            line(f)?;
+            f.write_str("flush")
         }
     }
 }
 
-/// What applying a command did to the table.
+impl fmt::Display for Operation {
+    /// The canonical script text: a line for each enclave, address or category, separated by
+    /// newlines (what `seng save` and `seng monitor` print).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_lines(f, self, |_| Ok(()))
+    }
+}
+
+/// What applying an operation did to the table, judged against the table before it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// `enclave add`: how the registration went.
-    Registered(Registered),
-    /// `enclave del`: the metadata the enclave had.
-    Unregistered(Unregistered),
-    /// `app cat add`: false when the application already had the category.
-    CategoryAttached(bool),
+    /// `enclave add`: how each registration went.
+    Registered(Vec<Registered>),
+    /// `enclave del`: the metadata each enclave had.
+    Unregistered(Vec<Unregistered>),
+    /// `app cat add`: how many of the categories the application did not have yet.
+    CategoriesAttached(usize),
     /// `app cat del`.
-    CategoryDetached,
+    CategoriesDetached,
     /// `flush`: the addresses that were registered.
     Flushed(Vec<IpAddr>),
 }
 
-impl Command {
-    /// The generic netlink request that performs the command: its command number and payload.
-    pub fn emit(&self) -> (u8, Vec<u8>) {
-        use crate::genl::{attr, cmd, AttrWriter};
-        let categories = match self {
-            Command::EnclaveAdd { categories, .. } => categories.len(),
-            _ => 1,
-        };
-        // Room for the nest, its addresses and application, and every category at its largest.
-        let mut buf = vec![0u8; 128 + categories * 32];
-        let mut out = AttrWriter::new(&mut buf);
-        let (command, written) = match self {
-            Command::EnclaveAdd { ip, app, host, categories } => {
-                let repeats = categories.iter().enumerate().any(|(i, c)| categories.get(..i).is_some_and(|before| before.contains(c)));
-                let distinct: Cow<'_, [Category]> = match repeats {
-                    false => Cow::Borrowed(categories),
-                    true => {
-                        let mut distinct: Vec<Category> = Vec::with_capacity(categories.len());
-                        for c in categories {
-                            if !distinct.contains(c) {
-                                distinct.push(*c);
-                            }
-                        }
-                        Cow::Owned(distinct)
-                    }
-                };
-                (cmd::ENCLAVE_SET, out.put_enclave(ip, Some(app), Some(host), &distinct))
-            }
-            Command::EnclaveDel { ip } => (cmd::ENCLAVE_DEL, out.put_enclave(ip, None, None, &[])),
-            Command::CatAdd { app, category } | Command::CatDel { app, category } => {
-                let command = if matches!(self, Command::CatAdd { .. }) { cmd::CAT_ADD } else { cmd::CAT_DEL };
-                (command, out.put(attr::APP, &app.0).and_then(|()| out.put_category(attr::CAT, category)))
-            }
-            Command::Flush => (cmd::FLUSH, Ok(())),
-        };
-        // Parsing bounds a command's categories, so it always fits.
-        let len = if written.is_ok() { out.len() } else { 0 };
-        buf.truncate(len);
-        (command, buf)
-    }
+/// Why an operation was not applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyError {
+    /// It cannot be written as a request.
+    Emit(EmitError),
+    /// The request engine refused it: the table is unchanged.
+    Refused(ProtoError),
+}
 
-    /// What the command will do to `table`, or why the table refuses it.
-    fn outcome(&self, table: &LocalTable) -> Result<Applied, TableError> {
-        let app_categories = |app: &Measurement| table.app(app).map(|a| a.categories().to_vec());
-        Ok(match self {
-            Command::EnclaveAdd { ip, app, host, categories } => {
-                let registered = match table.lookup(ip) {
-                    None if table.len() >= table.stats().capacity => return Err(TableError::Full { capacity: table.stats().capacity }),
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApplyError::Emit(e) => e.fmt(f),
+            ApplyError::Refused(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {}
+
+/// What `op` does to `table` if the engine accepts it.
+fn effect(op: &Operation, table: &LocalTable) -> Applied {
+    match op {
+        Operation::Register(list) => Applied::Registered(
+            list.iter()
+                .map(|r| match table.lookup(&r.addr) {
                     None => Registered::New,
-                    Some(e) if e.app() == app && e.host() == *host => Registered::Unchanged,
+                    Some(e) if *e.app() == r.app && e.host() == r.host => Registered::Unchanged,
                     Some(e) => Registered::Replaced { app: *e.app(), host: e.host() },
-                };
-                let mut merged = app_categories(app).unwrap_or_default();
-                merged.extend(categories.iter().filter(|c| !merged.contains(c)).collect::<std::collections::BTreeSet<_>>());
-                if merged.len() > crate::table::MAX_CATEGORIES_PER_APP {
-                    return Err(TableError::TooManyCategories);
-                }
-                Applied::Registered(registered)
-            }
-            Command::EnclaveDel { ip } => {
-                let e = table.lookup(ip).ok_or(TableError::NotRegistered)?;
-                Applied::Unregistered(Unregistered { app: *e.app(), host: e.host() })
-            }
-            Command::CatAdd { app, category } => {
-                let current = app_categories(app).ok_or(TableError::UnknownApp)?;
-                if !current.contains(category) && current.len() >= crate::table::MAX_CATEGORIES_PER_APP {
-                    return Err(TableError::TooManyCategories);
-                }
-                Applied::CategoryAttached(!current.contains(category))
-            }
-            Command::CatDel { app, category } => {
-                if !app_categories(app).ok_or(TableError::UnknownApp)?.contains(category) {
-                    return Err(TableError::CategoryNotAttached);
-                }
-                Applied::CategoryDetached
-            }
-            Command::Flush => Applied::Flushed(table.enclaves_from(0).map(|e| e.ip()).collect()),
-        })
+                })
+                .collect(),
+        ),
+        Operation::Unregister(addrs) => {
+            Applied::Unregistered(addrs.iter().filter_map(|a| table.lookup(a)).map(|e| Unregistered { app: *e.app(), host: e.host() }).collect())
+        }
+        Operation::Attach { app, categories } => {
+            let current = table.app(app).map(|a| a.categories().to_vec()).unwrap_or_default();
+            let mut fresh: Vec<&Category> = categories.iter().filter(|c| !current.contains(c)).collect();
+            fresh.sort();
+            fresh.dedup();
+            Applied::CategoriesAttached(fresh.len())
+        }
+        Operation::Detach { .. } => Applied::CategoriesDetached,
+        Operation::Flush => Applied::Flushed(table.enclaves_from(0).map(|e| e.addr()).collect()),
     }
+}
 
-    /// Performs the command on `table` through the request engine; afterwards
-    /// [`LocalTable::ended`] lists the addresses whose connections it ended. On error the table
-    /// is unchanged.
-    pub fn apply(&self, table: &mut LocalTable) -> Result<Applied, TableError> {
-        let applied = self.outcome(table)?;
-        let (command, payload) = self.emit();
-        let request = crate::genl::Request::parse(command, &payload).map_err(|_| TableError::OutOfMemory)?;
-        // What is left once `outcome` has checked the table's own refusals: memory.
-        table.execute(request).map_err(|_| TableError::OutOfMemory)?;
-        Ok(applied)
-    }
+/// Performs `op` on `table` as the request [`Operation::emit`] writes for the live table,
+/// through the request engine; afterwards [`LocalTable::ended_connections`] lists the addresses whose
+/// connections it ended. On error the table is unchanged.
+pub fn apply(op: &Operation, table: &mut LocalTable) -> Result<Applied, ApplyError> {
+    let (command, payload) = op.to_request(Dialect::Live).map_err(ApplyError::Emit)?;
+    let request = Request::parse(command, &payload).map_err(ApplyError::Refused)?;
+    let applied = effect(op, table);
+    table.execute(request).map_err(|r| ApplyError::Refused(r.error))?;
+    Ok(applied)
 }
 
 #[cfg(test)]
@@ -726,14 +685,11 @@ mod test {
 
     #[test]
     fn parses_each_form_and_prints_it_canonically() {
-        let add = |ip: &str, host: &str, cats: &[&str]| Command::EnclaveAdd {
-            ip: ip.parse().unwrap(),
-            app: m(APP),
-            host: host.parse().unwrap(),
-            categories: cats.iter().map(|c| cat(c)).collect(),
+        let add = |addr: &str, host: &str, cats: &[&str]| {
+            Operation::from(Registration { addr: addr.parse().unwrap(), app: m(APP), host: host.parse().unwrap(), categories: cats.iter().map(|c| cat(c)).collect() })
         };
         // (input line, expected command, expected time in ms, canonical text)
-        let cases: Vec<(String, Command, Option<u64>, String)> = vec![
+        let cases: Vec<(String, Operation, Option<u64>, String)> = vec![
             (
                 format!("enclave add 192.168.28.10 --app {APP} --host 10.0.0.5"),
                 add("192.168.28.10", "10.0.0.5", &[]),
@@ -752,10 +708,10 @@ mod test {
                 None,
                 format!("enclave add fd00:28::10 --app {APP} --host 2001:db8::5 --cat \"a\\\"b\""),
             ),
-            ("@1.250 enclave del 192.168.28.10".into(), Command::EnclaveDel { ip: "192.168.28.10".parse().unwrap() }, Some(1250), "@1.25 enclave del 192.168.28.10".into()),
-            (format!("@2 app cat add {APP2} Browser"), Command::CatAdd { app: m(APP2), category: cat("Browser") }, Some(2000), format!("@2 app cat add {APP2} Browser")),
-            (format!("app cat del {APP2} \"it's\""), Command::CatDel { app: m(APP2), category: cat("it's") }, None, format!("app cat del {APP2} \"it\\'s\"")),
-            ("@0.000000001 flush".into(), Command::Flush, Some(0), "@0.000000001 flush".into()),
+            ("@1.250 enclave del 192.168.28.10".into(), Operation::Unregister(vec!["192.168.28.10".parse().unwrap()]), Some(1250), "@1.25 enclave del 192.168.28.10".into()),
+            (format!("@2 app cat add {APP2} Browser"), Operation::Attach { app: m(APP2), categories: vec![cat("Browser")] }, Some(2000), format!("@2 app cat add {APP2} Browser")),
+            (format!("app cat del {APP2} \"it's\""), Operation::Detach { app: m(APP2), categories: vec![cat("it's")] }, None, format!("app cat del {APP2} \"it\\'s\"")),
+            ("@0.000000001 flush".into(), Operation::Flush, Some(0), "@0.000000001 flush".into()),
         ];
         for (text, command, at_ms, canonical) in cases {
             let lines = parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -1003,8 +959,8 @@ mod test {
         let ended: Vec<Vec<String>> = lines
             .iter()
             .map(|line| {
-                line.command.apply(&mut table).unwrap();
-                let mut ended: Vec<String> = table.ended().iter().map(|ip| ip.to_string()).collect();
+                apply(&line.command, &mut table).unwrap();
+                let mut ended: Vec<String> = table.ended_connections().iter().map(|ip| ip.to_string()).collect();
                 ended.sort();
                 ended
             })
@@ -1027,9 +983,25 @@ mod test {
             ]
         );
         assert!(table.is_empty());
-        let del = Command::EnclaveDel { ip: "192.168.28.10".parse().unwrap() };
-        assert_eq!(del.apply(&mut table), Err(TableError::NotRegistered));
-        let cat_add = Command::CatAdd { app: m(APP), category: cat("Mail") };
-        assert_eq!(cat_add.apply(&mut table), Err(TableError::UnknownApp));
+        let refusal = |op: &Operation, table: &mut LocalTable| match apply(op, table) {
+            Err(ApplyError::Refused(e)) => e.msg.to_str().unwrap().to_string(),
+            other => panic!("{op:?}: {other:?}"),
+        };
+        let del = Operation::Unregister(vec!["192.168.28.10".parse().unwrap()]);
+        assert_eq!(refusal(&del, &mut table), "address is not a registered enclave");
+        let attach = Operation::Attach { app: m(APP), categories: vec![cat("Mail")] };
+        assert_eq!(refusal(&attach, &mut table), "no enclave of this application is registered");
+        assert_eq!(apply(&Operation::Unregister(vec![]), &mut table), Err(ApplyError::Emit(EmitError::Empty)));
+    }
+
+    #[test]
+    fn an_operation_of_several_items_prints_a_line_for_each() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "fd00::2".parse().unwrap());
+        let line = ScriptLine { line_no: 1, at: Some(Duration::from_millis(1500)), command: Operation::Unregister(vec![a, b]) };
+        assert_eq!(line.to_string(), "@1.5 enclave del 10.0.0.1\n@1.5 enclave del fd00::2");
+        let detach = Operation::Detach { app: m(APP), categories: vec![cat("a"), cat("b")] };
+        assert_eq!(detach.to_string(), format!("app cat del {APP} a\napp cat del {APP} b"));
+        let read: Vec<Operation> = parse(&detach.to_string()).unwrap().into_iter().map(|l| l.command).collect();
+        assert_eq!(read, [Operation::Detach { app: m(APP), categories: vec![cat("a")] }, Operation::Detach { app: m(APP), categories: vec![cat("b")] }]);
     }
 }

@@ -215,7 +215,7 @@ fn contents<P: Platform + Clone>(engine: &Engine<P>) -> Model {
     let table = engine.live();
     let mut m = Model::default();
     for e in table.enclaves_from(0) {
-        m.enclaves.insert(e.ip(), (*e.app(), e.host()));
+        m.enclaves.insert(e.addr(), (*e.app(), e.host()));
         m.apps.insert(*e.app(), e.categories().iter().copied().collect());
     }
     m

@@ -360,7 +360,7 @@ proptest! {
             let stats = table.stats();
             prop_assert_eq!(stats.enclaves, model.enclaves.len());
             prop_assert_eq!(stats.apps, model.categories.len());
-            let mut walked: Vec<IpAddr> = table.enclaves_from(0).map(|e| e.ip()).collect();
+            let mut walked: Vec<IpAddr> = table.enclaves_from(0).map(|e| e.addr()).collect();
             walked.sort();
             let mut want: Vec<IpAddr> = model.enclaves.keys().copied().collect();
             want.sort();

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use seng_core::script::{parse, print, Command, ScriptLine};
+use seng_core::operation::{Operation, Registration};
+use seng_core::script::{parse, print, ScriptLine};
 use seng_core::{Category, Measurement};
 
 fn ip() -> impl Strategy<Value = IpAddr> {
@@ -22,14 +23,15 @@ fn category() -> impl Strategy<Value = Category> {
         .prop_filter_map("category bytes", |s| Category::new(s.as_bytes()).ok())
 }
 
-fn command() -> impl Strategy<Value = Command> {
+/// An operation of one item, as a script line reads.
+fn command() -> impl Strategy<Value = Operation> {
     prop_oneof![
         (ip(), measurement(), ip(), prop::collection::vec(category(), 0..4))
-            .prop_map(|(ip, app, host, categories)| Command::EnclaveAdd { ip, app, host, categories }),
-        ip().prop_map(|ip| Command::EnclaveDel { ip }),
-        (measurement(), category()).prop_map(|(app, category)| Command::CatAdd { app, category }),
-        (measurement(), category()).prop_map(|(app, category)| Command::CatDel { app, category }),
-        Just(Command::Flush),
+            .prop_map(|(addr, app, host, categories)| Operation::from(Registration { addr, app, host, categories })),
+        ip().prop_map(|addr| Operation::Unregister(vec![addr])),
+        (measurement(), category()).prop_map(|(app, category)| Operation::Attach { app, categories: vec![category] }),
+        (measurement(), category()).prop_map(|(app, category)| Operation::Detach { app, categories: vec![category] }),
+        Just(Operation::Flush),
     ]
 }
 

@@ -151,32 +151,33 @@ extern "C" fn seng_glue_synchronize_rcu() {
     unsafe { bindings::synchronize_rcu() }
 }
 
-/// The `nf_ct_iterate_cleanup_net` callback of [`seng_glue_ct_cut`]: whether to delete `ct`.
+/// The `nf_ct_iterate_cleanup_net` callback of [`seng_glue_end_connections`]: whether to delete
+/// `ct`.
 ///
 /// # Safety
-/// `ct` is a live conntrack entry; `set` is the cut set handed to `seng_glue_ct_cut`.
-unsafe extern "C" fn ct_cut_iter(ct: *mut bindings::nf_conn, set: *mut c_void) -> c_int {
+/// `ct` is a live conntrack entry; `set` is the `Ending` handed to `seng_glue_end_connections`.
+unsafe extern "C" fn end_connections_iter(ct: *mut bindings::nf_conn, set: *mut c_void) -> c_int {
     // SAFETY: conntrack hands a live entry.
     let tuples = unsafe { &(*ct).tuplehash };
     // `nf_ct_l3num()`: the family of the original tuple.
     let family = tuples[0].tuple.src.l3num as u8;
-    let cut = |addr: &bindings::nf_inet_addr| {
-        // SAFETY: `set` is the cut set handed to `seng_glue_ct_cut`; the union is 16 bytes.
-        unsafe { net::cut_contains(set, family, &*ptr::from_ref(addr).cast::<[u8; 16]>()) }
+    let ends = |addr: &bindings::nf_inet_addr| {
+        // SAFETY: `set` is the `Ending` handed to `seng_glue_end_connections`; the union is 16 bytes.
+        unsafe { net::ending_contains(set, family, &*ptr::from_ref(addr).cast::<[u8; 16]>()) }
     };
     tuples
         .iter()
-        .any(|h| cut(&h.tuple.src.u3) || cut(&h.tuple.dst.u3))
+        .any(|h| ends(&h.tuple.src.u3) || ends(&h.tuple.dst.u3))
         .into()
 }
 
-/// `seng_glue_ct_cut`: deletes the conntrack entries of `net` with an address of `set` in either
-/// tuple.
+/// `seng_glue_end_connections`: deletes the conntrack entries of `net` with an address of `set`
+/// in either tuple.
 ///
 /// # Safety
-/// `net` is a live `struct net`; `set` is a cut set of the shared `net` module.
+/// `net` is a live `struct net`; `set` is an `Ending` of the shared `net` module.
 #[no_mangle]
-unsafe extern "C" fn seng_glue_ct_cut(net: *mut c_void, set: *const c_void) {
+unsafe extern "C" fn seng_glue_end_connections(net: *mut c_void, set: *const c_void) {
     let iter = bindings::nf_ct_iter_data {
         net: net.cast(),
         data: set.cast_mut(),
@@ -184,7 +185,7 @@ unsafe extern "C" fn seng_glue_ct_cut(net: *mut c_void, set: *const c_void) {
         report: 0,
     };
     // SAFETY: by the caller; process context.
-    unsafe { bindings::nf_ct_iterate_cleanup_net(Some(ct_cut_iter), &iter) }
+    unsafe { bindings::nf_ct_iterate_cleanup_net(Some(end_connections_iter), &iter) }
 }
 
 // Per network namespace: the shared state and the lock serialising its writers.

@@ -15,11 +15,12 @@ use std::ops::Range;
 use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST};
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
 use seng_core::genl::{attr, cmd, errno, AttrWriter, LegacyOp, NoRoom, EVENTS_MCGRP_NAME, FAMILY_NAME};
+use seng_core::operation::{Dialect, EmitError, Operation, Registration};
 use seng_core::{Category, Measurement};
 
-use crate::enclave::{Enclave, Stats};
 use crate::error::{BatchError, BatchFailure, Error, KernelError, ReplaceError, Result};
 use crate::event::Subscription;
+use crate::stats::Stats;
 use crate::wire::{self, NestPacker, Reply, HEADERS_LEN, MAX_PAYLOAD};
 
 /// Receive buffer: dump parts are at most 32 KiB, acks are small.
@@ -212,7 +213,7 @@ impl Dump {
 
     /// The enclaves, in the module's order. Items are errors only if the module sent a nest this
     /// library cannot decode.
-    pub fn iter(&self) -> impl Iterator<Item = Result<Enclave>> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = Result<Registration>> + '_ {
         wire::decode_enclaves(&self.nests)
     }
 }
@@ -307,11 +308,29 @@ impl Client {
         }
     }
 
+    /// Performs `op` on the live table. An operation that fits one message (32 KiB of
+    /// attributes: hundreds of enclaves) is one request, applied whole or refused whole with
+    /// [`Error::Kernel`]. A larger registration or unregistration goes as a batch of messages,
+    /// each applied whole or refused, as [`Client::register_batch`] sends them; a refusal is then
+    /// [`Error::Batch`], naming the positions of the refused enclaves.
+    pub fn apply(&mut self, op: &Operation) -> Result<()> {
+        match op.to_request(Dialect::Live) {
+            Ok((command, attrs)) if attrs.len() <= MAX_PAYLOAD => self.request(command, &attrs, |_| Ok(())),
+            Ok(_) => {
+                let mut batch = Batch::new();
+                self.batch_operation(&mut batch, op, Dialect::Live)?;
+                self.batch_finish(&mut batch)?;
+                batch_result(batch.pushed, batch.failures).map(drop)
+            }
+            Err(e) => Err(emit_error(e)),
+        }
+    }
+
     /// Registers one enclave (or changes its metadata), attaching its categories to its
     /// application. Changing an enclave's application or host ends its connections: the module
     /// deletes their conntrack entries.
-    pub fn register(&mut self, enclave: &Enclave) -> Result<()> {
-        let attrs = wire::attrs(|w| wire::put_enclave(w, enclave))?;
+    pub fn register(&mut self, registration: &Registration) -> Result<()> {
+        let attrs = wire::attrs(|w| registration.emit(w))?;
         self.request(cmd::ENCLAVE_SET, &attrs, |_| Ok(()))
     }
 
@@ -319,18 +338,32 @@ impl Client {
     /// message acknowledged. Returns how many enclaves were sent. If the kernel refuses some
     /// messages the others still apply, and the error is [`Error::Batch`] naming the input
     /// positions of the refused ones.
-    pub fn register_batch<I>(&mut self, enclaves: I) -> Result<usize>
+    pub fn register_batch<I>(&mut self, registrations: I) -> Result<usize>
     where
         I: IntoIterator,
-        I::Item: Borrow<Enclave>,
+        I::Item: Borrow<Registration>,
     {
         let mut batch = Batch::new();
-        for e in enclaves {
-            let e = e.borrow();
-            self.batch_nest(&mut batch, cmd::ENCLAVE_SET, &e.addr, |w| wire::put_enclave(w, e))?;
+        for r in registrations {
+            let r = r.borrow();
+            self.batch_nest(&mut batch, cmd::ENCLAVE_SET, &r.addr, |w| r.emit(w))?;
         }
         self.batch_finish(&mut batch)?;
         batch_result(batch.pushed, batch.failures)
+    }
+
+    /// Adds `op` to the batch in `dialect`: a registration or unregistration as one nest per
+    /// enclave, packed with its neighbours; anything else as a request of its own.
+    fn batch_operation(&mut self, b: &mut Batch, op: &Operation, dialect: Dialect) -> Result<()> {
+        let command = op.command(dialect);
+        match op {
+            Operation::Register(list) => list.iter().try_for_each(|r| self.batch_nest(b, command, &r.addr, |w| r.emit(w))),
+            Operation::Unregister(addrs) => addrs.iter().try_for_each(|addr| self.batch_nest(b, command, addr, |w| w.put_enclave(addr, None, None, &[]))),
+            Operation::Attach { .. } | Operation::Detach { .. } | Operation::Flush => {
+                let (command, attrs) = op.to_request(dialect).map_err(emit_error)?;
+                self.batch_request(b, command, &attrs)
+            }
+        }
     }
 
     /// Adds a nest for `cmd` (written by `put`) to the batch.
@@ -403,41 +436,35 @@ impl Client {
     /// Unregisters an enclave; the module deletes its conntrack entries. Fails with a
     /// "not found" [`Error::Kernel`] if it is not registered.
     pub fn unregister(&mut self, addr: IpAddr) -> Result<()> {
-        let attrs = wire::attrs(|w| w.put_enclave(&addr, None, None, &[]))?;
-        self.request(cmd::ENCLAVE_DEL, &attrs, |_| Ok(()))
+        self.apply(&Operation::Unregister(vec![addr]))
     }
 
     /// Attaches categories (at least one) to an application that has a registered enclave.
     pub fn attach_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<()> {
-        self.categories(cmd::CAT_ADD, app, categories)
+        self.apply(&Operation::Attach { app: *app, categories: categories.to_vec() })
     }
 
     /// Detaches categories (at least one) from an application; all must be attached.
     pub fn detach_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<()> {
-        self.categories(cmd::CAT_DEL, app, categories)
-    }
-
-    fn categories(&mut self, cmd: u8, app: &Measurement, categories: &[Category]) -> Result<()> {
-        let attrs = category_attrs(app, categories)?;
-        self.request(cmd, &attrs, |_| Ok(()))
+        self.apply(&Operation::Detach { app: *app, categories: categories.to_vec() })
     }
 
     /// Unregisters every enclave of the namespace (their connections end).
     pub fn flush(&mut self) -> Result<()> {
-        self.request(cmd::FLUSH, &[], |_| Ok(()))
+        self.apply(&Operation::Flush)
     }
 
     /// Performs an operation of the original protocol (command 1), as the original C library
     /// sent it. Unregistering an unknown address and detaching an absent category succeed, as
     /// they did in the original module.
     pub fn legacy(&mut self, op: &LegacyOp) -> Result<()> {
-        let attrs = wire::attrs(|w| wire::put_legacy(w, op))?;
+        let attrs = wire::attrs(|w| op.emit(w))?;
         self.request(cmd::LEGACY, &attrs, |_| Ok(()))
     }
 
     /// The enclave registered at `addr`, if any.
-    pub fn get(&mut self, addr: IpAddr) -> Result<Option<Enclave>> {
-        let attrs = wire::get_request(&addr)?;
+    pub fn get(&mut self, addr: IpAddr) -> Result<Option<Registration>> {
+        let attrs = wire::attrs(|w| w.put_addr(attr::ADDR, &addr))?;
         let mut found = None;
         let result = self.request(cmd::GET, &attrs, |reply| {
             found = wire::decode_enclaves(reply).next().transpose()?;
@@ -451,7 +478,7 @@ impl Client {
     }
 
     /// Every registered enclave, from one consistent dump.
-    pub fn list(&mut self) -> Result<Vec<Enclave>> {
+    pub fn list(&mut self) -> Result<Vec<Registration>> {
         self.dump()?.iter().collect()
     }
 
@@ -487,16 +514,16 @@ impl Client {
         stats.ok_or_else(|| Error::Protocol("STATS acknowledged without a reply".into()))
     }
 
-    /// Replaces the whole table with `enclaves`, atomically for the packet path: see
+    /// Replaces the whole table with `registrations`, atomically for the packet path: see
     /// [`Client::begin_replace`]. Returns how many enclaves were sent.
-    pub fn replace<I>(&mut self, enclaves: I) -> Result<usize>
+    pub fn replace<I>(&mut self, registrations: I) -> Result<usize>
     where
         I: IntoIterator,
-        I::Item: Borrow<Enclave>,
+        I::Item: Borrow<Registration>,
     {
         let mut replace = self.begin_replace()?;
-        for e in enclaves {
-            replace.add(e.borrow())?;
+        for r in registrations {
+            replace.register(r.borrow())?;
         }
         let sent = replace.ops();
         replace.commit()?;
@@ -542,10 +569,10 @@ fn batch_result(total: usize, failures: Vec<BatchFailure>) -> Result<usize> {
 /// A whole-table replacement being built (from [`Client::begin_replace`]).
 ///
 /// Operations apply in order to the staging table, with the meaning they have on the live table
-/// ([`Client::register`], [`Client::unregister`], [`Client::attach_categories`],
-/// [`Client::detach_categories`], [`Client::flush`]). They are numbered from 0 in the order given
-/// and sent in batches, so a refusal may surface a few operations later; it is reported as an
-/// [`Error::Replace`] naming the refused operation, after the transaction has been aborted.
+/// ([`Client::apply`]). They are numbered from 0 in the order given (an operation on several
+/// enclaves takes a number for each) and sent in batches, so a refusal may surface a few
+/// operations later; it is reported as an [`Error::Replace`] naming the refused operation, after
+/// the transaction has been aborted.
 /// Dropping a `Replace` without committing aborts it, leaving the live table untouched.
 pub struct Replace<'c> {
     client: &'c mut Client,
@@ -560,33 +587,37 @@ impl Replace<'_> {
         self.batch.pushed
     }
 
+    /// Performs `op` on the staging table, with the meaning it has on the live table. Each
+    /// enclave it registers or unregisters takes a number of its own in the numbering of
+    /// [`Error::Replace`]; an operation on categories, or a flush, takes one.
+    pub fn apply(&mut self, op: &Operation) -> Result<()> {
+        self.step(|c, b| c.batch_operation(b, op, Dialect::Staged))
+    }
+
     /// Registers an enclave in the staging table (attaching its categories to its application).
-    pub fn add(&mut self, e: &Enclave) -> Result<()> {
-        self.step(|c, b| c.batch_nest(b, cmd::REPLACE_ADD, &e.addr, |w| wire::put_enclave(w, e)))
+    pub fn register(&mut self, r: &Registration) -> Result<()> {
+        self.step(|c, b| c.batch_nest(b, cmd::REPLACE_ADD, &r.addr, |w| r.emit(w)))
     }
 
     /// Unregisters an enclave the staging table holds.
-    pub fn remove(&mut self, addr: IpAddr) -> Result<()> {
-        self.step(|c, b| c.batch_nest(b, cmd::REPLACE_DEL, &addr, |w| w.put_enclave(&addr, None, None, &[])))
+    pub fn unregister(&mut self, addr: IpAddr) -> Result<()> {
+        self.apply(&Operation::Unregister(vec![addr]))
     }
 
     /// Attaches categories (at least one) to an application of the staging table.
     pub fn attach_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<()> {
-        let attrs = category_attrs(app, categories)?;
-        self.step(|c, b| c.batch_request(b, cmd::REPLACE_CAT_ADD, &attrs))
+        self.apply(&Operation::Attach { app: *app, categories: categories.to_vec() })
     }
 
     /// Detaches categories (at least one, all attached) from an application of the staging
     /// table.
     pub fn detach_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<()> {
-        let attrs = category_attrs(app, categories)?;
-        self.step(|c, b| c.batch_request(b, cmd::REPLACE_CAT_DEL, &attrs))
+        self.apply(&Operation::Detach { app: *app, categories: categories.to_vec() })
     }
 
     /// Empties the staging table.
-    pub fn clear(&mut self) -> Result<()> {
-        // The owner's REPLACE_BEGIN starts over with an empty staging table.
-        self.step(|c, b| c.batch_request(b, cmd::REPLACE_BEGIN, &[]))
+    pub fn flush(&mut self) -> Result<()> {
+        self.apply(&Operation::Flush)
     }
 
     /// Sends what is pending and swaps the staging table in.
@@ -640,17 +671,13 @@ impl Drop for Replace<'_> {
     }
 }
 
-fn category_attrs(app: &Measurement, categories: &[Category]) -> Result<Vec<u8>> {
-    wire::attrs(|w| {
-        w.put(attr::APP, &app.0)?;
-        categories.iter().try_for_each(|c| w.put_category(attr::CAT, c))
-    })
+/// An operation the library cannot put into a request: the caller's mistake.
+fn emit_error(e: EmitError) -> Error {
+    Error::Request(e.to_string())
 }
 
 #[cfg(test)]
 mod test {
-    use seng_core::genl::AttrWriter;
-
     use super::*;
 
     /// A datagram of netlink messages (type, flags, seq, payload) as the kernel sends them.
@@ -678,7 +705,8 @@ mod test {
     }
 
     fn nest(ip: &str) -> Vec<u8> {
-        wire::attrs(|w: &mut AttrWriter<'_>| w.put_enclave(&ip.parse().unwrap(), Some(&Measurement([1; 32])), Some(&"10.0.0.5".parse().unwrap()), &[])).unwrap()
+        let r = Registration { addr: ip.parse().unwrap(), app: Measurement([1; 32]), host: "10.0.0.5".parse().unwrap(), categories: vec![] };
+        wire::attrs(|w| r.emit(w)).unwrap()
     }
 
     #[test]

@@ -1,17 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Events: the module echoes every successful change to the `seng_events` multicast group as the
 //! request that made it (never to `seng_mcgrp`, the original's group, which stays silent). A [`Subscription`] (blocking iterator) or an [`EventStream`] (tokio)
-//! decodes those echoes with the module's own request decoder and yields them as script
-//! commands, the form `seng monitor` prints.
+//! decodes those echoes with the module's own request decoder and yields them as the
+//! [`Operation`]s they perform, which `seng monitor` prints as script lines.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use netlink_sys::Socket;
-use seng_core::genl::{LegacyOp, Request};
-use seng_core::script::Command;
+use seng_core::genl::Request;
+use seng_core::operation::{Dialect, Operation};
 
 use crate::client::{no_event_group, open_socket, recv_datagram, resolve, RECV_BUF};
 use crate::error::{Error, Result};
@@ -24,8 +23,9 @@ const EVENT_RCVBUF: libc::c_int = 16 << 20;
 /// One change of the table, as a subscriber sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A change, as the script command that makes it (one per enclave or category of a batch).
-    Change(Command),
+    /// A change, as the operation on the live table that made it (a whole batch: its
+    /// registrations, addresses or categories, in the request's order).
+    Change(Operation),
     /// A replace transaction was committed: the whole table was swapped at once.
     Replaced,
     /// The socket's receive buffer overflowed: events were lost since the previous one.
@@ -33,7 +33,7 @@ pub enum Event {
 }
 
 impl fmt::Display for Event {
-    /// The script line of a change; comment lines for the others.
+    /// The script lines of a change; comment lines for the others.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Event::Change(c) => c.fmt(f),
@@ -43,45 +43,16 @@ impl fmt::Display for Event {
     }
 }
 
-/// The events of one echoed request, in order.
+/// The event of one echoed request, if it is one.
 pub(crate) fn decode(command: u8, attrs: &[u8], out: &mut VecDeque<Event>) -> Result<()> {
-    let request = Request::parse(command, attrs).map_err(|e| Error::Protocol(format!("undecodable event (command {command}): {e}")))?;
-    let mut push = |c: Command| out.push_back(Event::Change(c));
-    match request {
-        Request::Legacy(op) => push(match op {
-            LegacyOp::Register { enclave, app, host, category } => Command::EnclaveAdd {
-                ip: IpAddr::V4(enclave),
-                app,
-                host: IpAddr::V4(host),
-                categories: category.into_iter().collect(),
-            },
-            LegacyOp::Unregister { enclave } => Command::EnclaveDel { ip: IpAddr::V4(enclave) },
-            LegacyOp::Attach { app, category } => Command::CatAdd { app, category },
-            LegacyOp::Detach { app, category } => Command::CatDel { app, category },
-            LegacyOp::Flush => Command::Flush,
-        }),
-        Request::EnclaveSet(list) => {
-            for spec in list.iter() {
-                // The decoder guarantees both in an ENCLAVE_SET nest.
-                if let (Some(app), Some(host)) = (spec.app, spec.host) {
-                    push(Command::EnclaveAdd { ip: spec.addr, app, host, categories: spec.with_categories(|c| c.to_vec()) });
-                }
-            }
-        }
-        Request::EnclaveDel(list) => list.iter().for_each(|spec| push(Command::EnclaveDel { ip: spec.addr })),
-        Request::Flush => push(Command::Flush),
-        Request::CatAdd { app, categories } => categories.iter().for_each(|category| push(Command::CatAdd { app, category })),
-        Request::CatDel { app, categories } => categories.iter().for_each(|category| push(Command::CatDel { app, category })),
-        Request::ReplaceCommit => out.push_back(Event::Replaced),
-        // Not changes; the module does not echo them.
-        Request::Get { .. }
-        | Request::Stats
-        | Request::ReplaceBegin
-        | Request::ReplaceAdd(_)
-        | Request::ReplaceDel(_)
-        | Request::ReplaceCatAdd { .. }
-        | Request::ReplaceCatDel { .. }
-        | Request::ReplaceAbort => {}
+    let undecodable = |e| Error::Protocol(format!("undecodable event (command {command}): {e}"));
+    let request = Request::parse(command, attrs).map_err(undecodable)?;
+    match Operation::from_request(&request).map_err(undecodable)? {
+        Some((Dialect::Legacy | Dialect::Live, op)) => out.push_back(Event::Change(op)),
+        // The staging table's changes are not echoed, only its commit.
+        Some((Dialect::Staged, _)) => {}
+        None if matches!(request, Request::ReplaceCommit) => out.push_back(Event::Replaced),
+        None => {}
     }
     Ok(())
 }
@@ -257,7 +228,9 @@ mod stream {
 
 #[cfg(test)]
 mod test {
-    use seng_core::genl::{attr, cmd, AttrWriter};
+    use std::net::IpAddr;
+
+    use seng_core::genl::{attr, cmd, AttrWriter, LegacyOp};
     use seng_core::{Category, Measurement};
 
     use super::*;
@@ -301,16 +274,17 @@ mod test {
             (cmd::REPLACE_COMMIT, vec![], vec!["# table replaced".into()]),
             (
                 cmd::LEGACY,
-                attrs(|w| wire::put_legacy(w, &LegacyOp::Register { enclave: [192, 168, 28, 11].into(), app: a, host: [10, 0, 0, 6].into(), category: Some(web) })),
+                attrs(|w| LegacyOp::Register { addr: [192, 168, 28, 11].into(), app: a, host: [10, 0, 0, 6].into(), category: Some(web) }.emit(w)),
                 vec![format!("enclave add 192.168.28.11 --app {a} --host 10.0.0.6 --cat \"Web Mail\"")],
             ),
-            (cmd::LEGACY, attrs(|w| wire::put_legacy(w, &LegacyOp::Unregister { enclave: [192, 168, 28, 11].into() })), vec!["enclave del 192.168.28.11".into()]),
-            (cmd::LEGACY, attrs(|w| wire::put_legacy(w, &LegacyOp::Flush)), vec!["flush".into()]),
+            (cmd::LEGACY, attrs(|w| LegacyOp::Unregister { addr: [192, 168, 28, 11].into() }.emit(w)), vec!["enclave del 192.168.28.11".into()]),
+            (cmd::LEGACY, attrs(|w| LegacyOp::Flush.emit(w)), vec!["flush".into()]),
         ];
         for (command, payload, want) in cases {
             let mut out = VecDeque::new();
             decode(command, &payload, &mut out).unwrap();
-            let got: Vec<String> = out.iter().map(|e| e.to_string()).collect();
+            assert_eq!(out.len(), 1, "one event per request");
+            let got: Vec<String> = out[0].to_string().lines().map(String::from).collect();
             assert_eq!(got, want, "command {command}");
         }
         let mut out = VecDeque::new();
@@ -325,6 +299,6 @@ mod test {
         wire::frame(&mut datagram, 0x20, 0, 0, cmd::ENCLAVE_DEL, &del);
         let mut out = VecDeque::new();
         decode_datagram(&datagram, &mut out).unwrap();
-        assert_eq!(out, [Event::Change(Command::Flush), Event::Change(Command::EnclaveDel { ip: "10.1.1.1".parse().unwrap() })]);
+        assert_eq!(out, [Event::Change(Operation::Flush), Event::Change(Operation::Unregister(vec!["10.1.1.1".parse().unwrap()]))]);
     }
 }

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Framing between the typed API and the bytes on the socket.
 //!
-//! The seng attributes themselves are written with [`seng_core::genl::AttrWriter`] and read with
-//! [`seng_core::genl::Attrs`] / [`EnclaveSpec`], the code the kernel module uses, so there is one
+//! The seng requests themselves are written by [`seng_core::operation::Operation::emit`] and the
+//! encoders of [`seng_core::genl`], beside the decoders the kernel module runs, so there is one
 //! description of the protocol. This module only adds what surrounds them: the netlink and
 //! generic netlink headers (through `netlink-packet-core` / `netlink-packet-generic`), packing
 //! many ENCLAVE nests into one message, and decoding acks, extended acks and replies.
@@ -16,9 +16,10 @@ use netlink_packet_core::{
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::{GenlFamily, GenlMessage};
-use seng_core::genl::{attr, Attrs, AttrWriter, EnclaveSpec, LegacyOp, NoRoom, FAMILY_VERSION};
+use seng_core::genl::{attr, Attrs, AttrWriter, EnclaveSpec, NoRoom, FAMILY_VERSION};
+use seng_core::operation::Registration;
 
-use crate::enclave::{Enclave, Stats};
+use crate::stats::Stats;
 use crate::error::{Error, KernelError};
 
 /// Most attribute bytes put into one request: big enough to amortise the per-message cost over
@@ -109,36 +110,6 @@ pub(crate) fn attrs(build: impl FnOnce(&mut AttrWriter<'_>) -> Result<(), NoRoom
     let len = w.len();
     buf.truncate(len);
     Ok(buf)
-}
-
-/// Writes one ENCLAVE nest for `e`.
-pub(crate) fn put_enclave(w: &mut AttrWriter<'_>, e: &Enclave) -> Result<(), NoRoom> {
-    w.put_enclave(&e.addr, Some(&e.app), Some(&e.host), &e.categories)
-}
-
-/// Writes the attributes of an original-protocol (command 1) operation.
-pub(crate) fn put_legacy(w: &mut AttrWriter<'_>, op: &LegacyOp) -> Result<(), NoRoom> {
-    match op {
-        LegacyOp::Register { enclave, app, host, category } => {
-            w.put(attr::ENC, &enclave.octets())?;
-            w.put(attr::APP, &app.0)?;
-            w.put(attr::HOST, &host.octets())?;
-            if let Some(c) = category {
-                w.put_category(attr::CAT, c)?;
-            }
-            w.put(attr::ADD, &[])
-        }
-        LegacyOp::Unregister { enclave } => {
-            w.put(attr::ENC, &enclave.octets())?;
-            w.put(attr::RMV, &[])
-        }
-        LegacyOp::Attach { app, category } | LegacyOp::Detach { app, category } => {
-            w.put(attr::APP, &app.0)?;
-            w.put_category(attr::CAT, category)?;
-            w.put(if matches!(op, LegacyOp::Attach { .. }) { attr::ADD } else { attr::RMV }, &[])
-        }
-        LegacyOp::Flush => w.put(attr::FLUSH, &[]),
-    }
 }
 
 /// Packs ENCLAVE nests into message payloads of at most [`MAX_PAYLOAD`] bytes.
@@ -345,17 +316,13 @@ pub(crate) fn parse_family(attrs: &[u8], group_name: &str) -> Result<(u16, Optio
 }
 
 /// Decodes one ENCLAVE nest of a GET reply or dump.
-pub(crate) fn decode_enclave(nest: &[u8]) -> Result<Enclave, Error> {
+pub(crate) fn decode_enclave(nest: &[u8]) -> Result<Registration, Error> {
     let spec = EnclaveSpec::parse(nest).map_err(|e| Error::Protocol(format!("bad enclave in reply: {e}")))?;
-    let (Some(app), Some(host)) = (spec.app, spec.host) else {
-        return Err(Error::Protocol(format!("enclave {} in reply lacks its application or host", spec.addr)));
-    };
-    let categories = spec.with_categories(|c| c.to_vec());
-    Ok(Enclave { addr: spec.addr, app, host, categories })
+    Registration::from_spec(&spec).ok_or_else(|| Error::Protocol(format!("enclave {} in reply lacks its application or host", spec.addr)))
 }
 
 /// The ENCLAVE nests of a run of attributes, decoded.
-pub(crate) fn decode_enclaves(attrs: &[u8]) -> impl Iterator<Item = Result<Enclave, Error>> + '_ {
+pub(crate) fn decode_enclaves(attrs: &[u8]) -> impl Iterator<Item = Result<Registration, Error>> + '_ {
     Attrs::new(attrs).filter_map(|a| match a {
         Ok(a) if a.kind == attr::ENCLAVE => Some(decode_enclave(a.payload)),
         Ok(_) => None,
@@ -382,11 +349,6 @@ pub(crate) fn decode_stats(attrs: &[u8]) -> Result<Stats, Error> {
     Ok(stats)
 }
 
-/// The ADDR attribute of a GET request.
-pub(crate) fn get_request(addr: &IpAddr) -> Result<Vec<u8>, Error> {
-    attrs(|w| w.put_addr(attr::ADDR, addr))
-}
-
 #[cfg(test)]
 mod test {
     use std::net::Ipv4Addr;
@@ -404,13 +366,13 @@ mod test {
     /// the kernel's own decoder into what was sent.
     #[test]
     fn frames_requests_the_kernel_decodes() {
-        let e = Enclave {
+        let e = Registration {
             addr: "192.168.28.10".parse().unwrap(),
             app: app(),
             host: "10.0.0.5".parse().unwrap(),
             categories: vec![Category::new(b"Browser").unwrap()],
         };
-        let payload = attrs(|w| put_enclave(w, &e)).unwrap();
+        let payload = attrs(|w| e.emit(w)).unwrap();
         let mut out = Vec::new();
         frame(&mut out, 0x1234, 0x0005, 77, cmd::ENCLAVE_SET, &payload);
         #[rustfmt::skip]
@@ -432,37 +394,17 @@ mod test {
         ]
         .concat();
         assert_eq!(out, expected);
-        let Ok(Request::EnclaveSet(list)) = Request::parse(cmd::ENCLAVE_SET, &out[HEADERS_LEN..]) else { panic!("kernel rejects it") };
+        let Ok(Request::Register(list)) = Request::parse(cmd::ENCLAVE_SET, &out[HEADERS_LEN..]) else { panic!("kernel rejects it") };
         let got: Vec<_> = list.iter().map(|s| (s.addr, s.app, s.host, s.with_categories(|c| c.to_vec()))).collect();
         assert_eq!(got, [(e.addr, Some(e.app), Some(e.host), e.categories.clone())]);
     }
 
     #[test]
-    fn legacy_operations_round_trip_through_the_kernel_decoder() {
-        let cat = Category::new(b"Mail").unwrap();
-        let ops = [
-            LegacyOp::Register { enclave: Ipv4Addr::new(192, 168, 28, 10), app: app(), host: Ipv4Addr::new(10, 0, 0, 5), category: Some(cat) },
-            LegacyOp::Register { enclave: Ipv4Addr::new(192, 168, 28, 11), app: app(), host: Ipv4Addr::new(10, 0, 0, 5), category: None },
-            LegacyOp::Unregister { enclave: Ipv4Addr::new(192, 168, 28, 10) },
-            LegacyOp::Attach { app: app(), category: cat },
-            LegacyOp::Detach { app: app(), category: cat },
-            LegacyOp::Flush,
-        ];
-        for op in ops {
-            let bytes = attrs(|w| put_legacy(w, &op)).unwrap();
-            assert_eq!(LegacyOp::parse(&bytes), Ok(op));
-        }
-        // The original's byte layout: ENC is the address as a network-order u32.
-        let unregister = attrs(|w| put_legacy(w, &LegacyOp::Unregister { enclave: Ipv4Addr::new(1, 2, 3, 4) })).unwrap();
-        assert_eq!(unregister, [8, 0, 4, 0, 1, 2, 3, 4, 4, 0, 6, 0]);
-    }
-
-    #[test]
     fn packer_fills_messages_up_to_the_limit() {
-        let e = |i: u32| Enclave { addr: IpAddr::V4(Ipv4Addr::from(i)), app: app(), host: "10.0.0.5".parse().unwrap(), categories: vec![] };
+        let e = |i: u32| Registration { addr: IpAddr::V4(Ipv4Addr::from(i)), app: app(), host: "10.0.0.5".parse().unwrap(), categories: vec![] };
         let mut packer = NestPacker::new();
         let mut i = 0;
-        let push = |packer: &mut NestPacker, e: &Enclave| packer.push(&e.addr, |w| put_enclave(w, e));
+        let push = |packer: &mut NestPacker, e: &Registration| packer.push(&e.addr, |w| e.emit(w));
         while push(&mut packer, &e(i)).unwrap() {
             i += 1;
         }
@@ -470,19 +412,19 @@ mod test {
         assert_eq!(packer.count(), MAX_PAYLOAD / 56);
         let (payload, count) = packer.take();
         assert_eq!(count, MAX_PAYLOAD / 56);
-        assert!(matches!(Request::parse(cmd::REPLACE_ADD, payload), Ok(Request::ReplaceAdd(l)) if l.iter_at().filter(Result::is_ok).count() == count));
+        assert!(matches!(Request::parse(cmd::REPLACE_ADD, payload), Ok(Request::StagedRegister(l)) if l.iter_at().filter(Result::is_ok).count() == count));
         assert_eq!(packer.count(), 0);
-        let huge = Enclave { categories: vec![Category::new(b"12345678901234567890").unwrap(); 2000], ..e(1) };
+        let huge = Registration { categories: (0..2000).map(|i| Category::new(format!("{i:020}").as_bytes()).unwrap()).collect(), ..e(1) };
         assert!(matches!(push(&mut packer, &huge), Err(Error::Request(_))), "an enclave no message can hold is refused");
         assert_eq!(packer.count(), 0);
     }
 
     #[test]
     fn blamed_offsets_name_the_nest() {
-        let e = |i: u32| Enclave { addr: IpAddr::V4(Ipv4Addr::from(i)), app: app(), host: "10.0.0.5".parse().unwrap(), categories: vec![] };
+        let e = |i: u32| Registration { addr: IpAddr::V4(Ipv4Addr::from(i)), app: app(), host: "10.0.0.5".parse().unwrap(), categories: vec![] };
         let mut packer = NestPacker::new();
         for i in 0..3 {
-            assert!(packer.push(&e(i).addr, |w| put_enclave(w, &e(i))).unwrap());
+            assert!(packer.push(&e(i).addr, |w| e(i).emit(w)).unwrap());
         }
         let mut message = Vec::new();
         frame(&mut message, 0x20, 5, 9, cmd::REPLACE_ADD, packer.take().0);
@@ -553,15 +495,15 @@ mod test {
 
     #[test]
     fn decodes_replies_with_the_kernels_writer() {
-        let e = Enclave {
+        let e = Registration {
             addr: "fd00:28::10".parse().unwrap(),
             app: app(),
             host: "2001:db8::5".parse().unwrap(),
             categories: vec![Category::new(b"Web Mail").unwrap(), Category::new(b"Browser").unwrap()],
         };
         let payload = attrs(|w| {
-            put_enclave(w, &e)?;
-            put_enclave(w, &Enclave { addr: "10.1.2.3".parse().unwrap(), categories: vec![], ..e.clone() })
+            e.emit(w)?;
+            Registration { addr: "10.1.2.3".parse().unwrap(), categories: vec![], ..e.clone() }.emit(w)
         })
         .unwrap();
         let got: Vec<_> = decode_enclaves(&payload).collect::<Result<_, _>>().unwrap();

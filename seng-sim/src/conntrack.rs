@@ -25,8 +25,9 @@
 //! - Timeouts are Linux' defaults (TCP per state, e.g. 5 days ESTABLISHED, 2 min TIME_WAIT; UDP
 //!   30 s, 120 s once replied; ICMP 30 s; others 10 min), applied when an entry is next looked
 //!   up. Helpers, expectations, NAT and zones are not modelled; IP fragments are not reassembled.
-//! - seng: [`Conntrack::forget`] deletes every entry whose original or reply tuple involves an
-//!   address, which the kernel module does when an enclave is unregistered or re-assigned.
+//! - seng: [`Conntrack::end_connections`] deletes every entry whose original or reply tuple
+//!   involves an address, which the kernel module does for every address whose connections a
+//!   change ends (the engine's `Services::end_connections`).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -452,9 +453,9 @@ impl Conntrack {
         self.pending = None;
     }
 
-    /// Deletes every entry whose original or reply tuple has `addr` as source or destination.
-    /// Returns how many.
-    pub fn forget(&mut self, family: Family, addr: Addr) -> usize {
+    /// Ends the connections of `addr`: deletes every entry whose original or reply tuple has it as
+    /// source or destination. Returns how many.
+    pub fn end_connections(&mut self, family: Family, addr: Addr) -> usize {
         let v6 = family == Family::Ipv6;
         let doomed: Vec<u32> = self
             .map
@@ -560,7 +561,7 @@ mod test {
     }
 
     #[test]
-    fn forget_deletes_both_directions_and_timeouts_expire() {
+    fn end_connections_deletes_both_directions_and_timeouts_expire() {
         let c = Builder::v4("10.0.0.1", "10.0.0.2");
         let mut ct = Conntrack::new();
         let syn = c.tcp(1000, 80, tcp_flag::SYN, b"");
@@ -573,7 +574,7 @@ mod test {
         ct.confirm();
         assert_eq!(ct.len(), 2);
         let dst = p.dst;
-        assert_eq!(ct.forget(Family::Ipv4, dst), 2);
+        assert_eq!(ct.end_connections(Family::Ipv4, dst), 2);
         assert!(ct.is_empty());
         assert_eq!(ct.track(&p, 0, true), N);
         ct.confirm();

@@ -159,7 +159,7 @@ impl<'a> EnclaveRef<'a> {
     }
 
     /// The enclave's address.
-    pub fn ip(&self) -> IpAddr {
+    pub fn addr(&self) -> IpAddr {
         self.node.key
     }
 
@@ -209,7 +209,7 @@ impl EnclaveMeta for EnclaveRef<'_> {
 impl fmt::Debug for EnclaveRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Enclave")
-            .field("ip", &self.ip())
+            .field("addr", &self.addr())
             .field("app", &self.app.key)
             .field("host", &self.host())
             .field("categories", &self.categories())
@@ -728,7 +728,7 @@ impl LocalTable {
         self.inner.live()
     }
 
-    /// Executes a request through the engine, as the kernel module does; [`LocalTable::ended`]
+    /// Executes a request through the engine, as the kernel module does; [`LocalTable::ended_connections`]
     /// then lists the addresses whose connections it ended.
     pub fn execute(&mut self, request: crate::genl::Request<'_>) -> Result<crate::engine::Handled, crate::engine::Refusal> {
         let mut services = Collect { seed: self.inner.generation() ^ 0x5eed_5eed, ended: core::mem::take(&mut self.ended) };
@@ -741,7 +741,7 @@ impl LocalTable {
     }
 
     /// The addresses whose connections the last [`LocalTable::execute`] ended.
-    pub fn ended(&self) -> &[IpAddr] {
+    pub fn ended_connections(&self) -> &[IpAddr] {
         &self.ended
     }
 
@@ -892,13 +892,13 @@ impl<P: Platform> EnclaveTable<P> {
     pub fn changed_in<Q: Platform, R: Platform>(&self, replacement: &EnclaveTable<Q>, cut: &mut AddrSet<R>) -> Result<(), SetFull> {
         for old in self.enclaves_from(0) {
             let same = replacement
-                .lookup(&old.ip())
+                .lookup(&old.addr())
                 .is_some_and(|new| {
                     let (a, b) = (new.categories(), old.categories());
                     new.app() == old.app() && new.host() == old.host() && a.len() == b.len() && a.iter().all(|c| b.contains(c))
                 });
             if !same {
-                cut.insert(old.ip())?;
+                cut.insert(old.addr())?;
             }
         }
         Ok(())

@@ -7,7 +7,7 @@ use core::ptr::{self, NonNull};
 
 use seng_core::SengMtInfo;
 
-use crate::net::{cut_contains, NetState, Request};
+use crate::net::{ending_contains, NetState, Request};
 
 /// A netlink request as the glue hands it over. Must match `struct seng_request` in seng_rs.h.
 #[repr(C)]
@@ -82,14 +82,15 @@ pub unsafe extern "C" fn seng_rs_check(info: *const SengMtInfo, nfproto: u8, msg
     }
 }
 
-/// Whether a conntrack address is in a cut set.
+/// Whether a conntrack address is one whose connections end (in the `Ending` handed to
+/// `seng_glue_end_connections`).
 ///
 /// # Safety
-/// `set` is the pointer handed to `seng_glue_ct_cut`; `addr` points to 16 bytes.
+/// `set` is the pointer handed to `seng_glue_end_connections`; `addr` points to 16 bytes.
 #[no_mangle]
-pub unsafe extern "C" fn seng_rs_cut_contains(set: *const c_void, nfproto: u8, addr: *const [u8; 16]) -> bool {
+pub unsafe extern "C" fn seng_rs_ending_contains(set: *const c_void, nfproto: u8, addr: *const [u8; 16]) -> bool {
     // SAFETY: by the caller.
-    unsafe { cut_contains(set, nfproto, &*addr) }
+    unsafe { ending_contains(set, nfproto, &*addr) }
 }
 
 /// The stamp of one dump part (`cb->seq`); see [`NetState::dump_stamp`].

@@ -30,8 +30,8 @@ extern "C" {
     /// `synchronize_rcu()`.
     fn seng_glue_synchronize_rcu();
     /// Deletes the conntrack entries of namespace `net` whose original or reply tuple has an
-    /// address in `set` (tested with [`cut_contains`]).
-    fn seng_glue_ct_cut(net: *mut c_void, set: *const c_void);
+    /// address in `set` (tested with [`ending_contains`]).
+    fn seng_glue_end_connections(net: *mut c_void, set: *const c_void);
 }
 
 /// One network namespace's seng state.
@@ -70,11 +70,11 @@ impl Services for Kernel {
     }
 
     fn end_connections<P: Platform>(&mut self, ending: &Ending<'_, P>) {
-        // The glue hands the pointer back to `cut_contains`, which reads it as this type.
+        // The glue hands the pointer back to `ending_contains`, which reads it as this type.
         let ending = ending as *const Ending<'_, P> as *const c_void;
         // SAFETY: process context; `ending` outlives the call and is an `Ending` of the kernel
         // platform (the only one the engine here is built with).
-        unsafe { seng_glue_ct_cut(self.net, ending) }
+        unsafe { seng_glue_end_connections(self.net, ending) }
     }
 }
 
@@ -164,7 +164,7 @@ impl NetState {
         loop {
             let before = enclaves.cursor();
             let Some(e) = enclaves.next() else { break };
-            if out.put_enclave(&e.ip(), Some(e.app()), Some(&e.host()), e.categories()).is_err() {
+            if out.put_enclave(&e.addr(), Some(e.app()), Some(&e.host()), e.categories()).is_err() {
                 if out.is_empty() {
                     return Err(errno::EMSGSIZE);
                 }
@@ -208,8 +208,8 @@ impl NetState {
 /// Whether a conntrack address of protocol family `nfproto` is one whose connections end.
 ///
 /// # Safety
-/// `set` is the pointer handed to `seng_glue_ct_cut`.
-pub unsafe fn cut_contains(set: *const c_void, nfproto: u8, addr: &[u8; 16]) -> bool {
+/// `set` is the pointer handed to `seng_glue_end_connections`.
+pub unsafe fn ending_contains(set: *const c_void, nfproto: u8, addr: &[u8; 16]) -> bool {
     let Some(family) = Family::from_nfproto(nfproto) else { return false };
     // SAFETY: by the caller: an `Ending` of the kernel platform, alive during the walk.
     unsafe { &*(set as *const Ending<'_, KernelPlatform>) }.contains(&inet_addr(family, addr))

@@ -140,7 +140,7 @@ pub unsafe extern "C" fn add_enclave_ack(enclave_ip: u32, app_hash: *const u8, h
     call("add_enclave_ack", || {
         // SAFETY: forwarded from the caller.
         let (app, category) = unsafe { (app(app_hash)?, category(cat_name)?) };
-        legacy(LegacyOp::Register { enclave: ipv4(enclave_ip), app, host: ipv4(host), category })
+        legacy(LegacyOp::Register { addr: ipv4(enclave_ip), app, host: ipv4(host), category })
     })
 }
 
@@ -179,7 +179,7 @@ pub unsafe extern "C" fn remove_cat_from_app_ack(app_hash: *const u8, cat_name: 
 /// from user space. Returns 0 or a negative errno.
 #[no_mangle]
 pub extern "C" fn remove_enclave_ack(enclave_ip: u32) -> c_int {
-    call("remove_enclave_ack", || legacy(LegacyOp::Unregister { enclave: ipv4(enclave_ip) }))
+    call("remove_enclave_ack", || legacy(LegacyOp::Unregister { addr: ipv4(enclave_ip) }))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use seng_nl::{Category, Client, Enclave, Measurement};
+use seng_nl::{Category, Client, Measurement, Operation, Registration};
 
 #[derive(Parser)]
 #[command(name = "seng-bench", about = "Load generator and timer for seng-nl")]
@@ -94,7 +94,7 @@ fn generate(out: &mut impl Write, count: u32, v6_every: u32, format: Format) -> 
     match format {
         Format::Seng => {
             for i in 0..count {
-                writeln!(out, "{}", enclave(i, v6_every).into_command()).map_err(io)?;
+                writeln!(out, "{}", Operation::from(enclave(i, v6_every))).map_err(io)?;
             }
         }
         Format::Ipset => {
@@ -116,7 +116,7 @@ fn generate(out: &mut impl Write, count: u32, v6_every: u32, format: Format) -> 
     out.flush().map_err(io)
 }
 
-fn enclave(i: u32, v6_every: u32) -> Enclave {
+fn enclave(i: u32, v6_every: u32) -> Registration {
     let n = i + 1;
     let addr = if v6_every != 0 && i % v6_every == v6_every - 1 {
         IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, (n >> 16) as u16, n as u16))
@@ -125,7 +125,7 @@ fn enclave(i: u32, v6_every: u32) -> Enclave {
     };
     let app = (i % 16) as u8;
     let category = Category::new(format!("cat-{app}").as_bytes()).unwrap_or_else(|e| unreachable!("{e}"));
-    Enclave {
+    Registration {
         addr,
         app: Measurement([app + 1; 32]),
         host: IpAddr::V4(Ipv4Addr::new(172, 16, (i % 64) as u8, 1)),
@@ -162,7 +162,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut i = 0u32;
             while Instant::now() < end {
                 for _ in 0..burst.div_ceil(2) {
-                    let e = Enclave { addr: IpAddr::V4(Ipv4Addr::from(0x0ac8_0000 + (i % 1000))), ..enclave(i, 0) };
+                    let e = Registration { addr: IpAddr::V4(Ipv4Addr::from(0x0ac8_0000 + (i % 1000))), ..enclave(i, 0) };
                     client.register(&e).map_err(|err| err.to_string())?;
                     // A concurrent flush or table replace may have removed it already.
                     match client.unregister(e.addr) {

@@ -177,24 +177,29 @@ impl Simulator {
     }
 
     fn apply(&mut self, line: &ScriptLine, after_capture: bool) -> Result<(), SimError> {
-        let applied = line.command.apply(&mut self.enclaves).map_err(|e| SimError::Event {
+        let applied = seng_core::script::apply(&line.command, &mut self.enclaves).map_err(|e| SimError::Event {
             line: line.line_no,
             message: format!("{}: {e}", line.command),
         })?;
         let mut flows_deleted = 0;
-        for ip in self.enclaves.ended() {
-            flows_deleted += self.conntrack.forget(Family::of(ip), packet::from_ip(*ip));
+        for ip in self.enclaves.ended_connections() {
+            flows_deleted += self.conntrack.end_connections(Family::of(ip), packet::from_ip(*ip));
         }
         use seng_core::script::Applied;
         use seng_core::table::Registered;
+        let registered = |r: &Registered| match r {
+            Registered::New => "registered".to_string(),
+            Registered::Unchanged => "already registered so; categories added".to_string(),
+            Registered::Replaced { app, host } => format!("re-registered (was app {app} on host {host})"),
+        };
         let effect = match &applied {
-            Applied::Registered(Registered::New) => "registered".to_string(),
-            Applied::Registered(Registered::Unchanged) => "already registered so; categories added".to_string(),
-            Applied::Registered(Registered::Replaced { app, host }) => format!("re-registered (was app {app} on host {host})"),
-            Applied::Unregistered(_) => "unregistered".to_string(),
-            Applied::CategoryAttached(true) => "category attached".to_string(),
-            Applied::CategoryAttached(false) => "category was already attached".to_string(),
-            Applied::CategoryDetached => "category detached".to_string(),
+            Applied::Registered(list) => list.iter().map(registered).collect::<Vec<_>>().join("; "),
+            Applied::Unregistered(list) if list.len() == 1 => "unregistered".to_string(),
+            Applied::Unregistered(list) => format!("{} enclaves unregistered", list.len()),
+            Applied::CategoriesAttached(0) => "category was already attached".to_string(),
+            Applied::CategoriesAttached(1) => "category attached".to_string(),
+            Applied::CategoriesAttached(n) => format!("{n} categories attached"),
+            Applied::CategoriesDetached => "category detached".to_string(),
             Applied::Flushed(ips) => format!("{} enclaves unregistered", ips.len()),
         };
         self.stats.events.push(EventRecord {

@@ -21,8 +21,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use seng_core::script::{self, Command, ScriptLine};
-use seng_nl::{Client, Enclave};
+use seng_core::script::{self, ScriptLine};
+use seng_nl::Client;
 use seng_sim::capture::{self, Capture, Payload};
 use seng_sim::packet;
 
@@ -96,31 +96,6 @@ fn timed_events(path: &PathBuf) -> Result<Vec<ScriptLine>> {
     Ok(timed)
 }
 
-/// Performs one script command on the module.
-fn apply(client: &mut Client, command: &Command) -> seng_nl::Result<()> {
-    match command {
-        Command::EnclaveAdd {
-            ip,
-            app,
-            host,
-            categories,
-        } => client.register(&Enclave {
-            addr: *ip,
-            app: *app,
-            host: *host,
-            categories: categories.clone(),
-        }),
-        Command::EnclaveDel { ip } => client.unregister(*ip),
-        Command::CatAdd { app, category } => {
-            client.attach_categories(app, std::slice::from_ref(category))
-        }
-        Command::CatDel { app, category } => {
-            client.detach_categories(app, std::slice::from_ref(category))
-        }
-        Command::Flush => client.flush(),
-    }
-}
-
 struct Events {
     lines: Vec<ScriptLine>,
     next: usize,
@@ -141,7 +116,7 @@ impl Events {
                     Client::connect().context("cannot reach seng.ko for the timed events")?,
                 ),
             };
-            apply(client, &line.command)
+            client.apply(&line.command)
                 .with_context(|| format!("event of line {} ({line}) failed", line.line_no))?;
             self.next += 1;
             applied += 1;

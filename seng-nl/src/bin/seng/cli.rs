@@ -45,7 +45,8 @@ pub enum Cmd {
     /// Show the enclave registered at an address.
     Get {
         /// The enclave's address.
-        ip: IpAddr,
+        #[arg(value_name = "ADDR")]
+        addr: IpAddr,
         /// Print a JSON object.
         #[arg(long)]
         json: bool,
@@ -80,12 +81,13 @@ pub enum EnclaveCmd {
     /// Register an enclave, or change its application or host (its connections then end).
     Add {
         /// The enclave's address (IPv4 or IPv6).
-        ip: IpAddr,
+        #[arg(value_name = "ADDR")]
+        addr: IpAddr,
         /// The application measurement (MRENCLAVE): 64 hex digits.
         #[arg(long, value_name = "HEX", value_parser = parse_app)]
         app: Measurement,
         /// The untrusted host the enclave runs on.
-        #[arg(long, value_name = "IP")]
+        #[arg(long, value_name = "ADDR")]
         host: IpAddr,
         /// A category to attach to the application (repeatable).
         #[arg(long = "cat", value_name = "NAME", value_parser = parse_category)]
@@ -94,7 +96,8 @@ pub enum EnclaveCmd {
     /// Unregister an enclave (its connections end).
     Del {
         /// The enclave's address.
-        ip: IpAddr,
+        #[arg(value_name = "ADDR")]
+        addr: IpAddr,
     },
 }
 
@@ -159,20 +162,20 @@ mod test {
         let cases: Vec<(String, Cmd)> = vec![
             (
                 format!("enclave add 192.168.28.10 --app {APP} --host 10.0.0.5"),
-                Cmd::Enclave { action: EnclaveCmd::Add { ip: "192.168.28.10".parse().unwrap(), app, host: "10.0.0.5".parse().unwrap(), categories: vec![] } },
+                Cmd::Enclave { action: EnclaveCmd::Add { addr: "192.168.28.10".parse().unwrap(), app, host: "10.0.0.5".parse().unwrap(), categories: vec![] } },
             ),
             (
                 format!("enclave add fd00:28::10 --cat Browser --host 2001:db8::5 --app {} --cat Mail", APP.to_uppercase()),
                 Cmd::Enclave {
-                    action: EnclaveCmd::Add { ip: "fd00:28::10".parse().unwrap(), app, host: "2001:db8::5".parse().unwrap(), categories: vec![cat("Browser"), cat("Mail")] },
+                    action: EnclaveCmd::Add { addr: "fd00:28::10".parse().unwrap(), app, host: "2001:db8::5".parse().unwrap(), categories: vec![cat("Browser"), cat("Mail")] },
                 },
             ),
-            ("enclave del 192.168.28.10".into(), Cmd::Enclave { action: EnclaveCmd::Del { ip: "192.168.28.10".parse().unwrap() } }),
+            ("enclave del 192.168.28.10".into(), Cmd::Enclave { action: EnclaveCmd::Del { addr: "192.168.28.10".parse().unwrap() } }),
             (format!("app cat add {APP} Browser"), Cmd::App { action: AppCmd::Cat { action: CatCmd::Add { app, category: cat("Browser") } } }),
             (format!("app cat del {APP} Browser"), Cmd::App { action: AppCmd::Cat { action: CatCmd::Del { app, category: cat("Browser") } } }),
             ("list".into(), Cmd::List { json: false }),
             ("list --json".into(), Cmd::List { json: true }),
-            ("get 10.1.1.1 --json".into(), Cmd::Get { ip: "10.1.1.1".parse().unwrap(), json: true }),
+            ("get 10.1.1.1 --json".into(), Cmd::Get { addr: "10.1.1.1".parse().unwrap(), json: true }),
             ("flush".into(), Cmd::Flush),
             ("save".into(), Cmd::Save),
             ("restore".into(), Cmd::Restore { file: "-".into(), test: false }),
@@ -196,11 +199,11 @@ mod test {
             (format!("enclave add 192.168.28.10 --app {APP}"), ErrorKind::MissingRequiredArgument, "--host"),
             ("enclave add 192.168.28.10 --host 10.0.0.5".into(), ErrorKind::MissingRequiredArgument, "--app"),
             (format!("enclave add 192.168.28.10 --app {APP} --host 10.0.0.5 --app {APP}"), ErrorKind::ArgumentConflict, "--app"),
-            ("enclave del".into(), ErrorKind::MissingRequiredArgument, "<IP>"),
+            ("enclave del".into(), ErrorKind::MissingRequiredArgument, "<ADDR>"),
             ("enclave remove 10.0.0.1".into(), ErrorKind::InvalidSubcommand, "remove"),
             (format!("app cat add {APP}"), ErrorKind::MissingRequiredArgument, "<NAME>"),
             ("app cat add 12 Browser".into(), ErrorKind::ValueValidation, "found 2 characters"),
-            ("get".into(), ErrorKind::MissingRequiredArgument, "<IP>"),
+            ("get".into(), ErrorKind::MissingRequiredArgument, "<ADDR>"),
             ("list --xml".into(), ErrorKind::UnknownArgument, "--xml"),
             ("flush now".into(), ErrorKind::UnknownArgument, "now"),
             ("firewall".into(), ErrorKind::InvalidSubcommand, "firewall"),

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use seng_nl::{Client, Enclave, Error, EventStream, Stats};
+use seng_nl::{Client, Error, EventStream, Operation, Registration, Stats};
 use serde_json::json;
 
 use cli::{AppCmd, CatCmd, Cli, Cmd, EnclaveCmd};
@@ -62,18 +62,15 @@ fn main() -> ExitCode {
 fn run(command: Cmd) -> Result<(), Failure> {
     let mut out = BufWriter::new(io::stdout().lock());
     match command {
-        Cmd::Enclave { action: EnclaveCmd::Add { ip, app, host, categories } } => {
-            let enclave = Enclave { addr: ip, app, host, categories };
-            connect()?.register(&enclave).map_err(op(format_args!("enclave add {ip}")))?;
+        Cmd::Enclave { action: EnclaveCmd::Add { addr, app, host, categories } } => {
+            change(Operation::from(Registration { addr, app, host, categories }), format_args!("enclave add {addr}"))?;
         }
-        Cmd::Enclave { action: EnclaveCmd::Del { ip } } => {
-            connect()?.unregister(ip).map_err(op(format_args!("enclave del {ip}")))?;
-        }
+        Cmd::Enclave { action: EnclaveCmd::Del { addr } } => change(Operation::Unregister(vec![addr]), format_args!("enclave del {addr}"))?,
         Cmd::App { action: AppCmd::Cat { action: CatCmd::Add { app, category } } } => {
-            connect()?.attach_categories(&app, &[category]).map_err(op(format_args!("app cat add {app} {category}")))?;
+            change(Operation::Attach { app, categories: vec![category] }, format_args!("app cat add {app} {category}"))?;
         }
         Cmd::App { action: AppCmd::Cat { action: CatCmd::Del { app, category } } } => {
-            connect()?.detach_categories(&app, &[category]).map_err(op(format_args!("app cat del {app} {category}")))?;
+            change(Operation::Detach { app, categories: vec![category] }, format_args!("app cat del {app} {category}"))?;
         }
         Cmd::List { json } => {
             let enclaves = sorted_table()?;
@@ -86,18 +83,18 @@ fn run(command: Cmd) -> Result<(), Failure> {
                 }
             }
         }
-        Cmd::Get { ip, json } => {
-            let enclave = connect()?.get(ip).map_err(op(format_args!("get {ip}")))?;
-            let enclave = enclave.ok_or_else(|| Failure::Op(format!("get {ip}: address is not a registered enclave")))?;
+        Cmd::Get { addr, json } => {
+            let enclave = connect()?.get(addr).map_err(op(format_args!("get {addr}")))?;
+            let enclave = enclave.ok_or_else(|| Failure::Op(format!("get {addr}: address is not a registered enclave")))?;
             match json {
                 true => written(writeln!(out, "{}", enclave_json(&enclave)))?,
                 false => written(writeln!(out, "{enclave}"))?,
             }
         }
-        Cmd::Flush => connect()?.flush().map_err(op("flush"))?,
+        Cmd::Flush => change(Operation::Flush, "flush")?,
         Cmd::Save => {
             for e in sorted_table()? {
-                written(writeln!(out, "{}", e.into_command()))?;
+                written(writeln!(out, "{}", Operation::from(e)))?;
             }
         }
         Cmd::Restore { file, test: true } => {
@@ -117,8 +114,13 @@ fn run(command: Cmd) -> Result<(), Failure> {
     written(out.flush())
 }
 
+/// Performs `operation` on the module's live table; `context` names it in the error.
+fn change(operation: Operation, context: impl std::fmt::Display) -> Result<(), Failure> {
+    connect()?.apply(&operation).map_err(op(context))
+}
+
 /// The table from one consistent dump, sorted by address so output is stable.
-fn sorted_table() -> Result<Vec<Enclave>, Failure> {
+fn sorted_table() -> Result<Vec<Registration>, Failure> {
     let mut enclaves = connect()?.list().map_err(op("list"))?;
     // IpAddr's order (IPv4 first) from a key that is cheap to compare, without moving whole
     // enclaves on every step of the sort.
@@ -129,7 +131,7 @@ fn sorted_table() -> Result<Vec<Enclave>, Failure> {
     Ok(enclaves)
 }
 
-fn enclave_json(e: &Enclave) -> serde_json::Value {
+fn enclave_json(e: &Registration) -> serde_json::Value {
     let categories: Vec<&str> = e.categories.iter().map(|c| c.as_str()).collect();
     json!({ "addr": e.addr, "app": e.app.to_string(), "host": e.host, "categories": categories })
 }
@@ -177,7 +179,7 @@ mod test {
 
     #[test]
     fn json_and_stats_shapes() {
-        let e = Enclave {
+        let e = Registration {
             addr: "192.168.28.10".parse::<IpAddr>().unwrap(),
             app: seng_nl::Measurement([0xd9; 32]),
             host: "fd00::5".parse().unwrap(),

@@ -14,9 +14,10 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 
 use seng_core::genl::{cmd, Request};
-use seng_core::script::{self, Command};
+use seng_core::operation::Dialect;
+use seng_core::script;
 use seng_core::table::{LocalTable, MAX_CAPACITY};
-use seng_nl::{Client, Enclave, Error, ReplaceError};
+use seng_nl::{Client, Error, Operation, ReplaceError};
 
 use crate::Failure;
 
@@ -36,9 +37,9 @@ impl Script {
         Ok(Script { name: file.into(), reader: Box::new(BufReader::with_capacity(1 << 20, f)) })
     }
 
-    /// Calls `each(line_no, command)` for every command, in order, one line at a time (memory
-    /// stays flat for million-line scripts). Stops at the first error.
-    fn each_command(&mut self, mut each: impl FnMut(usize, Command) -> Result<(), Failure>) -> Result<(), Failure> {
+    /// Calls `each(line_no, operation)` for every line's operation, in order, one line at a time
+    /// (memory stays flat for million-line scripts). Stops at the first error.
+    fn each_command(&mut self, mut each: impl FnMut(usize, Operation) -> Result<(), Failure>) -> Result<(), Failure> {
         let name = &self.name;
         let mut text = String::new();
         let mut line_no = 0;
@@ -85,9 +86,9 @@ fn apply(mut script: Script) -> Result<LocalTable, Failure> {
     let unexpected = |e| Failure::Op(format!("{name}: the table refused to {e}"));
     step(&mut table, cmd::REPLACE_BEGIN, &[]).map_err(|e| unexpected(format!("start: {e}")))?;
     script.each_command(|line_no, command| {
-        let (live, payload) = command.emit();
-        let staged = cmd::staged(live).ok_or_else(|| Failure::Op(format!("{name}:{line_no}: {command}: no staged form")))?;
-        step(&mut table, staged, &payload).map_err(|e| Failure::Input(format!("{name}:{line_no}: {command}: {e}")))
+        let refused = |e: &dyn std::fmt::Display| Failure::Input(format!("{name}:{line_no}: {command}: {e}"));
+        let (staged, payload) = command.to_request(Dialect::Staged).map_err(|e| refused(&e))?;
+        step(&mut table, staged, &payload).map_err(|e| refused(&e))
     })?;
     step(&mut table, cmd::REPLACE_COMMIT, &[]).map_err(|e| unexpected(format!("commit: {e}")))?;
     Ok(table)
@@ -106,14 +107,8 @@ fn stream(mut script: Script, client: &mut Client) -> Result<(), Failure> {
     // On any failure the transaction is dropped, which aborts it.
     script.each_command(|line_no, command| {
         op_lines.push(line_no);
-        let sent = match command {
-            Command::EnclaveAdd { ip, app, host, categories } => replace.add(&Enclave { addr: ip, app, host, categories }),
-            Command::EnclaveDel { ip } => replace.remove(ip),
-            Command::CatAdd { app, category } => replace.attach_categories(&app, &[category]),
-            Command::CatDel { app, category } => replace.detach_categories(&app, &[category]),
-            Command::Flush => replace.clear(),
-        };
-        sent.map_err(|e| refusal(&name, &op_lines, e))
+        // A script line is one item: one operation in the transaction's numbering.
+        replace.apply(&command).map_err(|e| refusal(&name, &op_lines, e))
     })?;
     replace.commit().map_err(|e| refusal(&name, &op_lines, e))
 }
@@ -151,7 +146,7 @@ mod test {
     fn lines(table: &LocalTable) -> Vec<String> {
         let mut out: Vec<_> = table
             .enclaves_from(0)
-            .map(|e| Command::EnclaveAdd { ip: e.ip(), app: *e.app(), host: e.host(), categories: e.categories().to_vec() }.to_string())
+            .map(|e| Operation::from(seng_nl::Registration { addr: e.addr(), app: *e.app(), host: e.host(), categories: e.categories().to_vec() }).to_string())
             .collect();
         out.sort();
         out
