@@ -160,8 +160,8 @@ static struct xt_match seng_mt_reg[] __read_mostly = {
 /* Generic netlink family */
 
 static const struct nla_policy seng_policy[SENG_A_MAX + 1] = {
-	[SENG_A_APP] = NLA_POLICY_EXACT_LEN(32),
-	[SENG_A_CAT] = { .type = NLA_NUL_STRING, .len = 20 },
+	[SENG_A_APP] = NLA_POLICY_EXACT_LEN(SENG_APP_LEN),
+	[SENG_A_CAT] = { .type = NLA_NUL_STRING, .len = SENG_CAT_MAX_LEN },
 	[SENG_A_HOST] = { .type = NLA_U32 },
 	[SENG_A_ENC] = { .type = NLA_U32 },
 	[SENG_A_ADD] = { .type = NLA_FLAG },
@@ -172,7 +172,7 @@ static const struct nla_policy seng_policy[SENG_A_MAX + 1] = {
 	 * repeats) as it reads it, and a nested policy would walk every nest of a batch once more.
 	 */
 	[SENG_A_ENCLAVE] = { .type = NLA_NESTED },
-	[SENG_A_ADDR] = { .type = NLA_BINARY, .len = 16 },
+	[SENG_A_ADDR] = { .type = NLA_BINARY, .len = SENG_ADDR_MAX_LEN },
 };
 
 /*
@@ -184,9 +184,9 @@ static const struct nla_policy seng_policy[SENG_A_MAX + 1] = {
 enum { SENG_GRP_LEGACY, SENG_GRP_EVENTS };
 
 static const struct genl_multicast_group seng_mcgrps[] = {
-	[SENG_GRP_LEGACY] = { .name = "seng_mcgrp" },
+	[SENG_GRP_LEGACY] = { .name = SENG_MCGRP_NAME },
 	[SENG_GRP_EVENTS] = {
-		.name = "seng_events",
+		.name = SENG_EVENTS_MCGRP_NAME,
 #ifdef GENL_MCAST_CAP_NET_ADMIN
 		.flags = GENL_MCAST_CAP_NET_ADMIN,
 #endif
@@ -302,6 +302,10 @@ static int seng_genl_doit(struct sk_buff *skb, struct genl_info *info)
 	return 0;
 }
 
+/* The Rust dump cursor is a u64 kept between parts in cb->args[0]. */
+static_assert(sizeof(((struct netlink_callback *)0)->args[0]) >= sizeof(u64),
+	      "the dump cursor does not fit in cb->args[0]");
+
 static int seng_genl_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
 {
 	struct seng_net *sn = seng_pernet(sock_net(skb->sk));
@@ -352,10 +356,12 @@ static const struct genl_ops seng_ops[] = {
 	SENG_OP(SENG_CMD_REPLACE_CAT_ADD),
 	SENG_OP(SENG_CMD_REPLACE_CAT_DEL),
 };
+/* A command added to seng_rs.h (and so to seng-core) needs its op here. */
+static_assert(ARRAY_SIZE(seng_ops) == SENG_CMD_MAX, "seng_ops lacks a command of seng_rs.h");
 
 static struct genl_family seng_family __ro_after_init = {
-	.name = "seng_family",
-	.version = 1,
+	.name = SENG_FAMILY_NAME,
+	.version = SENG_FAMILY_VERSION,
 	.maxattr = SENG_A_MAX,
 	.policy = seng_policy,
 	.netnsok = true,

@@ -3,13 +3,21 @@
  * The interface between the C glue of seng.ko and its Rust object (seng-kmod/rust, built on
  * seng-core). Rust owns the tables, the match decision and the protocol; C owns registration with
  * the kernel, locking and the kernel services Rust calls back into.
+ *
+ * Every number, string and struct layout here mirrors a Rust definition: the Rust object's build
+ * script (seng-kmod/rust/build.rs) checks them all with the C compiler and fails on a mismatch.
  */
 #ifndef SENG_RS_H
 #define SENG_RS_H
 
 #include <linux/types.h>
 
-/* Mirrors seng_core::genl (the protocol numbers). */
+/* Mirrors seng_core::genl (the protocol names and numbers). */
+#define SENG_FAMILY_NAME "seng_family"
+#define SENG_FAMILY_VERSION 1
+#define SENG_MCGRP_NAME "seng_mcgrp"
+#define SENG_EVENTS_MCGRP_NAME "seng_events"
+
 enum {
 	SENG_CMD_UNSPEC,
 	SENG_CMD_LEGACY,
@@ -27,7 +35,9 @@ enum {
 	SENG_CMD_REPLACE_DEL,
 	SENG_CMD_REPLACE_CAT_ADD,
 	SENG_CMD_REPLACE_CAT_DEL,
+	__SENG_CMD_MAX,
 };
+#define SENG_CMD_MAX (__SENG_CMD_MAX - 1)
 
 enum {
 	SENG_A_UNSPEC,
@@ -50,10 +60,15 @@ enum {
 };
 #define SENG_A_MAX (__SENG_A_MAX - 1)
 
+/* Attribute lengths: a measurement, the longest category name (without its NUL), an address. */
+#define SENG_APP_LEN 32
+#define SENG_CAT_MAX_LEN 20
+#define SENG_ADDR_MAX_LEN 16
+
 /* struct seng_mt_info is 180 bytes; iptables and the kernel use its XT_ALIGN'ed size. */
 #define SENG_MT_INFO_SIZE 180
 
-/* One generic netlink request (Rust: net::SengRequest). */
+/* One generic netlink request (Rust: abi::SengRequest). */
 struct seng_request {
 	void *net;
 	const u8 *payload;

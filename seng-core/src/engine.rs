@@ -19,6 +19,7 @@
 
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
+use core::fmt;
 use core::net::IpAddr;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
@@ -79,6 +80,12 @@ pub struct Refusal {
     pub error: ProtoError,
     /// Byte offset in the payload of the attribute to blame, if one is.
     pub at: Option<usize>,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
 }
 
 impl From<ProtoError> for Refusal {

@@ -12,6 +12,7 @@ use core::ffi::CStr;
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::engine::Refusal;
 use crate::table::MAX_CATEGORIES_PER_APP;
 use crate::{Category, Measurement};
 
@@ -474,15 +475,19 @@ fn list_item(a: Result<Attr<'_>, ProtoError>, full: bool) -> Result<EnclaveSpec<
 }
 
 impl<'a> EnclaveList<'a> {
-    /// Validates every nest; `full` requires APP and HOST_ADDR in each (additions).
-    fn parse(payload: &'a [u8], full: bool) -> Result<EnclaveList<'a>, ProtoError> {
+    /// Validates every nest; `full` requires APP and HOST_ADDR in each (additions). A refusal
+    /// points at the nest at fault, so a client learns which enclave of a batch it was.
+    fn parse(payload: &'a [u8], full: bool) -> Result<EnclaveList<'a>, Refusal> {
+        let mut attrs = Attrs::new(payload);
         let mut count = 0;
-        for a in Attrs::new(payload) {
-            list_item(a, full)?;
+        loop {
+            let at = attrs.offset();
+            let Some(a) = attrs.next() else { break };
+            list_item(a, full).map_err(|error| Refusal { error, at: Some(at) })?;
             count += 1;
         }
         if count == 0 {
-            return Err(ProtoError::missing(c"no ENCLAVE nest given"));
+            return Err(ProtoError::missing(c"no ENCLAVE nest given").into());
         }
         Ok(EnclaveList { payload, count })
     }
@@ -647,8 +652,9 @@ fn app_and_categories(payload: &[u8]) -> Result<(Measurement, CategoryList<'_>),
 
 impl<'a> Request<'a> {
     /// Decodes the payload (attributes after the genl header) of command `command`. Dumps are
-    /// not requests: the caller handles `GET` with NLM_F_DUMP itself.
-    pub fn parse(command: u8, payload: &'a [u8]) -> Result<Request<'a>, ProtoError> {
+    /// not requests: the caller handles `GET` with NLM_F_DUMP itself. A refused list of nests
+    /// blames the nest at fault.
+    pub fn parse(command: u8, payload: &'a [u8]) -> Result<Request<'a>, Refusal> {
         Ok(match command {
             cmd::LEGACY => Request::Legacy(LegacyOp::parse(payload)?),
             cmd::ENCLAVE_SET => Request::Register(EnclaveList::parse(payload, true)?),
@@ -672,7 +678,7 @@ impl<'a> Request<'a> {
                     let a = a?;
                     match a.kind {
                         attr::ADDR => set_once(&mut addr, &a, address(&a)?)?,
-                        other => return Err(ProtoError::invalid(other, c"attribute not valid for this command")),
+                        other => return Err(ProtoError::invalid(other, c"attribute not valid for this command").into()),
                     }
                 }
                 Request::Get { addr: addr.ok_or(ProtoError::missing(c"GET needs ADDR (or NLM_F_DUMP)"))? }
@@ -691,7 +697,7 @@ impl<'a> Request<'a> {
             }
             cmd::REPLACE_ADD => Request::StagedRegister(StagedAdditions { payload }),
             cmd::REPLACE_DEL => Request::StagedUnregister(EnclaveList::parse(payload, false)?),
-            _ => return Err(ProtoError { errno: errno::EOPNOTSUPP, attr: None, msg: c"unknown command" }),
+            _ => return Err(ProtoError { errno: errno::EOPNOTSUPP, attr: None, msg: c"unknown command" }.into()),
         })
     }
 }
@@ -910,8 +916,29 @@ mod test {
         let del = msg(|w| w.put_enclave(&v6, None, None, &[]));
         assert!(matches!(Request::parse(cmd::ENCLAVE_DEL, &del), Ok(Request::Unregister(l)) if l.len() == 1));
         assert!(Request::parse(cmd::ENCLAVE_SET, &del).is_err(), "addition needs APP and HOST");
-        assert_eq!(Request::parse(cmd::ENCLAVE_SET, &[]).unwrap_err().msg, c"no ENCLAVE nest given");
-        assert_eq!(Request::parse(99, &[]).unwrap_err().errno, errno::EOPNOTSUPP);
+        assert_eq!(Request::parse(cmd::ENCLAVE_SET, &[]).unwrap_err().error.msg, c"no ENCLAVE nest given");
+        assert_eq!(Request::parse(99, &[]).unwrap_err().error.errno, errno::EOPNOTSUPP);
+    }
+
+    #[test]
+    fn a_refused_nest_is_blamed_by_its_offset() {
+        let v4: IpAddr = "192.168.28.10".parse().unwrap();
+        let good = msg(|w| w.put_enclave(&v4, Some(&app()), Some(&v4), &[]));
+        let incomplete = msg(|w| w.put_enclave(&v4, Some(&app()), None, &[]));
+        let mut bad_addr = msg(|w| w.put_enclave(&v4, Some(&app()), Some(&v4), &[]));
+        // The ADDR attribute, first in the nest, claims 5 bytes instead of 4.
+        bad_addr[4] = 9;
+        for (command, third, want) in [
+            (cmd::ENCLAVE_SET, &incomplete, c"enclave nest needs ADDR, APP and HOST_ADDR"),
+            (cmd::ENCLAVE_SET, &bad_addr, c"address must be 4 (IPv4) or 16 (IPv6) bytes"),
+            (cmd::ENCLAVE_DEL, &good, c"deletion nest takes only ADDR"),
+        ] {
+            let del = msg(|w| w.put_enclave(&v4, None, None, &[]));
+            let first = if command == cmd::ENCLAVE_DEL { &del } else { &good };
+            let payload = [first.as_slice(), first, third].concat();
+            let refusal = Request::parse(command, &payload).map(drop).unwrap_err();
+            assert_eq!((refusal.error.msg, refusal.at), (want, Some(2 * first.len())), "command {command}");
+        }
     }
 
     #[test]

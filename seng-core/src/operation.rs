@@ -263,7 +263,7 @@ impl Operation {
     /// that is no operation (GET, STATS, REPLACE_COMMIT, ...) is refused.
     pub fn parse(command: u8, payload: &[u8]) -> Result<(Dialect, Operation), ProtoError> {
         let not_an_operation = ProtoError { errno: errno::EINVAL, attr: None, msg: c"the command is not an operation on the table" };
-        Operation::from_request(&Request::parse(command, payload)?)?.ok_or(not_an_operation)
+        Operation::from_request(&Request::parse(command, payload).map_err(|refusal| refusal.error)?)?.ok_or(not_an_operation)
     }
 
     /// The operation a decoded request performs, if it is one, and its dialect. Fails only on a

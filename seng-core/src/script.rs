@@ -645,7 +645,7 @@ fn effect(op: &Operation, table: &LocalTable) -> Applied {
 /// connections it ended. On error the table is unchanged.
 pub fn apply(op: &Operation, table: &mut LocalTable) -> Result<Applied, ApplyError> {
     let (command, payload) = op.to_request(Dialect::Live).map_err(ApplyError::Emit)?;
-    let request = Request::parse(command, &payload).map_err(ApplyError::Refused)?;
+    let request = Request::parse(command, &payload).map_err(|refusal| ApplyError::Refused(refusal.error))?;
     let applied = effect(op, table);
     table.execute(request).map_err(|r| ApplyError::Refused(r.error))?;
     Ok(applied)

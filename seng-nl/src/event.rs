@@ -45,9 +45,9 @@ impl fmt::Display for Event {
 
 /// The event of one echoed request, if it is one.
 pub(crate) fn decode(command: u8, attrs: &[u8], out: &mut VecDeque<Event>) -> Result<()> {
-    let undecodable = |e| Error::Protocol(format!("undecodable event (command {command}): {e}"));
-    let request = Request::parse(command, attrs).map_err(undecodable)?;
-    match Operation::from_request(&request).map_err(undecodable)? {
+    let undecodable = |e: &dyn std::fmt::Display| Error::Protocol(format!("undecodable event (command {command}): {e}"));
+    let request = Request::parse(command, attrs).map_err(|e| undecodable(&e))?;
+    match Operation::from_request(&request).map_err(|e| undecodable(&e))? {
         Some((Dialect::Legacy | Dialect::Live, op)) => out.push_back(Event::Change(op)),
         // The staging table's changes are not echoed, only its commit.
         Some((Dialect::Staged, _)) => {}

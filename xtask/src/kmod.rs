@@ -118,18 +118,8 @@ fn check_rust_object(obj: &Path) -> Result<()> {
         );
     }
 
+    check_panic_free(obj)?;
     let symbols = Cmd::new("nm").arg(obj).stdout()?;
-    let panicking: Vec<&str> = symbols
-        .lines()
-        .filter(|l| l.contains("panicking"))
-        .take(5)
-        .collect();
-    if !panicking.is_empty() {
-        bail!(
-            "{shown} can panic (it references core::panicking); make the code panic-free:\n{}",
-            panicking.join("\n")
-        );
-    }
     let foreign: Vec<&str> = symbols
         .lines()
         .filter_map(|l| l.trim().strip_prefix("U "))
@@ -149,6 +139,53 @@ fn check_rust_object(obj: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Rejects an object (the distro flavour's Rust object, or the Rust-for-Linux module) that can
+/// panic: one that defines or calls a panic entry point of `core`.
+pub fn check_panic_free(obj: &Path) -> Result<()> {
+    let symbols = Cmd::new("nm").arg(obj).stdout()?;
+    let panics = panic_entry_points(&symbols);
+    if !panics.is_empty() {
+        bail!(
+            "{} can panic (it references {}); make the code panic-free:\n{}",
+            obj.display(),
+            panics.first().map_or("", |(_, name)| name.as_str()),
+            panics.iter().take(8).map(|(line, name)| format!("{line}   ({name})")).collect::<Vec<_>>().join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// The lines of `nm` output that name a panic entry point of `core`, each with its demangled
+/// name. Both manglings are read: the distro object's legacy one and the v0 one of the kernel's
+/// Rust flags. The entry points are those objtool knows as Rust's no-return functions (see
+/// `is_rust_noreturn` in the kernel's tools/objtool/check.c): everything in `core::panicking`,
+/// `unwrap_failed`, `expect_failed` and the `*_fail` functions of slice indexing and copying, and
+/// the `panic_*` functions of other modules such as `core::cell`. Where the whole of `core` is
+/// linked in (the distro object) they all end in `core::panicking`; a Rust-for-Linux module calls
+/// them in the kernel, so each is looked for by name.
+fn panic_entry_points(nm: &str) -> Vec<(String, String)> {
+    nm.lines()
+        .filter_map(|line| {
+            let symbol = line.split_whitespace().last()?;
+            let name = format!("{:#}", rustc_demangle::demangle(symbol));
+            is_panic_entry_point(&name).then(|| (line.trim().to_string(), name))
+        })
+        .collect()
+}
+
+fn is_panic_entry_point(demangled: &str) -> bool {
+    // Instances of generic entry points (`assert_failed::<u32, u32>`) count as the entry point.
+    let path = demangled.split("::<").next().unwrap_or(demangled);
+    let Some(path) = path.strip_prefix("core::") else {
+        return false;
+    };
+    let item = path.rsplit("::").next().unwrap_or(path);
+    path.starts_with("panicking::")
+        || item.starts_with("panic")
+        || item.ends_with("_fail")
+        || item.ends_with("_failed")
 }
 
 /// Builds `seng.ko` for `kernel` with kbuild; returns `<target>/kmod/<release>/seng.ko`.
@@ -286,4 +323,43 @@ fn compiler_override(kernel: &Kernel) -> Option<String> {
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn panic_entry_points_in_both_manglings() {
+        let nm = "\
+0000000000000000 T _ZN4core9panicking9panic_fmt17h0123456789abcdefE
+                 U _RNvNtCs5QSdWC790r4_4core6option13unwrap_failed
+                 U _RNvNtNtCs5QSdWC790r4_4core5slice5index24slice_end_index_len_fail
+                 U _RNvNtNtCs5QSdWC790r4_4core9panicking11panic_const23panic_const_div_by_zero
+                 U _RNvNtCs5QSdWC790r4_4core4cell22panic_already_borrowed
+0000000000000010 t _ZN4core3fmt9Formatter3pad17h0123456789abcdefE
+0000000000000020 T _RNvNtCs5QSdWC790r4_4core6option6expect
+                 U _RNvNtCs1234_6kernel5print11call_printk
+                 U __x86_return_thunk
+0000000000000030 T seng_rs_doit
+";
+        let names: Vec<String> = panic_entry_points(nm).into_iter().map(|(_, name)| name).collect();
+        assert_eq!(
+            names,
+            [
+                "core::panicking::panic_fmt",
+                "core::option::unwrap_failed",
+                "core::slice::index::slice_end_index_len_fail",
+                "core::panicking::panic_const::panic_const_div_by_zero",
+                "core::cell::panic_already_borrowed",
+            ]
+        );
+    }
+
+    #[test]
+    fn generic_instances_count_as_their_entry_point() {
+        assert!(is_panic_entry_point("core::panicking::assert_failed::<u32, u32>"));
+        assert!(!is_panic_entry_point("<core::option::Option<u8> as core::fmt::Debug>::fmt"));
+        assert!(!is_panic_entry_point("core::panic::location::Location::caller"));
+    }
 }

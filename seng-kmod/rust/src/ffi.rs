@@ -7,34 +7,8 @@ use core::ptr::{self, NonNull};
 
 use seng_core::SengMtInfo;
 
+use crate::abi::SengRequest;
 use crate::net::{ending_contains, NetState, Request};
-
-/// A netlink request as the glue hands it over. Must match `struct seng_request` in seng_rs.h.
-#[repr(C)]
-pub struct SengRequest {
-    /// `struct net *`, handed back to the conntrack glue.
-    net: *mut c_void,
-    /// Attributes after the genl header.
-    payload: *const u8,
-    payload_len: u32,
-    /// Sender's netlink port.
-    portid: u32,
-    /// genl command.
-    cmd: u8,
-    /// Out: 1 when the change is to be echoed to the multicast group.
-    notify: u8,
-    /// Out: byte offset in the payload of the attribute to blame; `u32::MAX` for none.
-    bad_attr_offset: u32,
-    /// Room for reply attributes (GET, STATS), or null.
-    reply: *mut u8,
-    reply_cap: u32,
-    /// Out: reply bytes written.
-    reply_len: u32,
-    /// Out: static NUL-terminated message for the extended ack.
-    errmsg: *const c_char,
-}
-
-const _: () = assert!(core::mem::size_of::<SengRequest>() == 56);
 
 /// Creates a namespace's state with an empty table; null when memory is short.
 #[no_mangle]

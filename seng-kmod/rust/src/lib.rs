@@ -8,6 +8,7 @@
 //! object that references `core::panicking`.
 #![no_std]
 
+mod abi;
 mod ffi;
 mod net;
 mod platform;

@@ -7,10 +7,13 @@
 //! Usage: `nlprobe malformed` (as root) and `nlprobe unprivileged UID` (drops to UID first).
 //! `nlprobe listen UID` drops to UID, joins the event group and prints `refused` if the kernel
 //! refuses the join, else `listening`, then, when its standard input ends, `events N`: the number
-//! of events that reached it.
+//! of events that reached it. `nlprobe refused-set ADDR` (as root) sends ENCLAVE_SET requests
+//! whose first nests are valid and whose last one is refused, ADDR being a registered enclave of
+//! [`APP`] with 30 categories, and checks that each reply blames the last nest.
 
 use seng_core::genl::{attr, cmd, AttrWriter};
-use seng_core::Measurement;
+use seng_core::{Category, Measurement};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use seng_nl::{Client, Error, Subscription};
@@ -111,6 +114,78 @@ fn answer(result: Result<(), Error>) -> Result<(i32, String), String> {
         Err(Error::PermissionDenied) => Ok((libc::EPERM, String::new())),
         Err(other) => Err(other.to_string()),
     }
+}
+
+/// Bytes of the netlink and genl headers before the attributes: the extended ack's offsets
+/// count from the start of the netlink header.
+const HEADERS_LEN: u32 = 20;
+
+/// One ENCLAVE nest, as the client library writes it.
+fn nest(addr: &str, host: &str, categories: &[&str]) -> Vec<u8> {
+    let addr: IpAddr = addr.parse().expect("ADDR must be an IP address");
+    let host: IpAddr = host.parse().expect("a literal address");
+    let categories: Vec<Category> = categories.iter().map(|c| Category::new(c.as_bytes()).expect("a literal category")).collect();
+    attrs(|w| w.put_enclave(&addr, Some(&APP), Some(&host), &categories).unwrap())
+}
+
+/// ENCLAVE_SET requests for `nlprobe refused-set`: each is two valid nests (a new enclave that
+/// gives [`APP`] its 31st category, and `registered` moved to another host), then a nest the
+/// module must refuse, with the errno and message expected for it.
+fn refused_set_cases(registered: &str) -> Vec<(&'static str, Vec<Vec<u8>>, i32, &'static str)> {
+    let valid = || vec![nest("10.9.0.1", "10.0.0.1", &["c31"]), nest(registered, "10.0.0.2", &[])];
+    let with_last = |last: Vec<u8>| {
+        let mut nests = valid();
+        nests.push(last);
+        nests
+    };
+    let addr = raw_attr(attr::ADDR, &[10, 9, 0, 3]);
+    let app = raw_attr(attr::APP, &APP.0);
+    let host = raw_attr(attr::HOST_ADDR, &[10, 0, 0, 1]);
+    let nested = |parts: &[Vec<u8>]| raw_attr(attr::ENCLAVE | NLA_F_NESTED, &parts.concat());
+    vec![
+        ("past-32-categories", with_last(nest("fd00:9::3", "2001:db8::1", &["c32", "c33"])), libc::ENOSPC, "too many categories"),
+        ("five-byte-address", with_last(nested(&[raw_attr(attr::ADDR, &[10, 9, 0, 3, 0]), app.clone(), host.clone()])), libc::EINVAL, "4 (IPv4) or 16 (IPv6)"),
+        ("category-without-nul", with_last(nested(&[addr.clone(), app.clone(), host.clone(), raw_attr(attr::CAT, b"Browser")])), libc::EINVAL, "NUL-terminated"),
+        ("nest-without-host", with_last(nested(&[addr, app])), libc::EINVAL, "needs ADDR, APP and HOST_ADDR"),
+    ]
+}
+
+/// Sends each request of [`refused_set_cases`]; it must be refused with its errno and message,
+/// the extended ack pointing at the last nest. Returns the number of failures.
+fn refused_set(client: &mut Client, registered: &str) -> usize {
+    let mut failures = 0;
+    for (name, nests, errno, message) in refused_set_cases(registered) {
+        let starts: Vec<u32> = nests.iter().scan(HEADERS_LEN, |at, n| {
+            let start = *at;
+            *at += n.len() as u32;
+            Some(start)
+        }).collect();
+        let verdict = match client.request_raw(cmd::ENCLAVE_SET, &nests.concat()) {
+            Ok(()) => Err("accepted".to_string()),
+            Err(Error::Kernel(k)) => {
+                let got = k.message.clone().unwrap_or_default();
+                let blamed = k.offset.and_then(|o| starts.iter().position(|&s| s == o)).map(|i| i + 1);
+                if k.errno != errno {
+                    Err(format!("errno {} ({got:?}), expected {errno}", k.errno))
+                } else if !got.contains(message) {
+                    Err(format!("message {got:?} lacks {message:?}"))
+                } else if blamed != Some(nests.len()) {
+                    Err(format!("the reply blames offset {:?} (nest {blamed:?}), not nest #{} at {:?}", k.offset, nests.len(), starts.last()))
+                } else {
+                    Ok(format!("nest #{} of {} refused: {got}", nests.len(), nests.len()))
+                }
+            }
+            Err(other) => Err(other.to_string()),
+        };
+        match verdict {
+            Ok(what) => println!("ok {name}: {what}"),
+            Err(why) => {
+                failures += 1;
+                println!("FAIL {name}: {why}");
+            }
+        }
+    }
+    failures
 }
 
 fn run(cases: &[Case], client: &mut Client) -> usize {
@@ -219,14 +294,17 @@ fn main() {
             listen();
         }
         Some("malformed") => {}
+        Some("refused-set") if args.len() == 3 => {}
         _ => {
-            eprintln!("usage: nlprobe malformed | nlprobe unprivileged UID | nlprobe listen UID");
+            eprintln!("usage: nlprobe malformed | nlprobe unprivileged UID | nlprobe listen UID | nlprobe refused-set ADDR");
             std::process::exit(2);
         }
     }
     let result = Client::connect().map(|mut client| {
         let mut failures = if mode == Some("malformed") {
             run(&malformed_cases(), &mut client)
+        } else if mode == Some("refused-set") {
+            refused_set(&mut client, &args[2])
         } else {
             // Every command, even read-only ones, needs CAP_NET_ADMIN.
             let cases: Vec<Case> = (1..=cmd::MAX)

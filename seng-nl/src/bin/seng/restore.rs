@@ -79,10 +79,7 @@ fn apply(mut script: Script) -> Result<LocalTable, Failure> {
     let name = script.name.clone();
     // The module's own steps, as `restore` drives them: one replace transaction that each
     // command changes as it changes the live table, then its commit.
-    let step = |table: &mut LocalTable, command: u8, payload: &[u8]| match Request::parse(command, payload) {
-        Ok(request) => table.execute(request).map(drop).map_err(|refusal| refusal.error),
-        Err(error) => Err(error),
-    };
+    let step = |table: &mut LocalTable, command: u8, payload: &[u8]| Request::parse(command, payload).and_then(|request| table.execute(request).map(drop));
     let unexpected = |e| Failure::Op(format!("{name}: the table refused to {e}"));
     step(&mut table, cmd::REPLACE_BEGIN, &[]).map_err(|e| unexpected(format!("start: {e}")))?;
     script.each_command(|line_no, command| {
