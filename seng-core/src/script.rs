@@ -54,7 +54,7 @@ pub struct ScriptLine {
     /// `@SECONDS` prefix: applies this long after the first packet; `None` applies before it.
     pub at: Option<Duration>,
     /// The operation.
-    pub command: Operation,
+    pub operation: Operation,
 }
 
 /// What is wrong with a script line.
@@ -355,7 +355,7 @@ pub fn parse_line(line: &str, line_no: usize) -> Result<Option<ScriptLine>, Scri
 fn read_line(line: &str, line_no: usize, latest: Option<Duration>) -> Result<Option<ScriptLine>, ScriptError> {
     // The fast path only takes untimed lines, so `latest` cannot matter to it.
     match plain_enclave_add(line) {
-        Some(command) => Ok(Some(ScriptLine { line_no, at: None, command })),
+        Some(operation) => Ok(Some(ScriptLine { line_no, at: None, operation })),
         None => read_line_general(line, line_no, latest),
     }
 }
@@ -389,7 +389,7 @@ fn read_line_general(line: &str, line_no: usize, latest: Option<Duration>) -> Re
         };
     }
     let mut parser = LineParser { words: rest.iter(), line_no, end_column };
-    Ok(Some(ScriptLine { line_no, at, command: parser.command()? }))
+    Ok(Some(ScriptLine { line_no, at, operation: parser.command()? }))
 }
 
 /// The fast path of [`parse_line`]: `enclave add ADDR --app HEX --host ADDR [--cat NAME]...`
@@ -529,7 +529,7 @@ impl fmt::Display for ScriptLine {
     /// operation, each with the time.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let at = self.at.map(Seconds);
-        write_lines(f, &self.command, |f| match &at {
+        write_lines(f, &self.operation, |f| match &at {
             Some(at) => write!(f, "@{at} "),
             None => Ok(()),
         })
@@ -716,7 +716,7 @@ mod test {
         for (text, command, at_ms, canonical) in cases {
             let lines = parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(lines.len(), 1, "{text}");
-            assert_eq!(lines[0].command, command, "{text}");
+            assert_eq!(lines[0].operation, command, "{text}");
             assert_eq!(lines[0].at.map(|d| d.as_millis() as u64), at_ms, "{text}");
             assert_eq!(lines[0].to_string(), canonical, "{text}");
             assert_eq!(parse(&canonical).unwrap(), lines, "{canonical} reparses");
@@ -959,7 +959,7 @@ mod test {
         let ended: Vec<Vec<String>> = lines
             .iter()
             .map(|line| {
-                apply(&line.command, &mut table).unwrap();
+                apply(&line.operation, &mut table).unwrap();
                 let mut ended: Vec<String> = table.ended_connections().iter().map(|ip| ip.to_string()).collect();
                 ended.sort();
                 ended
@@ -997,11 +997,11 @@ mod test {
     #[test]
     fn an_operation_of_several_items_prints_a_line_for_each() {
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "fd00::2".parse().unwrap());
-        let line = ScriptLine { line_no: 1, at: Some(Duration::from_millis(1500)), command: Operation::Unregister(vec![a, b]) };
+        let line = ScriptLine { line_no: 1, at: Some(Duration::from_millis(1500)), operation: Operation::Unregister(vec![a, b]) };
         assert_eq!(line.to_string(), "@1.5 enclave del 10.0.0.1\n@1.5 enclave del fd00::2");
         let detach = Operation::Detach { app: m(APP), categories: vec![cat("a"), cat("b")] };
         assert_eq!(detach.to_string(), format!("app cat del {APP} a\napp cat del {APP} b"));
-        let read: Vec<Operation> = parse(&detach.to_string()).unwrap().into_iter().map(|l| l.command).collect();
+        let read: Vec<Operation> = parse(&detach.to_string()).unwrap().into_iter().map(|l| l.operation).collect();
         assert_eq!(read, [Operation::Detach { app: m(APP), categories: vec![cat("a")] }, Operation::Detach { app: m(APP), categories: vec![cat("b")] }]);
     }
 }

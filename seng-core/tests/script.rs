@@ -24,7 +24,7 @@ fn category() -> impl Strategy<Value = Category> {
 }
 
 /// An operation of one item, as a script line reads.
-fn command() -> impl Strategy<Value = Operation> {
+fn operation() -> impl Strategy<Value = Operation> {
     prop_oneof![
         (ip(), measurement(), ip(), prop::collection::vec(category(), 0..4))
             .prop_map(|(addr, app, host, categories)| Operation::from(Registration { addr, app, host, categories })),
@@ -36,18 +36,18 @@ fn command() -> impl Strategy<Value = Operation> {
 }
 
 fn script() -> impl Strategy<Value = Vec<ScriptLine>> {
-    prop::collection::vec((any::<bool>(), 0u64..5_000_000_000, command()), 0..12).prop_map(|items| {
+    prop::collection::vec((any::<bool>(), 0u64..5_000_000_000, operation()), 0..12).prop_map(|items| {
         // Timed lines must not go back in time: make the offsets cumulative.
         let mut now = Duration::ZERO;
         items
             .into_iter()
             .enumerate()
-            .map(|(i, (timed, step_ns, command))| {
+            .map(|(i, (timed, step_ns, operation))| {
                 let at = timed.then(|| {
                     now += Duration::from_nanos(step_ns);
                     now
                 });
-                ScriptLine { line_no: i + 1, at, command }
+                ScriptLine { line_no: i + 1, at, operation }
             })
             .collect()
     })

@@ -177,9 +177,9 @@ impl Simulator {
     }
 
     fn apply(&mut self, line: &ScriptLine, after_capture: bool) -> Result<(), SimError> {
-        let applied = seng_core::script::apply(&line.command, &mut self.enclaves).map_err(|e| SimError::Event {
+        let applied = seng_core::script::apply(&line.operation, &mut self.enclaves).map_err(|e| SimError::Event {
             line: line.line_no,
-            message: format!("{}: {e}", line.command),
+            message: format!("{}: {e}", line.operation),
         })?;
         let mut flows_deleted = 0;
         for ip in self.enclaves.ended_connections() {
@@ -205,7 +205,7 @@ impl Simulator {
         self.stats.events.push(EventRecord {
             line: line.line_no,
             at_s: line.at.map(|d| d.as_secs_f64()),
-            command: line.command.to_string(),
+            command: line.operation.to_string(),
             effect,
             flows_deleted,
             after_capture,

@@ -116,7 +116,7 @@ impl Events {
                     Client::connect().context("cannot reach seng.ko for the timed events")?,
                 ),
             };
-            client.apply(&line.command)
+            client.apply(&line.operation)
                 .with_context(|| format!("event of line {} ({line}) failed", line.line_no))?;
             self.next += 1;
             applied += 1;

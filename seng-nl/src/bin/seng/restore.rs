@@ -39,7 +39,7 @@ impl Script {
 
     /// Calls `each(line_no, operation)` for every line's operation, in order, one line at a time
     /// (memory stays flat for million-line scripts). Stops at the first error.
-    fn each_command(&mut self, mut each: impl FnMut(usize, Operation) -> Result<(), Failure>) -> Result<(), Failure> {
+    fn each_operation(&mut self, mut each: impl FnMut(usize, Operation) -> Result<(), Failure>) -> Result<(), Failure> {
         let name = &self.name;
         let mut text = String::new();
         let mut line_no = 0;
@@ -63,7 +63,7 @@ impl Script {
                     "{name}:{line_no}: timed lines (@SECONDS) are for the simulator; restore takes plain commands"
                 )));
             }
-            each(line_no, line.command)?;
+            each(line_no, line.operation)?;
         }
     }
 }
@@ -82,9 +82,9 @@ fn apply(mut script: Script) -> Result<LocalTable, Failure> {
     let step = |table: &mut LocalTable, command: u8, payload: &[u8]| Request::parse(command, payload).and_then(|request| table.execute(request).map(drop));
     let unexpected = |e| Failure::Op(format!("{name}: the table refused to {e}"));
     step(&mut table, cmd::REPLACE_BEGIN, &[]).map_err(|e| unexpected(format!("start: {e}")))?;
-    script.each_command(|line_no, command| {
-        let refused = |e: &dyn std::fmt::Display| Failure::Input(format!("{name}:{line_no}: {command}: {e}"));
-        let (staged, payload) = command.to_request(Dialect::Staged).map_err(|e| refused(&e))?;
+    script.each_operation(|line_no, operation| {
+        let refused = |e: &dyn std::fmt::Display| Failure::Input(format!("{name}:{line_no}: {operation}: {e}"));
+        let (staged, payload) = operation.to_request(Dialect::Staged).map_err(|e| refused(&e))?;
         step(&mut table, staged, &payload).map_err(|e| refused(&e))
     })?;
     step(&mut table, cmd::REPLACE_COMMIT, &[]).map_err(|e| unexpected(format!("commit: {e}")))?;
@@ -102,10 +102,10 @@ fn stream(mut script: Script, client: &mut Client) -> Result<(), Failure> {
     let mut op_lines: Vec<usize> = Vec::new();
     let name = script.name.clone();
     // On any failure the transaction is dropped, which aborts it.
-    script.each_command(|line_no, command| {
+    script.each_operation(|line_no, operation| {
         op_lines.push(line_no);
         // A script line is one item: one operation in the transaction's numbering.
-        replace.apply(&command).map_err(|e| refusal(&name, &op_lines, e))
+        replace.apply(&operation).map_err(|e| refusal(&name, &op_lines, e))
     })?;
     replace.commit().map_err(|e| refusal(&name, &op_lines, e))
 }
