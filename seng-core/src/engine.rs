@@ -414,14 +414,14 @@ impl<P: Platform + Clone> Engine<P> {
         }
     }
 
-    fn new_cut(&self, capacity: usize, services: &mut impl Services) -> Result<AddrSet<P>, TableError> {
+    fn new_ending(&self, capacity: usize, services: &mut impl Services) -> Result<AddrSet<P>, TableError> {
         AddrSet::with_capacity(self.platform.clone(), capacity, services.seed())
     }
 
-    /// Waits out readers of the old metadata, then ends the connections of `cut` and of the
+    /// Waits out readers of the old metadata, then ends the connections of `addrs` and of the
     /// enclaves of `apps`.
-    fn end(&self, services: &mut impl Services, cut: &AddrSet<P>, apps: &[Measurement]) {
-        let ending = Ending { addrs: cut, apps, table: self.live() };
+    fn end(&self, services: &mut impl Services, addrs: &AddrSet<P>, apps: &[Measurement]) {
+        let ending = Ending { addrs, apps, table: self.live() };
         if !ending.is_empty() {
             services.grace_period();
             services.end_connections(&ending);
@@ -453,16 +453,16 @@ impl<P: Platform + Clone> Engine<P> {
                 if let Some((at, _)) = list.iter_at().find(|(_, s)| table.lookup(&s.addr).is_none()) {
                     return Err(Refusal { error: TableError::NotRegistered.into(), at: Some(at) });
                 }
-                let mut cut = self.new_cut(list.len(), services)?;
+                let mut ending = self.new_ending(list.len(), services)?;
                 self.changing();
                 for spec in list.iter() {
                     // A repeated address is already gone; the set is sized for the whole list.
                     if unsafe { table.unregister(&spec.addr) }.is_ok() {
-                        let _ = cut.insert(spec.addr);
+                        let _ = ending.insert(spec.addr);
                     }
                 }
                 self.changed();
-                self.end(services, &cut, &[]);
+                self.end(services, &ending, &[]);
                 Ok(changed)
             }
             Request::Flush => {
@@ -474,12 +474,12 @@ impl<P: Platform + Clone> Engine<P> {
                 let (cats, differs) = new_categories(table, &app, &categories, add)?;
                 if differs {
                     // Allocated first: once the set is changed, nothing may fail.
-                    let cut = self.new_cut(0, services)?;
+                    let ending = self.new_ending(0, services)?;
                     self.changing();
                     let set = unsafe { table.set_categories(&app, cats.as_slice()) };
                     self.changed();
                     set?;
-                    self.end(services, &cut, core::slice::from_ref(&app));
+                    self.end(services, &ending, core::slice::from_ref(&app));
                 }
                 Ok(changed)
             }
@@ -543,19 +543,19 @@ impl<P: Platform + Clone> Engine<P> {
             }
             Request::ReplaceCommit => {
                 let replacement = staged(staging)?;
-                let mut cut = self.new_cut(table.len(), services)?;
+                let mut ending = self.new_ending(table.len(), services)?;
                 // Sized for every enclave of the old table.
-                let _ = table.changed_in(replacement, &mut cut);
+                let _ = table.changed_in(replacement, &mut ending);
                 let new = NonNull::from(replacement);
                 *staging = None;
                 self.staging_owner.store(0, Ordering::Release);
                 self.changing();
                 let old = self.live.swap(new.as_ptr(), Ordering::AcqRel);
                 self.changed();
-                // Readers of the old table must finish before it is freed, cut or not.
+                // Readers of the old table must finish before it is freed, connections to end or not.
                 services.grace_period();
-                if !cut.is_empty() {
-                    services.end_connections(&Ending { addrs: &cut, apps: &[], table: self.live() });
+                if !ending.is_empty() {
+                    services.end_connections(&Ending { addrs: &ending, apps: &[], table: self.live() });
                 }
                 if let Some(old) = NonNull::new(old) {
                     // SAFETY: unpublished above and a grace period has passed.
@@ -578,7 +578,7 @@ impl<P: Platform + Clone> Engine<P> {
     unsafe fn register_batch(&self, services: &mut impl Services, list: &EnclaveList<'_>) -> Result<(), Refusal> {
         let table = self.live();
         check_batch(table, list)?;
-        let mut cut = self.new_cut(list.len(), services)?;
+        let mut ending = self.new_ending(list.len(), services)?;
         let mut grown = Scratch::<P, Measurement>::with_capacity(self.platform.clone(), list.len())?;
         // One nest is one table operation, all or nothing by itself: no undo log needed.
         let mut undo = match list.len() {
@@ -607,9 +607,9 @@ impl<P: Platform + Clone> Engine<P> {
                             }
                             Err(error) => {
                                 // SAFETY: by the caller.
-                                unsafe { self.undo(undo.as_ref().map_or(&[][..], |u| u.as_slice()), &[], &mut cut) };
+                                unsafe { self.undo(undo.as_ref().map_or(&[][..], |u| u.as_slice()), &[], &mut ending) };
                                 self.changed();
-                                self.end(services, &cut, grown.as_slice());
+                                self.end(services, &ending, grown.as_slice());
                                 return Err(Refusal { error: error.into(), at: Some(at) });
                             }
                         }
@@ -622,7 +622,7 @@ impl<P: Platform + Clone> Engine<P> {
                 Ok(outcome) => {
                     if let Registered::Replaced { .. } = outcome {
                         // Sized for the whole list.
-                        let _ = cut.insert(spec.addr);
+                        let _ = ending.insert(spec.addr);
                     }
                     let app_now = table.app(&app).map_or(0, |a| a.categories().len());
                     if app_before.is_some_and(|n| n != app_now) && !grown.as_slice().contains(&app) {
@@ -635,29 +635,29 @@ impl<P: Platform + Clone> Engine<P> {
                 Err(error) => {
                     if let Some(undo) = undo.as_ref() {
                         // SAFETY: by the caller.
-                        unsafe { self.undo(undo.as_slice(), orphans.as_ref().map_or(&[][..], |o| o.as_slice()), &mut cut) };
+                        unsafe { self.undo(undo.as_slice(), orphans.as_ref().map_or(&[][..], |o| o.as_slice()), &mut ending) };
                     }
                     // The undone part was visible for a moment: the generation steps.
                     self.changed();
-                    self.end(services, &cut, grown.as_slice());
+                    self.end(services, &ending, grown.as_slice());
                     return Err(Refusal { error: error.into(), at: Some(at) });
                 }
             }
         }
         self.changed();
-        self.end(services, &cut, grown.as_slice());
+        self.end(services, &ending, grown.as_slice());
         Ok(())
     }
 
-    /// Undoes the applied nests of a batch, latest first. Every address touched goes into `cut`:
+    /// Undoes the applied nests of a batch, latest first. Every address touched goes into `ending`:
     /// packets may have been classified under its new metadata for a moment.
     ///
     /// # Safety
     /// As [`Engine::execute`].
-    unsafe fn undo(&self, applied: &[Undo], orphans: &[Cats], cut: &mut AddrSet<P>) {
+    unsafe fn undo(&self, applied: &[Undo], orphans: &[Cats], ending: &mut AddrSet<P>) {
         let table = self.live();
         for u in applied.iter().rev() {
-            let _ = cut.insert(u.ip);
+            let _ = ending.insert(u.ip);
             // SAFETY (all three): by the caller. Undoing frees what the nest allocated or
             // allocates what it freed; both succeed unless memory runs out a second time, and
             // then the generation step and the ended connections still cover the change.
@@ -685,16 +685,16 @@ impl<P: Platform + Clone> Engine<P> {
     /// As [`Engine::execute`].
     unsafe fn flush(&self, services: &mut impl Services) -> Result<(), TableError> {
         let table = self.live();
-        let mut cut = self.new_cut(table.len(), services)?;
+        let mut ending = self.new_ending(table.len(), services)?;
         for e in table.enclaves_from(0) {
             // Sized for every enclave.
-            let _ = cut.insert(e.addr());
+            let _ = ending.insert(e.addr());
         }
         self.changing();
         // SAFETY: by the caller.
         unsafe { table.flush() };
         self.changed();
-        self.end(services, &cut, &[]);
+        self.end(services, &ending, &[]);
         Ok(())
     }
 
@@ -705,7 +705,7 @@ impl<P: Platform + Clone> Engine<P> {
     /// As [`Engine::execute`].
     unsafe fn legacy(&self, services: &mut impl Services, op: LegacyOp) -> Result<Handled, Refusal> {
         let table = self.live();
-        let mut cut = self.new_cut(1, services)?;
+        let mut ending = self.new_ending(1, services)?;
         if let LegacyOp::Flush = op {
             // SAFETY: by the caller.
             unsafe { self.flush(services) }?;
@@ -720,7 +720,7 @@ impl<P: Platform + Clone> Engine<P> {
                 let before = table.app(&app).map(|a| a.categories().len());
                 let registered = unsafe { table.register(enclave, &app, IpAddr::V4(host), category.as_slice()) };
                 if let Ok(Registered::Replaced { .. }) = registered {
-                    let _ = cut.insert(enclave);
+                    let _ = ending.insert(enclave);
                 }
                 if before.is_some_and(|n| Some(n) != table.app(&app).map(|a| a.categories().len())) {
                     app_changed = Some(app);
@@ -731,7 +731,7 @@ impl<P: Platform + Clone> Engine<P> {
                 let enclave = IpAddr::V4(addr);
                 match unsafe { table.unregister(&enclave) } {
                     Ok(_) => {
-                        let _ = cut.insert(enclave);
+                        let _ = ending.insert(enclave);
                         Ok(true)
                     }
                     Err(TableError::NotRegistered) => Ok(false),
@@ -758,7 +758,7 @@ impl<P: Platform + Clone> Engine<P> {
         self.changed();
         let changed = outcome?;
         if changed {
-            self.end(services, &cut, app_changed.as_slice());
+            self.end(services, &ending, app_changed.as_slice());
         }
         Ok(Handled { notify: changed, reply_len: 0 })
     }

@@ -784,8 +784,8 @@ impl core::ops::Deref for LocalTable {
     }
 }
 
-/// A fixed-size set of addresses: the enclaves whose flows must be cut after a change. Sized
-/// when created, so inserting never allocates and never fails, and the cut cannot be left
+/// A fixed-size set of addresses: the enclaves whose connections end after a change. Sized
+/// when created, so inserting never allocates and never fails, and the set cannot be left
 /// incomplete by a late allocation failure.
 pub struct AddrSet<P: Platform> {
     slots: Trailing<SetSlotsHeader, Option<IpAddr>>,
@@ -886,10 +886,10 @@ impl<P: Platform> Drop for AddrSet<P> {
 }
 
 impl<P: Platform> EnclaveTable<P> {
-    /// Adds to `cut` every enclave of this table that `replacement` drops or gives another
-    /// application, host or set of categories: the flows that must not survive swapping `replacement` in. `cut`
+    /// Adds to `ending` every enclave of this table that `replacement` drops or gives another
+    /// application, host or set of categories: the connections that must not survive swapping `replacement` in. `ending`
     /// needs room for [`EnclaveTable::len`] addresses.
-    pub fn changed_in<Q: Platform, R: Platform>(&self, replacement: &EnclaveTable<Q>, cut: &mut AddrSet<R>) -> Result<(), SetFull> {
+    pub fn changed_in<Q: Platform, R: Platform>(&self, replacement: &EnclaveTable<Q>, ending: &mut AddrSet<R>) -> Result<(), SetFull> {
         for old in self.enclaves_from(0) {
             let same = replacement
                 .lookup(&old.addr())
@@ -898,7 +898,7 @@ impl<P: Platform> EnclaveTable<P> {
                     new.app() == old.app() && new.host() == old.host() && a.len() == b.len() && a.iter().all(|c| b.contains(c))
                 });
             if !same {
-                cut.insert(old.addr())?;
+                ending.insert(old.addr())?;
             }
         }
         Ok(())
