@@ -293,9 +293,11 @@ fn check_batch<P: Platform>(table: &EnclaveTable<P>, list: &EnclaveList<'_>) -> 
     // of an application's further enclaves) needs no per-application accounting.
     let mut fresh = Cats::empty();
     let mut fresh_overflow = false;
+    // Only a table that could overflow needs to know which addresses are new.
+    let room_is_sure = table.len() + list.len() <= table.stats().capacity;
     for (at, spec) in list.iter_at() {
         app_host(&spec).map_err(|error| Refusal { error, at: Some(at) })?;
-        new += usize::from(table.lookup(&spec.addr).is_none());
+        new += usize::from(!room_is_sure && table.lookup(&spec.addr).is_none());
         let attached = spec.app.and_then(|a| table.app(&a)).map_or(&[][..], |a| a.categories());
         most_attached = most_attached.max(attached.len());
         spec.with_categories(|cs| {
