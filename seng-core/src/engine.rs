@@ -592,12 +592,14 @@ impl<P: Platform + Clone> Engine<P> {
         for (at, spec) in list.iter_at() {
             let Ok((app, host)) = app_host(&spec) else { continue };
             let app_before = table.app(&app).map(|a| a.categories().len());
-            let before = match table.lookup(&spec.addr) {
+            // Only an undo log needs what the address was; a single nest keeps none.
+            let found = if undo.is_some() { table.lookup(&spec.addr) } else { None };
+            let before = match found {
                 None => Before::Absent,
                 Some(e) if *e.app() == app && e.host() == host => Before::Same,
                 Some(e) => {
                     let mut orphan = None;
-                    if undo.is_some() && *e.app() != app && table.app(e.app()).is_some_and(|a| a.enclaves() == 1) {
+                    if *e.app() != app && table.app(e.app()).is_some_and(|a| a.enclaves() == 1) {
                         let kept = match orphans.as_mut() {
                             Some(kept) => Ok(kept),
                             None => Scratch::with_capacity(self.platform.clone(), list.len()).map(|kept| orphans.insert(kept)),
