@@ -167,6 +167,8 @@ struct Route {
 /// The compiled configuration: answers [`Router::path`] per packet without allocating.
 pub struct Router {
     names: Vec<String>,
+    /// Per interface id: its addresses with their masks, in the order given.
+    iface_addrs: Vec<Vec<(Family, Addr, Addr)>>,
     local: [Vec<Addr>; 2],
     broadcast: Vec<Addr>,
     /// Per family, longest prefix first.
@@ -203,6 +205,7 @@ impl Router {
         config.check_names()?;
         let mut router = Router {
             names: vec![String::new(), "lo".into()],
+            iface_addrs: vec![Vec::new(), vec![(Family::Ipv4, from_ip(IpAddr::from([127, 0, 0, 1])), mask_of(Family::Ipv4, 8)), (Family::Ipv6, 1, u128::MAX)]],
             local: [vec![from_ip(IpAddr::from([127, 0, 0, 1]))], vec![1]],
             broadcast: vec![u128::from(u32::MAX)],
             routes: [Vec::new(), Vec::new()],
@@ -217,6 +220,7 @@ impl Router {
                 let a = from_ip(*addr);
                 router.local[index(family)].push(a);
                 let mask = mask_of(family, *len);
+                router.iface_addrs[usize::from(id)].push((family, a, mask));
                 if family == Family::Ipv4 && *len < 31 {
                     router.broadcast.push((a & mask) | (!mask & 0xffff_ffff));
                 }
@@ -251,6 +255,7 @@ impl Router {
             return Err(NetError { option: "--iface", value: name.into(), message: "more than 63 interfaces".into() });
         }
         self.names.push(name.into());
+        self.iface_addrs.push(Vec::new());
         Ok((self.names.len() - 1) as u8)
     }
 
@@ -274,7 +279,31 @@ impl Router {
         self.routes[index(family)].iter().find(|r| addr & r.mask == r.net).map_or(self.default_iface, |r| r.iface)
     }
 
-    fn delivered(&self, family: Family, dst: Addr) -> bool {
+    /// The address of interface `iface` that a packet toward `dst` leaves with (MASQUERADE):
+    /// one whose prefix holds `dst`, else the first of its family; `None` if it has none.
+    pub fn iface_addr(&self, iface: u8, family: Family, dst: Addr) -> Option<Addr> {
+        let addrs = self.iface_addrs.get(usize::from(iface))?;
+        let mut of_family = addrs.iter().filter(|(f, _, _)| *f == family);
+        let first = of_family.clone().next().map(|(_, a, _)| *a);
+        of_family.find(|(_, a, mask)| a & mask == dst & mask).map(|(_, a, _)| *a).or(first)
+    }
+
+    /// The first address of `family` on interface `iface` (REDIRECT's target).
+    pub fn first_addr(&self, iface: u8, family: Family) -> Option<Addr> {
+        self.iface_addrs.get(usize::from(iface))?.iter().find(|(f, _, _)| *f == family).map(|(_, a, _)| *a)
+    }
+
+    /// The interface a packet from `src` arrived on, `None` when the gateway sent it (a local
+    /// source); see the module documentation.
+    pub fn arrival(&self, family: Family, src: Addr) -> Option<u8> {
+        if self.is_local(family, src) {
+            return None;
+        }
+        Some(self.in_iface.unwrap_or_else(|| self.route(family, src)))
+    }
+
+    /// Whether a packet to `dst` is delivered to the gateway (local, broadcast or multicast).
+    pub fn delivered(&self, family: Family, dst: Addr) -> bool {
         match family {
             Family::Ipv4 => self.is_local(family, dst) || dst >> 28 == 0xe || self.broadcast.contains(&dst),
             Family::Ipv6 => self.is_local(family, dst) || dst >> 120 == 0xff,
