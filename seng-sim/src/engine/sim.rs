@@ -85,7 +85,7 @@ pub struct Stats {
     pub ttl_expired: u64,
     /// IP fragments evaluated as they are (Linux would reassemble them first).
     pub fragments: u64,
-    /// Verdicts per family (IPv4, IPv6) and hook (by [`Hook`] number): a packet is accepted
+    /// Verdicts per family (IPv4, IPv6) and hook (by [`super::Hook`] number): a packet is accepted
     /// at a hook when every table there passed it.
     pub hooks: [[HookTally; 5]; 2],
     /// Conntrack states of evaluated packets.

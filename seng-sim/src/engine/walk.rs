@@ -347,3 +347,185 @@ fn loopback(family: Family) -> Addr {
         Family::Ipv6 => 1,
     }
 }
+
+#[cfg(test)]
+mod test {
+    use crate::capture::{linktype, Frame};
+    use crate::engine::{Options, Simulator, TableKind};
+    use crate::gen::Builder;
+    use crate::net::NetConfig;
+    use crate::packet::tcp_flag::{ACK, SYN};
+    use crate::rules::parse_rules;
+    use seng_core::Family;
+
+    const APP: &str = "d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0";
+
+    /// The default gateway (tunFA 192.168.28.1/24, fd00:28::1/64) with an uplink eth0 holding
+    /// 203.0.113.1/24 and 2001:db8::1/64.
+    fn gateway() -> Options {
+        let mut net = NetConfig::default();
+        net.set_interface("eth0=203.0.113.1/24,2001:db8::1/64").unwrap();
+        Options { net, ..Options::default() }
+    }
+
+    /// Replays raw IP packets one millisecond apart; the trace line of each.
+    fn replay(options: &Options, rules: &str, script: &str, packets: &[Vec<u8>]) -> (Simulator, Vec<String>) {
+        let rules = parse_rules(rules, "rules").unwrap_or_else(|e| panic!("{e}"));
+        let script = seng_core::script::parse(script).unwrap();
+        let mut sim = Simulator::new(&rules, &script, options).unwrap();
+        let lines = packets
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                let frame = Frame { number: i as u64 + 1, ts_ns: i as u64 * 1_000_000, link: linktype::RAW, data: bytes, orig_len: bytes.len() };
+                let mut out = Vec::new();
+                sim.process(&frame, Some(&mut out)).unwrap();
+                String::from_utf8(out).unwrap()
+            })
+            .collect();
+        (sim, lines)
+    }
+
+    /// Packets per rule of table `kind`, in chain and rule order.
+    fn counts(sim: &Simulator, family: Family, kind: TableKind) -> Vec<u64> {
+        sim.table(family, kind).map(|t| t.counters().iter().map(|c| c.packets).collect()).unwrap_or_default()
+    }
+
+    /// Policy packets of the built-in chains of table `kind`.
+    fn policies(sim: &Simulator, family: Family, kind: TableKind) -> Vec<u64> {
+        let t = sim.table(family, kind).expect("table loaded");
+        t.policy_counters().iter().take(kind.hooks().len()).map(|c| c.packets).collect()
+    }
+
+    /// Enclaves masqueraded out of eth0: the nat table sees the first packet only, the replies
+    /// to the gateway's public address are de-NATed before routing, so they are forwarded to
+    /// the enclave (not delivered), and the filter sees the enclave's address; a second
+    /// enclave using the same source port gets another port, and its replies reach it.
+    #[test]
+    fn masquerade_egress_and_replies() {
+        let rules = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+                     -A POSTROUTING -s 192.168.28.0/24 -o eth0 -j MASQUERADE\nCOMMIT\n\
+                     *filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                     -A FORWARD -i tunFA -o eth0 -j ACCEPT\n-A FORWARD -d 192.168.28.10/32 -i eth0 -o tunFA -m conntrack --ctstate ESTABLISHED,SNAT -j ACCEPT\n\
+                     -A FORWARD -d 192.168.28.11/32 -i eth0 -o tunFA -j ACCEPT\nCOMMIT\n";
+        let a = Builder::v4("192.168.28.10", "198.51.100.7");
+        let b = Builder::v4("192.168.28.11", "198.51.100.7");
+        let to_a = Builder::v4("198.51.100.7", "203.0.113.1");
+        let packets = [
+            a.tcp(40000, 443, SYN, b""),
+            to_a.tcp(443, 40000, SYN | ACK, b""),
+            a.tcp(40000, 443, ACK, b""),
+            b.tcp(40000, 443, SYN, b""),
+            to_a.tcp(443, 1024, SYN | ACK, b""),
+            Builder::v4("198.51.100.7", "203.0.113.1").icmp_error(3, 3, &Builder::v4("203.0.113.1", "198.51.100.7").tcp(40000, 443, ACK, b"")),
+        ];
+        let (sim, lines) = replay(&gateway(), rules, "", &packets);
+        assert!(lines[0].contains("nat POSTROUTING in tunFA out eth0: MASQUERADE by POSTROUTING rule 1") && lines[0].contains("nat POSTROUTING: now 203.0.113.1:40000 > 198.51.100.7:443"), "{}", lines[0]);
+        assert!(lines[1].contains("nat PREROUTING: now 198.51.100.7:443 > 192.168.28.10:40000 TCP [S.] | filter FORWARD in eth0 out tunFA: ACCEPT by FORWARD rule 2"), "{}", lines[1]);
+        assert!(lines[2].contains("nat POSTROUTING: now 203.0.113.1:40000 > 198.51.100.7:443"), "{}", lines[2]);
+        assert!(lines[3].contains("now 203.0.113.1:1024 > 198.51.100.7:443"), "the clash moves the port: {}", lines[3]);
+        assert!(lines[4].contains("now 198.51.100.7:443 > 192.168.28.11:40000") && lines[4].contains("ACCEPT by FORWARD rule 3"), "{}", lines[4]);
+        assert!(lines[5].contains("ct RELATED") && lines[5].contains("now 198.51.100.7 > 192.168.28.10 ICMP type 3 code 3"), "an error about the flow reaches the enclave: {}", lines[5]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Nat), [2]);
+        assert_eq!(policies(&sim, Family::Ipv4, TableKind::Nat), [2, 0, 0, 0], "PREROUTING of the two first packets; POSTROUTING decided by the rule");
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [3, 2, 1], "the RELATED error has the connection's SNAT state");
+        assert_eq!(policies(&sim, Family::Ipv4, TableKind::Filter), [0, 0, 0]);
+    }
+
+    /// A public port forwarded to an enclave server: FORWARD sees the enclave's address, so a
+    /// `--dst-app` rule matches it; the server's replies leave with the public address.
+    #[test]
+    fn dnat_to_an_enclave_server() {
+        let rules = format!(
+            "iptables -t nat -A PREROUTING -i eth0 -p tcp --dport 8080 -j DNAT --to-destination 192.168.28.20:80\n\
+             iptables -P FORWARD DROP\niptables -A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT\n\
+             iptables -A FORWARD -i eth0 -p tcp --dport 80 -m conntrack --ctstate DNAT -m seng --dst-app {APP} -j ACCEPT\n\
+             iptables -A FORWARD -d 203.0.113.1 -j LOG\n"
+        );
+        let script = format!("enclave add 192.168.28.20 --app {APP} --host 10.0.0.5\n");
+        let client = Builder::v4("198.51.100.7", "203.0.113.1");
+        let server = Builder::v4("192.168.28.20", "198.51.100.7");
+        let packets = [
+            client.tcp(5000, 8080, SYN, b""),
+            server.tcp(80, 5000, SYN | ACK, b""),
+            client.tcp(5000, 8080, ACK, b""),
+            client.tcp(5001, 8081, SYN, b""),
+        ];
+        let (sim, lines) = replay(&gateway(), &rules, &script, &packets);
+        assert!(lines[0].contains("DNAT by PREROUTING rule 1") && lines[0].contains("now 198.51.100.7:5000 > 192.168.28.20:80"), "{}", lines[0]);
+        assert!(lines[0].contains("filter FORWARD in eth0 out tunFA: ACCEPT by FORWARD rule 2"), "{}", lines[0]);
+        assert!(lines[1].contains("nat POSTROUTING: now 203.0.113.1:8080 > 198.51.100.7:5000"), "{}", lines[1]);
+        assert!(lines[2].contains("ACCEPT by FORWARD rule 1"), "{}", lines[2]);
+        assert!(lines[3].contains("filter INPUT in eth0"), "no binding: delivered to the gateway: {}", lines[3]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Nat), [1]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [2, 1, 0]);
+        assert_eq!(sim.stats().hooks[0][crate::rules::Hook::Forward as usize].accepted.packets, 3);
+    }
+
+    /// Marks set in mangle are seen by the filter; a connection mark saved from the first
+    /// packet is restored onto the replies; REDIRECT sends a forwarded port to the gateway.
+    #[test]
+    fn marks_connmarks_and_redirect() {
+        let rules = "*mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+                     -A PREROUTING -i tunFA -s 192.168.28.10 -j MARK --set-mark 0x10\n-A PREROUTING -m mark --mark 0x10 -j CONNMARK --save-mark\n\
+                     -A PREROUTING -i eth0 -j CONNMARK --restore-mark\nCOMMIT\n\
+                     *nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+                     -A PREROUTING -i tunFA -p tcp --dport 80 -j REDIRECT --to-ports 3128\nCOMMIT\n\
+                     *filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                     -A INPUT -p tcp --dport 3128 -m mark --mark 0x10 -j ACCEPT\n-A FORWARD -m mark --mark 0x10 -j ACCEPT\n\
+                     -A FORWARD -m connmark --mark 0x10 -j ACCEPT\n-A FORWARD -m mark ! --mark 0x10/0xf0\nCOMMIT\n";
+        let a = Builder::v4("192.168.28.10", "198.51.100.7");
+        let packets = [
+            a.udp(4000, 53, b"q"),
+            Builder::v4("198.51.100.7", "192.168.28.10").udp(53, 4000, b"a"),
+            Builder::v4("192.168.28.11", "198.51.100.7").udp(4000, 53, b"q"),
+            a.tcp(40000, 80, SYN, b""),
+        ];
+        let (sim, lines) = replay(&gateway(), rules, "", &packets);
+        assert!(lines[1].contains("ACCEPT by FORWARD rule 1"), "the restored mark: {}", lines[1]);
+        assert!(lines[2].contains("DROP by FORWARD policy"), "{}", lines[2]);
+        assert!(lines[3].contains("REDIRECT by PREROUTING rule 1") && lines[3].contains("now 192.168.28.10:40000 > 192.168.28.1:3128"), "{}", lines[3]);
+        assert!(lines[3].contains("filter INPUT in tunFA out *: ACCEPT by INPUT rule 1"), "{}", lines[3]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Mangle), [2, 2, 1]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [1, 2, 0, 1]);
+    }
+
+    /// NOTRACK in raw: the packets are UNTRACKED, never NATed nor confirmed, and the nat
+    /// table never sees them.
+    #[test]
+    fn notrack_skips_conntrack_and_nat() {
+        let rules = "iptables -t raw -A PREROUTING -p udp --dport 53 -j CT --notrack\niptables -t raw -A OUTPUT -p udp --sport 53 -j NOTRACK\n\
+                     iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE\niptables -A INPUT -m conntrack --ctstate UNTRACKED -j ACCEPT\n\
+                     iptables -A INPUT -m state --state NEW\niptables -A OUTPUT -m connmark --mark 0/0\n";
+        let q = Builder::v4("192.168.28.10", "192.168.28.1");
+        let packets = [q.udp(4000, 53, b"q"), q.reverse().udp(53, 4000, b"a"), q.udp(4000, 53, b"q"), q.udp(4000, 54, b"q")];
+        let (sim, lines) = replay(&gateway(), rules, "", &packets);
+        assert!(lines[0].contains("ct UNTRACKED") && lines[2].contains("ct UNTRACKED"), "{lines:?}");
+        assert!(lines[3].contains("ct NEW"), "{}", lines[3]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Raw), [2, 1]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [2, 1, 0]);
+        assert_eq!(policies(&sim, Family::Ipv4, TableKind::Nat), [1, 1, 0, 0], "only the tracked packet passes nat");
+        assert_eq!(sim.stats().ct.untracked, 3);
+        assert_eq!(sim.conntrack_stats().confirmed, 1);
+    }
+
+    /// IPv6 DNAT, and MASQUERADE out of an interface without an address: the kernel drops.
+    #[test]
+    fn ipv6_dnat_and_masquerade_without_address() {
+        let rules = "ip6tables -t nat -A PREROUTING -i eth0 -p udp --dport 5353 -j DNAT --to-destination [fd00:28::20]:53\n\
+                     iptables -t nat -A POSTROUTING -o wan -j MASQUERADE\niptables -A FORWARD -j ACCEPT\n";
+        let mut options = gateway();
+        options.net.add_route("198.18.0.0/15=wan").unwrap();
+        let packets = [
+            Builder::v6("2001:db8::7", "2001:db8::1").udp(4000, 5353, b"q"),
+            Builder::v6("fd00:28::20", "2001:db8::7").udp(53, 4000, b"a"),
+            Builder::v4("192.168.28.10", "198.18.0.1").udp(4000, 53, b"q"),
+        ];
+        let (sim, lines) = replay(&options, rules, "", &packets);
+        assert!(lines[0].contains("now [2001:db8::7]:4000 > [fd00:28::20]:53"), "{}", lines[0]);
+        assert!(lines[1].contains("now [2001:db8::1]:5353 > [2001:db8::7]:4000"), "{}", lines[1]);
+        assert!(lines[2].contains("MASQUERADE: wan has no IPv4 address: dropped"), "{}", lines[2]);
+        assert_eq!(sim.stats().hooks[0][crate::rules::Hook::Postrouting as usize].dropped.packets, 1);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [1]);
+    }
+}
