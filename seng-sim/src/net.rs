@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! The gateway's network, as far as filtering depends on it: interfaces with their addresses,
-//! routes, and from these the hooks a packet passes and its in/out interfaces.
+//! routes, and from these where a packet comes from, whether it is delivered, and where it goes.
 //!
 //! The rule (the capture does not say which way a packet went, so it is inferred):
 //! - a packet whose source is a local address was sent by the gateway itself: OUTPUT, out the
@@ -134,37 +134,13 @@ impl NetConfig {
     }
 }
 
-/// The hooks a packet passes, with interface ids (see [`Router::name`]; 0 is "no interface").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Path {
-    /// Delivered to the gateway: INPUT.
-    Input {
-        /// Arrival interface.
-        iface: u8,
-    },
-    /// Routed through: FORWARD.
-    Forward {
-        /// Arrival interface.
-        in_iface: u8,
-        /// Departure interface.
-        out_iface: u8,
-    },
-    /// Sent by the gateway: OUTPUT.
-    Output {
-        /// Departure interface.
-        iface: u8,
-    },
-    /// Sent by the gateway to itself: OUTPUT out `lo`, then INPUT in `lo`.
-    Loopback,
-}
-
 struct Route {
     net: Addr,
     mask: Addr,
     iface: u8,
 }
 
-/// The compiled configuration: answers [`Router::path`] per packet without allocating.
+/// The compiled configuration: answers [`Router::arrival`], [`Router::delivered`] and [`Router::route`] per packet without allocating.
 pub struct Router {
     names: Vec<String>,
     /// Per interface id: its addresses with their masks, in the order given.
@@ -310,22 +286,6 @@ impl Router {
         }
     }
 
-    /// The hooks a packet from `src` to `dst` passes; see the module documentation.
-    pub fn path(&self, family: Family, src: Addr, dst: Addr) -> Path {
-        if self.is_local(family, src) {
-            if self.is_local(family, dst) {
-                return Path::Loopback;
-            }
-            return Path::Output { iface: self.route(family, dst) };
-        }
-        let in_iface = self.in_iface.unwrap_or_else(|| self.route(family, src));
-        if self.delivered(family, dst) {
-            Path::Input { iface: in_iface }
-        } else {
-            Path::Forward { in_iface, out_iface: self.route(family, dst) }
-        }
-    }
-
     /// Whether interface pattern `pattern` (`eth0`, `eth+`, `+`) names interface `id`.
     pub fn iface_matches(&self, pattern: &str, id: u8) -> bool {
         let name = self.name(id);
@@ -356,6 +316,26 @@ impl fmt::Display for Router {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// The hooks a packet passes without NAT, with interface ids (0 is "no interface").
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Path {
+        Input { iface: u8 },
+        Forward { in_iface: u8, out_iface: u8 },
+        Output { iface: u8 },
+        Loopback,
+    }
+
+    impl Router {
+        fn path(&self, family: Family, src: Addr, dst: Addr) -> Path {
+            match self.arrival(family, src) {
+                None if self.is_local(family, dst) => Path::Loopback,
+                None => Path::Output { iface: self.route(family, dst) },
+                Some(iface) if self.delivered(family, dst) => Path::Input { iface },
+                Some(in_iface) => Path::Forward { in_iface, out_iface: self.route(family, dst) },
+            }
+        }
+    }
 
     fn a(text: &str) -> (Family, Addr) {
         let ip: IpAddr = text.parse().unwrap();
