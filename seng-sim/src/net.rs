@@ -264,6 +264,15 @@ impl Router {
         of_family.find(|(_, a, mask)| a & mask == dst & mask).map(|(_, a, _)| *a).or(first)
     }
 
+    /// The source address MASQUERADE gives a packet to `dst` leaving through `iface`: the
+    /// interface's own ([`Router::iface_addr`]), else, as `inet_select_addr` and IPv6 source
+    /// selection fall back, the first global address of another interface in their order.
+    pub fn masquerade_addr(&self, iface: u8, family: Family, dst: Addr) -> Option<Addr> {
+        self.iface_addr(iface, family, dst).or_else(|| {
+            self.iface_addrs.iter().skip(usize::from(LO) + 1).flatten().find(|(f, _, _)| *f == family).map(|(_, a, _)| *a)
+        })
+    }
+
     /// The first address of `family` on interface `iface` (REDIRECT's target).
     pub fn first_addr(&self, iface: u8, family: Family) -> Option<Addr> {
         self.iface_addrs.get(usize::from(iface))?.iter().find(|(f, _, _)| *f == family).map(|(_, a, _)| *a)
@@ -384,6 +393,12 @@ mod test {
         assert_eq!(r.path(f, local, d), Path::Output { iface: id("ens3") });
         assert_eq!(r.path(f, local, s), Path::Output { iface: id("wg0") });
         assert!(r.iface_matches("wg+", id("wg0")) && r.iface_matches("+", 0) && !r.iface_matches("wg0", 0));
+        // ens3 has no address: MASQUERADE out of it takes tunFA's (the first interface's).
+        let (_, tun_addr) = a("192.168.28.1");
+        assert_eq!(r.masquerade_addr(id("ens3"), f, d), Some(tun_addr));
+        assert_eq!(r.masquerade_addr(id("wg0"), f, d), Some(local));
+        let (_, v6) = a("fd00:28::1");
+        assert_eq!(r.masquerade_addr(id("ens3"), Family::Ipv6, 0), Some(v6));
         assert!(c.set_interface("bad/name=1.2.3.4/8").is_err());
         assert_eq!(c.add_route("10.0.0.0/33=x").unwrap_err().message, "bad prefix length");
     }

@@ -317,7 +317,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             },
             NatKind::Masquerade => self
                 .router
-                .iface_addr(self.out_iface, family, self.p.dst)
+                .masquerade_addr(self.out_iface, family, self.p.dst)
                 .ok_or_else(|| format!("MASQUERADE: {} has no {} address", iface_name(self.router, self.out_iface), family_word(family)))?,
             NatKind::Redirect if hook == Hook::Output => loopback(family),
             NatKind::Redirect => self
@@ -509,13 +509,16 @@ mod test {
         assert_eq!(sim.conntrack_stats().confirmed, 1);
     }
 
-    /// IPv6 DNAT, and MASQUERADE out of an interface without an address: the kernel drops.
+    /// IPv6 DNAT, and MASQUERADE when no interface has an address of the family: the kernel
+    /// drops.
     #[test]
     fn ipv6_dnat_and_masquerade_without_address() {
         let rules = "ip6tables -t nat -A PREROUTING -i eth0 -p udp --dport 5353 -j DNAT --to-destination [fd00:28::20]:53\n\
                      iptables -t nat -A POSTROUTING -o wan -j MASQUERADE\niptables -A FORWARD -j ACCEPT\n";
         let mut options = gateway();
         options.net.add_route("198.18.0.0/15=wan").unwrap();
+        options.net.set_interface("tunFA=fd00:28::1/64").unwrap();
+        options.net.set_interface("eth0=2001:db8::1/64").unwrap();
         let packets = [
             Builder::v6("2001:db8::7", "2001:db8::1").udp(4000, 5353, b"q"),
             Builder::v6("fd00:28::20", "2001:db8::7").udp(53, 4000, b"a"),
