@@ -418,6 +418,7 @@ mod test {
              "-A INPUT -s fd00:28::/64 -p ipv6-icmp -m icmp6 --icmpv6-type 1/4 -m state --state RELATED -j REJECT --reject-with icmp6-port-unreachable".into()),
             ("iptables -A OUTPUT -s 0.0.0.0/0 -p all -f -j DROP".into(), "-A OUTPUT -f -j DROP".into()),
             ("iptables -t filter -w -A INPUT -p 47".into(), "-A INPUT -p gre".into()),
+            ("iptables -t mangle -A FORWARD -m mark --mark 1 -m connmark ! --mark 2/0xff".into(), "-A FORWARD -m mark --mark 0x1 -m connmark ! --mark 0x2/0xff".into()),
         ];
         for (text, want) in cases {
             assert_eq!(first_rule(&text), want, "{text}");

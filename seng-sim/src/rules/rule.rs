@@ -181,10 +181,12 @@ impl<'w> RuleParser<'w> {
             .collect()
     }
 
-    /// Index of the last loaded match for which `accepts` holds, loading the protocol's own
-    /// match when the option belongs to it (iptables' implicit `-p tcp` → `-m tcp`).
+    /// Index of the last loaded match for which `accepts` holds (libxtables puts a new match's
+    /// options before the older ones, so `-m mark --mark 1 -m connmark --mark 2` gives each
+    /// its own), loading the protocol's own match when the option belongs to it (iptables'
+    /// implicit `-p tcp` → `-m tcp`).
     fn match_for(&mut self, option: &str) -> Option<usize> {
-        let index = self.spec.matches.iter().position(|m| accepts(m, option));
+        let index = self.spec.matches.iter().rposition(|m| accepts(m, option));
         if index.is_some() {
             return index;
         }
