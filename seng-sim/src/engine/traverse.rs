@@ -7,7 +7,7 @@ use seng_core::table::{EnclaveTable, StdPlatform};
 use super::compile::{CMatch, CRule, CTarget, Compiled, PortCond, FRAG, HAS_PROTO, INV_DST, INV_FRAG, INV_PROTO, INV_SRC};
 use super::{Hook, Verdict};
 use crate::packet::{proto, to_ip, Packet, L4};
-use crate::rules::{ConnmarkSpec, NatSpec, Policy, PortDirection};
+use crate::rules::{ct_state, ConnmarkSpec, NatSpec, Policy, PortDirection};
 
 /// A packet and where it is, as the rules see it; the targets change its marks.
 pub(super) struct Ctx<'p, 'a> {
@@ -24,6 +24,9 @@ pub(super) struct Ctx<'p, 'a> {
     pub(super) ctmark: Option<u32>,
     /// A NOTRACK / CT --notrack target ran.
     pub(super) notrack: bool,
+    /// Conntrack has run for the packet already (the loopback's second pass), so NOTRACK does
+    /// nothing, as xt_CT leaves a packet with a connection alone.
+    pub(super) tracked: bool,
     pub(super) enclaves: &'p EnclaveTable<StdPlatform>,
 }
 
@@ -93,7 +96,11 @@ impl CMatch {
                 });
                 hit != *inv
             }
-            CMatch::State { mask, inv } => ((c.ct | c.ct_status) & mask != 0) != *inv,
+            CMatch::State { mask, inv } => {
+                // NOTRACK earlier in the raw chain makes the packet UNTRACKED from then on.
+                let ct = if c.notrack { ct_state::UNTRACKED } else { c.ct };
+                ((ct | c.ct_status) & mask != 0) != *inv
+            }
             CMatch::Mark { value, mask, inv } => (c.mark & mask == *value) != *inv,
             CMatch::Connmark { value, mask, inv } => c.ctmark.is_some_and(|m| (m & mask == *value) != *inv),
             CMatch::Seng(info) => seng_core::match_packet(info, p.family, c.enclaves, &to_ip(p.family, p.src), &to_ip(p.family, p.dst)),
@@ -233,7 +240,7 @@ impl Compiled {
             match target {
                 CTarget::Continue | CTarget::Log => at += 1,
                 CTarget::Notrack => {
-                    c.notrack = true;
+                    c.notrack |= !c.tracked;
                     at += 1;
                 }
                 CTarget::Mark { value, mask } => {

@@ -73,6 +73,8 @@ pub(super) struct Walk<'s, 'a> {
     pub(super) ct: u8,
     mark: u32,
     notrack: bool,
+    /// Conntrack has run (or NOTRACK exempted the packet).
+    tracked: bool,
     /// Conntrack gave the packet a connection.
     has_conn: bool,
     loopback: bool,
@@ -114,6 +116,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             ct: ct_state::INVALID,
             mark: 0,
             notrack: false,
+            tracked: false,
             has_conn: false,
             loopback: false,
         }
@@ -210,6 +213,7 @@ impl<'s, 'a> Walk<'s, 'a> {
     }
 
     fn track(&mut self) {
+        self.tracked = true;
         let ct = &mut self.stats.ct;
         if self.notrack {
             self.ct = ct_state::UNTRACKED;
@@ -243,6 +247,7 @@ impl<'s, 'a> Walk<'s, 'a> {
             mark: self.mark,
             ctmark,
             notrack: self.notrack,
+            tracked: self.tracked,
             enclaves: self.enclaves,
         };
         let tracing = self.trace.is_some();
@@ -494,7 +499,8 @@ mod test {
     /// table never sees them.
     #[test]
     fn notrack_skips_conntrack_and_nat() {
-        let rules = "iptables -t raw -A PREROUTING -p udp --dport 53 -j CT --notrack\niptables -t raw -A OUTPUT -p udp --sport 53 -j NOTRACK\n\
+        let rules = "iptables -t raw -A PREROUTING -p udp --dport 53 -j CT --notrack\niptables -t raw -A PREROUTING -m conntrack --ctstate UNTRACKED\n\
+                     iptables -t raw -A OUTPUT -p udp --sport 53 -j NOTRACK\n\
                      iptables -t nat -A POSTROUTING -o eth0 -j MASQUERADE\niptables -A INPUT -m conntrack --ctstate UNTRACKED -j ACCEPT\n\
                      iptables -A INPUT -m state --state NEW\niptables -A OUTPUT -m connmark --mark 0/0\n";
         let q = Builder::v4("192.168.28.10", "192.168.28.1");
@@ -502,11 +508,29 @@ mod test {
         let (sim, lines) = replay(&gateway(), rules, "", &packets);
         assert!(lines[0].contains("ct UNTRACKED") && lines[2].contains("ct UNTRACKED"), "{lines:?}");
         assert!(lines[3].contains("ct NEW"), "{}", lines[3]);
-        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Raw), [2, 1]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Raw), [2, 2, 1], "UNTRACKED right after the NOTRACK rule");
         assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [2, 1, 0]);
         assert_eq!(policies(&sim, Family::Ipv4, TableKind::Nat), [1, 1, 0, 0], "only the tracked packet passes nat");
         assert_eq!(sim.stats().ct.untracked, 3);
         assert_eq!(sim.conntrack_stats().confirmed, 1);
+    }
+
+    /// The gateway to itself: the second pass (PREROUTING and INPUT on lo) keeps the
+    /// connection, so NOTRACK there does nothing and nat is not run again; DNAT in OUTPUT to a
+    /// local address turns a packet to the outside into one through lo.
+    #[test]
+    fn loopback_keeps_its_connection_and_dnat_reroutes() {
+        let rules = "iptables -t raw -A PREROUTING -i lo -j CT --notrack\niptables -t raw -A PREROUTING -i lo -m conntrack --ctstate NEW\n\
+                     iptables -t nat -A OUTPUT -d 198.51.100.7 -p udp -j DNAT --to-destination 127.0.0.1:9\n\
+                     iptables -A INPUT -i lo -m conntrack --ctstate NEW,DNAT\niptables -A OUTPUT -o lo\n";
+        let packets = [Builder::v4("127.0.0.1", "127.0.0.1").udp(1, 2, b""), Builder::v4("192.168.28.1", "198.51.100.7").udp(3, 4, b"")];
+        let (sim, lines) = replay(&gateway(), rules, "", &packets);
+        assert!(lines[0].contains("ct NEW"), "{}", lines[0]);
+        assert!(lines[1].contains("now 192.168.28.1:3 > 127.0.0.1:9") && lines[1].contains("filter OUTPUT in * out lo"), "{}", lines[1]);
+        assert!(lines[1].contains("filter INPUT in lo out *"), "{}", lines[1]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Raw), [2, 2]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [2, 2]);
+        assert_eq!(policies(&sim, Family::Ipv4, TableKind::Nat), [0, 0, 1, 2], "nat runs once per manip: OUTPUT and POSTROUTING, never PREROUTING or INPUT on lo");
     }
 
     /// IPv6 DNAT, and MASQUERADE when no interface has an address of the family: the kernel
