@@ -51,6 +51,9 @@ const INPUT: &[Step] = &[Table(TableKind::Mangle), Table(TableKind::Filter), Nat
 const FORWARD: &[Step] = &[Table(TableKind::Mangle), Table(TableKind::Filter)];
 const OUTPUT: &[Step] = &[Table(TableKind::Raw), Track, Table(TableKind::Mangle), Nat, Reroute, Table(TableKind::Filter)];
 const POSTROUTING: &[Step] = &[Table(TableKind::Mangle), Nat, Confirm];
+/// PREROUTING for the gateway's packet to itself coming back in through lo with its
+/// connection: conntrack does not run again.
+const LOOPBACK_PREROUTING: &[Step] = &[Table(TableKind::Raw), Table(TableKind::Mangle), Nat];
 
 /// A packet walking the hooks, with what it needs of the simulator.
 pub(super) struct Walk<'s, 'a> {
@@ -154,10 +157,8 @@ impl<'s, 'a> Walk<'s, 'a> {
                 if !self.hook(Hook::Output, OUTPUT) || !self.hook(Hook::Postrouting, POSTROUTING) || !self.loopback {
                     return;
                 }
-                // Back in through lo with its connection: conntrack does not run again.
                 (self.in_iface, self.out_iface) = (LO, 0);
-                let again: &[Step] = &[Table(TableKind::Raw), Table(TableKind::Mangle), Nat];
-                if self.hook(Hook::Prerouting, again) {
+                if self.hook(Hook::Prerouting, LOOPBACK_PREROUTING) {
                     self.hook(Hook::Input, INPUT);
                 }
             }
