@@ -238,6 +238,8 @@ struct JsonReport<'a> {
     tables: Vec<JsonTable>,
     verdicts: JsonVerdicts,
     hooks: Vec<JsonHook>,
+    /// The gateway's own packets, sent (accepted) or refused at OUTPUT or POSTROUTING.
+    own_packets: HookTally,
     conntrack: JsonConntrack,
     events: &'a [EventRecord],
     enclaves_at_end: usize,
@@ -314,6 +316,7 @@ pub fn json(inputs: &Inputs, rules: &Ruleset, sim: &Simulator) -> String {
         tables,
         verdicts,
         hooks,
+        own_packets: stats.own,
         conntrack: JsonConntrack { packets: stats.ct, stats: sim.conntrack_stats() },
         events: &stats.events,
         enclaves_at_end: sim.enclaves().len(),

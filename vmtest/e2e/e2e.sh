@@ -12,7 +12,10 @@ E2E_WORK=/tmp/e2e
 # The firewall mark of replayed packets. Everything else the gateway's stack sends (resets,
 # ICMP errors and echo replies to replayed traffic, REJECT's answers, IPv6 MLD reports) is not
 # in the capture and not simulated, so a raw-table guard drops it before conntrack and filter.
+# The guard tests only the low 16 bits: a scenario's own raw rules under nft run beside it at
+# the same priority and may set marks in the upper bits first.
 E2E_MARK=0x5e9
+E2E_GUARD_MARK=$E2E_MARK/0xffff
 # Scenarios run, and those that failed with their one-line reasons.
 E2E_RAN=0
 E2E_FAILED=0
@@ -57,7 +60,7 @@ e2e_kernel() {
 		sysctl_set net.netfilter.nf_conntrack_$t 3600
 	done
 	for family in iptables ip6tables; do
-		run /usr/sbin/$family-legacy -t raw -A OUTPUT -m mark ! --mark $E2E_MARK -j DROP
+		run /usr/sbin/$family-legacy -t raw -A OUTPUT -m mark ! --mark $E2E_GUARD_MARK -j DROP
 	done
 	E2E_DEVS=
 	E2E_NET=
@@ -94,7 +97,7 @@ e2e_empty_table() {
 	esac
 	echo "*$1"
 	for chain in $chains; do echo ":$chain ACCEPT [0:0]"; done
-	[ "$1:$2" = raw:legacy ] && echo "-A OUTPUT -m mark ! --mark $E2E_MARK -j DROP"
+	[ "$1:$2" = raw:legacy ] && echo "-A OUTPUT -m mark ! --mark $E2E_GUARD_MARK -j DROP"
 	echo COMMIT
 }
 
@@ -117,7 +120,7 @@ e2e_clear_tables() {
 # seng-e2e compare leaves it out of the kernel's counters.
 e2e_guard() {
 	grep -q '^\*raw' "$3" || return 0
-	/usr/sbin/$1-$2 -t raw -I OUTPUT 1 -m mark ! --mark $E2E_MARK -j DROP
+	/usr/sbin/$1-$2 -t raw -I OUTPUT 1 -m mark ! --mark $E2E_GUARD_MARK -j DROP
 }
 
 # e2e_fail NAME REASON: records a failed scenario (the test goes on with the next one); E2E_LAST

@@ -88,6 +88,9 @@ pub struct Stats {
     /// Verdicts per family (IPv4, IPv6) and hook (by [`super::Hook`] number): a packet is accepted
     /// at a hook when every table there passed it.
     pub hooks: [[HookTally; 5]; 2],
+    /// The gateway's own packets by what OUTPUT and POSTROUTING made of them: a drop at either
+    /// fails the sender's send.
+    pub own: HookTally,
     /// Conntrack states of evaluated packets.
     pub ct: CtTally,
     /// First and last frame timestamps (ns since the epoch).

@@ -154,7 +154,18 @@ impl<'s, 'a> Walk<'s, 'a> {
             None => {
                 self.loopback = self.router.is_local(family, self.p.dst);
                 self.out_iface = if self.loopback { LO } else { self.router.route(family, self.p.dst) };
-                if !self.hook(Hook::Output, OUTPUT) || !self.hook(Hook::Postrouting, POSTROUTING) || !self.loopback {
+                let mut verdict = self.hook_verdict(Hook::Output, OUTPUT);
+                if verdict == Verdict::Accept {
+                    verdict = self.hook_verdict(Hook::Postrouting, POSTROUTING);
+                }
+                // What the sender learns: a drop at either hook fails its send (EPERM).
+                let own = &mut self.stats.own;
+                match verdict {
+                    Verdict::Accept => own.accepted.add(self.p.len),
+                    Verdict::Drop => own.dropped.add(self.p.len),
+                    Verdict::Reject => own.rejected.add(self.p.len),
+                }
+                if verdict != Verdict::Accept || !self.loopback {
                     return;
                 }
                 (self.in_iface, self.out_iface) = (LO, 0);
@@ -173,6 +184,11 @@ impl<'s, 'a> Walk<'s, 'a> {
 
     /// Runs the steps of `hook`; false if the packet was dropped or rejected there.
     fn hook(&mut self, hook: Hook, steps: &[Step]) -> bool {
+        self.hook_verdict(hook, steps) == Verdict::Accept
+    }
+
+    /// Runs the steps of `hook`; what they decided.
+    fn hook_verdict(&mut self, hook: Hook, steps: &[Step]) -> Verdict {
         let mut verdict = Verdict::Accept;
         for step in steps {
             verdict = match *step {
@@ -210,7 +226,7 @@ impl<'s, 'a> Walk<'s, 'a> {
         if verdict != Verdict::Accept {
             self.conntrack.discard();
         }
-        verdict == Verdict::Accept
+        verdict
     }
 
     fn track(&mut self) {
@@ -532,6 +548,10 @@ mod test {
         assert_eq!(counts(&sim, Family::Ipv4, TableKind::Raw), [2, 2]);
         assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [2, 2]);
         assert_eq!(policies(&sim, Family::Ipv4, TableKind::Nat), [0, 0, 1, 2], "nat runs once per manip: OUTPUT and POSTROUTING, never PREROUTING or INPUT on lo");
+        assert_eq!(sim.stats().own.accepted.packets, 2);
+        // A drop in mangle POSTROUTING refuses the gateway's own packet, as one in OUTPUT does.
+        let (sim, _) = replay(&gateway(), "iptables -t mangle -P POSTROUTING DROP\n", "", &packets);
+        assert_eq!((sim.stats().own.dropped.packets, sim.stats().own.accepted.packets), (2, 0));
     }
 
     /// IPv6 DNAT, and MASQUERADE when no interface has an address of the family: the kernel
