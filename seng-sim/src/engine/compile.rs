@@ -189,11 +189,16 @@ impl Compiled {
     }
 }
 
-/// The `tcp` / `udp` match as `backend` runs it.
+/// The `tcp` / `udp` match as `backend` runs it. iptables-nft translates ports and flags into
+/// payload tests, but keeps a match without options as the x_tables match (through
+/// nft_compat), which drops a packet whose header is cut short (seen in e2e-random seed 49).
 pub(super) fn ports(backend: Backend, sport: &Option<Neg<PortRange>>, dport: &Option<Neg<PortRange>>, flags: Option<(u8, u8, bool)>) -> CMatch {
+    let translated = sport.is_some() || dport.is_some() || flags.is_some();
     match backend {
-        Backend::Legacy => CMatch::Ports { sport: PortCond::of(sport), dport: PortCond::of(dport), flags },
-        Backend::Nft => CMatch::Payload { sport: sport.as_ref().map(|_| PortCond::of(sport)), dport: dport.as_ref().map(|_| PortCond::of(dport)), flags },
+        Backend::Nft if translated => {
+            CMatch::Payload { sport: sport.as_ref().map(|_| PortCond::of(sport)), dport: dport.as_ref().map(|_| PortCond::of(dport)), flags }
+        }
+        Backend::Legacy | Backend::Nft => CMatch::Ports { sport: PortCond::of(sport), dport: PortCond::of(dport), flags },
     }
 }
 

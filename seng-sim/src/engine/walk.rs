@@ -554,6 +554,24 @@ mod test {
         assert_eq!((sim.stats().own.dropped.packets, sim.stats().own.accepted.packets), (2, 0));
     }
 
+    /// `-m udp` without options stays the x_tables match under iptables-nft too, so a UDP
+    /// header cut short is dropped by it in any table; with a port it is a payload test.
+    #[test]
+    fn bare_udp_match_drops_a_cut_header_on_both_backends() {
+        let rules = "iptables -t mangle -A PREROUTING -p udp -m udp --dport 9\niptables -t mangle -A PREROUTING -p udp -m udp\n";
+        let mut cut = Builder::v4("198.51.100.7", "192.168.28.1").udp(1, 2, b"");
+        cut.truncate(23);
+        cut[2..4].copy_from_slice(&23u16.to_be_bytes());
+        cut[10..12].copy_from_slice(&[0, 0]);
+        let sum = !crate::packet::checksum_fold(crate::packet::checksum_add(0, &cut[..20]));
+        cut[10..12].copy_from_slice(&sum.to_be_bytes());
+        for (backend, want) in [(crate::engine::Backend::Legacy, "DROP by a match of PREROUTING rule 1"), (crate::engine::Backend::Nft, "DROP by a match of PREROUTING rule 2")] {
+            let options = Options { backend, ..gateway() };
+            let (_, lines) = replay(&options, rules, "", std::slice::from_ref(&cut));
+            assert!(lines[0].contains(want), "{backend:?}: {}", lines[0]);
+        }
+    }
+
     /// IPv6 DNAT, and MASQUERADE when no interface has an address of the family: the kernel
     /// drops.
     #[test]
