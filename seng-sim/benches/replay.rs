@@ -33,7 +33,7 @@ fn main() {
     let size = bytes.len();
     let capture = Capture::new(bytes).expect("a valid capture");
     let rules = parse_rules(&gen::bench_rules(), "bench-rules").expect("valid rules");
-    let rule_count: usize = rules.ipv4.chains.iter().map(|c| c.rules.len()).sum();
+    let rule_count: usize = rules.filter(Family::Ipv4).chains.iter().map(|c| c.rules.len()).sum();
     let script = seng_core::script::parse(&gen::bench_enclaves(ENCLAVES)).expect("valid script");
     let mut net = NetConfig::default();
     net.set_interface("tunFA=172.16.0.1/16").expect("valid interface");

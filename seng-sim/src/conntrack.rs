@@ -24,7 +24,11 @@
 //!   `nf_conntrack_checksum=1` does) and invalid TCP flag combinations are INVALID.
 //! - Timeouts are Linux' defaults (TCP per state, e.g. 5 days ESTABLISHED, 2 min TIME_WAIT; UDP
 //!   30 s, 120 s once replied; ICMP 30 s; others 10 min), applied when an entry is next looked
-//!   up. Helpers, expectations, NAT and zones are not modelled; IP fragments are not reassembled.
+//!   up. Helpers, expectations and zones are not modelled; IP fragments are not reassembled.
+//! - NAT as nf_nat keeps it: a binding made for a connection's first packet rewrites its reply
+//!   tuple ([`Conntrack::bind`]); every later packet of either direction, and the outer
+//!   addresses of ICMP errors about it, are translated from the two tuples
+//!   ([`Conntrack::translate`]). Each entry keeps a connection mark (CONNMARK, `-m connmark`).
 //! - seng: [`Conntrack::end_connections`] deletes every entry whose original or reply tuple
 //!   involves an address, which the kernel module does for every address whose connections a
 //!   change ends (the engine's `Services::end_connections`).
@@ -240,6 +244,29 @@ struct Conn {
     seen_reply: bool,
     tcp_state: u8,
     expires_ns: u64,
+    /// The connection mark.
+    mark: u32,
+    /// NAT manips set up (bits of [`Manip`]), for an entry not yet confirmed.
+    nat_done: u8,
+}
+
+/// Which address a NAT binding or translation rewrites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Manip {
+    /// The source (SNAT, MASQUERADE; done at POSTROUTING and INPUT).
+    Src = 1,
+    /// The destination (DNAT, REDIRECT; done at PREROUTING and OUTPUT).
+    Dst = 2,
+}
+
+/// The connection of the packet tracked last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Current {
+    /// The pending entry: this is the connection's first packet.
+    Pending,
+    /// A confirmed entry, the packet's direction (true: reply), and whether the packet is an
+    /// ICMP error about it (RELATED).
+    Entry(u32, bool, bool),
 }
 
 impl Conn {
@@ -282,6 +309,7 @@ pub struct Conntrack {
     free: Vec<u32>,
     /// The entry the current packet would create, pending confirmation.
     pending: Option<Conn>,
+    current: Option<Current>,
     stats: ConntrackStats,
 }
 
@@ -333,6 +361,7 @@ impl Conntrack {
     /// [`Conntrack::confirm`] if the packet was accepted, [`Conntrack::discard`] otherwise.
     pub fn track(&mut self, p: &Packet<'_>, now_ns: u64, verify_checksum: bool) -> u8 {
         self.pending = None;
+        self.current = None;
         let v6 = p.family == Family::Ipv6;
         // Fragments are not reassembled; a later fragment carries no transport header to track.
         if p.l4 != L4::Complete {
@@ -366,17 +395,22 @@ impl Conntrack {
         let Some((index, reply)) = self.find(&tuple, now_ns) else {
             return self.start(p, tuple, now_ns);
         };
+        self.current = Some(Current::Entry(index, reply, false));
         let conn = &mut self.conns[index as usize];
         if p.proto == proto::TCP {
             let new_state = tcp::TABLE[usize::from(reply)][tcp::kind(p.tcp_flags)][usize::from(conn.tcp_state.min(9))];
             match new_state {
-                tcp::INVALID => return ct_state::INVALID,
+                tcp::INVALID => {
+                    self.current = None;
+                    return ct_state::INVALID;
+                }
                 tcp::IGNORE => {}
                 tcp::SYN_SENT if !reply && conn.tcp_state >= tcp::TIME_WAIT => {
                     // Reopening a closed connection: the kernel kills the old entry and the
                     // SYN starts a new one.
                     self.remove(index);
                     self.stats.reopened += 1;
+                    self.current = None;
                     return self.start(p, tuple, now_ns);
                 }
                 state => conn.tcp_state = state,
@@ -406,9 +440,10 @@ impl Conntrack {
         let Some(reply) = tuple.invert() else {
             return ct_state::INVALID;
         };
-        let mut conn = Conn { tuples: [tuple, reply], seen_reply: false, tcp_state, expires_ns: 0 };
+        let mut conn = Conn { tuples: [tuple, reply], seen_reply: false, tcp_state, expires_ns: 0, mark: 0, nat_done: 0 };
         conn.refresh(now_ns);
         self.pending = Some(conn);
+        self.current = Some(Current::Pending);
         ct_state::NEW
     }
 
@@ -424,10 +459,153 @@ impl Conntrack {
         let Some(inverted) = Tuple::of(&quoted).invert() else {
             return ct_state::INVALID;
         };
-        if quoted.src != p.dst || self.find(&inverted, now_ns).is_none() {
+        if quoted.src != p.dst {
             return ct_state::INVALID;
         }
+        let Some((index, reply)) = self.find(&inverted, now_ns) else {
+            return ct_state::INVALID;
+        };
+        self.current = Some(Current::Entry(index, reply, true));
         ct_state::RELATED
+    }
+
+    fn conn(&self) -> Option<&Conn> {
+        match self.current? {
+            Current::Pending => self.pending.as_ref(),
+            Current::Entry(index, _, _) => self.conns.get(index as usize),
+        }
+    }
+
+    fn conn_mut(&mut self) -> Option<&mut Conn> {
+        match self.current? {
+            Current::Pending => self.pending.as_mut(),
+            Current::Entry(index, _, _) => self.conns.get_mut(index as usize),
+        }
+    }
+
+    /// The connection mark of the packet tracked last; `None` without a connection.
+    pub fn mark(&self) -> Option<u32> {
+        self.conn().map(|c| c.mark)
+    }
+
+    /// Sets the connection mark of the packet tracked last (if it has a connection).
+    pub fn set_mark(&mut self, mark: u32) {
+        if let Some(c) = self.conn_mut() {
+            c.mark = mark;
+        }
+    }
+
+    /// Whether the packet tracked last is its connection's first and `manip` was not set up
+    /// for it yet: the nat table decides (the kernel runs nat chains only then).
+    pub fn needs_binding(&self, manip: Manip) -> bool {
+        self.current == Some(Current::Pending) && self.pending.is_some_and(|c| c.nat_done & manip as u8 == 0)
+    }
+
+    /// The tuple the first packet has now (after the bindings made so far), in the pending
+    /// entry's terms: (src, dst, sport, dport).
+    fn translated_original(conn: &Conn) -> Tuple {
+        let r = conn.tuples[1];
+        let (sport, dport) = if has_ports(r.proto) { (r.dport, r.sport) } else { (conn.tuples[0].sport, conn.tuples[0].dport) };
+        Tuple { src: r.dst, dst: r.src, sport, dport, ..r }
+    }
+
+    /// Sets up `manip` for the first packet's connection: its source (or destination) becomes
+    /// `addr` with a port from `ports` (the packet's own if in range and free; without a range,
+    /// the packet's own if free, else one from the kernel's default range for that port).
+    /// Returns false when no free tuple is left. Without `addr` change and ports, a null binding.
+    pub fn bind(&mut self, manip: Manip, addr: Addr, ports: Option<(u16, u16)>) -> bool {
+        let Some(conn) = self.pending else { return false };
+        let current = Self::translated_original(&conn);
+        let mut candidate = current;
+        match manip {
+            Manip::Src => candidate.src = addr,
+            Manip::Dst => candidate.dst = addr,
+        }
+        let port_of = |t: &Tuple| if manip == Manip::Src { t.sport } else { t.dport };
+        let with_port = |t: Tuple, port: u16| {
+            let mut t = t;
+            match manip {
+                Manip::Src => t.sport = port,
+                Manip::Dst => t.dport = port,
+            }
+            t
+        };
+        let taken = |map: &FastMap<Tuple, u32>, t: &Tuple| t.invert().is_none_or(|reply| map.contains_key(&reply));
+        let own = port_of(&candidate);
+        let chosen = if !has_ports(candidate.proto) {
+            (!taken(&self.map, &candidate)).then_some(candidate)
+        } else {
+            let (min, max) = match ports {
+                Some(range) => range,
+                // nf_nat's defaults when a source port must change: the class of the old port.
+                None if manip == Manip::Src && own < 512 => (1, 511),
+                None if manip == Manip::Src && own < 1024 => (600, 1023),
+                None if manip == Manip::Src => (1024, u16::MAX),
+                None => (own, own),
+            };
+            let keep = (own >= min && own <= max && !taken(&self.map, &candidate)).then_some(candidate);
+            keep.or_else(|| (min..=max).map(|port| with_port(candidate, port)).find(|t| !taken(&self.map, t)))
+        };
+        let Some(chosen) = chosen else { return false };
+        let Some(reply) = chosen.invert() else { return false };
+        if let Some(pending) = self.pending.as_mut() {
+            pending.tuples[1] = reply;
+            pending.nat_done |= manip as u8;
+        }
+        true
+    }
+
+    /// Marks `manip` as set up without a change (no nat rule decided: a null binding).
+    pub fn null_binding(&mut self, manip: Manip) {
+        if let Some(pending) = self.pending.as_mut() {
+            pending.nat_done |= manip as u8;
+        }
+    }
+
+    /// NAT status bits of the packet's connection, as `--ctstate SNAT` / `DNAT` see them.
+    pub fn nat_status(&self) -> u8 {
+        let Some(c) = self.conn() else { return 0 };
+        let t = Self::translated_original(c);
+        let o = c.tuples[0];
+        let snat = t.src != o.src || (has_ports(o.proto) && t.sport != o.sport);
+        let dnat = t.dst != o.dst || (has_ports(o.proto) && t.dport != o.dport);
+        (if snat { ct_state::SNAT } else { 0 }) | (if dnat { ct_state::DNAT } else { 0 })
+    }
+
+    /// Rewrites the packet tracked last as nf_nat does at a hook of `manip`: to what its
+    /// connection's tuples say (nothing if it has no connection or no binding changes it).
+    /// An ICMP error has only its outer addresses rewritten. Returns whether anything changed.
+    pub fn translate(&self, p: &mut Packet<'_>, manip: Manip) -> bool {
+        let Some(current) = self.current else { return false };
+        let (conn, reply, related) = match current {
+            Current::Pending => match self.pending.as_ref() {
+                Some(c) => (c, false, false),
+                None => return false,
+            },
+            Current::Entry(index, reply, related) => match self.conns.get(index as usize) {
+                Some(c) => (c, reply, related),
+                None => return false,
+            },
+        };
+        // The packet becomes the inverse of the other direction's tuple.
+        let other = conn.tuples[usize::from(!reply)];
+        let before = (p.src, p.dst, p.sport, p.dport);
+        let ports = has_ports(p.proto) && !related;
+        match manip {
+            Manip::Src => {
+                p.src = other.dst;
+                if ports {
+                    p.sport = other.dport;
+                }
+            }
+            Manip::Dst => {
+                p.dst = other.src;
+                if ports {
+                    p.dport = other.sport;
+                }
+            }
+        }
+        before != (p.src, p.dst, p.sport, p.dport)
     }
 
     /// The packet of the last [`Conntrack::track`] was accepted: its pending entry is inserted.
@@ -446,23 +624,32 @@ impl Conntrack {
         self.map.insert(conn.tuples[0], index << 1);
         self.map.insert(conn.tuples[1], index << 1 | 1);
         self.stats.confirmed += 1;
+        // A packet of the loopback path passes the hooks again with its entry.
+        if self.current == Some(Current::Pending) {
+            self.current = Some(Current::Entry(index, false, false));
+        }
     }
 
     /// The packet of the last [`Conntrack::track`] was dropped: no entry is created.
     pub fn discard(&mut self) {
         self.pending = None;
+        if self.current == Some(Current::Pending) {
+            self.current = None;
+        }
     }
 
     /// Ends the connections of `addr`: deletes every entry whose original or reply tuple has it as
     /// source or destination. Returns how many.
     pub fn end_connections(&mut self, family: Family, addr: Addr) -> usize {
         let v6 = family == Family::Ipv6;
-        let doomed: Vec<u32> = self
+        let mut doomed: Vec<u32> = self
             .map
             .iter()
-            .filter(|(t, slot)| *slot & 1 == 0 && t.v6 == v6 && (t.src == addr || t.dst == addr))
+            .filter(|(t, _)| t.v6 == v6 && (t.src == addr || t.dst == addr))
             .map(|(_, slot)| slot >> 1)
             .collect();
+        doomed.sort_unstable();
+        doomed.dedup();
         for index in &doomed {
             self.remove(*index);
         }

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! seng-sim: replays packet captures offline through a model of the Linux filter table
-//! (iptables and ip6tables) with the seng match, connection tracking and timed enclave
-//! registrations, and reports what the kernel would have counted and decided.
+//! seng-sim: replays packet captures offline through a model of the Linux raw, mangle, nat and
+//! filter tables (iptables and ip6tables) with the seng match, connection tracking, NAT and
+//! timed enclave registrations, and reports what the kernel would have counted and decided.
 //!
 //! The pipeline: [`capture`] reads pcap/pcapng and peels link layers, [`packet`] parses IP
-//! headers, [`net`] decides which hooks a packet passes, [`conntrack`] gives its state,
+//! headers, [`net`] knows interfaces and routes, [`conntrack`] gives its state and NAT bindings,
 //! [`engine`] runs it through the [`rules`] compiled for replay, and [`report`] prints the
 //! counters the way `iptables -L -v -n -x` does. [`gen`] makes captures (the shipped example and
 //! the benchmark's).

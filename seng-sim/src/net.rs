@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! The gateway's network, as far as filtering depends on it: interfaces with their addresses,
-//! routes, and from these the hooks a packet passes and its in/out interfaces.
+//! routes, and from these where a packet comes from, whether it is delivered, and where it goes.
 //!
 //! The rule (the capture does not say which way a packet went, so it is inferred):
 //! - a packet whose source is a local address was sent by the gateway itself: OUTPUT, out the
@@ -134,39 +134,17 @@ impl NetConfig {
     }
 }
 
-/// The hooks a packet passes, with interface ids (see [`Router::name`]; 0 is "no interface").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Path {
-    /// Delivered to the gateway: INPUT.
-    Input {
-        /// Arrival interface.
-        iface: u8,
-    },
-    /// Routed through: FORWARD.
-    Forward {
-        /// Arrival interface.
-        in_iface: u8,
-        /// Departure interface.
-        out_iface: u8,
-    },
-    /// Sent by the gateway: OUTPUT.
-    Output {
-        /// Departure interface.
-        iface: u8,
-    },
-    /// Sent by the gateway to itself: OUTPUT out `lo`, then INPUT in `lo`.
-    Loopback,
-}
-
 struct Route {
     net: Addr,
     mask: Addr,
     iface: u8,
 }
 
-/// The compiled configuration: answers [`Router::path`] per packet without allocating.
+/// The compiled configuration: answers [`Router::arrival`], [`Router::delivered`] and [`Router::route`] per packet without allocating.
 pub struct Router {
     names: Vec<String>,
+    /// Per interface id: its addresses with their masks, in the order given.
+    iface_addrs: Vec<Vec<(Family, Addr, Addr)>>,
     local: [Vec<Addr>; 2],
     broadcast: Vec<Addr>,
     /// Per family, longest prefix first.
@@ -203,6 +181,7 @@ impl Router {
         config.check_names()?;
         let mut router = Router {
             names: vec![String::new(), "lo".into()],
+            iface_addrs: vec![Vec::new(), vec![(Family::Ipv4, from_ip(IpAddr::from([127, 0, 0, 1])), mask_of(Family::Ipv4, 8)), (Family::Ipv6, 1, u128::MAX)]],
             local: [vec![from_ip(IpAddr::from([127, 0, 0, 1]))], vec![1]],
             broadcast: vec![u128::from(u32::MAX)],
             routes: [Vec::new(), Vec::new()],
@@ -217,6 +196,7 @@ impl Router {
                 let a = from_ip(*addr);
                 router.local[index(family)].push(a);
                 let mask = mask_of(family, *len);
+                router.iface_addrs[usize::from(id)].push((family, a, mask));
                 if family == Family::Ipv4 && *len < 31 {
                     router.broadcast.push((a & mask) | (!mask & 0xffff_ffff));
                 }
@@ -251,6 +231,7 @@ impl Router {
             return Err(NetError { option: "--iface", value: name.into(), message: "more than 63 interfaces".into() });
         }
         self.names.push(name.into());
+        self.iface_addrs.push(Vec::new());
         Ok((self.names.len() - 1) as u8)
     }
 
@@ -274,26 +255,43 @@ impl Router {
         self.routes[index(family)].iter().find(|r| addr & r.mask == r.net).map_or(self.default_iface, |r| r.iface)
     }
 
-    fn delivered(&self, family: Family, dst: Addr) -> bool {
+    /// The address of interface `iface` that a packet toward `dst` leaves with (MASQUERADE):
+    /// one whose prefix holds `dst`, else the first of its family; `None` if it has none.
+    pub fn iface_addr(&self, iface: u8, family: Family, dst: Addr) -> Option<Addr> {
+        let addrs = self.iface_addrs.get(usize::from(iface))?;
+        let mut of_family = addrs.iter().filter(|(f, _, _)| *f == family);
+        let first = of_family.clone().next().map(|(_, a, _)| *a);
+        of_family.find(|(_, a, mask)| a & mask == dst & mask).map(|(_, a, _)| *a).or(first)
+    }
+
+    /// The source address MASQUERADE gives a packet to `dst` leaving through `iface`: the
+    /// interface's own ([`Router::iface_addr`]), else, as `inet_select_addr` and IPv6 source
+    /// selection fall back, the first global address of another interface in their order.
+    pub fn masquerade_addr(&self, iface: u8, family: Family, dst: Addr) -> Option<Addr> {
+        self.iface_addr(iface, family, dst).or_else(|| {
+            self.iface_addrs.iter().skip(usize::from(LO) + 1).flatten().find(|(f, _, _)| *f == family).map(|(_, a, _)| *a)
+        })
+    }
+
+    /// The first address of `family` on interface `iface` (REDIRECT's target).
+    pub fn first_addr(&self, iface: u8, family: Family) -> Option<Addr> {
+        self.iface_addrs.get(usize::from(iface))?.iter().find(|(f, _, _)| *f == family).map(|(_, a, _)| *a)
+    }
+
+    /// The interface a packet from `src` arrived on, `None` when the gateway sent it (a local
+    /// source); see the module documentation.
+    pub fn arrival(&self, family: Family, src: Addr) -> Option<u8> {
+        if self.is_local(family, src) {
+            return None;
+        }
+        Some(self.in_iface.unwrap_or_else(|| self.route(family, src)))
+    }
+
+    /// Whether a packet to `dst` is delivered to the gateway (local, broadcast or multicast).
+    pub fn delivered(&self, family: Family, dst: Addr) -> bool {
         match family {
             Family::Ipv4 => self.is_local(family, dst) || dst >> 28 == 0xe || self.broadcast.contains(&dst),
             Family::Ipv6 => self.is_local(family, dst) || dst >> 120 == 0xff,
-        }
-    }
-
-    /// The hooks a packet from `src` to `dst` passes; see the module documentation.
-    pub fn path(&self, family: Family, src: Addr, dst: Addr) -> Path {
-        if self.is_local(family, src) {
-            if self.is_local(family, dst) {
-                return Path::Loopback;
-            }
-            return Path::Output { iface: self.route(family, dst) };
-        }
-        let in_iface = self.in_iface.unwrap_or_else(|| self.route(family, src));
-        if self.delivered(family, dst) {
-            Path::Input { iface: in_iface }
-        } else {
-            Path::Forward { in_iface, out_iface: self.route(family, dst) }
         }
     }
 
@@ -327,6 +325,26 @@ impl fmt::Display for Router {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    /// The hooks a packet passes without NAT, with interface ids (0 is "no interface").
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Path {
+        Input { iface: u8 },
+        Forward { in_iface: u8, out_iface: u8 },
+        Output { iface: u8 },
+        Loopback,
+    }
+
+    impl Router {
+        fn path(&self, family: Family, src: Addr, dst: Addr) -> Path {
+            match self.arrival(family, src) {
+                None if self.is_local(family, dst) => Path::Loopback,
+                None => Path::Output { iface: self.route(family, dst) },
+                Some(iface) if self.delivered(family, dst) => Path::Input { iface },
+                Some(in_iface) => Path::Forward { in_iface, out_iface: self.route(family, dst) },
+            }
+        }
+    }
 
     fn a(text: &str) -> (Family, Addr) {
         let ip: IpAddr = text.parse().unwrap();
@@ -375,6 +393,12 @@ mod test {
         assert_eq!(r.path(f, local, d), Path::Output { iface: id("ens3") });
         assert_eq!(r.path(f, local, s), Path::Output { iface: id("wg0") });
         assert!(r.iface_matches("wg+", id("wg0")) && r.iface_matches("+", 0) && !r.iface_matches("wg0", 0));
+        // ens3 has no address: MASQUERADE out of it takes tunFA's (the first interface's).
+        let (_, tun_addr) = a("192.168.28.1");
+        assert_eq!(r.masquerade_addr(id("ens3"), f, d), Some(tun_addr));
+        assert_eq!(r.masquerade_addr(id("wg0"), f, d), Some(local));
+        let (_, v6) = a("fd00:28::1");
+        assert_eq!(r.masquerade_addr(id("ens3"), Family::Ipv6, 0), Some(v6));
         assert!(c.set_interface("bad/name=1.2.3.4/8").is_err());
         assert_eq!(c.add_route("10.0.0.0/33=x").unwrap_err().message, "bad prefix length");
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::conntrack::ConntrackStats;
 use crate::engine::{Counter, CtTally, EventRecord, Hook, HookTally, Simulator, Stats};
-use crate::rules::{Ruleset, Table, LIST_HEADER};
+use crate::rules::{Ruleset, Table, TableKind, LIST_HEADER};
 
 /// Names of the inputs, for the headline.
 #[derive(Clone, Debug, Serialize)]
@@ -54,7 +54,18 @@ fn shown(table: &Table, stats: &Stats) -> bool {
         Family::Ipv4 => stats.ipv4,
         Family::Ipv6 => stats.ipv6,
     };
-    !table.is_empty() || packets > 0
+    match table.kind {
+        TableKind::Filter => !table.is_empty() || packets > 0,
+        _ => table.declared,
+    }
+}
+
+/// The command that lists `table`: `iptables -t nat -L -v -n -x` (no `-t` for filter).
+fn list_command(table: &Table) -> String {
+    match table.kind {
+        TableKind::Filter => format!("{} -L -v -n -x", table.command()),
+        kind => format!("{} -t {} -L -v -n -x", table.command(), kind.name()),
+    }
 }
 
 fn family_name(family: Family) -> &'static str {
@@ -92,15 +103,14 @@ pub fn text(inputs: &Inputs, rules: &Ruleset, sim: &Simulator) -> String {
             let _ = writeln!(out, "  {when:<22} line {:<4} {}: {}{flows}", e.line, e.command, e.effect);
         }
     }
-    for table in [&rules.ipv4, &rules.ipv6] {
-        if !shown(table, stats) {
+    for table in rules.tables() {
+        let Some(compiled) = sim.table(table.family, table.kind).filter(|_| shown(table, stats)) else {
             continue;
-        }
-        let compiled = sim.compiled(table.family);
-        let _ = writeln!(out, "\n# {} -L -v -n -x", table.command());
+        };
+        let _ = writeln!(out, "\n# {}", list_command(table));
         out.push_str(&list_table(table, compiled.counters(), compiled.policy_counters()));
     }
-    let _ = writeln!(out, "\nVerdicts (packets/bytes; a packet to the gateway's own address passes OUTPUT and INPUT):");
+    let _ = writeln!(out, "\nVerdicts per hook, all tables there (packets/bytes; a packet to the gateway's own address passes OUTPUT and INPUT):");
     let _ = writeln!(out, "  {:<13} {:>20} {:>20} {:>20}", "", "accepted", "dropped", "rejected");
     for (fi, family) in [Family::Ipv4, Family::Ipv6].into_iter().enumerate() {
         for hook in Hook::ALL {
@@ -147,8 +157,8 @@ pub fn text(inputs: &Inputs, rules: &Ruleset, sim: &Simulator) -> String {
     let cs = sim.conntrack_stats();
     let _ = writeln!(
         out,
-        "Conntrack: packets NEW {}, ESTABLISHED {}, RELATED {}, INVALID {}; {} connections confirmed, {} deleted by enclave events, {} expired, {} reopened",
-        ct.new, ct.established, ct.related, ct.invalid, cs.confirmed, cs.deleted_by_events, cs.expired, cs.reopened
+        "Conntrack: packets NEW {}, ESTABLISHED {}, RELATED {}, INVALID {}, UNTRACKED {}; {} connections confirmed, {} deleted by enclave events, {} expired, {} reopened",
+        ct.new, ct.established, ct.related, ct.invalid, ct.untracked, cs.confirmed, cs.deleted_by_events, cs.expired, cs.reopened
     );
     if cs.bad_checksums > 0 {
         let _ = writeln!(
@@ -182,6 +192,7 @@ struct JsonChain {
 #[derive(Serialize)]
 struct JsonTable {
     family: &'static str,
+    table: &'static str,
     chains: Vec<JsonChain>,
 }
 
@@ -227,6 +238,8 @@ struct JsonReport<'a> {
     tables: Vec<JsonTable>,
     verdicts: JsonVerdicts,
     hooks: Vec<JsonHook>,
+    /// The gateway's own packets, sent (accepted) or refused at OUTPUT or POSTROUTING.
+    own_packets: HookTally,
     conntrack: JsonConntrack,
     events: &'a [EventRecord],
     enclaves_at_end: usize,
@@ -236,8 +249,10 @@ struct JsonReport<'a> {
 pub fn json(inputs: &Inputs, rules: &Ruleset, sim: &Simulator) -> String {
     let stats = sim.stats();
     let mut tables = Vec::new();
-    for table in [&rules.ipv4, &rules.ipv6] {
-        let compiled = sim.compiled(table.family);
+    for table in rules.tables() {
+        let Some(compiled) = sim.table(table.family, table.kind) else {
+            continue;
+        };
         let mut counters = compiled.counters().iter();
         let chains = table
             .chains
@@ -263,14 +278,18 @@ pub fn json(inputs: &Inputs, rules: &Ruleset, sim: &Simulator) -> String {
                 }
             })
             .collect();
-        tables.push(JsonTable { family: family_name(table.family), chains });
+        tables.push(JsonTable { family: family_name(table.family), table: table.kind.name(), chains });
     }
     let mut hooks = Vec::new();
     let mut verdicts = JsonVerdicts { accept: Counter::default(), drop: Counter::default(), reject: Counter::default() };
     for (fi, family) in [Family::Ipv4, Family::Ipv6].into_iter().enumerate() {
         for hook in Hook::ALL {
             let tally = stats.hooks[fi][hook as usize];
-            for (total, part) in [(&mut verdicts.accept, tally.accepted), (&mut verdicts.drop, tally.dropped), (&mut verdicts.reject, tally.rejected)] {
+            // Accepted: as the filter hooks passed them (a forwarded packet passes three hooks);
+            // dropped and rejected: wherever that happened.
+            let filter_hook = matches!(hook, Hook::Input | Hook::Forward | Hook::Output);
+            let accepted = if filter_hook { tally.accepted } else { Counter::default() };
+            for (total, part) in [(&mut verdicts.accept, accepted), (&mut verdicts.drop, tally.dropped), (&mut verdicts.reject, tally.rejected)] {
                 total.packets += part.packets;
                 total.bytes += part.bytes;
             }
@@ -297,6 +316,7 @@ pub fn json(inputs: &Inputs, rules: &Ruleset, sim: &Simulator) -> String {
         tables,
         verdicts,
         hooks,
+        own_packets: stats.own,
         conntrack: JsonConntrack { packets: stats.ct, stats: sim.conntrack_stats() },
         events: &stats.events,
         enclaves_at_end: sim.enclaves().len(),
@@ -321,7 +341,7 @@ mod test {
         .unwrap();
         let counters = [Counter { packets: 12, bytes: 3456 }, Counter { packets: 1234567, bytes: 987654321 }, Counter::default(), Counter::default(), Counter::default(), Counter::default()];
         let policies = [Counter { packets: 3, bytes: 180 }, Counter::default(), Counter::default(), Counter::default(), Counter::default()];
-        let got = list_table(&rules.ipv4, &counters, &policies);
+        let got = list_table(rules.filter(Family::Ipv4), &counters, &policies);
         let want = "\
 Chain INPUT (policy DROP 3 packets, 180 bytes)
     pkts      bytes target     prot opt in     out     source               destination         

@@ -111,6 +111,50 @@ fn non_ip_frames_are_counted_not_fatal() {
     assert!(stdout(&o).contains("not evaluated: 1 not IP (ethertype 0x0806)"), "{}", stdout(&o));
 }
 
+/// A gateway's whole `iptables-save` (nat, mangle and raw sections before filter) replays from
+/// a pcap file: every table is listed with its counters, the JSON names each table.
+#[test]
+fn gateway_ruleset_with_every_table_replays() {
+    let rules = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -p udp -m udp --dport 123 -j CT --notrack\nCOMMIT\n\
+                 *mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+                 -A PREROUTING -i tunFA -j MARK --set-xmark 0x1/0xffffffff\nCOMMIT\n\
+                 *nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+                 -A POSTROUTING -s 192.168.28.0/24 -o eth0 -j MASQUERADE\nCOMMIT\n\
+                 *filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                 -A FORWARD -m mark --mark 0x1 -j ACCEPT\n-A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT\nCOMMIT\n";
+    let rules_file = tmp("gateway-rules.txt", rules.as_bytes());
+    let mut w = PcapWriter::new(linktype::RAW, false, false);
+    let out = Builder::v4("192.168.28.10", "198.51.100.7");
+    w.packet(0, &out.tcp(40000, 443, tcp_flag::SYN, b""));
+    w.packet(1_000_000, &Builder::v4("198.51.100.7", "203.0.113.1").tcp(443, 40000, tcp_flag::SYN | tcp_flag::ACK, b""));
+    w.packet(2_000_000, &out.tcp(40000, 443, tcp_flag::ACK, b""));
+    w.packet(3_000_000, &out.udp(5000, 123, b"ntp"));
+    let capture = tmp("gateway.pcap", &w.finish());
+    let args = ["replay", &capture, &rules_file, "--iface", "tunFA=192.168.28.1/24", "--iface", "eth0=203.0.113.1/24"];
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for want in [
+        "# iptables -t raw -L -v -n -x\nChain PREROUTING (policy ACCEPT 4 packets, 151 bytes)",
+        "# iptables -t nat -L -v -n -x\nChain PREROUTING (policy ACCEPT 1 packets, 40 bytes)",
+        "       1       40 MASQUERADE  all  --  *      eth0    192.168.28.0/24      0.0.0.0/0           ",
+        "       3      111 MARK       all  --  tunFA  *       0.0.0.0/0            0.0.0.0/0            MARK set 0x1",
+        "# iptables -L -v -n -x\nChain INPUT",
+        "       3      111 ACCEPT     all  --  *      *       0.0.0.0/0            0.0.0.0/0            mark match 0x1",
+        "       1       40 ACCEPT     all  --  *      *       0.0.0.0/0            0.0.0.0/0            ctstate ESTABLISHED",
+        "UNTRACKED 1",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let o = run(&json_args);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    let names: Vec<String> = v["tables"].as_array().expect("tables").iter().map(|t| format!("{} {}", t["family"], t["table"])).collect();
+    assert_eq!(names, ["\"IPv4\" \"raw\"", "\"IPv4\" \"mangle\"", "\"IPv4\" \"nat\"", "\"IPv4\" \"filter\"", "\"IPv6\" \"filter\""]);
+    assert_eq!(v["tables"][2]["chains"][3]["rules"][0]["packets"], 1);
+}
+
 #[test]
 fn bad_input_exits_2_naming_file_and_place() {
     let garbage = tmp("garbage.pcap", b"this is not a capture at all");

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-only
 # The end-to-end comparison in the guest (busybox sh; source after /vmtest/lib.sh): replays a
 # scenario of /vmtest/scenarios through seng.ko and one iptables backend, and compares every
-# rule and policy counter with what seng-sim computes for the same inputs. README.md next to
+# rule and policy counter of every table with what seng-sim computes for the same inputs. README.md next to
 # this file describes scenarios and the procedure.
 
 E2E=/usr/local/bin/seng-e2e
@@ -12,7 +12,10 @@ E2E_WORK=/tmp/e2e
 # The firewall mark of replayed packets. Everything else the gateway's stack sends (resets,
 # ICMP errors and echo replies to replayed traffic, REJECT's answers, IPv6 MLD reports) is not
 # in the capture and not simulated, so a raw-table guard drops it before conntrack and filter.
+# The guard tests only the low 16 bits: a scenario's own raw rules under nft run beside it at
+# the same priority and may set marks in the upper bits first.
 E2E_MARK=0x5e9
+E2E_GUARD_MARK=$E2E_MARK/0xffff
 # Scenarios run, and those that failed with their one-line reasons.
 E2E_RAN=0
 E2E_FAILED=0
@@ -57,7 +60,7 @@ e2e_kernel() {
 		sysctl_set net.netfilter.nf_conntrack_$t 3600
 	done
 	for family in iptables ip6tables; do
-		run /usr/sbin/$family-legacy -t raw -A OUTPUT -m mark ! --mark $E2E_MARK -j DROP
+		run /usr/sbin/$family-legacy -t raw -A OUTPUT -m mark ! --mark $E2E_GUARD_MARK -j DROP
 	done
 	E2E_DEVS=
 	E2E_NET=
@@ -82,13 +85,42 @@ e2e_network() {
 	sysctl_set net.netfilter.nf_conntrack_checksum "$E2E_CHECKSUM"
 }
 
-# e2e_clear_filter: empties the filter tables of both backends, policies ACCEPT, so one
-# backend's rules do not filter the other's run (a restore replaces the whole table).
-e2e_clear_filter() {
+# e2e_empty_table TABLE BACKEND: an iptables-restore block that empties TABLE (raw, mangle,
+# nat, filter), policies ACCEPT; the legacy raw table keeps the guard of e2e_kernel.
+e2e_empty_table() {
+	case $1 in
+	raw) chains="PREROUTING OUTPUT" ;;
+	mangle) chains="PREROUTING INPUT FORWARD OUTPUT POSTROUTING" ;;
+	nat) chains="PREROUTING INPUT OUTPUT POSTROUTING" ;;
+	filter) chains="INPUT FORWARD OUTPUT" ;;
+	*) return 0 ;;
+	esac
+	echo "*$1"
+	for chain in $chains; do echo ":$chain ACCEPT [0:0]"; done
+	[ "$1:$2" = raw:legacy ] && echo "-A OUTPUT -m mark ! --mark $E2E_GUARD_MARK -j DROP"
+	echo COMMIT
+}
+
+# e2e_clear_tables: empties every table of both backends (and always the filter tables), so
+# one backend's or scenario's rules do not act on the next run (a restore replaces only the
+# tables it names). Tables nothing loaded stay unloaded, as seng-sim assumes.
+e2e_clear_tables() {
 	for tool in iptables-legacy ip6tables-legacy iptables-nft ip6tables-nft; do
-		printf '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n' |
+		# (Not $backend: e2e_run's.)
+		tool_backend=${tool#*-}
+		tables=$( (echo filter; /usr/sbin/$tool-save 2>/dev/null | sed -n 's/^\*//p') | sort -u)
+		for table in $tables; do e2e_empty_table "$table" "$tool_backend"; done |
 			/usr/sbin/$tool-restore 2>/dev/null
 	done
+}
+
+# e2e_guard FAMILY BACKEND RULES: a scenario's raw table (in RULES, restored with BACKEND)
+# replaced the guard (legacy) or runs beside it (nft) at the same priority: the guard goes
+# first into its OUTPUT chain, so the scenario's raw rules never see the stack's own packets.
+# seng-e2e compare leaves it out of the kernel's counters.
+e2e_guard() {
+	grep -q '^\*raw' "$3" || return 0
+	/usr/sbin/$1-$2 -t raw -I OUTPUT 1 -m mark ! --mark $E2E_GUARD_MARK -j DROP
 }
 
 # e2e_fail NAME REASON: records a failed scenario (the test goes on with the next one); E2E_LAST
@@ -154,7 +186,7 @@ e2e_run() {
 	e2e_step "$name" "splitting the rules" $E2E split-rules "$dir/rules.txt" "$work/rules4" "$work/rules6" || return
 	e2e_step "$name" "building its network" e2e_network $args_file || return
 
-	e2e_clear_filter
+	e2e_clear_tables
 	$MODPROBE seng || { e2e_fail "$name" "modprobe seng failed"; return; }
 	# Untimed lines before the first packet (seng restore swaps the whole table in); timed
 	# lines are the injector's.
@@ -162,6 +194,8 @@ e2e_run() {
 	e2e_step "$name" "seng restore" $SENG restore "$work/untimed" || return
 	e2e_step "$name" "iptables-$backend-restore" /usr/sbin/iptables-$backend-restore "$work/rules4" || return
 	e2e_step "$name" "ip6tables-$backend-restore" /usr/sbin/ip6tables-$backend-restore "$work/rules6" || return
+	e2e_step "$name" "the IPv4 raw guard" e2e_guard iptables "$backend" "$work/rules4" || return
+	e2e_step "$name" "the IPv6 raw guard" e2e_guard ip6tables "$backend" "$work/rules6" || return
 	$CONNTRACK -F >/dev/null 2>&1
 	$CONNTRACK -f ipv6 -F >/dev/null 2>&1
 
@@ -207,10 +241,10 @@ e2e_corpus() {
 	e2e_finish
 }
 
-# e2e_finish: ends the test: passes if every scenario run agreed. No DROP policy is left for
-# the next test.
+# e2e_finish: ends the test: passes if every scenario run agreed. No DROP policy (nor NAT) is
+# left for the next test.
 e2e_finish() {
-	e2e_clear_filter
+	e2e_clear_tables
 	[ $E2E_RAN -gt 0 ] || fail "no scenario ran"
 	[ $E2E_FAILED -eq 0 ] || fail "$E2E_FAILED of $E2E_RAN scenario runs failed; first: $E2E_FIRST"
 	e2e_console "e2e: all $E2E_RAN scenario runs agree"

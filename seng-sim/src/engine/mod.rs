@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! The replay engine, by phase: [`compile`] turns parsed rules into a compact form once,
 //! [`traverse`] runs a packet through the chains of a compiled table (jumps, gotos, RETURN,
-//! policies, non-terminating LOG, `hotdrop` on truncated headers, counters), [`sim`] holds the
-//! [`Simulator`] that drives a capture through routing, connection tracking, timed enclave
-//! events and the tables, and [`trace`] words what happened to a packet.
+//! policies, non-terminating LOG, MARK, CONNMARK and NOTRACK, `hotdrop` on truncated headers,
+//! counters), [`walk`] takes a packet through the hooks and their tables in the kernel's order
+//! with conntrack and NAT, [`sim`] holds the [`Simulator`] that drives a capture through it with
+//! timed enclave events, and [`trace`] words what happened to a packet.
 //!
 //! This file owns the options and the vocabulary the phases share (hooks, verdicts, errors).
 //!
@@ -16,7 +17,7 @@ use std::io;
 
 use crate::capture;
 use crate::net::{NetConfig, NetError};
-use crate::rules::BUILTIN_CHAINS;
+pub use crate::rules::{Hook, TableKind};
 
 /// How to replay.
 #[derive(Clone, Debug)]
@@ -53,28 +54,7 @@ pub enum Backend {
     Nft,
 }
 
-/// A filter hook (built-in chain).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Hook {
-    /// INPUT.
-    Input = 0,
-    /// FORWARD.
-    Forward = 1,
-    /// OUTPUT.
-    Output = 2,
-}
-
-impl Hook {
-    /// All hooks in listing order.
-    pub const ALL: [Hook; 3] = [Hook::Input, Hook::Forward, Hook::Output];
-
-    /// The chain's name.
-    pub fn name(self) -> &'static str {
-        BUILTIN_CHAINS[self as usize]
-    }
-}
-
-/// What the filter decided for a packet at one hook.
+/// What the tables decided for a packet at one hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Accepted.
@@ -122,6 +102,7 @@ pub mod compile;
 pub mod sim;
 pub mod trace;
 pub mod traverse;
+pub mod walk;
 
 pub use compile::Compiled;
 pub use sim::{CtTally, EventRecord, HookTally, Simulator, Stats};

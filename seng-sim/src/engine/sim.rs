@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Simulation: the [`Simulator`] feeding a capture frame by frame through the IP stack's checks,
-//! routing, connection tracking, timed enclave events and the compiled tables, and the
+//! timed enclave events and the hooks with their tables (see [`super::walk`]), and the
 //! statistics it keeps.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::Write;
 use std::time::Duration;
 
@@ -13,14 +12,15 @@ use seng_core::table::LocalTable;
 use seng_core::Family;
 
 use super::compile::Compiled;
-use super::trace::{ct_name, describe_decision, iface_name, Describe};
-use super::traverse::{Counter, Ctx, Decider};
-use super::{Hook, Options, SimError, Verdict};
+use super::trace::{ct_name, Describe};
+use super::traverse::Counter;
+use super::walk::Walk;
+use super::{Options, SimError, TableKind};
 use crate::capture::{self, Frame, Payload};
 use crate::conntrack::{Conntrack, ConntrackStats};
-use crate::net::{Path, Router, LO};
+use crate::net::Router;
 use crate::packet::{self, Packet, L4};
-use crate::rules::{ct_state, Ruleset};
+use crate::rules::Ruleset;
 
 /// Packets and bytes by verdict at one hook.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -44,6 +44,8 @@ pub struct CtTally {
     pub related: u64,
     /// INVALID.
     pub invalid: u64,
+    /// UNTRACKED (NOTRACK in the raw table).
+    pub untracked: u64,
 }
 
 /// An enclave event as applied.
@@ -83,8 +85,12 @@ pub struct Stats {
     pub ttl_expired: u64,
     /// IP fragments evaluated as they are (Linux would reassemble them first).
     pub fragments: u64,
-    /// Verdicts per family (IPv4, IPv6) and hook (INPUT, FORWARD, OUTPUT).
-    pub hooks: [[HookTally; 3]; 2],
+    /// Verdicts per family (IPv4, IPv6) and hook (by [`super::Hook`] number): a packet is accepted
+    /// at a hook when every table there passed it.
+    pub hooks: [[HookTally; 5]; 2],
+    /// The gateway's own packets by what OUTPUT and POSTROUTING made of them: a drop at either
+    /// fails the sender's send.
+    pub own: HookTally,
     /// Conntrack states of evaluated packets.
     pub ct: CtTally,
     /// First and last frame timestamps (ns since the epoch).
@@ -97,7 +103,8 @@ pub struct Stats {
 
 /// The simulator: compiled tables, router, conntrack and enclave table, fed frame by frame.
 pub struct Simulator {
-    tables: [Compiled; 2],
+    /// Per family, per [`TableKind`]; `None` for a table the rules never name.
+    tables: [[Option<Compiled>; 4]; 2],
     router: Router,
     conntrack: Conntrack,
     enclaves: LocalTable,
@@ -120,7 +127,12 @@ impl Simulator {
         let router = Router::new(&options.net)?;
         let enclaves = LocalTable::new(options.capacity).map_err(|e| SimError::Event { line: 0, message: e.to_string() })?;
         let mut sim = Simulator {
-            tables: [Compiled::new(&rules.ipv4, &router, options.backend), Compiled::new(&rules.ipv6, &router, options.backend)],
+            tables: [Family::Ipv4, Family::Ipv6].map(|family| {
+                TableKind::ALL.map(|kind| {
+                    let table = rules.table(family, kind);
+                    table.declared.then(|| Compiled::new(table, &router, options.backend))
+                })
+            }),
             router,
             conntrack: Conntrack::new(),
             enclaves,
@@ -161,9 +173,15 @@ impl Simulator {
         &self.enclaves
     }
 
-    /// The compiled table of `family`, with its counters.
+    /// The compiled filter table of `family`, with its counters.
     pub fn compiled(&self, family: Family) -> &Compiled {
-        &self.tables[family_index(family)]
+        self.table(family, TableKind::Filter).unwrap_or_else(|| unreachable!("the filter table is always compiled"))
+    }
+
+    /// The compiled table `kind` of `family`, with its counters; `None` if the rules never
+    /// name it.
+    pub fn table(&self, family: Family, kind: TableKind) -> Option<&Compiled> {
+        self.tables[family_index(family)][kind as usize].as_ref()
     }
 
     /// What was counted.
@@ -296,76 +314,23 @@ impl Simulator {
         if p.fragment {
             stats.fragments += 1;
         }
-        let path = self.router.path(p.family, p.src, p.dst);
-        let now = frame.ts_ns;
-        let arriving = matches!(path, Path::Input { .. } | Path::Forward { .. });
-        let ct = self.conntrack.track(p, now, arriving && self.checksum);
-        match ct {
-            ct_state::NEW => stats.ct.new += 1,
-            ct_state::ESTABLISHED => stats.ct.established += 1,
-            ct_state::RELATED => stats.ct.related += 1,
-            _ => stats.ct.invalid += 1,
-        }
-        if matches!(path, Path::Forward { .. }) && p.ttl <= 1 {
-            // ip_forward / ip6_forward: conntrack has seen the packet, the filter never does,
-            // and its new connection is never confirmed.
-            self.conntrack.discard();
-            stats.ttl_expired += 1;
-            if let Some(out) = trace {
-                writeln!(
-                    out,
-                    "#{:<5} {:>11.6}  {} len {} ct {} | TTL expired: dropped by the IP stack before FORWARD",
-                    frame.number,
-                    since_first.as_secs_f64(),
-                    Describe(p),
-                    p.len,
-                    ct_name(ct)
-                )?;
-            }
-            return Ok(());
-        }
-        let hops: [(Hook, u8, u8); 2] = match path {
-            Path::Input { iface } => [(Hook::Input, iface, 0), (Hook::Input, 0, 0)],
-            Path::Forward { in_iface, out_iface } => [(Hook::Forward, in_iface, out_iface), (Hook::Forward, 0, 0)],
-            Path::Output { iface } => [(Hook::Output, 0, iface), (Hook::Output, 0, 0)],
-            Path::Loopback => [(Hook::Output, 0, LO), (Hook::Input, LO, 0)],
-        };
-        let count = if path == Path::Loopback { 2 } else { 1 };
+        let mut steps = String::new();
         let tracing = trace.is_some();
-        let enclaves = self.enclaves.table();
-        let table = &mut self.tables[fi];
-        let mut line = String::new();
-        if tracing {
-            let _ = write!(line, "#{:<5} {:>11.6}  {} len {} ct {}", frame.number, since_first.as_secs_f64(), Describe(p), p.len, ct_name(ct));
-        }
-        for &(hook, in_iface, out_iface) in hops.iter().take(count) {
-            let ctx = Ctx { p, in_iface, out_iface, ct, enclaves };
-            let (verdict, decider) = table.run(hook, &ctx, tracing);
-            let tally = &mut stats.hooks[fi][hook as usize];
-            match verdict {
-                Verdict::Accept => tally.accepted.add(p.len),
-                Verdict::Drop => tally.dropped.add(p.len),
-                Verdict::Reject => tally.rejected.add(p.len),
-            }
-            if let Decider::Policy(chain) = decider {
-                table.policy_counters[usize::from(chain)].add(p.len);
-            }
-            if tracing {
-                let _ = write!(line, " | {} in {} out {}: ", hook.name(), iface_name(&self.router, in_iface), iface_name(&self.router, out_iface));
-                describe_decision(&mut line, table, verdict, decider);
-            }
-            if verdict != Verdict::Accept {
-                self.conntrack.discard();
-                if let Some(out) = trace {
-                    writeln!(out, "{line}")?;
-                }
-                return Ok(());
-            }
-            // Conntrack confirms at POSTROUTING (after OUTPUT or FORWARD) or at the end of INPUT.
-            self.conntrack.confirm();
-        }
+        let mut walk = Walk::new(
+            &mut self.tables[fi],
+            &self.router,
+            &mut self.conntrack,
+            self.enclaves.table(),
+            stats,
+            self.checksum,
+            frame.ts_ns,
+            *p,
+            tracing.then_some(&mut steps),
+        );
+        walk.run();
+        let ct = walk.ct;
         if let Some(out) = trace {
-            writeln!(out, "{line}")?;
+            writeln!(out, "#{:<5} {:>11.6}  {} len {} ct {}{steps}", frame.number, since_first.as_secs_f64(), Describe(p), p.len, ct_name(ct))?;
         }
         Ok(())
     }
@@ -384,7 +349,7 @@ mod test {
     use super::*;
     use crate::capture::linktype;
     use crate::gen::Builder;
-    use crate::engine::Backend;
+    use crate::engine::{Backend, Hook};
     use crate::packet::{proto, tcp_flag};
     use crate::rules::parse_rules;
 
@@ -476,7 +441,7 @@ mod test {
         assert!(lines[3].contains("enclave del 192.168.28.10: unregistered; 1 conntrack entries deleted"), "{}", lines[3]);
         assert!(lines[3].contains("ct NEW"), "picked up mid-stream after the flush: {}", lines[3]);
         assert_eq!(sim.conntrack_stats().deleted_by_events, 1);
-        assert_eq!(sim.stats().ct, CtTally { new: 4, established: 2, related: 0, invalid: 0 });
+        assert_eq!(sim.stats().ct, CtTally { new: 4, established: 2, related: 0, invalid: 0, untracked: 0 });
     }
 
     #[test]

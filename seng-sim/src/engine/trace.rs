@@ -28,6 +28,7 @@ pub fn ct_name(ct: u8) -> &'static str {
         ct_state::NEW => "NEW",
         ct_state::ESTABLISHED => "ESTABLISHED",
         ct_state::RELATED => "RELATED",
+        ct_state::UNTRACKED => "UNTRACKED",
         _ => "INVALID",
     }
 }
@@ -44,7 +45,8 @@ pub(super) fn describe_decision(out: &mut String, table: &Compiled, verdict: Ver
     }
     match decider {
         Decider::Rule(chain, rule) => {
-            let _ = write!(out, "{} by {} rule {} ({})", verdict.name(), table.names[usize::from(chain)], rule + 1, rule_text(chain, rule));
+            let name = table.nat_of(decider).map_or(verdict.name(), |n| n.kind.name());
+            let _ = write!(out, "{name} by {} rule {} ({})", table.names[usize::from(chain)], rule + 1, rule_text(chain, rule));
         }
         Decider::Policy(chain) => {
             let _ = write!(out, "{} by {} policy", verdict.name(), table.names[usize::from(chain)]);

@@ -7,14 +7,26 @@ use seng_core::table::{EnclaveTable, StdPlatform};
 use super::compile::{CMatch, CRule, CTarget, Compiled, PortCond, FRAG, HAS_PROTO, INV_DST, INV_FRAG, INV_PROTO, INV_SRC};
 use super::{Hook, Verdict};
 use crate::packet::{proto, to_ip, Packet, L4};
-use crate::rules::{Policy, PortDirection};
+use crate::rules::{ct_state, ConnmarkSpec, NatSpec, Policy, PortDirection};
 
-/// A packet and where it is, as the rules see it.
+/// A packet and where it is, as the rules see it; the targets change its marks.
 pub(super) struct Ctx<'p, 'a> {
     pub(super) p: &'p Packet<'a>,
     pub(super) in_iface: u8,
     pub(super) out_iface: u8,
+    /// The conntrack state bit.
     pub(super) ct: u8,
+    /// The connection's SNAT / DNAT status bits, which `--ctstate` also tests.
+    pub(super) ct_status: u8,
+    /// The packet's mark.
+    pub(super) mark: u32,
+    /// The connection's mark; `None` without a connection.
+    pub(super) ctmark: Option<u32>,
+    /// A NOTRACK / CT --notrack target ran.
+    pub(super) notrack: bool,
+    /// Conntrack has run for the packet already (the loopback's second pass), so NOTRACK does
+    /// nothing, as xt_CT leaves a packet with a connection alone.
+    pub(super) tracked: bool,
     pub(super) enclaves: &'p EnclaveTable<StdPlatform>,
 }
 
@@ -50,7 +62,11 @@ impl CMatch {
             }
             CMatch::Payload { sport, dport, flags } => {
                 // Each payload expression loads its own bytes; a missing byte is no match.
-                let field = |at: usize| header.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                // A complete header's ports are the packet's (NAT may have rewritten them).
+                let field = |at: usize| match p.l4 {
+                    L4::Complete => Some(if at == 0 { p.sport } else { p.dport }),
+                    _ => header.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])),
+                };
                 let port_ok = |cond: &Option<PortCond>, at: usize| cond.as_ref().is_none_or(|c| field(at).is_some_and(|port| c.holds(port)));
                 port_ok(sport, 0)
                     && port_ok(dport, 2)
@@ -80,7 +96,13 @@ impl CMatch {
                 });
                 hit != *inv
             }
-            CMatch::State { mask, inv } => (c.ct & mask != 0) != *inv,
+            CMatch::State { mask, inv } => {
+                // NOTRACK earlier in the raw chain makes the packet UNTRACKED from then on.
+                let ct = if c.notrack { ct_state::UNTRACKED } else { c.ct };
+                ((ct | c.ct_status) & mask != 0) != *inv
+            }
+            CMatch::Mark { value, mask, inv } => (c.mark & mask == *value) != *inv,
+            CMatch::Connmark { value, mask, inv } => c.ctmark.is_some_and(|m| (m & mask == *value) != *inv),
             CMatch::Seng(info) => seng_core::match_packet(info, p.family, c.enclaves, &to_ip(p.family, p.src), &to_ip(p.family, p.dst)),
         };
         if yes {
@@ -167,11 +189,25 @@ impl Compiled {
         &self.policy_counters
     }
 
-    /// Runs the packet through built-in chain `hook`, counting; `trace` keeps the steps.
-    pub(super) fn run(&mut self, hook: Hook, c: &Ctx<'_, '_>, trace: bool) -> (Verdict, Decider) {
+    /// The NAT target of the rule that decided, if it was one.
+    pub(super) fn nat_of(&self, decider: Decider) -> Option<&NatSpec> {
+        let Decider::Rule(chain, rule) = decider else { return None };
+        let index = (self.chains.get(usize::from(chain))?.start + rule) as usize;
+        match self.rules.get(index)?.target {
+            CTarget::Nat(n) => self.nats.get(n as usize),
+            _ => None,
+        }
+    }
+
+    /// Runs the packet through the built-in chain of `hook` (which the table must have),
+    /// counting; `trace` keeps the steps.
+    pub(super) fn run(&mut self, hook: Hook, c: &mut Ctx<'_, '_>, trace: bool) -> (Verdict, Decider) {
         self.stack.clear();
         self.steps.clear();
-        let mut chain = hook as u16;
+        let Some(start) = self.hook_chain[hook as usize] else {
+            return (Verdict::Accept, Decider::Policy(0));
+        };
+        let mut chain = start;
         let mut at = 0u32;
         loop {
             let ch = self.chains[usize::from(chain)];
@@ -183,7 +219,7 @@ impl Compiled {
                         at = next;
                         continue;
                     }
-                    None => return self.policy(hook),
+                    None => return self.policy(start),
                 }
             }
             let index = (ch.start + at) as usize;
@@ -198,11 +234,30 @@ impl Compiled {
             }
             self.counters[index].add(c.p.len);
             let target = rule.target;
-            if trace && !matches!(target, CTarget::Accept | CTarget::Drop | CTarget::Reject) {
+            if trace && !matches!(target, CTarget::Accept | CTarget::Drop | CTarget::Reject | CTarget::Nat(_)) {
                 self.steps.push(Step { chain, rule: at });
             }
             match target {
                 CTarget::Continue | CTarget::Log => at += 1,
+                CTarget::Notrack => {
+                    c.notrack |= !c.tracked;
+                    at += 1;
+                }
+                CTarget::Mark { value, mask } => {
+                    c.mark = (c.mark & !mask) ^ value;
+                    at += 1;
+                }
+                CTarget::Connmark(spec) => {
+                    if let Some(ctmark) = c.ctmark.as_mut() {
+                        match spec {
+                            ConnmarkSpec::Set { value, mask } => *ctmark = (*ctmark & !mask) ^ value,
+                            ConnmarkSpec::Save { nfmask, ctmask } => *ctmark = (*ctmark & !ctmask) ^ (c.mark & nfmask),
+                            ConnmarkSpec::Restore { nfmask, ctmask } => c.mark = (c.mark & !nfmask) ^ (*ctmark & ctmask),
+                        }
+                    }
+                    at += 1;
+                }
+                CTarget::Nat(_) => return (Verdict::Accept, Decider::Rule(chain, at)),
                 CTarget::Accept => return (Verdict::Accept, Decider::Rule(chain, at)),
                 CTarget::Drop => return (Verdict::Drop, Decider::Rule(chain, at)),
                 CTarget::Reject => return (Verdict::Reject, Decider::Rule(chain, at)),
@@ -211,7 +266,7 @@ impl Compiled {
                         chain = caller;
                         at = next;
                     }
-                    None => return self.policy(hook),
+                    None => return self.policy(start),
                 },
                 CTarget::Jump(to) => {
                     self.stack.push((chain, at + 1));
@@ -226,8 +281,7 @@ impl Compiled {
         }
     }
 
-    pub(super) fn policy(&mut self, hook: Hook) -> (Verdict, Decider) {
-        let chain = hook as u16;
+    pub(super) fn policy(&mut self, chain: u16) -> (Verdict, Decider) {
         let verdict = match self.chains[usize::from(chain)].policy {
             Some(Policy::Drop) => Verdict::Drop,
             _ => Verdict::Accept,

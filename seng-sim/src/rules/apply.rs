@@ -6,12 +6,14 @@
 use super::command::{read_command, Command};
 use super::rule::parse_rule;
 use super::rule::UNMODELLED_TARGETS;
-use super::{Chain, Policy, Table, Target, BUILTIN_CHAINS};
+use super::{Chain, Policy, Ruleset, Table, TableKind, Target, BUILTIN_CHAINS};
+use seng_core::Family;
 use crate::tokenize::Word;
 
 pub(super) fn declare_chain(table: &mut Table, name: &str, policy: Option<&str>) -> Result<(), String> {
-    let builtin = BUILTIN_CHAINS.contains(&name);
+    let builtin = table.kind.has_builtin(name);
     match (builtin, policy) {
+        (true, Some("DROP")) if table.kind == TableKind::Nat => Err(nat_drop()),
         (true, Some("ACCEPT")) | (true, Some("DROP")) => {
             let policy = if policy == Some("ACCEPT") { Policy::Accept } else { Policy::Drop };
             if let Some(chain) = table.chain_mut(name) {
@@ -22,17 +24,28 @@ pub(super) fn declare_chain(table: &mut Table, name: &str, policy: Option<&str>)
         (true, other) => Err(format!("built-in chain {name} needs the policy ACCEPT or DROP, found {:?}", other.unwrap_or(""))),
         (false, Some("-")) => new_chain(table, name),
         (false, other) => Err(format!(
-            "{name:?} is not a built-in chain of the filter table (INPUT, FORWARD, OUTPUT), so it takes \"-\" instead of the policy {:?}",
+            "{name:?} is not a built-in chain of the {} table ({}), so it takes \"-\" instead of the policy {:?}",
+            table.kind.name(),
+            table.kind.builtin_list(),
             other.unwrap_or("")
         )),
     }
+}
+
+/// iptables' own refusal of DROP in the nat table.
+pub(super) fn nat_drop() -> String {
+    "the nat table is not intended for filtering; iptables inhibits DROP there".into()
 }
 
 pub(super) fn check_chain_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 28 || name.starts_with('-') || name.starts_with('!') || name.chars().any(|c| c.is_whitespace()) {
         return Err(format!("invalid chain name {name:?} (1-28 characters, no blanks, not starting with - or !)"));
     }
-    if UNMODELLED_TARGETS.contains(&name) || ["ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "QUEUE"].contains(&name) {
+    if UNMODELLED_TARGETS.contains(&name)
+        || ["ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "QUEUE", "DNAT", "SNAT", "MASQUERADE", "REDIRECT", "CT", "NOTRACK", "MARK", "CONNMARK"]
+            .contains(&name)
+        || BUILTIN_CHAINS.contains(&name)
+    {
         return Err(format!("chain name {name:?} is a target name"));
     }
     Ok(())
@@ -51,26 +64,35 @@ fn new_chain(table: &mut Table, name: &str) -> Result<(), String> {
 
 fn chain_mut<'t>(table: &'t mut Table, name: &str) -> Result<&'t mut Chain, String> {
     let command = table.command();
-    table.chain_mut(name).ok_or_else(|| format!("{command} has no chain {name:?} (create it with -N first)"))
+    let kind = table.kind.name();
+    table.chain_mut(name).ok_or_else(|| format!("{command} has no chain {name:?} in the {kind} table (create it with -N first)"))
 }
 
+/// Runs one typed iptables command (the words after `iptables`) on the ruleset.
+pub(super) fn run_typed(ruleset: &mut Ruleset, family: Family, words: &[Word], line: usize) -> Result<(), String> {
+    let (kind, command, options) = read_command(words, false)?;
+    let table = ruleset.table_mut(family, kind);
+    table.declared = true;
+    apply(table, command, &options, line)
+}
 
-/// Runs one iptables command (the words after `iptables`, or a restore line) on `table`.
-pub(super) fn run_command(table: &mut Table, words: &[Word], line: usize, restore: bool) -> Result<(), String> {
-    let (command, options) = read_command(words, restore)?;
+/// Runs one line of an iptables-save block on `table`.
+pub(super) fn run_restore_line(table: &mut Table, words: &[Word], line: usize) -> Result<(), String> {
+    let (_, command, options) = read_command(words, true)?;
     apply(table, command, &options, line)
 }
 
 /// Applies a command read from line `line`, with its rule options, to `table`.
 fn apply(table: &mut Table, command: Command, options: &[&Word], line: usize) -> Result<(), String> {
     let family = table.family;
+    let kind = table.kind;
     match command {
         Command::Append(chain) => {
-            let rules = parse_rule(options, family, &chain, line)?;
+            let rules = parse_rule(options, family, kind, &chain, line)?;
             chain_mut(table, &chain)?.rules.extend(rules);
         }
         Command::Insert(chain, at) => {
-            let rules = parse_rule(options, family, &chain, line)?;
+            let rules = parse_rule(options, family, kind, &chain, line)?;
             let c = chain_mut(table, &chain)?;
             if at > c.rules.len() + 1 {
                 return Err(format!("index of insertion too big: chain {chain} has {} rules", c.rules.len()));
@@ -80,7 +102,7 @@ fn apply(table: &mut Table, command: Command, options: &[&Word], line: usize) ->
             }
         }
         Command::Replace(chain, at) => {
-            let mut rules = parse_rule(options, family, &chain, line)?;
+            let mut rules = parse_rule(options, family, kind, &chain, line)?;
             if rules.len() != 1 {
                 return Err("-R takes one rule; a list of addresses makes several".into());
             }
@@ -96,7 +118,7 @@ fn apply(table: &mut Table, command: Command, options: &[&Word], line: usize) ->
             c.rules.remove(at - 1);
         }
         Command::Delete(chain, None) => {
-            for rule in parse_rule(options, family, &chain, line)? {
+            for rule in parse_rule(options, family, kind, &chain, line)? {
                 let c = chain_mut(table, &chain)?;
                 let text = rule.save(&chain);
                 let at = c
@@ -135,6 +157,7 @@ fn apply(table: &mut Table, command: Command, options: &[&Word], line: usize) ->
                 return Err(format!("{chain} is a user chain; only built-in chains have a policy"));
             }
             c.policy = Some(match policy.as_str() {
+                "DROP" if kind == TableKind::Nat => return Err(nat_drop()),
                 "ACCEPT" => Policy::Accept,
                 "DROP" => Policy::Drop,
                 other => return Err(format!("bad policy {other:?}: a policy is ACCEPT or DROP")),
@@ -158,7 +181,8 @@ fn apply(table: &mut Table, command: Command, options: &[&Word], line: usize) ->
             }
             moved.name = new.clone();
             table.chains.push(moved);
-            table.chains[BUILTIN_CHAINS.len()..].sort_by(|a, b| a.name.cmp(&b.name));
+            let builtins = kind.hooks().len();
+            table.chains[builtins..].sort_by(|a, b| a.name.cmp(&b.name));
         }
         Command::Zero => {}
     }

@@ -3,6 +3,7 @@
 //! `-I CHAIN N`, `-P CHAIN POLICY`, …) apart from the rule options that follow, without
 //! changing any table; `apply.rs` applies what is read.
 
+use super::TableKind;
 use crate::tokenize::Word;
 
 /// The command of a line and its positional arguments.
@@ -23,9 +24,10 @@ fn number(word: Option<&Word>) -> Option<usize> {
     word.and_then(|w| w.text.parse().ok()).filter(|n| *n > 0)
 }
 
-/// Reads one iptables command (the words after `iptables`, or a restore line): the command and
-/// the words of its rule options.
-pub(super) fn read_command(words: &[Word], restore: bool) -> Result<(Command, Vec<&Word>), String> {
+/// Reads one iptables command (the words after `iptables`, or a restore line): its table
+/// (`-t`, filter by default), the command and the words of its rule options.
+pub(super) fn read_command(words: &[Word], restore: bool) -> Result<(TableKind, Command, Vec<&Word>), String> {
+    let mut table = TableKind::Filter;
     let mut command: Option<Command> = None;
     let mut options: Vec<&Word> = Vec::new();
     let mut i = 0;
@@ -36,9 +38,11 @@ pub(super) fn read_command(words: &[Word], restore: bool) -> Result<(Command, Ve
             "-t" | "--table" => {
                 let name = words.get(i).map(|w| w.text.as_str()).unwrap_or("");
                 i += 1;
-                if name != "filter" {
-                    return Err(format!("table {name:?} is not modelled; seng-sim simulates the filter table only"));
+                if restore {
+                    return Err("-t cannot be used in an iptables-save block; the block's *TABLE line names it".into());
                 }
+                table = TableKind::of_name(name)
+                    .ok_or_else(|| format!("table {name:?} is not modelled; seng-sim simulates the raw, mangle, nat and filter tables"))?;
                 None
             }
             "-w" | "--wait" => {
@@ -129,5 +133,5 @@ pub(super) fn read_command(words: &[Word], restore: bool) -> Result<(Command, Ve
     if !rule_command && !options.is_empty() {
         return Err(format!("unexpected {:?} for this command", options[0].text));
     }
-    Ok((command, options))
+    Ok((table, command, options))
 }

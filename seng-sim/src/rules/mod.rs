@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! The filter table as an admin wrote it: chains, policies and rules with their matches and
-//! targets, for IPv4 (`iptables`) and IPv6 (`ip6tables`), printed back the way `iptables-save`
-//! and `iptables -L -v -n -x` print them.
+//! The tables as an admin wrote them (raw, mangle, nat and filter): chains, policies and rules
+//! with their matches and targets, for IPv4 (`iptables`) and IPv6 (`ip6tables`), printed back
+//! the way `iptables-save` and `iptables -L -v -n -x` print them.
 //!
 //! [`mod@file`] reads rule files into a [`Ruleset`] (a command's words are read in `command`,
 //! applied in `apply`, a rule's options read in `rule`); [`crate::engine`] compiles it for replay.
@@ -20,8 +20,98 @@ use seng_core::{Family, HostMask};
 pub use names::{IcmpType, RejectWith};
 pub use file::{parse_rules, RulesError};
 
-/// The built-in chains of the filter table, in the order iptables lists them.
-pub const BUILTIN_CHAINS: [&str; 3] = ["INPUT", "FORWARD", "OUTPUT"];
+/// The names of built-in chains in any table (the netfilter hooks).
+pub const BUILTIN_CHAINS: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+
+/// A netfilter hook, numbered as the kernel's `NF_INET_*` (which is also the order iptables
+/// lists a table's built-in chains in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Hook {
+    /// PREROUTING: every arriving packet, before the routing decision.
+    Prerouting = 0,
+    /// INPUT: delivered to the gateway.
+    Input = 1,
+    /// FORWARD: routed through.
+    Forward = 2,
+    /// OUTPUT: sent by the gateway.
+    Output = 3,
+    /// POSTROUTING: every departing packet.
+    Postrouting = 4,
+}
+
+impl Hook {
+    /// All hooks in the kernel's order.
+    pub const ALL: [Hook; 5] = [Hook::Prerouting, Hook::Input, Hook::Forward, Hook::Output, Hook::Postrouting];
+
+    /// The built-in chain's name.
+    pub fn name(self) -> &'static str {
+        BUILTIN_CHAINS[self as usize]
+    }
+
+    /// The hook of a built-in chain's name.
+    pub fn of_name(name: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.name() == name)
+    }
+
+    /// As a bit of a hook mask.
+    pub fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// An iptables table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TableKind {
+    /// `raw`: before conntrack (priority -300), for NOTRACK.
+    Raw = 0,
+    /// `mangle`: marks (priority -150).
+    Mangle = 1,
+    /// `nat`: address translation, seen by a connection's first packet only (DNAT at -100,
+    /// SNAT at 100).
+    Nat = 2,
+    /// `filter`: the verdicts (priority 0).
+    Filter = 3,
+}
+
+impl TableKind {
+    /// All tables, in the order a report lists them.
+    pub const ALL: [TableKind; 4] = [TableKind::Raw, TableKind::Mangle, TableKind::Nat, TableKind::Filter];
+
+    /// Its name after `-t` and `*`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::Raw => "raw",
+            TableKind::Mangle => "mangle",
+            TableKind::Nat => "nat",
+            TableKind::Filter => "filter",
+        }
+    }
+
+    /// The table named `name`.
+    pub fn of_name(name: &str) -> Option<TableKind> {
+        TableKind::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Its built-in chains (hooks), in listing order.
+    pub fn hooks(self) -> &'static [Hook] {
+        match self {
+            TableKind::Raw => &[Hook::Prerouting, Hook::Output],
+            TableKind::Mangle => &Hook::ALL,
+            TableKind::Nat => &[Hook::Prerouting, Hook::Input, Hook::Output, Hook::Postrouting],
+            TableKind::Filter => &[Hook::Input, Hook::Forward, Hook::Output],
+        }
+    }
+
+    /// Whether `name` is one of its built-in chains.
+    pub fn has_builtin(self, name: &str) -> bool {
+        self.hooks().iter().any(|h| h.name() == name)
+    }
+
+    /// Its built-in chain names, for messages: `PREROUTING, OUTPUT`.
+    pub fn builtin_list(self) -> String {
+        self.hooks().iter().map(|h| h.name()).collect::<Vec<_>>().join(", ")
+    }
+}
 
 /// A built-in chain's policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +267,19 @@ pub enum MatchSpec {
     Comment(Option<String>),
     /// `-m seng`.
     Seng(seng_core::Rule),
+    /// `-m mark --mark VALUE[/MASK]`: (value, mask).
+    Mark(Option<Neg<(u32, u32)>>),
+    /// `-m connmark --mark VALUE[/MASK]`: the connection's mark.
+    Connmark(Option<Neg<(u32, u32)>>),
+}
+
+/// ` 0x1` or ` 0x1/0xff`, as libxt_mark prints a mark.
+fn mark_text(value: u32, mask: u32) -> String {
+    if mask == u32::MAX {
+        format!(" {value:#x}")
+    } else {
+        format!(" {value:#x}/{mask:#x}")
+    }
 }
 
 /// `-j LOG` options.
@@ -218,6 +321,130 @@ pub enum Target {
     Jump(String),
     /// `-g CHAIN`.
     Goto(String),
+    /// `-j DNAT`, `-j SNAT`, `-j MASQUERADE`, `-j REDIRECT` (nat table).
+    Nat(NatSpec),
+    /// `-j CT --notrack` or `-j NOTRACK` (raw table): the packet is not tracked.
+    Notrack {
+        /// Written as `NOTRACK` (iptables keeps the alias's name).
+        alias: bool,
+    },
+    /// `-j MARK`: the packet's mark becomes `(mark & !mask) ^ value`.
+    Mark {
+        /// Bits set (xored in after masking).
+        value: u32,
+        /// Bits cleared first.
+        mask: u32,
+    },
+    /// `-j CONNMARK`.
+    Connmark(ConnmarkSpec),
+}
+
+/// Which address a NAT target rewrites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatKind {
+    /// `SNAT --to-source`.
+    Snat,
+    /// `DNAT --to-destination`.
+    Dnat,
+    /// `MASQUERADE`: SNAT to the outgoing interface's address.
+    Masquerade,
+    /// `REDIRECT`: DNAT to the gateway itself (the arrival interface's address, or loopback).
+    Redirect,
+}
+
+impl NatKind {
+    /// The target's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NatKind::Snat => "SNAT",
+            NatKind::Dnat => "DNAT",
+            NatKind::Masquerade => "MASQUERADE",
+            NatKind::Redirect => "REDIRECT",
+        }
+    }
+
+    /// Whether it rewrites the source (else the destination).
+    pub fn is_source(self) -> bool {
+        matches!(self, NatKind::Snat | NatKind::Masquerade)
+    }
+
+    /// The hooks the kernel allows it in.
+    pub fn hooks(self) -> u8 {
+        match self {
+            NatKind::Snat => Hook::Postrouting.bit() | Hook::Input.bit(),
+            NatKind::Masquerade => Hook::Postrouting.bit(),
+            NatKind::Dnat | NatKind::Redirect => Hook::Prerouting.bit() | Hook::Output.bit(),
+        }
+    }
+}
+
+/// A NAT target's options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatSpec {
+    /// Which target.
+    pub kind: NatKind,
+    /// `--to-source` / `--to-destination` addresses: first and last of the range.
+    pub addrs: Option<(std::net::IpAddr, std::net::IpAddr)>,
+    /// The port range (`:PORT[-PORT]`, or `--to-ports`).
+    pub ports: Option<PortRange>,
+    /// `--random`.
+    pub random: bool,
+    /// `--random-fully`.
+    pub random_fully: bool,
+    /// `--persistent`.
+    pub persistent: bool,
+}
+
+impl NatSpec {
+    /// The range as iptables prints it: `10.0.0.1-10.0.0.3:80-81`, `[fd00::1]:80`.
+    fn range(&self) -> String {
+        let mut out = String::new();
+        let bracket = self.ports.is_some() && self.addrs.is_some_and(|(a, _)| a.is_ipv6());
+        if let Some((min, max)) = self.addrs {
+            let one = |a: std::net::IpAddr| if bracket { format!("[{a}]") } else { a.to_string() };
+            out.push_str(&one(min));
+            if max != min {
+                let _ = write!(out, "-{}", one(max));
+            }
+        }
+        if let Some(p) = self.ports {
+            let _ = write!(out, ":{}", p.min);
+            if p.max != p.min {
+                let _ = write!(out, "-{}", p.max);
+            }
+        }
+        out
+    }
+
+    fn ports_text(&self) -> Option<String> {
+        self.ports.map(|p| if p.min == p.max { p.min.to_string() } else { format!("{}-{}", p.min, p.max) })
+    }
+}
+
+/// What `-j CONNMARK` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnmarkSpec {
+    /// `--set-xmark VALUE/MASK`: ctmark = (ctmark & !mask) ^ value.
+    Set {
+        /// Bits xored in.
+        value: u32,
+        /// Bits cleared first.
+        mask: u32,
+    },
+    /// `--save-mark`: ctmark = (ctmark & !ctmask) ^ (mark & nfmask).
+    Save {
+        /// `--nfmask`.
+        nfmask: u32,
+        /// `--ctmask`.
+        ctmask: u32,
+    },
+    /// `--restore-mark`: mark = (mark & !nfmask) ^ (ctmark & ctmask).
+    Restore {
+        /// `--nfmask`.
+        nfmask: u32,
+        /// `--ctmask`.
+        ctmask: u32,
+    },
 }
 
 impl Target {
@@ -231,6 +458,23 @@ impl Target {
             Target::Reject(_) => "REJECT",
             Target::Log(_) => "LOG",
             Target::Jump(chain) | Target::Goto(chain) => chain,
+            Target::Nat(n) => n.kind.name(),
+            Target::Notrack { alias: true } => "NOTRACK",
+            Target::Notrack { alias: false } => "CT",
+            Target::Mark { .. } => "MARK",
+            Target::Connmark(_) => "CONNMARK",
+        }
+    }
+
+    /// The hooks the kernel allows the target in (a bit per [`Hook`]), and the table it
+    /// must be in, if it is restricted.
+    pub fn allowed(&self) -> (u8, Option<TableKind>) {
+        const ALL: u8 = 0x1f;
+        match self {
+            Target::Reject(_) => (Hook::Input.bit() | Hook::Forward.bit() | Hook::Output.bit(), Some(TableKind::Filter)),
+            Target::Nat(n) => (n.kind.hooks(), Some(TableKind::Nat)),
+            Target::Notrack { .. } => (ALL, Some(TableKind::Raw)),
+            _ => (ALL, None),
         }
     }
 
@@ -277,21 +521,30 @@ pub struct Chain {
     pub rules: Vec<RuleSpec>,
 }
 
-/// The filter table of one family.
+/// One table of one family.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Table {
     /// IPv4 or IPv6.
     pub family: Family,
-    /// INPUT, FORWARD, OUTPUT, then user chains sorted by name (as libiptc keeps them).
+    /// Which table.
+    pub kind: TableKind,
+    /// Named in the rules file (a `*nat` block, a `-t nat` command): the kernel has it loaded
+    /// and packets pass it. The filter table is always there.
+    pub declared: bool,
+    /// The built-in chains in listing order, then user chains sorted by name (as libiptc
+    /// keeps them).
     pub chains: Vec<Chain>,
 }
 
 impl Table {
     /// An empty table with ACCEPT policies.
-    pub fn new(family: Family) -> Table {
-        let chains =
-            BUILTIN_CHAINS.iter().map(|n| Chain { name: (*n).into(), policy: Some(Policy::Accept), rules: Vec::new() }).collect();
-        Table { family, chains }
+    pub fn new(family: Family, kind: TableKind) -> Table {
+        let chains = kind
+            .hooks()
+            .iter()
+            .map(|h| Chain { name: h.name().into(), policy: Some(Policy::Accept), rules: Vec::new() })
+            .collect();
+        Table { family, kind, declared: kind == TableKind::Filter, chains }
     }
 
     /// The chain named `name`.
@@ -306,7 +559,7 @@ impl Table {
 
     /// True when no chain has a rule and every policy is ACCEPT.
     pub fn is_empty(&self) -> bool {
-        self.chains.iter().all(|c| c.rules.is_empty() && c.policy != Some(Policy::Drop)) && self.chains.len() == BUILTIN_CHAINS.len()
+        self.chains.iter().all(|c| c.rules.is_empty() && c.policy != Some(Policy::Drop)) && self.chains.len() == self.kind.hooks().len()
     }
 
     /// How many rules jump or go to `chain` (the `references` of `iptables -L`).
@@ -323,36 +576,46 @@ impl Table {
     }
 }
 
-/// The filter tables of both families.
+/// Every table of both families.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ruleset {
-    /// IPv4 (`iptables`).
-    pub ipv4: Table,
-    /// IPv6 (`ip6tables`).
-    pub ipv6: Table,
+    /// Per family (IPv4, IPv6), per [`TableKind`].
+    tables: [[Table; 4]; 2],
 }
 
 impl Default for Ruleset {
     fn default() -> Self {
-        Ruleset { ipv4: Table::new(Family::Ipv4), ipv6: Table::new(Family::Ipv6) }
+        let family = |f| TableKind::ALL.map(|k| Table::new(f, k));
+        Ruleset { tables: [family(Family::Ipv4), family(Family::Ipv6)] }
+    }
+}
+
+fn family_index(family: Family) -> usize {
+    match family {
+        Family::Ipv4 => 0,
+        Family::Ipv6 => 1,
     }
 }
 
 impl Ruleset {
-    /// The table of `family`.
-    pub fn table(&self, family: Family) -> &Table {
-        match family {
-            Family::Ipv4 => &self.ipv4,
-            Family::Ipv6 => &self.ipv6,
-        }
+    /// The table `kind` of `family`.
+    pub fn table(&self, family: Family, kind: TableKind) -> &Table {
+        &self.tables[family_index(family)][kind as usize]
     }
 
-    /// The table of `family`, mutably.
-    pub fn table_mut(&mut self, family: Family) -> &mut Table {
-        match family {
-            Family::Ipv4 => &mut self.ipv4,
-            Family::Ipv6 => &mut self.ipv6,
-        }
+    /// The table `kind` of `family`, mutably.
+    pub fn table_mut(&mut self, family: Family, kind: TableKind) -> &mut Table {
+        &mut self.tables[family_index(family)][kind as usize]
+    }
+
+    /// The filter table of `family`.
+    pub fn filter(&self, family: Family) -> &Table {
+        self.table(family, TableKind::Filter)
+    }
+
+    /// Every table, IPv4 first, each family's in [`TableKind::ALL`] order.
+    pub fn tables(&self) -> impl Iterator<Item = &Table> {
+        self.tables.iter().flatten()
     }
 }
 
@@ -394,6 +657,8 @@ impl MatchSpec {
             MatchSpec::State(_) => "state",
             MatchSpec::Comment(_) => "comment",
             MatchSpec::Seng(_) => "seng",
+            MatchSpec::Mark(_) => "mark",
+            MatchSpec::Connmark(_) => "connmark",
         }
     }
 
@@ -449,7 +714,15 @@ impl MatchSpec {
             MatchSpec::Seng(rule) => {
                 let _ = write!(out, " {}", rule.save_form());
             }
-            MatchSpec::Multiport(None) | MatchSpec::Conntrack(None) | MatchSpec::State(None) | MatchSpec::Comment(None) => {}
+            MatchSpec::Mark(Some(m)) | MatchSpec::Connmark(Some(m)) => {
+                let _ = write!(out, " {}--mark{}", neg(m.negated), mark_text(m.value.0, m.value.1));
+            }
+            MatchSpec::Multiport(None)
+            | MatchSpec::Conntrack(None)
+            | MatchSpec::State(None)
+            | MatchSpec::Comment(None)
+            | MatchSpec::Mark(None)
+            | MatchSpec::Connmark(None) => {}
         }
     }
 
@@ -510,7 +783,18 @@ impl MatchSpec {
             MatchSpec::Seng(rule) => {
                 let _ = write!(out, " {}", rule.list_form());
             }
-            MatchSpec::Multiport(None) | MatchSpec::Conntrack(None) | MatchSpec::State(None) | MatchSpec::Comment(None) => {}
+            MatchSpec::Mark(Some(m)) => {
+                let _ = write!(out, " mark match{}{}", if m.negated { " !" } else { "" }, mark_text(m.value.0, m.value.1));
+            }
+            MatchSpec::Connmark(Some(m)) => {
+                let _ = write!(out, " connmark match {}{}", if m.negated { "!" } else { "" }, mark_text(m.value.0, m.value.1));
+            }
+            MatchSpec::Multiport(None)
+            | MatchSpec::Conntrack(None)
+            | MatchSpec::State(None)
+            | MatchSpec::Comment(None)
+            | MatchSpec::Mark(None)
+            | MatchSpec::Connmark(None) => {}
         }
     }
 }
@@ -575,6 +859,45 @@ impl RuleSpec {
                     }
                 }
             }
+            Target::Nat(n) => {
+                let _ = write!(out, " -j {}", n.kind.name());
+                match n.kind {
+                    NatKind::Snat => {
+                        let _ = write!(out, " --to-source {}", n.range());
+                    }
+                    NatKind::Dnat => {
+                        let _ = write!(out, " --to-destination {}", n.range());
+                    }
+                    NatKind::Masquerade | NatKind::Redirect => {
+                        if let Some(ports) = n.ports_text() {
+                            let _ = write!(out, " --to-ports {ports}");
+                        }
+                    }
+                }
+                for (set, flag) in [(n.random, " --random"), (n.random_fully, " --random-fully"), (n.persistent, " --persistent")] {
+                    if set {
+                        out.push_str(flag);
+                    }
+                }
+            }
+            Target::Notrack { alias: false } => out.push_str(" -j CT --notrack"),
+            Target::Mark { value, mask } => {
+                let _ = write!(out, " -j MARK --set-xmark {value:#x}/{mask:#x}");
+            }
+            Target::Connmark(c) => {
+                out.push_str(" -j CONNMARK");
+                match c {
+                    ConnmarkSpec::Set { value, mask } => {
+                        let _ = write!(out, " --set-xmark {value:#x}/{mask:#x}");
+                    }
+                    ConnmarkSpec::Save { nfmask, ctmask } => {
+                        let _ = write!(out, " --save-mark --nfmask {nfmask:#x} --ctmask {ctmask:#x}");
+                    }
+                    ConnmarkSpec::Restore { nfmask, ctmask } => {
+                        let _ = write!(out, " --restore-mark --nfmask {nfmask:#x} --ctmask {ctmask:#x}");
+                    }
+                }
+            }
             target => {
                 let _ = write!(out, " -j {}", target.list_name());
             }
@@ -628,6 +951,38 @@ impl RuleSpec {
                 if !log.prefix.is_empty() {
                     let _ = write!(out, " prefix \"{}\"", log.prefix);
                 }
+            }
+            Target::Nat(n) => match n.kind {
+                NatKind::Snat | NatKind::Dnat => {
+                    let _ = write!(out, " to:{}", n.range());
+                }
+                NatKind::Masquerade => {
+                    if let Some(ports) = n.ports_text() {
+                        let _ = write!(out, " masq ports: {ports}");
+                    }
+                }
+                NatKind::Redirect => {
+                    if let Some(ports) = n.ports_text() {
+                        let _ = write!(out, " redir ports {ports}");
+                    }
+                }
+            },
+            Target::Notrack { alias: false } => out.push_str(" notrack"),
+            Target::Mark { value, mask } => {
+                let _ = match (*value, *mask) {
+                    (v, u32::MAX) => write!(out, " MARK set {v:#x}"),
+                    (0, m) => write!(out, " MARK and {:#x}", !m),
+                    (v, m) if v == m => write!(out, " MARK or {v:#x}"),
+                    (v, 0) => write!(out, " MARK xor {v:#x}"),
+                    (v, m) => write!(out, " MARK xset {v:#x}/{m:#x}"),
+                };
+            }
+            Target::Connmark(c) => {
+                let _ = match c {
+                    ConnmarkSpec::Set { value, mask } => write!(out, " CONNMARK xset {value:#x}/{mask:#x}"),
+                    ConnmarkSpec::Save { nfmask, ctmask } => write!(out, " CONNMARK save nfmask {nfmask:#x} ctmask ~{ctmask:#x}"),
+                    ConnmarkSpec::Restore { nfmask, ctmask } => write!(out, " CONNMARK restore ctmask {ctmask:#x} nfmask ~{nfmask:#x}"),
+                };
             }
             _ => {}
         }

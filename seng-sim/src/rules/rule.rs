@@ -3,23 +3,31 @@
 //! checks iptables makes (a match's protocol, options given twice, negation), and the list of
 //! what is modelled.
 
+use std::net::IpAddr;
+
 use seng_core::rule::SengOption;
 use seng_core::{Family, HostMask};
 
 use super::names;
-use super::{ct_state, LogSpec, MatchSpec, MultiportSpec, Neg, PortDirection, PortRange, RuleSpec, Target, TcpSpec, UdpSpec, BUILTIN_CHAINS};
+use super::{
+    ct_state, ConnmarkSpec, Hook, LogSpec, MatchSpec, MultiportSpec, NatKind, NatSpec, Neg, PortDirection, PortRange, RuleSpec, TableKind, Target,
+    TcpSpec, UdpSpec, BUILTIN_CHAINS,
+};
 use super::file::family_name;
 use crate::tokenize::Word;
 
 /// Matches the simulator models.
-const MATCHES: &str = "tcp, udp, icmp, icmp6, multiport, conntrack, state, comment, seng";
+const MATCHES: &str = "tcp, udp, icmp, icmp6, multiport, conntrack, state, comment, mark, connmark, seng";
+
+/// Targets the simulator models, for messages.
+const TARGETS: &str = "ACCEPT, DROP, REJECT, RETURN, LOG, DNAT, SNAT, MASQUERADE, REDIRECT, CT --notrack, NOTRACK, MARK, CONNMARK and user chains";
 
 /// Targets of netfilter that the simulator does not model; naming them gives a clear error
 /// rather than "no such chain".
 pub(super) const UNMODELLED_TARGETS: &[&str] = &[
-    "AUDIT", "CHECKSUM", "CLASSIFY", "CLUSTERIP", "CONNMARK", "CONNSECMARK", "CT", "DNAT", "DNPT", "DSCP", "ECN", "HL",
-    "HMARK", "IDLETIMER", "LED", "MARK", "MASQUERADE", "NETMAP", "NFLOG", "NFQUEUE", "NOTRACK", "RATEEST", "REDIRECT",
-    "SECMARK", "SET", "SNAT", "SNPT", "SYNPROXY", "TCPMSS", "TCPOPTSTRIP", "TEE", "TOS", "TPROXY", "TRACE", "TTL", "ULOG",
+    "AUDIT", "CHECKSUM", "CLASSIFY", "CLUSTERIP", "CONNSECMARK", "DNPT", "DSCP", "ECN", "HL", "HMARK", "IDLETIMER", "LED",
+    "NETMAP", "NFLOG", "NFQUEUE", "RATEEST", "SECMARK", "SET", "SNPT", "SYNPROXY", "TCPMSS", "TCPOPTSTRIP", "TEE", "TOS",
+    "TPROXY", "TRACE", "TTL", "ULOG",
 ];
 
 
@@ -28,12 +36,17 @@ struct RuleParser<'w> {
     words: &'w [&'w Word],
     at: usize,
     family: Family,
+    table: TableKind,
     spec: RuleSpec,
     sources: Option<(Vec<HostMask>, bool)>,
     destinations: Option<(Vec<HostMask>, bool)>,
     /// Seng options gathered per `-m seng` match, as (match index, option, negated, value).
     seng: Vec<(usize, SengOption, bool, String)>,
     target_set: bool,
+    /// `CT --notrack` given.
+    notrack: bool,
+    /// The MARK / CONNMARK action given.
+    mark_set: bool,
 }
 
 fn parse_ports(text: &str) -> Option<PortRange> {
@@ -45,6 +58,91 @@ fn parse_ports(text: &str) -> Option<PortRange> {
         }
         None => names::port(text).map(|p| PortRange { min: p, max: p }),
     }
+}
+
+/// A number as `xtables_strtoui` reads it: decimal, `0x` hex or `0` octal.
+fn parse_u32(text: &str) -> Option<u32> {
+    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        u32::from_str_radix(hex, 16).ok()
+    } else if text.len() > 1 && text.starts_with('0') {
+        u32::from_str_radix(&text[1..], 8).ok()
+    } else {
+        text.parse().ok()
+    }
+}
+
+/// `VALUE[/MASK]`, the mask all ones when not given.
+fn parse_mark(option: &str, text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{option} {text:?}: expected VALUE[/MASK] (numbers, 0x for hex)");
+    match text.split_once('/') {
+        Some((v, m)) => Ok((parse_u32(v).ok_or_else(bad)?, parse_u32(m).ok_or_else(bad)?)),
+        None => Ok((parse_u32(text).ok_or_else(bad)?, u32::MAX)),
+    }
+}
+
+/// A NAT range `ADDR[-ADDR][:PORT[-PORT]]` (IPv6 addresses in brackets when ports follow).
+/// A NAT range's addresses (first, last) and ports, either possibly absent.
+type NatRange = (Option<(IpAddr, IpAddr)>, Option<PortRange>);
+
+fn parse_nat_range(option: &str, text: &str, family: Family) -> Result<NatRange, String> {
+    let bad = |why: &str| format!("{option} {text:?}: {why}");
+    let (addrs, ports) = match family {
+        Family::Ipv4 => match text.split_once(':') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        },
+        Family::Ipv6 => {
+            if let Some(rest) = text.strip_prefix('[') {
+                let (a, after) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+                match after.strip_prefix(':') {
+                    Some(p) => (a, Some(p)),
+                    None if after.is_empty() => (a, None),
+                    None => return Err(bad("expected :PORT after ]")),
+                }
+            } else {
+                (text, None)
+            }
+        }
+    };
+    let addr = |t: &str| -> Result<IpAddr, String> {
+        let ip: IpAddr = t.parse().map_err(|_| bad(&format!("{t:?} is not an {} address", family_name(family))))?;
+        if Family::of(&ip) != family {
+            return Err(bad(&format!("{t:?} is not an {} address", family_name(family))));
+        }
+        Ok(ip)
+    };
+    let addrs = if addrs.is_empty() {
+        None
+    } else {
+        let (min, max) = match addrs.split_once('-') {
+            Some((a, b)) => (addr(a)?, addr(b)?),
+            None => {
+                let a = addr(addrs)?;
+                (a, a)
+            }
+        };
+        if crate::packet::from_ip(min) > crate::packet::from_ip(max) {
+            return Err(bad("the range's first address is above its last"));
+        }
+        Some((min, max))
+    };
+    let ports = ports.map(|p| parse_nat_ports(option, p)).transpose()?;
+    if addrs.is_none() && ports.is_none() {
+        return Err(bad("no address or port"));
+    }
+    Ok((addrs, ports))
+}
+
+/// `PORT[-PORT]`.
+fn parse_nat_ports(option: &str, text: &str) -> Result<PortRange, String> {
+    let bad = || format!("{option} {text:?}: expected PORT[-PORT]");
+    let (a, b) = text.split_once('-').unwrap_or((text, text));
+    let min: u16 = a.parse().map_err(|_| bad())?;
+    let max: u16 = b.parse().map_err(|_| bad())?;
+    if min > max || min == 0 {
+        return Err(bad());
+    }
+    Ok(PortRange { min, max })
 }
 
 fn parse_state_list(text: &str) -> Option<u8> {
@@ -83,10 +181,12 @@ impl<'w> RuleParser<'w> {
             .collect()
     }
 
-    /// Index of the last loaded match for which `accepts` holds, loading the protocol's own
-    /// match when the option belongs to it (iptables' implicit `-p tcp` → `-m tcp`).
+    /// Index of the last loaded match for which `accepts` holds (libxtables puts a new match's
+    /// options before the older ones, so `-m mark --mark 1 -m connmark --mark 2` gives each
+    /// its own), loading the protocol's own match when the option belongs to it (iptables'
+    /// implicit `-p tcp` → `-m tcp`).
     fn match_for(&mut self, option: &str) -> Option<usize> {
-        let index = self.spec.matches.iter().position(|m| accepts(m, option));
+        let index = self.spec.matches.iter().rposition(|m| accepts(m, option));
         if index.is_some() {
             return index;
         }
@@ -117,6 +217,8 @@ impl<'w> RuleParser<'w> {
             "conntrack" => MatchSpec::Conntrack(None),
             "state" => MatchSpec::State(None),
             "comment" => MatchSpec::Comment(None),
+            "mark" => MatchSpec::Mark(None),
+            "connmark" => MatchSpec::Connmark(None),
             "seng" => MatchSpec::Seng(seng_core::Rule::empty(self.family)),
             other => return Err(format!("match {other:?} is not modelled by seng-sim (modelled: {MATCHES})")),
         };
@@ -129,6 +231,9 @@ impl<'w> RuleParser<'w> {
             return Err("only one -j or -g per rule".into());
         }
         self.target_set = true;
+        if name == "DROP" && self.table == TableKind::Nat {
+            return Err(super::apply::nat_drop());
+        }
         if goto {
             if BUILTIN_CHAINS.contains(&name) {
                 return Err(format!("-g {name}: cannot go to a built-in chain"));
@@ -142,10 +247,22 @@ impl<'w> RuleParser<'w> {
             "RETURN" => Target::Return,
             "REJECT" => Target::Reject(names::reject_default(self.family)),
             "LOG" => Target::Log(LogSpec { prefix: String::new(), level: 4, flags: 0 }),
+            "DNAT" | "SNAT" | "MASQUERADE" | "REDIRECT" => {
+                let kind = match name {
+                    "DNAT" => NatKind::Dnat,
+                    "SNAT" => NatKind::Snat,
+                    "MASQUERADE" => NatKind::Masquerade,
+                    _ => NatKind::Redirect,
+                };
+                Target::Nat(NatSpec { kind, addrs: None, ports: None, random: false, random_fully: false, persistent: false })
+            }
+            "NOTRACK" => Target::Notrack { alias: true },
+            // CT takes --notrack (checked when the rule is complete); this marks it as unset.
+            "CT" => Target::Notrack { alias: false },
+            "MARK" => Target::Mark { value: 0, mask: 0 },
+            "CONNMARK" => Target::Connmark(ConnmarkSpec::Save { nfmask: 0, ctmask: 0 }),
             _ if UNMODELLED_TARGETS.contains(&name) || name == "QUEUE" => {
-                return Err(format!(
-                    "target {name} is not modelled by seng-sim (modelled: ACCEPT, DROP, REJECT, RETURN, LOG and user chains)"
-                ))
+                return Err(format!("target {name} is not modelled by seng-sim (modelled: {TARGETS})"))
             }
             _ if BUILTIN_CHAINS.contains(&name) => return Err(format!("-j {name}: cannot jump to a built-in chain")),
             _ => Target::Jump(name.into()),
@@ -182,6 +299,98 @@ impl<'w> RuleParser<'w> {
                 Some((_, bit)) => log.flags |= bit,
                 None => return Ok(false),
             },
+            (Target::Nat(_), "--to-destination" | "--to-source" | "--to" | "--to-ports") => {
+                let value = self.value(option)?;
+                let Target::Nat(n) = &mut self.spec.target else { return Ok(false) };
+                let wanted = match (n.kind, option) {
+                    (NatKind::Dnat, "--to-destination" | "--to") | (NatKind::Snat, "--to-source" | "--to") => true,
+                    (NatKind::Masquerade | NatKind::Redirect, "--to-ports") => true,
+                    _ => return Err(format!("{} takes no {option}", n.kind.name())),
+                };
+                if wanted && (n.addrs.is_some() || n.ports.is_some()) {
+                    return Err(format!("{option} given twice (several ranges are not supported by the kernel since 2.6.11)"));
+                }
+                if option == "--to-ports" {
+                    n.ports = Some(parse_nat_ports(option, value)?);
+                } else {
+                    let (addrs, ports) = parse_nat_range(option, value, family)?;
+                    n.addrs = addrs;
+                    n.ports = ports;
+                }
+            }
+            (Target::Nat(n), "--random") => n.random = true,
+            (Target::Nat(n), "--random-fully") => n.random_fully = true,
+            (Target::Nat(n), "--persistent") if matches!(n.kind, NatKind::Snat | NatKind::Dnat) => n.persistent = true,
+            (Target::Notrack { alias: false }, "--notrack") => self.notrack = true,
+            (Target::Notrack { alias: false }, other) if other.starts_with("--") => {
+                return Err(format!("CT option {other} is not modelled (only --notrack)"));
+            }
+            (Target::Mark { .. }, "--set-xmark" | "--set-mark" | "--and-mark" | "--or-mark" | "--xor-mark") => {
+                if self.mark_set {
+                    return Err("MARK takes one of --set-xmark, --set-mark, --and-mark, --or-mark, --xor-mark".into());
+                }
+                self.mark_set = true;
+                let value = self.value(option)?;
+                let (v, m) = match option {
+                    "--set-xmark" => parse_mark(option, value)?,
+                    "--set-mark" => {
+                        let (v, m) = parse_mark(option, value)?;
+                        (v, v | m)
+                    }
+                    _ => {
+                        let v = parse_u32(value).ok_or_else(|| format!("{option} {value:?}: not a number"))?;
+                        match option {
+                            "--and-mark" => (0, !v),
+                            "--or-mark" => (v, v),
+                            _ => (v, 0),
+                        }
+                    }
+                };
+                self.spec.target = Target::Mark { value: v, mask: m };
+            }
+            (Target::Connmark(_), "--set-xmark" | "--set-mark" | "--and-mark" | "--or-mark" | "--xor-mark" | "--save-mark" | "--restore-mark") => {
+                if self.mark_set {
+                    return Err("CONNMARK takes one of --set-xmark, --set-mark, --and-mark, --or-mark, --xor-mark, --save-mark, --restore-mark".into());
+                }
+                self.mark_set = true;
+                let c = match option {
+                    "--save-mark" => ConnmarkSpec::Save { nfmask: u32::MAX, ctmask: u32::MAX },
+                    "--restore-mark" => ConnmarkSpec::Restore { nfmask: u32::MAX, ctmask: u32::MAX },
+                    _ => {
+                        let value = self.value(option)?;
+                        let (v, m) = match option {
+                            "--set-xmark" => parse_mark(option, value)?,
+                            "--set-mark" => {
+                                let (v, m) = parse_mark(option, value)?;
+                                (v, v | m)
+                            }
+                            _ => {
+                                let v = parse_u32(value).ok_or_else(|| format!("{option} {value:?}: not a number"))?;
+                                match option {
+                                    "--and-mark" => (0, !v),
+                                    "--or-mark" => (v, v),
+                                    _ => (v, 0),
+                                }
+                            }
+                        };
+                        ConnmarkSpec::Set { value: v, mask: m }
+                    }
+                };
+                self.spec.target = Target::Connmark(c);
+            }
+            (Target::Connmark(_), "--nfmask" | "--ctmask" | "--mask") => {
+                let value = self.value(option)?;
+                let v = parse_u32(value).ok_or_else(|| format!("{option} {value:?}: not a number"))?;
+                let mark_set = self.mark_set;
+                match &mut self.spec.target {
+                    Target::Connmark(ConnmarkSpec::Save { nfmask, ctmask } | ConnmarkSpec::Restore { nfmask, ctmask }) if mark_set => match option {
+                        "--nfmask" => *nfmask = v,
+                        "--ctmask" => *ctmask = v,
+                        _ => (*nfmask, *ctmask) = (v, v),
+                    },
+                    _ => return Err(format!("{option} needs --save-mark or --restore-mark before it")),
+                }
+            }
             _ => return Ok(false),
         }
         if negated {
@@ -269,6 +478,10 @@ impl<'w> RuleParser<'w> {
                 }
                 *c = Some(text.into());
             }
+            MatchSpec::Mark(m) | MatchSpec::Connmark(m) => {
+                once(m.is_some())?;
+                *m = Some(Neg { value: parse_mark(option, text)?, negated });
+            }
             MatchSpec::Seng(_) => {
                 let option = SengOption::from_flag(option).ok_or_else(|| format!("unknown seng option {option:?}"))?;
                 self.seng.push((index, option, negated, text.into()));
@@ -309,6 +522,7 @@ impl<'w> RuleParser<'w> {
                 MatchSpec::Conntrack(None) => Some("--ctstate (the only conntrack option modelled)"),
                 MatchSpec::State(None) => Some("--state"),
                 MatchSpec::Comment(None) => Some("--comment"),
+                MatchSpec::Mark(None) | MatchSpec::Connmark(None) => Some("--mark"),
                 _ => None,
             };
             if let Some(what) = empty {
@@ -320,10 +534,32 @@ impl<'w> RuleParser<'w> {
                 return Err("--reject-with tcp-reset needs -p tcp (not negated)".into());
             }
         }
-        match chain {
-            "OUTPUT" if self.spec.in_iface.is_some() => return Err("can't use -i with OUTPUT".into()),
-            "INPUT" if self.spec.out_iface.is_some() => return Err("can't use -o with INPUT".into()),
+        match &self.spec.target {
+            Target::Notrack { alias: false } if !self.notrack => return Err("CT needs --notrack (the only CT option modelled)".into()),
+            Target::Mark { .. } | Target::Connmark(_) if !self.mark_set => {
+                return Err(format!("{} needs an action such as --set-xmark", self.spec.target.list_name()))
+            }
+            Target::Nat(n) if matches!(n.kind, NatKind::Snat | NatKind::Dnat) && n.addrs.is_none() && n.ports.is_none() => {
+                return Err(format!("{} needs {}", n.kind.name(), if n.kind == NatKind::Snat { "--to-source" } else { "--to-destination" }))
+            }
+            Target::Nat(n) if n.ports.is_some() && !proto.is_some_and(|p| [6, 17, 33, 132, 136].contains(&p)) => {
+                return Err(format!("{} with ports needs -p tcp, udp, udplite, sctp or dccp (not negated)", n.kind.name()))
+            }
             _ => {}
+        }
+        let (hooks, table) = self.spec.target.allowed();
+        if let Some(table) = table.filter(|t| *t != self.table) {
+            return Err(format!("target {} is only valid in the {} table, not {}", self.spec.target.list_name(), table.name(), self.table.name()));
+        }
+        if let Some(hook) = Hook::of_name(chain).filter(|h| self.table.hooks().contains(h)) {
+            if hooks & hook.bit() == 0 {
+                return Err(format!("target {} is not valid in the {} chain", self.spec.target.list_name(), chain));
+            }
+            match hook {
+                Hook::Output | Hook::Postrouting if self.spec.in_iface.is_some() => return Err(format!("can't use -i with {chain}")),
+                Hook::Prerouting | Hook::Input if self.spec.out_iface.is_some() => return Err(format!("can't use -o with {chain}")),
+                _ => {}
+            }
         }
         let expand = |list: Option<(Vec<HostMask>, bool)>| -> Vec<Option<Neg<HostMask>>> {
             match list {
@@ -360,6 +596,7 @@ fn accepts(m: &MatchSpec, option: &str) -> bool {
         MatchSpec::Conntrack(_) => &["--ctstate"],
         MatchSpec::State(_) => &["--state"],
         MatchSpec::Comment(_) => &["--comment"],
+        MatchSpec::Mark(_) | MatchSpec::Connmark(_) => &["--mark"],
         MatchSpec::Seng(_) => return SengOption::from_flag(option).is_some(),
     };
     options.contains(&option)
@@ -372,11 +609,14 @@ const CONNTRACK_UNMODELLED: &[&str] = &[
 ];
 
 /// Parses the rule options of `-A`/`-I`/`-R`/`-D`; several rules when `-s`/`-d` list addresses.
-pub(super) fn parse_rule(words: &[&Word], family: Family, chain: &str, line: usize) -> Result<Vec<RuleSpec>, String> {
+pub(super) fn parse_rule(words: &[&Word], family: Family, table: TableKind, chain: &str, line: usize) -> Result<Vec<RuleSpec>, String> {
     let mut p = RuleParser {
         words,
         at: 0,
         family,
+        table,
+        notrack: false,
+        mark_set: false,
         spec: RuleSpec::new(line),
         sources: None,
         destinations: None,

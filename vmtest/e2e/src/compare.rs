@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! The verdict of one scenario run: the kernel's per-rule and policy counters against
-//! seng-sim's, after checking that the replay itself was complete (every frame handed to the
+//! The verdict of one scenario run: the kernel's per-rule and policy counters of every table
+//! against seng-sim's, after checking that the replay itself was complete (every frame handed to the
 //! kernel, the gateway's own packets refused or passed as often as the simulator's OUTPUT
 //! verdicts say, every forwarded or sent packet seen leaving, every timed event applied) and
 //! that the simulator did not expire a connection (the kernel replays in its own time, so an
@@ -11,7 +11,11 @@ use std::fmt::Write as _;
 
 use serde::Deserialize;
 
-use crate::save::{Count, SavedChain};
+use crate::save::{Count, SavedChain, SavedTable};
+
+/// The guard `e2e.sh` puts into the raw table's OUTPUT chain, which drops what the gateway's
+/// stack sends on its own (it is not in the capture); not a rule of the scenario.
+pub const GUARD: &str = "-A OUTPUT -m mark ! --mark 0x5e9/0xffff -j DROP";
 
 /// The parts of `seng-sim replay --json` the comparison reads.
 #[derive(Deserialize)]
@@ -20,6 +24,7 @@ pub struct SimReport {
     tables: Vec<SimTable>,
     verdicts: SimVerdicts,
     hooks: Vec<SimHook>,
+    own_packets: SimOwn,
     conntrack: SimConntrack,
     events: Vec<SimEvent>,
 }
@@ -37,6 +42,7 @@ struct SimCapture {
 #[derive(Deserialize)]
 struct SimTable {
     family: String,
+    table: String,
     chains: Vec<SimChain>,
 }
 
@@ -72,6 +78,12 @@ struct SimVerdicts {
 struct SimHook {
     hook: String,
     accepted: SimCount,
+}
+
+/// The gateway's own packets by what OUTPUT and POSTROUTING made of them.
+#[derive(Deserialize)]
+struct SimOwn {
+    accepted: SimCount,
     dropped: SimCount,
     rejected: SimCount,
 }
@@ -90,12 +102,12 @@ struct SimEvent {
 pub use inject::ReplaySummary as InjectSummary;
 
 
-/// The kernel's filter tables, per family; `None` where the family has no filter table.
+/// The kernel's tables, per family.
 pub struct Kernel {
     /// IPv4 (`iptables-save -c`).
-    pub ipv4: Option<Vec<SavedChain>>,
+    pub ipv4: Vec<SavedTable>,
     /// IPv6 (`ip6tables-save -c`).
-    pub ipv6: Option<Vec<SavedChain>>,
+    pub ipv6: Vec<SavedTable>,
 }
 
 /// What a comparison found.
@@ -126,9 +138,9 @@ fn hook_total(sim: &SimReport, hook: &str, pick: fn(&SimHook) -> SimCount) -> u6
 }
 
 /// Packets the simulator says leave the gateway: forwarded or sent, those to its own addresses
-/// (loopback) included.
+/// (loopback) included; all pass POSTROUTING.
 pub fn expected_out(sim: &SimReport) -> u64 {
-    hook_total(sim, "FORWARD", |h| h.accepted) + hook_total(sim, "OUTPUT", |h| h.accepted)
+    hook_total(sim, "POSTROUTING", |h| h.accepted)
 }
 
 /// Checks the replay against the simulator's view of the same capture.
@@ -160,17 +172,17 @@ fn check_replay(sim: &SimReport, inject: &InjectSummary) -> Vec<String> {
         malformed,
     );
     expect("packets cut by the capture", 0, c.not_captured);
-    let output_refused =
-        hook_total(sim, "OUTPUT", |h| h.dropped) + hook_total(sim, "OUTPUT", |h| h.rejected);
+    // A drop at OUTPUT or POSTROUTING fails the injector's send.
+    let own = &sim.own_packets;
     expect(
-        "gateway packets that OUTPUT refused",
+        "gateway packets that OUTPUT or POSTROUTING refused",
         inject.output_refused,
-        output_refused,
+        own.dropped.packets + own.rejected.packets,
     );
     expect(
-        "gateway packets that OUTPUT passed",
+        "gateway packets that OUTPUT and POSTROUTING passed",
         inject.output_sent,
-        hook_total(sim, "OUTPUT", |h| h.accepted),
+        own.accepted.packets,
     );
     let left = expected_out(sim) - inject.loopback;
     expect(
@@ -194,103 +206,106 @@ fn check_replay(sim: &SimReport, inject: &InjectSummary) -> Vec<String> {
     problems
 }
 
-/// One family's tables: its name, seng-sim's table and the kernel's chains.
-type FamilyTables<'a> = (
-    &'static str,
-    Option<&'a SimTable>,
-    Option<&'a Vec<SavedChain>>,
-);
-
-fn family_tables<'a>(sim: &'a SimReport, kernel: &'a Kernel) -> [FamilyTables<'a>; 2] {
-    let table = |name: &str| sim.tables.iter().find(|t| t.family == name);
-    [
-        ("IPv4", table("IPv4"), kernel.ipv4.as_ref()),
-        ("IPv6", table("IPv6"), kernel.ipv6.as_ref()),
-    ]
+/// The kernel's chains of a table without the harness's guard.
+fn without_guard(table: &SavedTable) -> Vec<SavedChain> {
+    let mut chains = table.chains.clone();
+    if table.name == "raw" {
+        for chain in chains.iter_mut().filter(|c| c.name == "OUTPUT") {
+            chain.rules.retain(|r| r.text != GUARD);
+        }
+    }
+    chains
 }
 
-/// Compares counters chain by chain, rule by rule; returns the differences and how many
-/// counters were compared.
+/// Compares counters table by table, chain by chain, rule by rule; returns the differences and
+/// how many counters were compared.
 fn compare_counters(sim: &SimReport, kernel: &Kernel) -> (Vec<String>, usize) {
     let mut diffs = Vec::new();
     let mut compared = 0;
-    for (family, sim_table, kernel_chains) in family_tables(sim, kernel) {
-        let sim_chains: &[SimChain] = sim_table.map_or(&[], |t| &t.chains);
-        let Some(kernel_chains) = kernel_chains else {
-            if sim_chains.iter().any(|c| !c.rules.is_empty()) {
-                diffs.push(format!(
-                    "{family}: the kernel has no filter table, seng-sim has rules"
-                ));
-            }
-            continue;
-        };
-        for k in kernel_chains {
-            if !sim_chains.iter().any(|s| s.name == k.name) {
-                diffs.push(format!(
-                    "{family} chain {}: in the kernel, not in seng-sim",
-                    k.name
-                ));
+    for (family, kernel_tables) in [("IPv4", &kernel.ipv4), ("IPv6", &kernel.ipv6)] {
+        let sim_tables: Vec<&SimTable> = sim.tables.iter().filter(|t| t.family == family).collect();
+        for k in kernel_tables {
+            let loaded = sim_tables.iter().any(|s| s.table == k.name);
+            if !loaded && without_guard(k).iter().any(|c| !c.rules.is_empty()) {
+                diffs.push(format!("{family} {}: the kernel has rules, seng-sim does not load this table", k.name));
             }
         }
-        for s in sim_chains {
-            let Some(k) = kernel_chains.iter().find(|k| k.name == s.name) else {
-                diffs.push(format!(
-                    "{family} chain {}: in seng-sim, not in the kernel",
-                    s.name
-                ));
+        for sim_table in sim_tables {
+            // The filter table keeps the short label of the filter-only days.
+            let label = match sim_table.table.as_str() {
+                "filter" => family.to_string(),
+                table => format!("{family} {table}"),
+            };
+            let Some(kernel_table) = kernel_tables.iter().find(|k| k.name == sim_table.table) else {
+                if sim_table.chains.iter().any(|c| !c.rules.is_empty()) {
+                    diffs.push(format!("{label}: the kernel has no {} table, seng-sim has rules", sim_table.table));
+                }
                 continue;
             };
-            match (&s.policy, &k.policy) {
-                (Some(sp), Some((kp, kc))) => {
-                    let sc = Count {
-                        packets: s.policy_packets.unwrap_or(0),
-                        bytes: s.policy_bytes.unwrap_or(0),
-                    };
-                    compared += 1;
-                    if sp != kp || sc != *kc {
-                        diffs.push(format!(
-                            "{family} {} policy: kernel {kp} {kc}, seng-sim {sp} {sc}",
-                            s.name
-                        ));
-                    }
-                }
-                (None, None) => {}
-                _ => diffs.push(format!(
-                    "{family} chain {}: built-in on one side only",
-                    s.name
-                )),
-            }
-            if s.rules.len() != k.rules.len() {
-                diffs.push(format!(
-                    "{family} chain {}: the kernel has {} rules, seng-sim {}",
-                    s.name,
-                    k.rules.len(),
-                    s.rules.len()
-                ));
-            }
-            for (i, (sr, kr)) in s.rules.iter().zip(&k.rules).enumerate() {
-                let sc = Count {
-                    packets: sr.packets,
-                    bytes: sr.bytes,
-                };
-                compared += 1;
-                if sc != kr.count {
-                    let mut d = format!(
-                        "{family} {} rule {}: kernel {}, seng-sim {sc}\n    kernel:   {}",
-                        s.name,
-                        i + 1,
-                        kr.count,
-                        kr.text
-                    );
-                    if sr.rule != kr.text {
-                        let _ = write!(d, "\n    seng-sim: {}", sr.rule);
-                    }
-                    diffs.push(d);
-                }
-            }
+            let kernel_chains = without_guard(kernel_table);
+            compared += compare_table(&label, &sim_table.chains, &kernel_chains, &mut diffs);
         }
     }
     (diffs, compared)
+}
+
+/// Compares one table's chains; returns how many counters were compared.
+fn compare_table(label: &str, sim_chains: &[SimChain], kernel_chains: &[SavedChain], diffs: &mut Vec<String>) -> usize {
+    let mut compared = 0;
+    for k in kernel_chains {
+        if !sim_chains.iter().any(|s| s.name == k.name) {
+            diffs.push(format!("{label} chain {}: in the kernel, not in seng-sim", k.name));
+        }
+    }
+    for s in sim_chains {
+        let Some(k) = kernel_chains.iter().find(|k| k.name == s.name) else {
+            diffs.push(format!("{label} chain {}: in seng-sim, not in the kernel", s.name));
+            continue;
+        };
+        match (&s.policy, &k.policy) {
+            (Some(sp), Some((kp, kc))) => {
+                let sc = Count {
+                    packets: s.policy_packets.unwrap_or(0),
+                    bytes: s.policy_bytes.unwrap_or(0),
+                };
+                compared += 1;
+                if sp != kp || sc != *kc {
+                    diffs.push(format!("{label} {} policy: kernel {kp} {kc}, seng-sim {sp} {sc}", s.name));
+                }
+            }
+            (None, None) => {}
+            _ => diffs.push(format!("{label} chain {}: built-in on one side only", s.name)),
+        }
+        if s.rules.len() != k.rules.len() {
+            diffs.push(format!(
+                "{label} chain {}: the kernel has {} rules, seng-sim {}",
+                s.name,
+                k.rules.len(),
+                s.rules.len()
+            ));
+        }
+        for (i, (sr, kr)) in s.rules.iter().zip(&k.rules).enumerate() {
+            let sc = Count {
+                packets: sr.packets,
+                bytes: sr.bytes,
+            };
+            compared += 1;
+            if sc != kr.count {
+                let mut d = format!(
+                    "{label} {} rule {}: kernel {}, seng-sim {sc}\n    kernel:   {}",
+                    s.name,
+                    i + 1,
+                    kr.count,
+                    kr.text
+                );
+                if sr.rule != kr.text {
+                    let _ = write!(d, "\n    seng-sim: {}", sr.rule);
+                }
+                diffs.push(d);
+            }
+        }
+    }
+    compared
 }
 
 /// Compares one run.
@@ -326,20 +341,22 @@ pub fn compare(sim: &SimReport, inject: &InjectSummary, kernel: &Kernel) -> Outc
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::save::parse_filter;
+    use crate::save::parse_tables;
 
     fn sim_json(input_packets: u64, policy_packets: u64) -> String {
         format!(
             r#"{{"capture": {{"frames": 3, "ipv4": 3, "ipv6": 0, "non_ip": {{}}, "malformed": {{}}, "not_captured": 0}},
-            "tables": [{{"family": "IPv4", "chains": [
+            "tables": [{{"family": "IPv4", "table": "filter", "chains": [
               {{"name": "INPUT", "policy": "ACCEPT", "policy_packets": {policy_packets}, "policy_bytes": 0, "rules": [
                 {{"rule": "-A INPUT -p udp -j DROP", "packets": {input_packets}, "bytes": 56}}]}},
               {{"name": "FORWARD", "policy": "ACCEPT", "policy_packets": 0, "policy_bytes": 0, "rules": []}},
               {{"name": "OUTPUT", "policy": "ACCEPT", "policy_packets": 1, "policy_bytes": 40, "rules": []}}]}},
-              {{"family": "IPv6", "chains": []}}],
+              {{"family": "IPv6", "table": "filter", "chains": []}}],
             "verdicts": {{"accept": {{"packets": 1, "bytes": 40}}, "drop": {{"packets": 2, "bytes": 56}}, "reject": {{"packets": 0, "bytes": 0}}}},
             "hooks": [{{"family": "IPv4", "hook": "INPUT", "accepted": {{"packets": 0, "bytes": 0}}, "dropped": {{"packets": 2, "bytes": 56}}, "rejected": {{"packets": 0, "bytes": 0}}}},
-                      {{"family": "IPv4", "hook": "OUTPUT", "accepted": {{"packets": 1, "bytes": 40}}, "dropped": {{"packets": 0, "bytes": 0}}, "rejected": {{"packets": 0, "bytes": 0}}}}],
+                      {{"family": "IPv4", "hook": "OUTPUT", "accepted": {{"packets": 1, "bytes": 40}}, "dropped": {{"packets": 0, "bytes": 0}}, "rejected": {{"packets": 0, "bytes": 0}}}},
+                      {{"family": "IPv4", "hook": "POSTROUTING", "accepted": {{"packets": 1, "bytes": 40}}, "dropped": {{"packets": 0, "bytes": 0}}, "rejected": {{"packets": 0, "bytes": 0}}}}],
+            "own_packets": {{"accepted": {{"packets": 1, "bytes": 40}}, "dropped": {{"packets": 0, "bytes": 0}}, "rejected": {{"packets": 0, "bytes": 0}}}},
             "conntrack": {{"expired": 0}},
             "events": [{{"at_s": null}}, {{"at_s": 1.5}}]}}"#
         )
@@ -354,12 +371,13 @@ mod test {
         .unwrap()
     }
 
-    const KERNEL: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [1:40]\n[2:56] -A INPUT -p udp -j DROP\nCOMMIT\n";
+    const KERNEL: &str = "*raw\n:PREROUTING ACCEPT [3:96]\n:OUTPUT ACCEPT [1:40]\n[7:420] -A OUTPUT -m mark ! --mark 0x5e9/0xffff -j DROP\nCOMMIT\n\
+                          *filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [1:40]\n[2:56] -A INPUT -p udp -j DROP\nCOMMIT\n";
 
     fn kernel() -> Kernel {
         Kernel {
-            ipv4: parse_filter(KERNEL).unwrap(),
-            ipv6: None,
+            ipv4: parse_tables(KERNEL).unwrap(),
+            ipv6: Vec::new(),
         }
     }
 
@@ -396,13 +414,41 @@ mod test {
             ["packets that left the gateway (forwarded or sent): the replay has 0, seng-sim 1"]
         );
         let missing = Kernel {
-            ipv4: parse_filter(&KERNEL.replace("[2:56] -A INPUT -p udp -j DROP\n", "")).unwrap(),
-            ipv6: None,
+            ipv4: parse_tables(&KERNEL.replace("[2:56] -A INPUT -p udp -j DROP\n", "")).unwrap(),
+            ipv6: Vec::new(),
         };
         let out = compare(&sim, &inject(1), &missing);
         assert_eq!(
             out.differences,
             ["IPv4 chain INPUT: the kernel has 0 rules, seng-sim 1"]
+        );
+    }
+
+    /// Tables besides filter: the raw guard is left out of the kernel's raw table, a loaded
+    /// table is compared in full, a table with rules that seng-sim does not load is a
+    /// difference.
+    #[test]
+    fn every_table_is_compared_but_the_guard() {
+        let with_raw = sim_json(2, 0).replace(
+            r#""tables": ["#,
+            r#""tables": [{"family": "IPv4", "table": "raw", "chains": [
+              {"name": "PREROUTING", "policy": "ACCEPT", "policy_packets": 3, "policy_bytes": 96, "rules": []},
+              {"name": "OUTPUT", "policy": "ACCEPT", "policy_packets": 1, "policy_bytes": 40, "rules": []}]},"#,
+        );
+        let sim: SimReport = serde_json::from_str(&with_raw).unwrap();
+        let out = compare(&sim, &inject(1), &kernel());
+        assert!(out.agrees(), "{:?}", out.differences);
+        assert_eq!(out.compared, 6);
+        let nat = Kernel {
+            ipv4: parse_tables(&format!("{KERNEL}*nat\n:PREROUTING ACCEPT [0:0]\n[1:40] -A PREROUTING -j ACCEPT\nCOMMIT\n")).unwrap(),
+            ipv6: Vec::new(),
+        };
+        let sim: SimReport = serde_json::from_str(&sim_json(2, 0)).unwrap();
+        assert_eq!(compare(&sim, &inject(1), &nat).differences, ["IPv4 nat: the kernel has rules, seng-sim does not load this table"]);
+        let sim: SimReport = serde_json::from_str(&with_raw.replace(r#""policy_packets": 3"#, r#""policy_packets": 2"#)).unwrap();
+        assert_eq!(
+            compare(&sim, &inject(1), &kernel()).differences,
+            ["IPv4 raw PREROUTING policy: kernel ACCEPT 3 packets/96 bytes, seng-sim ACCEPT 2 packets/96 bytes"]
         );
     }
 }

@@ -335,8 +335,8 @@ fn run(cli: Cli) -> Result<bool> {
             let inject: compare::InjectSummary =
                 serde_json::from_str(&read(&inject)?).context("reading the injector summary")?;
             let kernel = compare::Kernel {
-                ipv4: save::parse_filter(&read(&ipv4)?).context("iptables-save output")?,
-                ipv6: save::parse_filter(&read(&ipv6)?).context("ip6tables-save output")?,
+                ipv4: save::parse_tables(&read(&ipv4)?).context("iptables-save output")?,
+                ipv6: save::parse_tables(&read(&ipv6)?).context("ip6tables-save output")?,
             };
             let out = compare::compare(&sim, &inject, &kernel);
             println!("e2e {name}: {}", out.summary);

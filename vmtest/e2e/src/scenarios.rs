@@ -19,6 +19,9 @@ const GW6: &str = "fd00:28::1";
 /// Hosts beyond eth0.
 const WEB: &str = "198.51.100.7";
 const WEB6: &str = "2001:db8:100::7";
+/// The gateway's public addresses on eth0 (the NAT scenarios' sim-args).
+const PUBLIC: &str = "203.0.113.1";
+const PUBLIC6: &str = "2001:db8::1";
 
 /// A generated file of a scenario.
 pub struct File {
@@ -41,6 +44,10 @@ pub const GENERATED: &[&str] = &[
     "ctstate",
     "output-forward",
     "edge-cases",
+    "nat-masquerade",
+    "nat-dnat",
+    "mangle-marks",
+    "raw-notrack",
     "large",
 ];
 
@@ -63,9 +70,129 @@ pub fn generate(name: &str) -> Option<Vec<File>> {
         "ctstate" => capture(ctstate()),
         "output-forward" => capture(output_forward()),
         "edge-cases" => capture(edge_cases()),
+        "nat-masquerade" => capture(nat_masquerade()),
+        "nat-dnat" => capture(nat_dnat()),
+        "mangle-marks" => capture(mangle_marks()),
+        "raw-notrack" => capture(raw_notrack()),
         "large" => large(100_000, 10_000),
         _ => return None,
     })
+}
+
+/// Enclaves out through MASQUERADE: the web answers the public address, the gateway forwards
+/// the answers to the enclave.
+fn nat_masquerade() -> Story {
+    let mut s = Story::default();
+    let e10 = "192.168.28.10";
+    // .10 (app A) browses; the server answers 203.0.113.1, the source port kept.
+    let mut web = Tcp::new(e10, 40100, WEB, 443).translated(PUBLIC, 40100, WEB, 443);
+    web.exchange(&mut s, 100);
+    // A DNS query and its answer; a second query answered by an ICMP error about it.
+    let out = between(e10, WEB);
+    let back = between(WEB, PUBLIC);
+    s.at(200, out.udp(5001, 53, b"query"));
+    s.at(201, back.udp(53, 5001, b"answer"));
+    s.at(210, out.udp(5002, 53, b"query"));
+    s.at(211, back.icmp_error(3, 3, &between(PUBLIC, WEB).udp(5002, 53, b"query")));
+    // A ping: the echo identifier is kept as well.
+    s.at(300, out.icmp_echo(true, 77, 1));
+    s.at(301, back.icmp_echo(false, 77, 1));
+    // .11 (app B) is not forwarded, so not masqueraded: the "answer" is the gateway's own.
+    s.at(400, between("192.168.28.11", WEB).udp(5003, 53, b"query"));
+    s.at(401, back.udp(53, 5003, b"answer"));
+    // IPv6, masqueraded to 2001:db8::1.
+    let mut web6 = Tcp::new("fd00:28::10", 40200, WEB6, 443).translated(PUBLIC6, 40200, WEB6, 443);
+    web6.exchange(&mut s, 600);
+    // A connection open across @1 (.10 unregistered): its entry goes, so the server's next
+    // segment is not de-NATed and reaches the gateway itself.
+    let mut cut = Tcp::new(e10, 40300, WEB, 443).translated(PUBLIC, 40300, WEB, 443);
+    s.at(900, cut.syn());
+    s.at(901, cut.syn_ack());
+    s.at(902, cut.ack(true));
+    s.at(1100, cut.data(false, b"late"));
+    s
+}
+
+/// A public port forwarded to an enclave server, a forwarded port range, a REDIRECT, the
+/// server's own SNATed connection, IPv6 DNAT, and a forwarded connection cut by @1.
+fn nat_dnat() -> Story {
+    let mut s = Story::default();
+    let (e20, e21) = ("192.168.28.20", "192.168.28.21");
+    // The web reaches .20:80 (app A) through 203.0.113.1:8080.
+    let mut web = Tcp::new(WEB, 45000, PUBLIC, 8080).translated(WEB, 45000, e20, 80);
+    web.exchange(&mut s, 100);
+    // A port of the forwarded range reaches .21 (app B), port kept; the answer leaves from the
+    // public address.
+    s.at(200, between(WEB, PUBLIC).udp(6000, 5005, b"hello"));
+    s.at(201, between(e21, WEB).udp(5005, 6000, b"hello back"));
+    // A port that is not forwarded is the gateway's, and INPUT drops it.
+    s.at(250, Tcp::new(WEB, 45001, PUBLIC, 22).syn());
+    // .10 (app A) to port 8081 anywhere is redirected to the gateway's 8391.
+    s.at(300, Tcp::new("192.168.28.10", 45002, WEB, 8081).syn());
+    // The server's own connection out, SNATed to the public address.
+    let mut out = Tcp::new(e20, 45003, WEB, 443).translated(PUBLIC, 45003, WEB, 443);
+    out.exchange(&mut s, 400);
+    // IPv6: [2001:db8::1]:8080 forwarded to [fd00:28::20]:80.
+    let mut web6 = Tcp::new(WEB6, 45004, PUBLIC6, 8080).translated(WEB6, 45004, "fd00:28::20", 80);
+    web6.exchange(&mut s, 500);
+    // Open across @1 (.20 unregistered): the client's next segment is a new connection, DNATed
+    // afresh, which FORWARD no longer admits.
+    let mut cut = Tcp::new(WEB, 45005, PUBLIC, 8080).translated(WEB, 45005, e20, 80);
+    s.at(900, cut.syn());
+    s.at(901, cut.syn_ack());
+    s.at(902, cut.ack(true));
+    s.at(1100, cut.data(true, b"after"));
+    s
+}
+
+/// Marked traffic: by app and category in mangle, restored onto replies from the connection.
+fn mangle_marks() -> Story {
+    let mut s = Story::default();
+    let (e10, e11) = ("192.168.28.10", "192.168.28.11");
+    // .10 (app A): 0x10000, forwarded by the packet mark, the answers by the restored mark.
+    let mut web = Tcp::new(e10, 47000, WEB, 443);
+    web.exchange(&mut s, 100);
+    // .11 (app B, Printer): only 0x20000, not forwarded.
+    s.at(200, between(e11, WEB).udp(5000, 631, b"print?"));
+    // To the gateway: .10 has the 0x10000 bit, .11 not.
+    s.at(400, between(e10, GW).udp(5002, 53, b"q"));
+    s.at(401, between(e11, GW).udp(5003, 53, b"q"));
+    // The web out of the blue: no connection mark to restore.
+    s.at(500, between(WEB, e10).udp(631, 5009, b"hi"));
+    // IPv6: 0x40000 saved and restored.
+    let mut web6 = Tcp::new("fd00:28::10", 47001, WEB6, 443);
+    web6.exchange(&mut s, 600);
+    s.at(700, between(WEB6, "fd00:28::10").udp(53, 5010, b"unasked"));
+    // @1 Printer joins app A (its connections end): .10's next connection is 0x30000 both
+    // ways.
+    s.at(1100, between(e10, WEB).udp(5004, 631, b"print!"));
+    s.at(1101, between(WEB, e10).udp(631, 5004, b"printed"));
+    s
+}
+
+/// DNS untracked to, from and through the gateway, the rest tracked and masqueraded.
+fn raw_notrack() -> Story {
+    let mut s = Story::default();
+    let (e10, e11) = ("192.168.28.10", "192.168.28.11");
+    // The gateway's resolver: untracked both ways.
+    s.at(100, between(e10, GW).udp(5353, 53, b"q"));
+    s.at(101, between(GW, e10).udp(53, 5353, b"a"));
+    s.at(110, between(e11, GW).udp(5354, 53, b"q"));
+    // DNS through the gateway: untracked, so not masqueraded; the answer comes to .10 itself.
+    s.at(200, between(e10, WEB).udp(5355, 53, b"q"));
+    s.at(201, between(WEB, e10).udp(53, 5355, b"a"));
+    // HTTPS: tracked, masqueraded.
+    let mut web = Tcp::new(e10, 48000, WEB, 443).translated(PUBLIC, 48000, WEB, 443);
+    web.exchange(&mut s, 300);
+    // A ping: masqueraded out, but the echo reply is untracked in raw, so it is not de-NATed.
+    s.at(400, between(e10, WEB).icmp_echo(true, 9, 1));
+    s.at(401, between(WEB, PUBLIC).icmp_echo(false, 9, 1));
+    // After @1 (.11 unregistered) its DNS through the gateway is still untracked, forwarded.
+    s.at(1100, between(e11, WEB).udp(5356, 53, b"q"));
+    // IPv6: untracked DNS to the gateway, a tracked SYN.
+    s.at(1200, between("fd00:28::10", GW6).udp(5357, 53, b"q"));
+    s.at(1201, Tcp::new("fd00:28::10", 48001, GW6, 22).syn());
+    s
 }
 
 /// UDP from every kind of address in every direction: registered enclaves of three apps, one

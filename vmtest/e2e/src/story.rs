@@ -45,6 +45,9 @@ pub struct Tcp {
     dport: u16,
     client_seq: u32,
     server_seq: u32,
+    /// The connection as the server sees it when NAT sits between: (client to server, client
+    /// port, server port); the server's segments are sent that way.
+    server_view: Option<(Builder, u16, u16)>,
 }
 
 impl Tcp {
@@ -58,7 +61,15 @@ impl Tcp {
             dport,
             client_seq: isn,
             server_seq: isn ^ 0x5e9_5e9,
+            server_view: None,
         }
+    }
+
+    /// The same connection with the server seeing it as from `client`:`sport` to
+    /// `server`:`dport` (what NAT makes of it): its segments go that way.
+    pub fn translated(mut self, client: &str, sport: u16, server: &str, dport: u16) -> Tcp {
+        self.server_view = Some((Builder::new(ip(client), ip(server)), sport, dport));
+        self
     }
 
     fn segment(&mut self, from_client: bool, flags: u8, data: &[u8]) -> Vec<u8> {
@@ -71,13 +82,17 @@ impl Tcp {
                 self.client_seq,
                 self.server_seq,
             ),
-            false => (
-                self.b.reverse(),
-                self.dport,
-                self.sport,
-                self.server_seq,
-                self.client_seq,
-            ),
+            false => {
+                let (b, client_port, server_port) =
+                    self.server_view.unwrap_or((self.b, self.sport, self.dport));
+                (
+                    b.reverse(),
+                    server_port,
+                    client_port,
+                    self.server_seq,
+                    self.client_seq,
+                )
+            }
         };
         let ack = if flags & ACK != 0 { ack } else { 0 };
         let p = b.build(Transport::Tcp {
