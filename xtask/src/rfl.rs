@@ -20,7 +20,7 @@ use anyhow::{bail, ensure, Context, Result};
 use crate::apt::AptRoot;
 use crate::cmd::{tail, Cmd};
 use crate::kernel::{fetch_deb, FetchOpts, Kernel, Series};
-use crate::kmod::kbuild_cached;
+use crate::kmod::{check_panic_free, kbuild_cached};
 use crate::paths::{mkdir, remove_all, write_if_changed, Paths};
 
 /// The Debian package with the kernel source, and the release whose lists carry it.
@@ -468,7 +468,10 @@ pub fn build_module(paths: &Paths, kernel: &Kernel) -> Result<PathBuf> {
         h.write(&fs::read(file)?);
     }
     let key = format!("{:016x}", h.finish());
-    kbuild_cached(make, &kernel.release, &key, &out, &build, &module_dir)
+    let ko = kbuild_cached(make, &kernel.release, &key, &out, &build, &module_dir)?;
+    // As the distro flavour's Rust object: kernel code must not panic.
+    check_panic_free(&ko)?;
+    Ok(ko)
 }
 
 /// Copies the files under `src` that `keep` accepts (by path relative to `src`) to `dst`,
