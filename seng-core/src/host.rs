@@ -107,18 +107,23 @@ impl HostMask {
     /// Parses `ADDR`, `ADDR/LEN` or `ADDR/MASK` for `family`. A bare address means the full
     /// prefix. Host names are not resolved.
     pub fn parse(text: &str, family: Family) -> Result<HostMask, HostError> {
-        let (addr_text, mask_text) = match text.split_once('/') {
-            Some((a, m)) => (a, Some(m)),
+        // By position and get rather than split_once, whose searcher can panic on a slice index.
+        let (addr_text, mask_text) = match text.bytes().position(|b| b == b'/') {
+            Some(at) => (text.get(..at).unwrap_or_default(), text.get(at + 1..)),
             None => (text, None),
         };
         let addr = parse_addr(addr_text, family).ok_or(HostError::Address(family))?;
         let max = 8 * family.addr_len() as u8;
         let mask = match mask_text {
             None => prefix_mask(family, max),
-            Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()) => match m.parse::<u8>() {
-                Ok(len) if len <= max => prefix_mask(family, len),
-                _ => return Err(HostError::Mask(family)),
-            },
+            Some(m) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()) => {
+                // By hand rather than u8::from_str, whose inlined copy can panic on a slice index.
+                let len = m.bytes().fold(0u32, |n, b| n.saturating_mul(10).saturating_add(u32::from(b - b'0')));
+                match u8::try_from(len) {
+                    Ok(len) if len <= max => prefix_mask(family, len),
+                    _ => return Err(HostError::Mask(family)),
+                }
+            }
             Some(m) => ip_bytes(&parse_addr(m, family).ok_or(HostError::Mask(family))?),
         };
         Ok(HostMask::from_raw(family, &ip_bytes(&addr), &mask))

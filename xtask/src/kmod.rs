@@ -141,8 +141,9 @@ fn check_rust_object(obj: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Rejects an object (the distro flavour's Rust object, or the Rust-for-Linux module) that can
-/// panic: one that defines or calls a panic entry point of `core`.
+/// Rejects an object that can panic: one that defines or calls a panic entry point of `core`.
+/// It reads both the distro flavour's Rust object and a Rust-for-Linux module, which calls
+/// core's entry points in the kernel.
 pub fn check_panic_free(obj: &Path) -> Result<()> {
     let symbols = Cmd::new("nm").arg(obj).stdout()?;
     let panics = panic_entry_points(&symbols);
