@@ -80,6 +80,26 @@ fn parse_mark(option: &str, text: &str) -> Result<(u32, u32), String> {
     }
 }
 
+/// The (value, mask) of a MARK or CONNMARK change option, in `--set-xmark` form: the mark
+/// becomes `(mark & !mask) ^ value`.
+fn parse_mark_change(option: &str, text: &str) -> Result<(u32, u32), String> {
+    Ok(match option {
+        "--set-xmark" => parse_mark(option, text)?,
+        "--set-mark" => {
+            let (value, mask) = parse_mark(option, text)?;
+            (value, value | mask)
+        }
+        _ => {
+            let value = parse_u32(text).ok_or_else(|| format!("{option} {text:?}: not a number"))?;
+            match option {
+                "--and-mark" => (0, !value),
+                "--or-mark" => (value, value),
+                _ => (value, 0),
+            }
+        }
+    })
+}
+
 /// A NAT range `ADDR[-ADDR][:PORT[-PORT]]` (IPv6 addresses in brackets when ports follow).
 /// A NAT range's addresses (first, last) and ports, either possibly absent.
 type NatRange = (Option<(IpAddr, IpAddr)>, Option<PortRange>);
@@ -330,23 +350,8 @@ impl<'w> RuleParser<'w> {
                     return Err("MARK takes one of --set-xmark, --set-mark, --and-mark, --or-mark, --xor-mark".into());
                 }
                 self.mark_set = true;
-                let value = self.value(option)?;
-                let (v, m) = match option {
-                    "--set-xmark" => parse_mark(option, value)?,
-                    "--set-mark" => {
-                        let (v, m) = parse_mark(option, value)?;
-                        (v, v | m)
-                    }
-                    _ => {
-                        let v = parse_u32(value).ok_or_else(|| format!("{option} {value:?}: not a number"))?;
-                        match option {
-                            "--and-mark" => (0, !v),
-                            "--or-mark" => (v, v),
-                            _ => (v, 0),
-                        }
-                    }
-                };
-                self.spec.target = Target::Mark { value: v, mask: m };
+                let (value, mask) = parse_mark_change(option, self.value(option)?)?;
+                self.spec.target = Target::Mark { value, mask };
             }
             (Target::Connmark(_), "--set-xmark" | "--set-mark" | "--and-mark" | "--or-mark" | "--xor-mark" | "--save-mark" | "--restore-mark") => {
                 if self.mark_set {
@@ -357,23 +362,8 @@ impl<'w> RuleParser<'w> {
                     "--save-mark" => ConnmarkSpec::Save { nfmask: u32::MAX, ctmask: u32::MAX },
                     "--restore-mark" => ConnmarkSpec::Restore { nfmask: u32::MAX, ctmask: u32::MAX },
                     _ => {
-                        let value = self.value(option)?;
-                        let (v, m) = match option {
-                            "--set-xmark" => parse_mark(option, value)?,
-                            "--set-mark" => {
-                                let (v, m) = parse_mark(option, value)?;
-                                (v, v | m)
-                            }
-                            _ => {
-                                let v = parse_u32(value).ok_or_else(|| format!("{option} {value:?}: not a number"))?;
-                                match option {
-                                    "--and-mark" => (0, !v),
-                                    "--or-mark" => (v, v),
-                                    _ => (v, 0),
-                                }
-                            }
-                        };
-                        ConnmarkSpec::Set { value: v, mask: m }
+                        let (value, mask) = parse_mark_change(option, self.value(option)?)?;
+                        ConnmarkSpec::Set { value, mask }
                     }
                 };
                 self.spec.target = Target::Connmark(c);
