@@ -595,35 +595,30 @@ impl<P: Platform + Clone> Engine<P> {
             // Only an undo log needs what the address was; a single nest keeps none.
             let found = if undo.is_some() { table.lookup(&spec.addr) } else { None };
             let before = match found {
-                None => Before::Absent,
-                Some(e) if *e.app() == app && e.host() == host => Before::Same,
+                None => Ok(Before::Absent),
+                Some(e) if *e.app() == app && e.host() == host => Ok(Before::Same),
                 Some(e) => {
-                    let mut orphan = None;
-                    if *e.app() != app && table.app(e.app()).is_some_and(|a| a.enclaves() == 1) {
-                        let kept = match orphans.as_mut() {
-                            Some(kept) => Ok(kept),
-                            None => Scratch::with_capacity(self.platform.clone(), list.len()).map(|kept| orphans.insert(kept)),
-                        };
-                        match kept {
-                            Ok(kept) => {
-                                orphan = Some(kept.as_slice().len());
-                                kept.push(Cats::of(e.categories()));
-                            }
-                            Err(error) => {
-                                // SAFETY: by the caller.
-                                unsafe { self.undo(undo.as_ref().map_or(&[][..], |u| u.as_slice()), &[], &mut ending) };
-                                self.changed();
-                                self.end(services, &ending, grown.as_slice());
-                                return Err(Refusal { error: error.into(), at: Some(at) });
-                            }
-                        }
-                    }
-                    Before::Other { app: *e.app(), host: e.host(), orphan }
+                    let empties = *e.app() != app && table.app(e.app()).is_some_and(|a| a.enclaves() == 1);
+                    // Where the emptied application's categories go, allocated on first need.
+                    let kept = match (empties, orphans.as_mut()) {
+                        (false, _) => Ok(None),
+                        (true, Some(kept)) => Ok(Some(kept)),
+                        (true, None) => Scratch::with_capacity(self.platform.clone(), list.len()).map(|kept| Some(orphans.insert(kept))),
+                    };
+                    let orphan = kept.map(|kept| {
+                        kept.map(|kept| {
+                            let index = kept.as_slice().len();
+                            kept.push(Cats::of(e.categories()));
+                            index
+                        })
+                    });
+                    orphan.map(|orphan| Before::Other { app: *e.app(), host: e.host(), orphan })
                 }
             };
             // SAFETY: by the caller.
-            match spec.with_categories(|cs| unsafe { table.register(spec.addr, &app, host, cs) }) {
-                Ok(outcome) => {
+            let registered = before.and_then(|before| spec.with_categories(|cs| unsafe { table.register(spec.addr, &app, host, cs) }).map(|outcome| (before, outcome)));
+            match registered {
+                Ok((before, outcome)) => {
                     if let Registered::Replaced { .. } = outcome {
                         // Sized for the whole list.
                         let _ = ending.insert(spec.addr);
