@@ -2,7 +2,8 @@
 //! `cargo xtask`: the seng build and test helper.
 //!
 //! - `kernel fetch`: resolve and cache Debian cloud kernels (image, headers, modules);
-//! - `kernel --rfl`: build and cache the Rust-for-Linux 6.12 kernel (`rfl-6.12`, see `rfl.rs`);
+//! - `kernel --rfl`: build and cache the Rust-for-Linux 6.12 kernel (`rfl-6.12`, see
+//!   `source_kernel.rs`; `kernel fetch --kernel debug-6.12` builds the debug kernel likewise);
 //! - `build-kmod`: build the kernel-independent Rust object once, then `seng.ko` per kernel;
 //! - `vmtest`: boot each kernel under QEMU with a generated initramfs and run `vmtest/tests`
 //!   (or, with `--bench`, the scripts of `vmtest/bench`);
@@ -23,6 +24,7 @@ mod kmod;
 mod paths;
 mod rfl;
 mod root;
+mod source_kernel;
 mod test;
 mod timing;
 mod vm;
