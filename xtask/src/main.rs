@@ -101,7 +101,8 @@ enum KernelCommand {
 /// Which kernels to work on and how to resolve them.
 #[derive(Args, Clone)]
 struct KernelArgs {
-    /// Kernel series: 5.10, 6.1, 6.12, a comma-separated list, or all.
+    /// Kernel series: 5.10, 6.1, 6.12, rfl-6.12, debug-6.12, a comma-separated list, or all
+    /// (Debian's three).
     // The path is spelled out so clap takes the parser's list as the value instead of treating
     // the option as repeatable.
     #[arg(long, default_value = "all", value_parser = kernel::parse_selection)]
@@ -150,7 +151,7 @@ struct VmtestArgs {
     #[arg(long)]
     bench: bool,
     /// Kill a VM that has not finished after this many seconds [default: 1200, with --bench
-    /// 2400].
+    /// 2400; three times that on the debug kernel, plus the --soak time].
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
     /// Print the whole guest console.
@@ -159,9 +160,14 @@ struct VmtestArgs {
     /// Kernels to run at the same time (default: one per CPU core).
     #[arg(long, short)]
     jobs: Option<usize>,
-    /// Kill a guest test that has not finished after this many seconds.
+    /// Kill a guest test that has not finished after this many seconds (three times that on
+    /// the debug kernel, whose checks slow everything down, plus the --soak time).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     test_timeout: u64,
+    /// Run the torture test (on debug-6.12) this many minutes instead of its CI length of
+    /// two and a half; e.g. `vmtest --kernel debug-6.12 --filter torture --soak 60`.
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<u64>,
     /// Seeds of the random differential test (`e2e-random`), as A..B (default 1..8).
     #[arg(long, value_name = "A..B", value_parser = parse_seeds)]
     seeds: Option<String>,
@@ -261,7 +267,7 @@ fn build_kmod(paths: &Paths, args: &BuildKmodArgs, timings: &mut Timings) -> Res
 fn build_module(paths: &Paths, kernel: &kernel::Kernel, rust: &Path) -> Result<PathBuf> {
     match kernel.series {
         Series::Rfl6_12 => rfl::build_module(paths, kernel),
-        _ => kmod::build_module(paths, kernel, rust),
+        _ => kmod::build_module(paths, kernel, &kmod::rust_object_for(paths, kernel, rust)?),
     }
 }
 
@@ -488,19 +494,23 @@ fn vmtest_kernel(
         ),
     }
     let out_dir = paths.vmtest_out(&kernel.release);
+    // KASAN, lockdep and kmemleak make the debug kernel about three times slower.
+    let slowdown = if series == Series::Debug6_12 { 3 } else { 1 };
+    let soak = args.soak.map(|minutes| minutes * 60);
     let boot = vm::Boot {
         kernel,
         initrd: &initrd,
         mode,
         timeout: Duration::from_secs(args.timeout.unwrap_or(match mode {
-            vm::Mode::Test => 1200,
-            vm::Mode::Bench => 2400,
+            vm::Mode::Test => 1200 * slowdown + soak.unwrap_or(0),
+            vm::Mode::Bench => 2400 * slowdown,
         })),
         keep: args.keep,
         out_dir: &out_dir,
         verbose: args.verbose,
         seeds: args.seeds.as_deref(),
-        test_timeout: Duration::from_secs(args.test_timeout),
+        test_timeout: Duration::from_secs(args.test_timeout * slowdown + soak.unwrap_or(0)),
+        torture_seconds: soak,
     };
     let outcome = timings.measure(name, "boot+tests", || vm::run(&boot))?;
 
