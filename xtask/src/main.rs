@@ -402,7 +402,10 @@ fn vmtest(paths: &Paths, args: &VmtestArgs, timings: &mut Timings) -> Result<boo
         plan: &plan,
         mode,
     };
-    let queue = Mutex::new(kernels.iter().collect::<VecDeque<_>>());
+    // The debug kernel's run is by far the longest: it starts first, the others beside it.
+    let mut order: Vec<&kernel::Kernel> = kernels.iter().collect();
+    order.sort_by_key(|k| k.series != Series::Debug6_12);
+    let queue = Mutex::new(order.into_iter().collect::<VecDeque<_>>());
     let done = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..jobs {

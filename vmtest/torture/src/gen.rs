@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! The requests of the torture: valid ones written by seng-core's own encoders
-//! ([`Operation::emit`], [`LegacyOp::emit`] through it, [`AttrWriter`]), mutations of them that
+//! ([`Operation::emit`], [`seng_core::genl::LegacyOp::emit`] through it, [`AttrWriter`]), mutations of them that
 //! reach deep into the decoder, and random ones.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
