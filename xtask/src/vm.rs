@@ -39,9 +39,11 @@ impl Mode {
     /// `sleep=off` jumps the clock over idle time instead of waiting for the host's clock.
     fn qemu_args(self, series: Series) -> &'static [&'static str] {
         match (self, series) {
-            (Mode::Test, Series::Debug6_12) => &["-m", "2048"],
-            (Mode::Test, _) => &["-m", "1024"],
-            (Mode::Bench, _) => &["-m", "3072", "-icount", "shift=0,sleep=off"],
+            // Two CPUs: the torture's writers, dumps and packet path then really run at once,
+            // so a reader can hold a node while a writer frees it.
+            (Mode::Test, Series::Debug6_12) => &["-m", "2048", "-smp", "2"],
+            (Mode::Test, _) => &["-m", "1024", "-smp", "1"],
+            (Mode::Bench, _) => &["-m", "3072", "-smp", "1", "-icount", "shift=0,sleep=off"],
         }
     }
 }
@@ -159,7 +161,7 @@ pub fn run(boot: &Boot<'_>) -> Result<Outcome> {
         append.push_str(&format!(" vmtest.torture_seconds={seconds}"));
     }
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "1"])
+    qemu.args(["-accel", "tcg", "-cpu", "max"])
         .args(boot.mode.qemu_args(boot.kernel.series))
         // -nodefaults: no NIC (its option ROM), VGA or drives to probe; the console is all
         // the guest needs.

@@ -180,9 +180,12 @@ fn ask(client: &mut Client, command: u8, payload: &[u8]) -> Answer {
 /// fail cleanly; the chaos processes' several failures reach the undo paths' failures too.
 struct Failslab {
     make_it_fail: File,
-    times: File,
     lock: File,
 }
+
+/// failslab's budget of failures. A debugfs attribute is not seekable (no pread, no pwrite, one
+/// read per open), so it is opened afresh for each write and read, never while armed.
+const FAILSLAB_TIMES: &str = "/sys/kernel/debug/failslab/times";
 
 impl Failslab {
     fn open(enabled: bool) -> Option<Failslab> {
@@ -190,25 +193,27 @@ impl Failslab {
             return None;
         }
         let write = |path: &str| OpenOptions::new().read(true).write(true).create(path.starts_with("/run")).open(path).ok();
-        Some(Failslab { make_it_fail: write("/proc/thread-self/make-it-fail")?, times: write("/sys/kernel/debug/failslab/times")?, lock: write("/run/seng-torture.failslab")? })
+        Some(Failslab { make_it_fail: write("/proc/thread-self/make-it-fail")?, lock: write("/run/seng-torture.failslab")? })
     }
 
     /// Runs `f` with at most `budget` allocation failures injected into this thread; returns
     /// its result and how many were.
-    fn armed<R>(&self, budget: u64, f: impl FnOnce() -> R) -> (R, u64) {
+    fn armed<R>(&self, budget: u64, f: impl FnOnce() -> R) -> Result<(R, u64), String> {
         // SAFETY: flock on a descriptor this struct owns.
         unsafe { libc::flock(self.lock.as_raw_fd(), libc::LOCK_EX) };
-        let _ = self.times.write_at(budget.to_string().as_bytes(), 0);
-        // Writes of a few bytes to files opened earlier: nothing here allocates while armed.
-        let _ = self.make_it_fail.write_at(b"1", 0);
-        let result = f();
-        let _ = self.make_it_fail.write_at(b"0", 0);
-        let mut left = [0u8; 24];
-        let n = self.times.read_at(&mut left, 0).unwrap_or(0);
-        let left: u64 = std::str::from_utf8(&left[..n]).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(budget);
+        let outcome = (|| {
+            std::fs::write(FAILSLAB_TIMES, budget.to_string()).map_err(|e| format!("cannot set {FAILSLAB_TIMES}: {e}"))?;
+            // A write of one byte to a file opened earlier: nothing here allocates while armed.
+            self.make_it_fail.write_at(b"1", 0).map_err(|e| format!("cannot arm make-it-fail: {e}"))?;
+            let result = f();
+            self.make_it_fail.write_at(b"0", 0).map_err(|e| format!("cannot disarm make-it-fail: {e}"))?;
+            let left = std::fs::read_to_string(FAILSLAB_TIMES).map_err(|e| format!("cannot read {FAILSLAB_TIMES}: {e}"))?;
+            let left: u64 = left.trim().parse().map_err(|_| format!("{FAILSLAB_TIMES} holds `{}`, not a count", left.trim()))?;
+            Ok((result, budget.saturating_sub(left)))
+        })();
         // SAFETY: as above.
         unsafe { libc::flock(self.lock.as_raw_fd(), libc::LOCK_UN) };
-        (result, budget.saturating_sub(left))
+        outcome
     }
 }
 
@@ -515,7 +520,7 @@ fn writer(o: &Options, id: u8, seconds: u64, seed: u64, counts: &mut Counts) -> 
         let armed = failslab.is_some() && rng.percent(20);
         let answer = match failslab.as_ref().filter(|_| armed) {
             Some(f) => {
-                let (answer, injected) = f.armed(1, || ask(&mut client, command, &payload));
+                let (answer, injected) = f.armed(1, || ask(&mut client, command, &payload))?;
                 counts.add("armed", 1);
                 counts.add("injected", injected);
                 answer
@@ -631,7 +636,7 @@ fn chaos(o: &Options, id: u8, seed: u64, counts: &mut Counts) -> Result<(), Stri
         let armed = failslab.is_some() && rng.percent(10);
         let answer = match failslab.as_ref().filter(|_| armed) {
             Some(f) => {
-                let (answer, injected) = f.armed(4, || ask(&mut client, command, &payload));
+                let (answer, injected) = f.armed(4, || ask(&mut client, command, &payload))?;
                 counts.add("armed", 1);
                 counts.add("injected", injected);
                 answer
