@@ -25,7 +25,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use crate::genl::{attr, errno, AttrWriter, CategoryList, EnclaveList, EnclaveSpec, LegacyOp, ProtoError, Request};
-use crate::table::{AddrSet, EnclaveTable, Platform, Registered, TableError, MAX_CATEGORIES_PER_APP};
+use crate::table::{AddrSet, EnclaveRef, EnclaveTable, Platform, Registered, TableError, MAX_CATEGORIES_PER_APP};
 use crate::{Category, Measurement};
 
 /// What the engine needs from its environment besides memory.
@@ -284,8 +284,8 @@ fn app_host(spec: &EnclaveSpec<'_>) -> Result<(Measurement, IpAddr), ProtoError>
 /// Checks, in one pass over `list` and changing nothing, that registering it in order is
 /// possible: every nest names an application and a host, the table has room for the new
 /// addresses, and no application would pass [`MAX_CATEGORIES_PER_APP`] (blaming the first nest
-/// that would take one past it).
-fn check_batch<P: Platform>(table: &EnclaveTable<P>, list: &EnclaveList<'_>) -> Result<(), Refusal> {
+/// that would take one past it). Each nest's decoding goes into `specs`, sized for the list.
+fn check_batch<'a, P: Platform>(table: &EnclaveTable<P>, list: &EnclaveList<'a>, specs: &mut Scratch<P, (usize, EnclaveSpec<'a>)>) -> Result<(), Refusal> {
     let mut new = 0;
     let mut most_attached = 0;
     // The categories the batch brings that its nest's application does not have yet: at most
@@ -297,6 +297,8 @@ fn check_batch<P: Platform>(table: &EnclaveTable<P>, list: &EnclaveList<'_>) -> 
     let room_is_sure = table.len() + list.len() <= table.stats().capacity;
     for (at, spec) in list.iter_at() {
         app_host(&spec).map_err(|error| Refusal { error, at: Some(at) })?;
+        // Sized for the list.
+        specs.push((at, spec));
         new += usize::from(!room_is_sure && table.lookup(&spec.addr).is_none());
         let attached = spec.app.and_then(|a| table.app(&a)).map_or(&[][..], |a| a.categories());
         most_attached = most_attached.max(attached.len());
@@ -579,7 +581,9 @@ impl<P: Platform + Clone> Engine<P> {
     /// As [`Engine::execute`].
     unsafe fn register_batch(&self, services: &mut impl Services, list: &EnclaveList<'_>) -> Result<(), Refusal> {
         let table = self.live();
-        check_batch(table, list)?;
+        // The check's decoding of each nest, so that registering does not decode it again.
+        let mut specs = Scratch::with_capacity(self.platform.clone(), list.len())?;
+        check_batch(table, list, &mut specs)?;
         let mut ending = self.new_ending(list.len(), services)?;
         let mut grown = Scratch::<P, Measurement>::with_capacity(self.platform.clone(), list.len())?;
         // One nest is one table operation, all or nothing by itself: no undo log needed.
@@ -589,46 +593,42 @@ impl<P: Platform + Clone> Engine<P> {
         };
         let mut orphans: Option<Scratch<P, Cats>> = None;
         self.changing();
-        for (at, spec) in list.iter_at() {
+        for &(at, spec) in specs.as_slice() {
             let Ok((app, host)) = app_host(&spec) else { continue };
-            let app_before = table.app(&app).map(|a| a.categories().len());
-            // Only an undo log needs what the address was; a single nest keeps none.
-            let found = if undo.is_some() { table.lookup(&spec.addr) } else { None };
-            let before = match found {
-                None => Ok(Before::Absent),
-                Some(e) if *e.app() == app && e.host() == host => Ok(Before::Same),
-                Some(e) => {
-                    let empties = *e.app() != app && table.app(e.app()).is_some_and(|a| a.enclaves() == 1);
-                    // Where the emptied application's categories go, allocated on first need.
-                    let kept = match (empties, orphans.as_mut()) {
-                        (false, _) => Ok(None),
-                        (true, Some(kept)) => Ok(Some(kept)),
-                        (true, None) => Scratch::with_capacity(self.platform.clone(), list.len()).map(|kept| Some(orphans.insert(kept))),
-                    };
-                    let orphan = kept.map(|kept| {
-                        kept.map(|kept| {
-                            let index = kept.as_slice().len();
-                            kept.push(Cats::of(e.categories()));
-                            index
-                        })
-                    });
-                    orphan.map(|orphan| Before::Other { app: *e.app(), host: e.host(), orphan })
+            let mut orphan = None;
+            // Only an undo log needs the categories of an application the nest empties.
+            let keep_orphan = |old: EnclaveRef<'_>| {
+                let empties = undo.is_some() && *old.app() != app && table.app(old.app()).is_some_and(|a| a.enclaves() == 1);
+                if !empties {
+                    return Ok(());
                 }
+                // Allocated on first need.
+                let kept = match orphans.as_mut() {
+                    Some(kept) => kept,
+                    None => orphans.insert(Scratch::with_capacity(self.platform.clone(), list.len())?),
+                };
+                orphan = Some(kept.as_slice().len());
+                kept.push(Cats::of(old.categories()));
+                Ok(())
             };
             // SAFETY: by the caller.
-            let registered = before.and_then(|before| spec.with_categories(|cs| unsafe { table.register(spec.addr, &app, host, cs) }).map(|outcome| (before, outcome)));
+            let registered = spec.with_categories(|cs| unsafe { table.register_traced(spec.addr, &app, host, cs, keep_orphan) });
             match registered {
-                Ok((before, outcome)) => {
-                    if let Registered::Replaced { .. } = outcome {
-                        // Sized for the whole list.
-                        let _ = ending.insert(spec.addr);
-                    }
-                    let app_now = table.app(&app).map_or(0, |a| a.categories().len());
-                    if app_before.is_some_and(|n| n != app_now) && !grown.as_slice().contains(&app) {
+                Ok((outcome, counts)) => {
+                    let before = match outcome {
+                        Registered::New => Before::Absent,
+                        Registered::Unchanged => Before::Same,
+                        Registered::Replaced { app, host } => {
+                            // Sized for the whole list.
+                            let _ = ending.insert(spec.addr);
+                            Before::Other { app, host, orphan }
+                        }
+                    };
+                    if counts.before.is_some_and(|n| n != counts.after) && !grown.as_slice().contains(&app) {
                         grown.push(app);
                     }
                     if let Some(undo) = undo.as_mut() {
-                        undo.push(Undo { ip: spec.addr, before, app, app_before });
+                        undo.push(Undo { ip: spec.addr, before, app, app_before: counts.before });
                     }
                 }
                 Err(error) => {

@@ -384,7 +384,8 @@ pub struct EnclaveSpec<'a> {
     pub app: Option<Measurement>,
     /// Its untrusted host (absent in deletions).
     pub host: Option<IpAddr>,
-    nest: &'a [u8],
+    /// The nest from its first CAT attribute on (empty without one).
+    cats: &'a [u8],
     cat_count: usize,
 }
 
@@ -399,7 +400,11 @@ impl<'a> EnclaveSpec<'a> {
     fn decode(nest: &'a [u8], check_categories: bool) -> Result<EnclaveSpec<'a>, ProtoError> {
         let (mut addr, mut app, mut host) = (None, None, None);
         let mut cat_count = 0usize;
-        for a in Attrs::new(nest) {
+        let mut cats: &[u8] = &[];
+        let mut attrs = Attrs::new(nest);
+        loop {
+            let rest = attrs.rest;
+            let Some(a) = attrs.next() else { break };
             let a = a?;
             match a.kind {
                 attr::ADDR => set_once(&mut addr, &a, address(&a)?)?,
@@ -408,6 +413,9 @@ impl<'a> EnclaveSpec<'a> {
                 attr::CAT => {
                     if check_categories {
                         category(&a)?;
+                    }
+                    if cat_count == 0 {
+                        cats = rest;
                     }
                     cat_count += 1;
                     if cat_count > MAX_CATEGORIES_PER_APP {
@@ -418,13 +426,13 @@ impl<'a> EnclaveSpec<'a> {
             }
         }
         let addr = addr.ok_or(ProtoError::missing(c"enclave nest without ADDR"))?;
-        Ok(EnclaveSpec { addr, app, host, nest, cat_count })
+        Ok(EnclaveSpec { addr, app, host, cats, cat_count })
     }
 
     /// Calls `f` with the nest's categories as a slice (copied to the stack; no allocation).
     pub fn with_categories<R>(&self, f: impl FnOnce(&[Category]) -> R) -> R {
         // Every spec comes from a decode that checked its category names.
-        let mut cats = Attrs::new(self.nest)
+        let mut cats = Attrs::new(self.cats)
             .filter_map(Result::ok)
             .filter(|a| a.kind == attr::CAT)
             .map(|a| Category::from_checked(a.payload.split_last().map_or(&[][..], |(_, name)| name)));

@@ -118,6 +118,15 @@ pub enum Registered {
     },
 }
 
+/// An application's category count around a registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CategoryCounts {
+    /// Before it; `None` when the registration created the application.
+    pub before: Option<usize>,
+    /// After it.
+    pub after: usize,
+}
+
 /// The metadata an unregistered enclave had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unregistered {
@@ -325,17 +334,42 @@ impl<P: Platform> EnclaveTable<P> {
     /// # Safety
     /// Writers are serialised, and the platform's `retire` waits for concurrent readers.
     pub unsafe fn register(&self, ip: IpAddr, app: &Measurement, host: IpAddr, categories: &[Category]) -> Result<Registered, TableError> {
+        // SAFETY: forwarded.
+        unsafe { self.register_traced(ip, app, host, categories, |_| Ok(())) }.map(|(outcome, _)| outcome)
+    }
+
+    /// As [`EnclaveTable::register`], also telling what became of the application's categories.
+    /// `before_replacing` sees the address's entry before anything changes, when the
+    /// registration is to replace it with other metadata; its error refuses the registration.
+    /// Undoing a registration needs both, and asking here spares the caller the lookups.
+    ///
+    /// # Safety
+    /// As [`EnclaveTable::register`].
+    pub unsafe fn register_traced(
+        &self,
+        ip: IpAddr,
+        app: &Measurement,
+        host: IpAddr,
+        categories: &[Category],
+        before_replacing: impl FnOnce(EnclaveRef<'_>) -> Result<(), TableError>,
+    ) -> Result<(Registered, CategoryCounts), TableError> {
         let existing = self.enclaves.find(&ip);
         if let Some(node) = existing {
             // SAFETY: the writer owns published nodes.
             let (old_host, old_app) = unsafe { (node.as_ref().value.host, node.as_ref().value.app) };
             // SAFETY: as above.
             if old_host == host && unsafe { old_app.as_ref().key == *app } {
+                // SAFETY: as above.
+                let before = categories_of(unsafe { &old_app.as_ref().value }).len();
                 // SAFETY: forwarded.
                 unsafe { self.add_categories(old_app, categories)? };
                 self.changed();
-                return Ok(Registered::Unchanged);
+                // SAFETY: as above.
+                let after = categories_of(unsafe { &old_app.as_ref().value }).len();
+                return Ok((Registered::Unchanged, CategoryCounts { before: Some(before), after }));
             }
+            // SAFETY: as above.
+            before_replacing(EnclaveRef::new(unsafe { node.as_ref() }))?;
         } else {
             if self.enclaves.len() >= self.capacity {
                 return Err(TableError::Full { capacity: self.capacity });
@@ -361,6 +395,8 @@ impl<P: Platform> EnclaveTable<P> {
             }
         };
         // SAFETY: app_node is live (published, or ours).
+        let before = categories_of(unsafe { &app_node.as_ref().value }).len();
+        // SAFETY: as above.
         let new_set = match unsafe { self.merged_categories(app_node.as_ref(), categories) } {
             Ok(set) => set,
             Err(e) => {
@@ -368,6 +404,7 @@ impl<P: Platform> EnclaveTable<P> {
                 return Err(e);
             }
         };
+        let counts = CategoryCounts { before: (!app_is_new).then_some(before), after: new_set.as_ref().map_or(before, |(_, len)| *len) };
         let Some(enclave) = alloc_node(&self.platform, ip, Enclave { host, app: app_node }) else {
             if let Some((set, len)) = new_set {
                 // SAFETY: never published.
@@ -405,7 +442,7 @@ impl<P: Platform> EnclaveTable<P> {
             }
         };
         self.changed();
-        Ok(outcome)
+        Ok((outcome, counts))
     }
 
     /// Unregisters `ip`; its application goes too if this was its last enclave.
