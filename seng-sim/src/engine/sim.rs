@@ -208,7 +208,7 @@ impl Simulator {
         let registered = |r: &Registered| match r {
             Registered::New => "registered".to_string(),
             Registered::Unchanged => "already registered so; categories added".to_string(),
-            Registered::Replaced { app, host } => format!("re-registered (was app {app} on host {host})"),
+            Registered::Replaced { app, host, .. } => format!("re-registered (was app {app} on host {host})"),
         };
         let effect = match &applied {
             Applied::Registered(list) => list.iter().map(registered).collect::<Vec<_>>().join("; "),
