@@ -113,7 +113,11 @@ fn stream(mut script: Script, origin: &Origin, client: &mut Client) -> Result<()
         // A script line is one item: one operation in the transaction's numbering.
         replace.apply(&operation).map_err(|e| refusal(&name, &op_lines, e))
     })?;
-    replace.commit().map_err(|e| refusal(&name, &op_lines, e))
+    replace.commit().map_err(|e| match e {
+        // The module refused the commit itself (an address a gateway's entry may not take).
+        Error::Kernel(k) => Failure::Op(format!("{name}: the module refused the commit: {k}; the live table is unchanged")),
+        e => refusal(&name, &op_lines, e),
+    })
 }
 
 /// Names the script line of a refused operation. A refusal that names something the table lacks
