@@ -82,9 +82,10 @@ fn apply(mut script: Script) -> Result<LocalTable, Failure> {
     let step = |table: &mut LocalTable, command: u8, payload: &[u8]| Request::parse(command, payload).and_then(|request| table.execute(request).map(drop));
     let unexpected = |e| Failure::Op(format!("{name}: the table refused to {e}"));
     step(&mut table, cmd::REPLACE_BEGIN, &[]).map_err(|e| unexpected(format!("start: {e}")))?;
+    let mut payload = Vec::new();
     script.each_operation(|line_no, operation| {
         let refused = |e: &dyn std::fmt::Display| Failure::Input(format!("{name}:{line_no}: {operation}: {e}"));
-        let (staged, payload) = operation.to_request(Dialect::Staged).map_err(|e| refused(&e))?;
+        let staged = operation.emit_into(Dialect::Staged, &mut payload).map_err(|e| refused(&e))?;
         step(&mut table, staged, &payload).map_err(|e| refused(&e))
     })?;
     step(&mut table, cmd::REPLACE_COMMIT, &[]).map_err(|e| unexpected(format!("commit: {e}")))?;
