@@ -803,9 +803,9 @@ impl<'a> AttrWriter<'a> {
         }
         self.header(self.len, total, kind)?;
         let body = self.buf.get_mut(self.len + NLA_HDRLEN..end).ok_or(NoRoom)?;
-        for (i, d) in body.iter_mut().enumerate() {
-            *d = payload.get(i).copied().unwrap_or(0);
-        }
+        let (data, padding) = body.split_at_mut_checked(payload.len()).ok_or(NoRoom)?;
+        data.copy_from_slice(payload);
+        padding.fill(0);
         self.len = end;
         Ok(())
     }
