@@ -29,7 +29,7 @@ use core::net::IpAddr;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use crate::genl::{attr, errno, AttrWriter, CategoryList, EnclaveList, EnclaveSpec, LegacyOp, ProtoError, ReadScope, Request, Scoped};
+use crate::genl::{attr, errno, Additions, AttrWriter, CategoryList, EnclaveSpec, LegacyOp, ProtoError, ReadScope, Request, Scoped};
 use crate::origin::{Origin, OriginId, OriginNames, OriginSet};
 use crate::table::{AddrSet, AppKey, EnclaveRef, EnclaveTable, Platform, Registered, TableError, MAX_CATEGORIES_PER_APP};
 use crate::{Category, Measurement};
@@ -337,12 +337,12 @@ fn held_by<P: Platform>(table: &EnclaveTable<P>, addr: &IpAddr, origin: Option<O
     }
 }
 
-/// Checks, in one pass over `list` and changing nothing, that registering it in order for
-/// `origin` is possible: every nest names an application and a host, no gateway's nest takes
-/// another origin's address, the table has room for the new addresses, and no application
-/// would pass [`MAX_CATEGORIES_PER_APP`] (blaming the first nest that would take one past it).
-/// Each nest's decoding goes into `specs`, sized for the list.
-fn check_batch<'a, P: Platform>(table: &EnclaveTable<P>, origin: OriginId, list: &EnclaveList<'a>, specs: &mut Scratch<P, (usize, EnclaveSpec<'a>)>) -> Result<(), Refusal> {
+/// Decodes `additions` into `specs` (sized for them) and checks, in that one pass and changing
+/// nothing, that registering them in order for `origin` is possible: every nest is well formed
+/// and names an application and a host, no gateway's nest takes another origin's address, the
+/// table has room for the new addresses, and no application would pass
+/// [`MAX_CATEGORIES_PER_APP`] (blaming the first nest that would take one past it).
+fn check_batch<'a, P: Platform>(table: &EnclaveTable<P>, origin: OriginId, additions: &Additions<'a>, specs: &mut Scratch<P, (usize, EnclaveSpec<'a>)>) -> Result<(), Refusal> {
     let mut new = 0;
     let mut most_attached = 0;
     // The categories the batch brings that its nest's application does not have yet: at most
@@ -351,8 +351,9 @@ fn check_batch<'a, P: Platform>(table: &EnclaveTable<P>, origin: OriginId, list:
     let mut fresh = Cats::empty();
     let mut fresh_overflow = false;
     // Only a table that could overflow needs to know which addresses are new.
-    let room_is_sure = table.len() + list.len() <= table.stats().capacity;
-    for (at, spec) in list.iter_at() {
+    let room_is_sure = table.len() + additions.len() <= table.stats().capacity;
+    for item in additions.iter_at() {
+        let (at, spec) = item.map_err(|(at, error)| Refusal { error, at: Some(at) })?;
         let blame = |error| Refusal { error, at: Some(at) };
         app_host(&spec).map_err(blame)?;
         // Sized for the list.
@@ -379,11 +380,12 @@ fn check_batch<'a, P: Platform>(table: &EnclaveTable<P>, origin: OriginId, list:
         return Ok(());
     }
     // Rare: follow each application's set through the batch.
-    for (i, (at, spec)) in list.iter_at().enumerate() {
+    let specs = specs.as_slice();
+    for (i, (at, spec)) in specs.iter().enumerate() {
         let Some(app) = spec.app else { continue };
         let mut cats = Cats::of(table.app(origin, &app).map_or(&[][..], |a| a.categories()));
-        let grown = list.iter().take(i + 1).filter(|s| s.app == Some(app)).try_for_each(|s| s.with_categories(|cs| cs.iter().try_for_each(|c| cats.add(c))));
-        grown.map_err(|e| Refusal { error: e.into(), at: Some(at) })?;
+        let grown = specs.iter().take(i + 1).filter(|(_, s)| s.app == Some(app)).try_for_each(|(_, s)| s.with_categories(|cs| cs.iter().try_for_each(|c| cats.add(c))));
+        grown.map_err(|e| Refusal { error: e.into(), at: Some(*at) })?;
     }
     Ok(())
 }
@@ -619,9 +621,9 @@ impl<P: Platform + Clone> Engine<P> {
         // SAFETY (every table and name writer call below): serialised writer, by the caller.
         match request {
             Request::Legacy(op) => unsafe { self.legacy(services, op) },
-            Request::Register(list) => {
+            Request::Register(additions) => {
                 let id = unsafe { self.origins.intern(origin) }?;
-                unsafe { self.register_batch(services, id, &list) }.map(|()| changed)
+                unsafe { self.register_batch(services, id, &additions) }.map(|()| changed)
             }
             Request::Unregister(list) => {
                 let id = self.origins.find(origin);
@@ -807,15 +809,15 @@ impl<P: Platform + Clone> Engine<P> {
     ///
     /// # Safety
     /// As [`Engine::execute`].
-    unsafe fn register_batch(&self, services: &mut impl Services, origin: OriginId, list: &EnclaveList<'_>) -> Result<(), Refusal> {
+    unsafe fn register_batch(&self, services: &mut impl Services, origin: OriginId, additions: &Additions<'_>) -> Result<(), Refusal> {
         let table = self.live();
         // The check's decoding of each nest, so that registering does not decode it again.
-        let mut specs = Scratch::with_capacity(self.platform.clone(), list.len())?;
-        check_batch(table, origin, list, &mut specs)?;
-        let mut ending = self.new_ending(list.len(), services)?;
-        let mut grown = Scratch::<P, AppKey>::with_capacity(self.platform.clone(), list.len())?;
+        let mut specs = Scratch::with_capacity(self.platform.clone(), additions.len())?;
+        check_batch(table, origin, additions, &mut specs)?;
+        let mut ending = self.new_ending(additions.len(), services)?;
+        let mut grown = Scratch::<P, AppKey>::with_capacity(self.platform.clone(), additions.len())?;
         // One nest is one table operation, all or nothing by itself: no undo log needed.
-        let mut undo = match list.len() {
+        let mut undo = match additions.len() {
             1 => None,
             n => Some(Scratch::<P, Undo>::with_capacity(self.platform.clone(), n)?),
         };
@@ -834,7 +836,7 @@ impl<P: Platform + Clone> Engine<P> {
                 // Allocated on first need.
                 let kept = match orphans.as_mut() {
                     Some(kept) => kept,
-                    None => orphans.insert(Scratch::with_capacity(self.platform.clone(), list.len())?),
+                    None => orphans.insert(Scratch::with_capacity(self.platform.clone(), additions.len())?),
                 };
                 orphan = Some(kept.as_slice().len());
                 kept.push(Cats::of(old.categories()));

@@ -494,7 +494,8 @@ impl<'a> EnclaveSpec<'a> {
     }
 }
 
-/// The ENCLAVE nests of a request, validated; iterate to get each.
+/// The ENCLAVE nests of a deletion ([`cmd::ENCLAVE_DEL`], [`cmd::REPLACE_DEL`]), validated;
+/// iterate to get each.
 #[derive(Clone, Copy, Debug)]
 pub struct EnclaveList<'a> {
     payload: &'a [u8],
@@ -519,15 +520,15 @@ fn list_item(a: Result<Attr<'_>, ProtoError>, full: bool) -> Result<EnclaveSpec<
 }
 
 impl<'a> EnclaveList<'a> {
-    /// Validates every nest; `full` requires APP and HOST_ADDR in each (additions). A refusal
-    /// points at the nest at fault, so a client learns which enclave of a batch it was.
-    fn parse(payload: &'a [u8], full: bool) -> Result<EnclaveList<'a>, Refusal> {
+    /// Validates every nest. A refusal points at the nest at fault, so a client learns which
+    /// enclave of a batch it was.
+    fn parse(payload: &'a [u8]) -> Result<EnclaveList<'a>, Refusal> {
         let mut attrs = Attrs::new(payload);
         let mut count = 0;
         loop {
             let at = attrs.offset();
             let Some(a) = attrs.next() else { break };
-            list_item(a, full).map_err(|error| Refusal { error, at: Some(at) })?;
+            list_item(a, false).map_err(|error| Refusal { error, at: Some(at) })?;
             count += 1;
         }
         if count == 0 {
@@ -564,15 +565,44 @@ impl<'a> EnclaveList<'a> {
     }
 }
 
-/// The ENCLAVE nests of a [`cmd::REPLACE_ADD`], each decoded and checked only when iteration
-/// reaches it. Additions to a staging table need no all-or-nothing check (the client aborts the
-/// transaction on any refusal), so each nest is decoded once instead of twice.
+/// The ENCLAVE nests of a registration ([`cmd::ENCLAVE_SET`] or [`cmd::REPLACE_ADD`]), counted
+/// but each decoded and checked only when iteration reaches it: the engine's one pass over a
+/// batch decodes, checks and keeps each nest, so nothing decodes a nest twice.
 #[derive(Clone, Copy, Debug)]
-pub struct StagedAdditions<'a> {
+pub struct Additions<'a> {
     payload: &'a [u8],
+    count: usize,
 }
 
-impl<'a> StagedAdditions<'a> {
+impl<'a> Additions<'a> {
+    /// Walks the payload's attribute headers (not their contents): every one must be a whole
+    /// ENCLAVE nest.
+    fn parse(payload: &'a [u8]) -> Result<Additions<'a>, Refusal> {
+        let mut attrs = Attrs::new(payload);
+        let mut count = 0;
+        loop {
+            let at = attrs.offset();
+            let Some(a) = attrs.next() else { break };
+            let blame = |error| Refusal { error, at: Some(at) };
+            let kind = a.map_err(blame)?.kind;
+            if kind != attr::ENCLAVE {
+                return Err(blame(ProtoError::invalid(kind, c"only ENCLAVE nests are valid for this command")));
+            }
+            count += 1;
+        }
+        Ok(Additions { payload, count })
+    }
+
+    /// Number of ENCLAVE nests.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True for a payload without nests.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     /// The enclaves in message order, each with the offset of its ENCLAVE nest in the payload;
     /// a malformed nest is an error at its offset, and ends the iteration.
     pub fn iter_at(&self) -> impl Iterator<Item = Result<(usize, EnclaveSpec<'a>), (usize, ProtoError)>> + 'a {
@@ -611,7 +641,7 @@ pub enum Request<'a> {
     /// Command 1.
     Legacy(LegacyOp),
     /// [`cmd::ENCLAVE_SET`].
-    Register(EnclaveList<'a>),
+    Register(Additions<'a>),
     /// [`cmd::ENCLAVE_DEL`].
     Unregister(EnclaveList<'a>),
     /// [`cmd::FLUSH`].
@@ -642,7 +672,7 @@ pub enum Request<'a> {
     /// [`cmd::REPLACE_BEGIN`].
     ReplaceBegin,
     /// [`cmd::REPLACE_ADD`].
-    StagedRegister(StagedAdditions<'a>),
+    StagedRegister(Additions<'a>),
     /// [`cmd::REPLACE_COMMIT`].
     ReplaceCommit,
     /// [`cmd::REPLACE_ABORT`].
@@ -703,8 +733,14 @@ impl<'a> Request<'a> {
     pub fn parse(command: u8, payload: &'a [u8]) -> Result<Request<'a>, Refusal> {
         Ok(match command {
             cmd::LEGACY => Request::Legacy(LegacyOp::parse(payload)?),
-            cmd::ENCLAVE_SET => Request::Register(EnclaveList::parse(payload, true)?),
-            cmd::ENCLAVE_DEL => Request::Unregister(EnclaveList::parse(payload, false)?),
+            cmd::ENCLAVE_SET => {
+                let additions = Additions::parse(payload)?;
+                if additions.is_empty() {
+                    return Err(ProtoError::missing(c"no ENCLAVE nest given").into());
+                }
+                Request::Register(additions)
+            }
+            cmd::ENCLAVE_DEL => Request::Unregister(EnclaveList::parse(payload)?),
             cmd::FLUSH => {
                 no_attributes(payload)?;
                 Request::Flush
@@ -744,8 +780,8 @@ impl<'a> Request<'a> {
                     _ => Request::ReplaceAbort,
                 }
             }
-            cmd::REPLACE_ADD => Request::StagedRegister(StagedAdditions { payload }),
-            cmd::REPLACE_DEL => Request::StagedUnregister(EnclaveList::parse(payload, false)?),
+            cmd::REPLACE_ADD => Request::StagedRegister(Additions::parse(payload)?),
+            cmd::REPLACE_DEL => Request::StagedUnregister(EnclaveList::parse(payload)?),
             _ => return Err(ProtoError { errno: errno::EOPNOTSUPP, attr: None, msg: c"unknown command" }.into()),
         })
     }
@@ -923,9 +959,9 @@ impl<'a> AttrWriter<'a> {
         }
         self.header(self.len, total, kind)?;
         let body = self.buf.get_mut(self.len + NLA_HDRLEN..end).ok_or(NoRoom)?;
-        for (i, d) in body.iter_mut().enumerate() {
-            *d = payload.get(i).copied().unwrap_or(0);
-        }
+        let (data, padding) = body.split_at_mut_checked(payload.len()).ok_or(NoRoom)?;
+        data.copy_from_slice(payload);
+        padding.fill(0);
         self.len = end;
         Ok(())
     }
@@ -1100,8 +1136,8 @@ mod test {
             w.put_enclave(&v4, Some(&app()), Some(&host), &cats)?;
             w.put_enclave(&v6, Some(&app()), Some(&v6), &[])
         });
-        let Ok(Request::Register(list)) = Request::parse(cmd::ENCLAVE_SET, &payload) else { panic!() };
-        let specs: Vec<_> = list.iter().collect();
+        let Ok(Request::Register(additions)) = Request::parse(cmd::ENCLAVE_SET, &payload) else { panic!() };
+        let specs: Vec<_> = additions.iter_at().map(|item| item.unwrap().1).collect();
         assert_eq!(specs.len(), 2);
         assert_eq!((specs[0].addr, specs[0].app, specs[0].host), (v4, Some(app()), Some(host)));
         specs[0].with_categories(|got| assert_eq!(got, &cats));
@@ -1110,7 +1146,8 @@ mod test {
         assert!(Request::parse(cmd::ENCLAVE_DEL, &payload).is_err(), "deletion takes ADDR only");
         let del = msg(|w| w.put_enclave(&v6, None, None, &[]));
         assert!(matches!(Request::parse(cmd::ENCLAVE_DEL, &del), Ok(Request::Unregister(l)) if l.len() == 1));
-        assert!(Request::parse(cmd::ENCLAVE_SET, &del).is_err(), "addition needs APP and HOST");
+        let Ok(Request::Register(additions)) = Request::parse(cmd::ENCLAVE_SET, &del) else { panic!("nests are read when reached") };
+        assert!(additions.iter_at().next().unwrap().is_err(), "addition needs APP and HOST");
         assert_eq!(Request::parse(cmd::ENCLAVE_SET, &[]).unwrap_err().error.msg, c"no ENCLAVE nest given");
         assert_eq!(Request::parse(99, &[]).unwrap_err().error.errno, errno::EOPNOTSUPP);
     }
@@ -1131,7 +1168,12 @@ mod test {
             let del = msg(|w| w.put_enclave(&v4, None, None, &[]));
             let first = if command == cmd::ENCLAVE_DEL { &del } else { &good };
             let payload = [first.as_slice(), first, third].concat();
-            let refusal = Request::parse(command, &payload).map(drop).unwrap_err();
+            // A registration's nests are checked as they are read, the others' by the decoder.
+            let refusal = match Request::parse(command, &payload) {
+                Ok(Request::Register(additions)) => additions.iter_at().find_map(Result::err).map(|(at, error)| Refusal { error, at: Some(at) }),
+                parsed => parsed.err(),
+            };
+            let refusal = refusal.expect("refused");
             assert_eq!((refusal.error.msg, refusal.at), (want, Some(2 * first.len())), "command {command}");
         }
     }

@@ -18,7 +18,7 @@ use std::vec::Vec;
 use core::fmt;
 use core::net::IpAddr;
 
-use crate::genl::{attr, cmd, errno, AttrWriter, EnclaveSpec, LegacyOp, NoRoom, ProtoError, Request, Scoped};
+use crate::genl::{attr, cmd, errno, Additions, AttrWriter, EnclaveSpec, LegacyOp, NoRoom, ProtoError, Request, Scoped};
 use crate::{Category, Measurement, Origin};
 
 /// One enclave registration: its address, application, untrusted host, the categories of its
@@ -288,12 +288,20 @@ impl Operation {
 
     /// The request as its command and attribute bytes, in a buffer of its own.
     pub fn to_request(&self, dialect: Dialect) -> Result<(u8, Vec<u8>), EmitError> {
-        let mut buf = vec![0u8; self.emitted_len_bound()];
-        let mut w = AttrWriter::new(&mut buf);
-        let command = self.emit(dialect, &mut w)?;
+        let mut buf = Vec::new();
+        self.emit_into(dialect, &mut buf).map(|command| (command, buf))
+    }
+
+    /// As [`Operation::to_request`], writing the attribute bytes over `buf`'s contents: one
+    /// buffer serves a stream of requests without an allocation each.
+    pub fn emit_into(&self, dialect: Dialect, buf: &mut Vec<u8>) -> Result<u8, EmitError> {
+        buf.clear();
+        buf.resize(self.emitted_len_bound(), 0);
+        let mut w = AttrWriter::new(buf);
+        let command = self.emit(dialect, &mut w);
         let len = w.len();
         buf.truncate(len);
-        Ok((command, buf))
+        command
     }
 
     /// At least the attribute bytes [`Operation::emit`] writes in any dialect.
@@ -323,27 +331,18 @@ impl Operation {
     }
 
     /// The operation a decoded request performs, if it is one, and its dialect. Fails only on a
-    /// malformed nest of a REPLACE_ADD, which the decoder leaves to be found here.
+    /// malformed nest of an ENCLAVE_SET or a REPLACE_ADD, which the decoder leaves to be found
+    /// when the nests are read.
     pub fn from_request(request: &Scoped<'_>) -> Result<Option<(Dialect, Operation)>, ProtoError> {
-        let incomplete = ProtoError { errno: errno::EINVAL, attr: Some(attr::ENCLAVE), msg: c"enclave nest needs ADDR, APP and HOST_ADDR" };
         let origin = request.origin;
-        let registration = |spec: &EnclaveSpec<'_>| Registration::from_spec(spec, origin);
         Ok(Some(match request.request {
             Request::Legacy(op) => (Dialect::Legacy, Operation::from(op)),
-            // The decoder checked that every nest of an ENCLAVE_SET has APP and HOST_ADDR.
-            Request::Register(list) => (Dialect::Live, Operation::Register(list.iter().filter_map(|s| registration(&s)).collect())),
+            Request::Register(additions) => (Dialect::Live, Operation::Register(registrations(&additions, origin)?)),
             Request::Unregister(list) => (Dialect::Live, Operation::Unregister { origin, addrs: list.iter().map(|s| s.addr).collect() }),
             Request::Flush => (Dialect::Live, Operation::Flush { origin }),
             Request::Attach { app, categories } => (Dialect::Live, Operation::Attach { origin, app, categories: categories.iter().collect() }),
             Request::Detach { app, categories } => (Dialect::Live, Operation::Detach { origin, app, categories: categories.iter().collect() }),
-            Request::StagedRegister(additions) => {
-                let mut list = Vec::new();
-                for item in additions.iter_at() {
-                    let (_, spec) = item.map_err(|(_, e)| e)?;
-                    list.push(registration(&spec).ok_or(incomplete)?);
-                }
-                (Dialect::Staged, Operation::Register(list))
-            }
+            Request::StagedRegister(additions) => (Dialect::Staged, Operation::Register(registrations(&additions, origin)?)),
             Request::StagedUnregister(list) => (Dialect::Staged, Operation::Unregister { origin, addrs: list.iter().map(|s| s.addr).collect() }),
             Request::StagedAttach { app, categories } => (Dialect::Staged, Operation::Attach { origin, app, categories: categories.iter().collect() }),
             Request::StagedDetach { app, categories } => (Dialect::Staged, Operation::Detach { origin, app, categories: categories.iter().collect() }),
@@ -351,6 +350,12 @@ impl Operation {
             Request::Get { .. } | Request::Stats | Request::ReplaceCommit | Request::ReplaceAbort => return Ok(None),
         }))
     }
+}
+
+/// The registrations of `origin` in `additions`, or the first malformed nest's error.
+fn registrations(additions: &Additions<'_>, origin: Origin) -> Result<Vec<Registration>, ProtoError> {
+    let incomplete = ProtoError { errno: errno::EINVAL, attr: Some(attr::ENCLAVE), msg: c"enclave nest needs ADDR, APP and HOST_ADDR" };
+    additions.iter_at().map(|item| item.map_err(|(_, e)| e).and_then(|(_, spec)| Registration::from_spec(&spec, origin).ok_or(incomplete))).collect()
 }
 
 impl From<Registration> for Operation {

@@ -411,8 +411,8 @@ mod test {
         ]
         .concat();
         assert_eq!(out, expected);
-        let Ok(Request::Register(list)) = Request::parse(cmd::ENCLAVE_SET, &out[HEADERS_LEN..]) else { panic!("kernel rejects it") };
-        let got: Vec<_> = list.iter().map(|s| (s.addr, s.app, s.host, s.with_categories(|c| c.to_vec()))).collect();
+        let Ok(Request::Register(additions)) = Request::parse(cmd::ENCLAVE_SET, &out[HEADERS_LEN..]) else { panic!("kernel rejects it") };
+        let got: Vec<_> = additions.iter_at().map(|item| item.expect("kernel rejects it").1).map(|s| (s.addr, s.app, s.host, s.with_categories(|c| c.to_vec()))).collect();
         assert_eq!(got, [(e.addr, Some(e.app), Some(e.host), e.categories.clone())]);
     }
 

@@ -87,9 +87,10 @@ fn apply(mut script: Script, origin: &Origin) -> Result<LocalTable, Failure> {
     let unexpected = |e| Failure::Op(format!("{name}: the table refused to {e}"));
     let (begin, scope) = Operation::Flush { origin: *origin }.to_request(Dialect::Staged).map_err(|e| unexpected(format!("start: {e}")))?;
     step(&mut table, begin, &scope).map_err(|e| unexpected(format!("start: {e}")))?;
+    let mut payload = Vec::new();
     script.each_operation(|line_no, operation| {
         let refused = |e: &dyn std::fmt::Display| Failure::Input(format!("{name}:{line_no}: {operation}: {e}"));
-        let (staged, payload) = operation.to_request(Dialect::Staged).map_err(|e| refused(&e))?;
+        let staged = operation.emit_into(Dialect::Staged, &mut payload).map_err(|e| refused(&e))?;
         step(&mut table, staged, &payload).map_err(|e| refused(&e))
     })?;
     step(&mut table, cmd::REPLACE_COMMIT, &[]).map_err(|e| unexpected(format!("commit: {e}")))?;
