@@ -1120,3 +1120,16 @@ impl<P: Platform> EnclaveTable<P> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// The kernel's memory per entry is the enclave node's (56 bytes, kmalloc-64): an origin
+    /// lives in the application's key, which grows within its own kmalloc-64 object.
+    #[test]
+    fn origins_cost_an_enclave_no_memory() {
+        assert_eq!(core::mem::size_of::<EnclaveNode>(), 56);
+        assert!(core::mem::size_of::<AppNode>() <= 64, "{}", core::mem::size_of::<AppNode>());
+    }
+}
