@@ -519,18 +519,23 @@ fn list_item(a: Result<Attr<'_>, ProtoError>, full: bool) -> Result<EnclaveSpec<
     Ok(spec)
 }
 
+/// Counts the attributes of a list payload, each passing `check`; a refusal blames the
+/// attribute at fault by its offset, so a client learns which enclave of a batch it was.
+fn count_nests<'a>(payload: &'a [u8], mut check: impl FnMut(Result<Attr<'a>, ProtoError>) -> Result<(), ProtoError>) -> Result<usize, Refusal> {
+    let mut attrs = Attrs::new(payload);
+    let mut count = 0;
+    loop {
+        let at = attrs.offset();
+        let Some(a) = attrs.next() else { return Ok(count) };
+        check(a).map_err(|error| Refusal { error, at: Some(at) })?;
+        count += 1;
+    }
+}
+
 impl<'a> EnclaveList<'a> {
-    /// Validates every nest. A refusal points at the nest at fault, so a client learns which
-    /// enclave of a batch it was.
+    /// Validates every nest.
     fn parse(payload: &'a [u8]) -> Result<EnclaveList<'a>, Refusal> {
-        let mut attrs = Attrs::new(payload);
-        let mut count = 0;
-        loop {
-            let at = attrs.offset();
-            let Some(a) = attrs.next() else { break };
-            list_item(a, false).map_err(|error| Refusal { error, at: Some(at) })?;
-            count += 1;
-        }
+        let count = count_nests(payload, |a| list_item(a, false).map(drop))?;
         if count == 0 {
             return Err(ProtoError::missing(c"no ENCLAVE nest given").into());
         }
@@ -578,18 +583,10 @@ impl<'a> Additions<'a> {
     /// Walks the payload's attribute headers (not their contents): every one must be a whole
     /// ENCLAVE nest.
     fn parse(payload: &'a [u8]) -> Result<Additions<'a>, Refusal> {
-        let mut attrs = Attrs::new(payload);
-        let mut count = 0;
-        loop {
-            let at = attrs.offset();
-            let Some(a) = attrs.next() else { break };
-            let blame = |error| Refusal { error, at: Some(at) };
-            let kind = a.map_err(blame)?.kind;
-            if kind != attr::ENCLAVE {
-                return Err(blame(ProtoError::invalid(kind, c"only ENCLAVE nests are valid for this command")));
-            }
-            count += 1;
-        }
+        let count = count_nests(payload, |a| match a?.kind {
+            attr::ENCLAVE => Ok(()),
+            other => Err(ProtoError::invalid(other, c"only ENCLAVE nests are valid for this command")),
+        })?;
         Ok(Additions { payload, count })
     }
 
