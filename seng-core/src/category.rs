@@ -58,23 +58,23 @@ impl Category {
         if name.len() > CATEGORY_MAX_LEN {
             return Err(CategoryError::TooLong(name.len()));
         }
-        let text = core::str::from_utf8(name).map_err(|e| CategoryError::BadByte(e.valid_up_to()))?;
-        if let Some((at, _)) = text.char_indices().find(|(_, c)| c.is_control()) {
-            return Err(CategoryError::BadByte(at));
+        // Printable ASCII, what names nearly always are, needs no UTF-8 decoding.
+        if !name.iter().all(|b| (0x20..0x7f).contains(b)) {
+            let text = core::str::from_utf8(name).map_err(|e| CategoryError::BadByte(e.valid_up_to()))?;
+            if let Some((at, _)) = text.char_indices().find(|(_, c)| c.is_control()) {
+                return Err(CategoryError::BadByte(at));
+            }
         }
-        let mut bytes = [0u8; CATEGORY_FIELD_LEN];
-        for (dst, src) in bytes.iter_mut().zip(name) {
-            *dst = *src;
-        }
-        Ok(Category { bytes })
+        Ok(Category::from_checked(name))
     }
 
     /// A category from name bytes that [`Category::new`] accepted before (the checks are
     /// skipped; bytes beyond the 20th are ignored).
     pub(crate) fn from_checked(name: &[u8]) -> Category {
         let mut bytes = [0u8; CATEGORY_FIELD_LEN];
-        for (dst, src) in bytes.iter_mut().take(CATEGORY_MAX_LEN).zip(name) {
-            *dst = *src;
+        let len = name.len().min(CATEGORY_MAX_LEN);
+        if let (Some(dst), Some(src)) = (bytes.get_mut(..len), name.get(..len)) {
+            dst.copy_from_slice(src);
         }
         Category { bytes }
     }

@@ -7,12 +7,20 @@
 //! is chosen by the ADD/RMV/FLUSH flag attributes, addresses are IPv4 `u32`s in network byte
 //! order. Commands 2 and up are explicit and address-family neutral: addresses are 4 or 16 bytes,
 //! enclaves travel as [`attr::ENCLAVE`] nests, many per message.
+//!
+//! Every entry has an [origin](crate::origin). A request acts for one origin: a change names the
+//! gateway it acts for in an [`attr::ORIGIN`] attribute that comes first in its payload
+//! ([`Scoped`]), a GET names the gateway whose entries it reads in ORIGIN or asks for every
+//! origin's with [`attr::ALL_ORIGINS`] ([`ReadScope`]), and a request without either acts for
+//! the local origin, so command 1 and every client older than origins keep their meaning. In a
+//! reply, the nest of a remote entry starts with its ORIGIN ([`parse_entry`]).
 
 use core::ffi::CStr;
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::engine::Refusal;
+use crate::origin::{GatewayName, Origin, GATEWAY_NAME_MAX_LEN};
 use crate::table::MAX_CATEGORIES_PER_APP;
 use crate::{Category, Measurement};
 
@@ -48,8 +56,10 @@ pub mod cmd {
     pub const GET: u8 = 7;
     /// Table statistics: replies with the STAT_* attributes.
     pub const STATS: u8 = 8;
-    /// Start replacing the whole table: an empty staging table, owned by the sending socket.
-    /// Sent again by the owner, it starts over with an empty staging table.
+    /// Start replacing the part of the table of the request's origin: an empty staging table,
+    /// owned by the sending socket. Sent again by the owner, it empties the staging table's part
+    /// of the request's origin (for a transaction of one origin: starts over). The commit
+    /// replaces the part of every origin the transaction's requests named, and only those.
     pub const REPLACE_BEGIN: u8 = 9;
     /// Add ENCLAVE nests to the staging table (as [`ENCLAVE_SET`] does to the live one).
     pub const REPLACE_ADD: u8 = 10;
@@ -99,8 +109,14 @@ pub mod attr {
     pub const STAT_SLOTS: u16 = 14;
     /// Reply: change counter, u64.
     pub const STAT_GENERATION: u16 = 15;
+    /// The gateway a request acts for, or that a reply's entry came from: its name,
+    /// NUL-terminated (2–33 bytes with the NUL). The first attribute of a request, or of an
+    /// ENCLAVE nest of a reply; absent, the origin is the local one.
+    pub const ORIGIN: u16 = 16;
+    /// Flag of GET (and its dump): every origin's entries, not only the local origin's.
+    pub const ALL_ORIGINS: u16 = 17;
     /// Highest attribute number.
-    pub const MAX: u16 = 15;
+    pub const MAX: u16 = 17;
 }
 
 const NLA_HDRLEN: usize = 4;
@@ -131,6 +147,8 @@ pub mod errno {
     pub const ENOMEM: i32 = 12;
     /// Busy: another transaction is open.
     pub const EBUSY: i32 = 16;
+    /// The address is another origin's enclave, which the request's origin may not replace.
+    pub const EEXIST: i32 = 17;
     /// Invalid argument.
     pub const EINVAL: i32 = 22;
     /// Table full.
@@ -173,6 +191,7 @@ impl From<crate::table::TableError> for ProtoError {
             T::UnknownApp => (errno::ENOENT, c"no enclave of this application is registered"),
             T::CategoryNotAttached => (errno::ENOENT, c"application does not have this category"),
             T::TooManyCategories => (errno::ENOSPC, c"application has too many categories"),
+            T::TooManyOrigins => (errno::ENOSPC, c"as many gateways as the table can name have entries already (255)"),
             T::BadCapacity => (errno::EINVAL, c"bad table capacity"),
         };
         ProtoError { errno, attr: None, msg }
@@ -243,6 +262,23 @@ fn category(a: &Attr<'_>) -> Result<Category, ProtoError> {
         return Err(bad());
     };
     Category::new(name).map_err(|_| bad())
+}
+
+fn gateway(a: &Attr<'_>) -> Result<GatewayName, ProtoError> {
+    let bad = || ProtoError::invalid(a.kind, c"ORIGIN must name a gateway: 1-32 ASCII letters, digits, '.', '-' or '_', starting with a letter or digit, NUL-terminated (leave it out for the local origin)");
+    let Some((&0, name)) = a.payload.split_last() else {
+        return Err(bad());
+    };
+    GatewayName::new(name).map_err(|_| bad())
+}
+
+/// The origin a run of attributes starts with, and how many bytes its ORIGIN takes (0 without
+/// one).
+fn leading_origin(payload: &[u8]) -> Result<(Origin, usize), ProtoError> {
+    match Attrs::new(payload).next() {
+        Some(Ok(a)) if a.kind == attr::ORIGIN => Ok((Origin::Gateway(gateway(&a)?), nla_align(NLA_HDRLEN + a.payload.len()))),
+        _ => Ok((Origin::Local, 0)),
+    }
 }
 
 fn legacy_ipv4(a: &Attr<'_>) -> Result<Ipv4Addr, ProtoError> {
@@ -384,7 +420,8 @@ pub struct EnclaveSpec<'a> {
     pub app: Option<Measurement>,
     /// Its untrusted host (absent in deletions).
     pub host: Option<IpAddr>,
-    nest: &'a [u8],
+    /// The nest from its first CAT attribute on (empty without one).
+    cats: &'a [u8],
     cat_count: usize,
 }
 
@@ -399,7 +436,11 @@ impl<'a> EnclaveSpec<'a> {
     fn decode(nest: &'a [u8], check_categories: bool) -> Result<EnclaveSpec<'a>, ProtoError> {
         let (mut addr, mut app, mut host) = (None, None, None);
         let mut cat_count = 0usize;
-        for a in Attrs::new(nest) {
+        let mut cats: &[u8] = &[];
+        let mut attrs = Attrs::new(nest);
+        loop {
+            let rest = attrs.rest;
+            let Some(a) = attrs.next() else { break };
             let a = a?;
             match a.kind {
                 attr::ADDR => set_once(&mut addr, &a, address(&a)?)?,
@@ -408,6 +449,9 @@ impl<'a> EnclaveSpec<'a> {
                 attr::CAT => {
                     if check_categories {
                         category(&a)?;
+                    }
+                    if cat_count == 0 {
+                        cats = rest;
                     }
                     cat_count += 1;
                     if cat_count > MAX_CATEGORIES_PER_APP {
@@ -418,13 +462,13 @@ impl<'a> EnclaveSpec<'a> {
             }
         }
         let addr = addr.ok_or(ProtoError::missing(c"enclave nest without ADDR"))?;
-        Ok(EnclaveSpec { addr, app, host, nest, cat_count })
+        Ok(EnclaveSpec { addr, app, host, cats, cat_count })
     }
 
     /// Calls `f` with the nest's categories as a slice (copied to the stack; no allocation).
     pub fn with_categories<R>(&self, f: impl FnOnce(&[Category]) -> R) -> R {
         // Every spec comes from a decode that checked its category names.
-        let mut cats = Attrs::new(self.nest)
+        let mut cats = Attrs::new(self.cats)
             .filter_map(Result::ok)
             .filter(|a| a.kind == attr::CAT)
             .map(|a| Category::from_checked(a.payload.split_last().map_or(&[][..], |(_, name)| name)));
@@ -450,7 +494,8 @@ impl<'a> EnclaveSpec<'a> {
     }
 }
 
-/// The ENCLAVE nests of a request, validated; iterate to get each.
+/// The ENCLAVE nests of a deletion ([`cmd::ENCLAVE_DEL`], [`cmd::REPLACE_DEL`]), validated;
+/// iterate to get each.
 #[derive(Clone, Copy, Debug)]
 pub struct EnclaveList<'a> {
     payload: &'a [u8],
@@ -474,18 +519,23 @@ fn list_item(a: Result<Attr<'_>, ProtoError>, full: bool) -> Result<EnclaveSpec<
     Ok(spec)
 }
 
+/// Counts the attributes of a list payload, each passing `check`; a refusal blames the
+/// attribute at fault by its offset, so a client learns which enclave of a batch it was.
+fn count_nests<'a>(payload: &'a [u8], mut check: impl FnMut(Result<Attr<'a>, ProtoError>) -> Result<(), ProtoError>) -> Result<usize, Refusal> {
+    let mut attrs = Attrs::new(payload);
+    let mut count = 0;
+    loop {
+        let at = attrs.offset();
+        let Some(a) = attrs.next() else { return Ok(count) };
+        check(a).map_err(|error| Refusal { error, at: Some(at) })?;
+        count += 1;
+    }
+}
+
 impl<'a> EnclaveList<'a> {
-    /// Validates every nest; `full` requires APP and HOST_ADDR in each (additions). A refusal
-    /// points at the nest at fault, so a client learns which enclave of a batch it was.
-    fn parse(payload: &'a [u8], full: bool) -> Result<EnclaveList<'a>, Refusal> {
-        let mut attrs = Attrs::new(payload);
-        let mut count = 0;
-        loop {
-            let at = attrs.offset();
-            let Some(a) = attrs.next() else { break };
-            list_item(a, full).map_err(|error| Refusal { error, at: Some(at) })?;
-            count += 1;
-        }
+    /// Validates every nest.
+    fn parse(payload: &'a [u8]) -> Result<EnclaveList<'a>, Refusal> {
+        let count = count_nests(payload, |a| list_item(a, false).map(drop))?;
         if count == 0 {
             return Err(ProtoError::missing(c"no ENCLAVE nest given").into());
         }
@@ -520,15 +570,36 @@ impl<'a> EnclaveList<'a> {
     }
 }
 
-/// The ENCLAVE nests of a [`cmd::REPLACE_ADD`], each decoded and checked only when iteration
-/// reaches it. Additions to a staging table need no all-or-nothing check (the client aborts the
-/// transaction on any refusal), so each nest is decoded once instead of twice.
+/// The ENCLAVE nests of a registration ([`cmd::ENCLAVE_SET`] or [`cmd::REPLACE_ADD`]), counted
+/// but each decoded and checked only when iteration reaches it: the engine's one pass over a
+/// batch decodes, checks and keeps each nest, so nothing decodes a nest twice.
 #[derive(Clone, Copy, Debug)]
-pub struct StagedAdditions<'a> {
+pub struct Additions<'a> {
     payload: &'a [u8],
+    count: usize,
 }
 
-impl<'a> StagedAdditions<'a> {
+impl<'a> Additions<'a> {
+    /// Walks the payload's attribute headers (not their contents): every one must be a whole
+    /// ENCLAVE nest.
+    fn parse(payload: &'a [u8]) -> Result<Additions<'a>, Refusal> {
+        let count = count_nests(payload, |a| match a?.kind {
+            attr::ENCLAVE => Ok(()),
+            other => Err(ProtoError::invalid(other, c"only ENCLAVE nests are valid for this command")),
+        })?;
+        Ok(Additions { payload, count })
+    }
+
+    /// Number of ENCLAVE nests.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True for a payload without nests.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     /// The enclaves in message order, each with the offset of its ENCLAVE nest in the payload;
     /// a malformed nest is an error at its offset, and ends the iteration.
     pub fn iter_at(&self) -> impl Iterator<Item = Result<(usize, EnclaveSpec<'a>), (usize, ProtoError)>> + 'a {
@@ -567,7 +638,7 @@ pub enum Request<'a> {
     /// Command 1.
     Legacy(LegacyOp),
     /// [`cmd::ENCLAVE_SET`].
-    Register(EnclaveList<'a>),
+    Register(Additions<'a>),
     /// [`cmd::ENCLAVE_DEL`].
     Unregister(EnclaveList<'a>),
     /// [`cmd::FLUSH`].
@@ -590,13 +661,15 @@ pub enum Request<'a> {
     Get {
         /// The enclave asked for.
         addr: IpAddr,
+        /// The origins whose entry it may be.
+        scope: ReadScope,
     },
     /// [`cmd::STATS`].
     Stats,
     /// [`cmd::REPLACE_BEGIN`].
     ReplaceBegin,
     /// [`cmd::REPLACE_ADD`].
-    StagedRegister(StagedAdditions<'a>),
+    StagedRegister(Additions<'a>),
     /// [`cmd::REPLACE_COMMIT`].
     ReplaceCommit,
     /// [`cmd::REPLACE_ABORT`].
@@ -657,8 +730,14 @@ impl<'a> Request<'a> {
     pub fn parse(command: u8, payload: &'a [u8]) -> Result<Request<'a>, Refusal> {
         Ok(match command {
             cmd::LEGACY => Request::Legacy(LegacyOp::parse(payload)?),
-            cmd::ENCLAVE_SET => Request::Register(EnclaveList::parse(payload, true)?),
-            cmd::ENCLAVE_DEL => Request::Unregister(EnclaveList::parse(payload, false)?),
+            cmd::ENCLAVE_SET => {
+                let additions = Additions::parse(payload)?;
+                if additions.is_empty() {
+                    return Err(ProtoError::missing(c"no ENCLAVE nest given").into());
+                }
+                Request::Register(additions)
+            }
+            cmd::ENCLAVE_DEL => Request::Unregister(EnclaveList::parse(payload)?),
             cmd::FLUSH => {
                 no_attributes(payload)?;
                 Request::Flush
@@ -674,14 +753,17 @@ impl<'a> Request<'a> {
             }
             cmd::GET => {
                 let mut addr = None;
+                let mut scope = None;
                 for a in Attrs::new(payload) {
                     let a = a?;
                     match a.kind {
                         attr::ADDR => set_once(&mut addr, &a, address(&a)?)?,
+                        attr::ORIGIN | attr::ALL_ORIGINS => set_once(&mut scope, &a, ReadScope::of(&a)?).map_err(|_| ReadScope::twice(&a))?,
                         other => return Err(ProtoError::invalid(other, c"attribute not valid for this command").into()),
                     }
                 }
-                Request::Get { addr: addr.ok_or(ProtoError::missing(c"GET needs ADDR (or NLM_F_DUMP)"))? }
+                let addr = addr.ok_or(ProtoError::missing(c"GET needs ADDR (or NLM_F_DUMP)"))?;
+                Request::Get { addr, scope: scope.unwrap_or_default() }
             }
             cmd::STATS => {
                 no_attributes(payload)?;
@@ -695,11 +777,126 @@ impl<'a> Request<'a> {
                     _ => Request::ReplaceAbort,
                 }
             }
-            cmd::REPLACE_ADD => Request::StagedRegister(StagedAdditions { payload }),
-            cmd::REPLACE_DEL => Request::StagedUnregister(EnclaveList::parse(payload, false)?),
+            cmd::REPLACE_ADD => Request::StagedRegister(Additions::parse(payload)?),
+            cmd::REPLACE_DEL => Request::StagedUnregister(EnclaveList::parse(payload)?),
             _ => return Err(ProtoError { errno: errno::EOPNOTSUPP, attr: None, msg: c"unknown command" }.into()),
         })
     }
+}
+
+/// A request with the origin it acts for: what the engine executes. The origin is the
+/// [`attr::ORIGIN`] that starts the payload of a change (of the live or the staging table), or
+/// the local origin without one; the other commands take none.
+#[derive(Clone, Copy, Debug)]
+pub struct Scoped<'a> {
+    /// The origin the request acts for.
+    pub origin: Origin,
+    /// The request, decoded from the attributes after the ORIGIN.
+    pub request: Request<'a>,
+    /// Where the request's attributes start in the payload (the ORIGIN's length).
+    base: usize,
+}
+
+impl<'a> Scoped<'a> {
+    /// Decodes the payload (attributes after the genl header) of command `command`, as
+    /// [`Request::parse`] does after the ORIGIN. Offsets in refusals count from the payload's
+    /// start.
+    pub fn parse(command: u8, payload: &'a [u8]) -> Result<Scoped<'a>, Refusal> {
+        let takes_origin = matches!(
+            command,
+            cmd::ENCLAVE_SET
+                | cmd::ENCLAVE_DEL
+                | cmd::FLUSH
+                | cmd::CAT_ADD
+                | cmd::CAT_DEL
+                | cmd::REPLACE_BEGIN
+                | cmd::REPLACE_ADD
+                | cmd::REPLACE_DEL
+                | cmd::REPLACE_CAT_ADD
+                | cmd::REPLACE_CAT_DEL
+        );
+        let (origin, base) = if takes_origin { leading_origin(payload)? } else { (Origin::Local, 0) };
+        let request = Request::parse(command, payload.get(base..).unwrap_or_default()).map_err(|refusal| refusal.shifted(base))?;
+        Ok(Scoped { origin, request, base })
+    }
+
+    /// A request of the local origin (what a payload without ORIGIN decodes to).
+    pub fn local(request: Request<'a>) -> Scoped<'a> {
+        Scoped { origin: Origin::Local, request, base: 0 }
+    }
+
+    /// Where the request's own attributes start in the payload: offsets the engine reports
+    /// about the request count from there.
+    pub fn base(&self) -> usize {
+        self.base
+    }
+}
+
+/// Whose entries a GET (or its dump) reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadScope {
+    /// One origin's (without [`attr::ORIGIN`] and [`attr::ALL_ORIGINS`]: the local origin's,
+    /// all a client older than origins knows how to read).
+    Origin(Origin),
+    /// Every origin's ([`attr::ALL_ORIGINS`]).
+    Every,
+}
+
+impl Default for ReadScope {
+    /// The local origin's entries.
+    fn default() -> ReadScope {
+        ReadScope::Origin(Origin::Local)
+    }
+}
+
+impl ReadScope {
+    /// The scope of a dump request: its payload holds at most an ORIGIN or the ALL_ORIGINS flag.
+    pub fn parse(payload: &[u8]) -> Result<ReadScope, ProtoError> {
+        let mut scope = None;
+        for a in Attrs::new(payload) {
+            let a = a?;
+            match a.kind {
+                attr::ORIGIN | attr::ALL_ORIGINS => set_once(&mut scope, &a, ReadScope::of(&a)?).map_err(|_| ReadScope::twice(&a))?,
+                other => return Err(ProtoError::invalid(other, c"a dump takes only ORIGIN or ALL_ORIGINS")),
+            }
+        }
+        Ok(scope.unwrap_or_default())
+    }
+
+    fn of(a: &Attr<'_>) -> Result<ReadScope, ProtoError> {
+        match a.kind {
+            attr::ALL_ORIGINS => flag(a).map(|()| ReadScope::Every),
+            _ => gateway(a).map(|name| ReadScope::Origin(Origin::Gateway(name))),
+        }
+    }
+
+    fn twice(a: &Attr<'_>) -> ProtoError {
+        ProtoError::invalid(a.kind, c"give ORIGIN or ALL_ORIGINS once, not both")
+    }
+
+    /// Whether an entry of `origin` is in the scope.
+    pub fn includes(&self, origin: &Origin) -> bool {
+        match self {
+            ReadScope::Origin(o) => o == origin,
+            ReadScope::Every => true,
+        }
+    }
+
+    /// Writes the attribute that asks for this scope (nothing for the local origin's).
+    pub fn emit(&self, w: &mut AttrWriter<'_>) -> Result<(), NoRoom> {
+        match self {
+            ReadScope::Origin(Origin::Local) => Ok(()),
+            ReadScope::Origin(Origin::Gateway(name)) => w.put_origin(name),
+            ReadScope::Every => w.put(attr::ALL_ORIGINS, &[]),
+        }
+    }
+}
+
+/// Decodes an ENCLAVE nest of a reply (GET or dump): the entry's origin, from the ORIGIN that
+/// starts the nest of a remote entry, and the rest of the nest.
+pub fn parse_entry(nest: &[u8]) -> Result<(Origin, EnclaveSpec<'_>), ProtoError> {
+    let (origin, base) = leading_origin(nest)?;
+    Ok((origin, EnclaveSpec::parse(nest.get(base..).unwrap_or_default())?))
 }
 
 /// The reply buffer has no room left.
@@ -759,9 +956,9 @@ impl<'a> AttrWriter<'a> {
         }
         self.header(self.len, total, kind)?;
         let body = self.buf.get_mut(self.len + NLA_HDRLEN..end).ok_or(NoRoom)?;
-        for (i, d) in body.iter_mut().enumerate() {
-            *d = payload.get(i).copied().unwrap_or(0);
-        }
+        let (data, padding) = body.split_at_mut_checked(payload.len()).ok_or(NoRoom)?;
+        data.copy_from_slice(payload);
+        padding.fill(0);
         self.len = end;
         Ok(())
     }
@@ -775,6 +972,24 @@ impl<'a> AttrWriter<'a> {
     pub fn put_category(&mut self, kind: u16, category: &Category) -> Result<(), NoRoom> {
         let field = category.to_field();
         self.put(kind, field.get(..category.len() + 1).unwrap_or_default())
+    }
+
+    /// Appends an [`attr::ORIGIN`] naming `gateway`.
+    pub fn put_origin(&mut self, gateway: &GatewayName) -> Result<(), NoRoom> {
+        let mut field = [0u8; GATEWAY_NAME_MAX_LEN + 1];
+        for (dst, src) in field.iter_mut().zip(gateway.as_bytes()) {
+            *dst = *src;
+        }
+        self.put(attr::ORIGIN, field.get(..gateway.len() + 1).unwrap_or_default())
+    }
+
+    /// Appends an [`attr::ORIGIN`] for `origin`, if it is remote: what starts the payload of a
+    /// request acting for it.
+    pub fn put_scope(&mut self, origin: &Origin) -> Result<(), NoRoom> {
+        match origin {
+            Origin::Local => Ok(()),
+            Origin::Gateway(name) => self.put_origin(name),
+        }
     }
 
     /// Appends an address as 4 or 16 bytes.
@@ -811,9 +1026,22 @@ impl<'a> AttrWriter<'a> {
 
     /// Appends one ENCLAVE nest (what [`EnclaveSpec::parse`] reads back); on [`NoRoom`] nothing of it remains.
     pub fn put_enclave(&mut self, addr: &IpAddr, app: Option<&Measurement>, host: Option<&IpAddr>, categories: &[Category]) -> Result<(), NoRoom> {
+        self.put_nest(None, addr, app, host, categories)
+    }
+
+    /// Appends the ENCLAVE nest of a reply's entry, started by the ORIGIN of a remote one (what
+    /// [`parse_entry`] reads back); on [`NoRoom`] nothing of it remains.
+    pub fn put_entry(&mut self, origin: Option<&GatewayName>, addr: &IpAddr, app: &Measurement, host: &IpAddr, categories: &[Category]) -> Result<(), NoRoom> {
+        self.put_nest(origin, addr, Some(app), Some(host), categories)
+    }
+
+    fn put_nest(&mut self, origin: Option<&GatewayName>, addr: &IpAddr, app: Option<&Measurement>, host: Option<&IpAddr>, categories: &[Category]) -> Result<(), NoRoom> {
         let start = self.len;
         let result = (|| {
             let nest = self.begin_nest(attr::ENCLAVE)?;
+            if let Some(origin) = origin {
+                self.put_origin(origin)?;
+            }
             self.put_addr(attr::ADDR, addr)?;
             if let Some(app) = app {
                 self.put(attr::APP, &app.0)?;
@@ -905,8 +1133,8 @@ mod test {
             w.put_enclave(&v4, Some(&app()), Some(&host), &cats)?;
             w.put_enclave(&v6, Some(&app()), Some(&v6), &[])
         });
-        let Ok(Request::Register(list)) = Request::parse(cmd::ENCLAVE_SET, &payload) else { panic!() };
-        let specs: Vec<_> = list.iter().collect();
+        let Ok(Request::Register(additions)) = Request::parse(cmd::ENCLAVE_SET, &payload) else { panic!() };
+        let specs: Vec<_> = additions.iter_at().map(|item| item.unwrap().1).collect();
         assert_eq!(specs.len(), 2);
         assert_eq!((specs[0].addr, specs[0].app, specs[0].host), (v4, Some(app()), Some(host)));
         specs[0].with_categories(|got| assert_eq!(got, &cats));
@@ -915,7 +1143,8 @@ mod test {
         assert!(Request::parse(cmd::ENCLAVE_DEL, &payload).is_err(), "deletion takes ADDR only");
         let del = msg(|w| w.put_enclave(&v6, None, None, &[]));
         assert!(matches!(Request::parse(cmd::ENCLAVE_DEL, &del), Ok(Request::Unregister(l)) if l.len() == 1));
-        assert!(Request::parse(cmd::ENCLAVE_SET, &del).is_err(), "addition needs APP and HOST");
+        let Ok(Request::Register(additions)) = Request::parse(cmd::ENCLAVE_SET, &del) else { panic!("nests are read when reached") };
+        assert!(additions.iter_at().next().unwrap().is_err(), "addition needs APP and HOST");
         assert_eq!(Request::parse(cmd::ENCLAVE_SET, &[]).unwrap_err().error.msg, c"no ENCLAVE nest given");
         assert_eq!(Request::parse(99, &[]).unwrap_err().error.errno, errno::EOPNOTSUPP);
     }
@@ -936,7 +1165,12 @@ mod test {
             let del = msg(|w| w.put_enclave(&v4, None, None, &[]));
             let first = if command == cmd::ENCLAVE_DEL { &del } else { &good };
             let payload = [first.as_slice(), first, third].concat();
-            let refusal = Request::parse(command, &payload).map(drop).unwrap_err();
+            // A registration's nests are checked as they are read, the others' by the decoder.
+            let refusal = match Request::parse(command, &payload) {
+                Ok(Request::Register(additions)) => additions.iter_at().find_map(Result::err).map(|(at, error)| Refusal { error, at: Some(at) }),
+                parsed => parsed.err(),
+            };
+            let refusal = refusal.expect("refused");
             assert_eq!((refusal.error.msg, refusal.at), (want, Some(2 * first.len())), "command {command}");
         }
     }
