@@ -5,9 +5,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use seng_core::genl::{attr, cmd, AttrWriter};
+use seng_core::genl::{attr, cmd, AttrWriter, ReadScope};
 use seng_core::operation::{Dialect, Operation, Registration};
-use seng_core::{Category, Measurement};
+use seng_core::{Category, GatewayName, Measurement, Origin};
 
 /// A small, fast generator (xorshift64*): the torture needs many numbers, not good ones.
 pub struct Rng(u64);
@@ -42,9 +42,9 @@ impl Rng {
     }
 }
 
-/// The addresses, applications, hosts and categories one table's requests draw from: few
-/// enough that requests meet each other's enclaves, and the categories more than an
-/// application may hold, so the limit is reached.
+/// The addresses, applications, hosts, categories and origins one table's requests draw from:
+/// few enough that requests meet each other's enclaves (of the same origin and of others), and
+/// the categories more than an application may hold, so the limit is reached.
 pub struct Universe {
     /// Enclave addresses, IPv4 then IPv6.
     pub addrs: Vec<IpAddr>,
@@ -54,6 +54,8 @@ pub struct Universe {
     pub apps: Vec<Measurement>,
     hosts: Vec<IpAddr>,
     cats: Vec<Category>,
+    /// The local origin and two gateways.
+    origins: Vec<Origin>,
 }
 
 impl Universe {
@@ -76,26 +78,38 @@ impl Universe {
             IpAddr::V6(Ipv6Addr::new(0xfd00, 0x99, 0, 0, 0, 0, u16::from(id), 1)),
         ];
         let cats = (0..40).map(|i| format!("c{i}").parse().expect("a valid category name")).collect();
-        Universe { addrs, v4, apps, hosts, cats }
+        let gateway = |suffix: char| Origin::Gateway(GatewayName::new(format!("gw{id}{suffix}").as_bytes()).expect("a valid gateway name"));
+        let origins = vec![Origin::Local, gateway('a'), gateway('b')];
+        Universe { addrs, v4, apps, hosts, cats, origins }
     }
 
     fn categories(&self, rng: &mut Rng, most: usize) -> Vec<Category> {
         (0..rng.below(most + 1)).map(|_| *rng.pick(&self.cats)).collect()
     }
 
-    fn registration(&self, rng: &mut Rng) -> Registration {
+    /// Mostly the local origin, as on a gateway whose peers are few.
+    fn origin(&self, rng: &mut Rng) -> Origin {
+        if rng.percent(60) {
+            Origin::Local
+        } else {
+            *rng.pick(&self.origins)
+        }
+    }
+
+    fn registration(&self, rng: &mut Rng, origin: Origin) -> Registration {
         // Mostly the first application, so its enclaves and categories pile up.
         let app = if rng.percent(50) { self.apps[0] } else { *rng.pick(&self.apps) };
-        Registration { addr: *rng.pick(&self.addrs), app, host: *rng.pick(&self.hosts), categories: self.categories(rng, 3) }
+        Registration { addr: *rng.pick(&self.addrs), app, host: *rng.pick(&self.hosts), categories: self.categories(rng, 3), origin }
     }
 
     fn operation(&self, rng: &mut Rng) -> Operation {
+        let origin = self.origin(rng);
         match rng.below(20) {
-            0..=7 => Operation::Register((0..1 + rng.below(4)).map(|_| self.registration(rng)).collect()),
-            8..=11 => Operation::Unregister((0..1 + rng.below(3)).map(|_| *rng.pick(&self.addrs)).collect()),
-            12..=14 => Operation::Attach { app: *rng.pick(&self.apps), categories: self.categories(rng, 12).into_iter().chain([*rng.pick(&self.cats)]).collect() },
-            15..=17 => Operation::Detach { app: *rng.pick(&self.apps), categories: self.categories(rng, 3).into_iter().chain([*rng.pick(&self.cats)]).collect() },
-            _ => Operation::Flush,
+            0..=7 => Operation::Register((0..1 + rng.below(4)).map(|_| self.registration(rng, origin)).collect()),
+            8..=11 => Operation::Unregister { origin, addrs: (0..1 + rng.below(3)).map(|_| *rng.pick(&self.addrs)).collect() },
+            12..=14 => Operation::Attach { origin, app: *rng.pick(&self.apps), categories: self.categories(rng, 12).into_iter().chain([*rng.pick(&self.cats)]).collect() },
+            15..=17 => Operation::Detach { origin, app: *rng.pick(&self.apps), categories: self.categories(rng, 3).into_iter().chain([*rng.pick(&self.cats)]).collect() },
+            _ => Operation::Flush { origin },
         }
     }
 
@@ -107,6 +121,11 @@ impl Universe {
                 let mut buf = vec![0u8; 64];
                 let mut w = AttrWriter::new(&mut buf);
                 w.put_addr(attr::ADDR, rng.pick(&self.addrs)).expect("an address fits");
+                let scope = match rng.below(3) {
+                    0 => ReadScope::Every,
+                    _ => ReadScope::Origin(self.origin(rng)),
+                };
+                scope.emit(&mut w).expect("a scope fits");
                 let len = w.len();
                 buf.truncate(len);
                 (cmd::GET, buf)
@@ -118,7 +137,7 @@ impl Universe {
                 let op = self.operation(rng);
                 let dialect = *rng.pick(&[Dialect::Legacy, Dialect::Live, Dialect::Live, Dialect::Staged, Dialect::Staged]);
                 // A staged flush begins a replace transaction: only live flushes are rationed.
-                if op == Operation::Flush && dialect != Dialect::Staged && !rng.percent(flush_percent) {
+                if matches!(op, Operation::Flush { .. }) && dialect != Dialect::Staged && !rng.percent(flush_percent) {
                     continue;
                 }
                 let mut buf = vec![0u8; 4096];

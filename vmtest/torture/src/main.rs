@@ -36,8 +36,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use seng_core::genl::{cmd, errno, Request};
-use seng_core::operation::{Operation, Registration};
+use seng_core::genl::{cmd, errno, Request, Scoped};
+use seng_core::operation::{Dialect, Operation, Registration};
 use seng_core::table::LocalTable;
 use seng_nl::{Client, Error};
 
@@ -240,18 +240,18 @@ impl Model {
     /// Executes the request on the model, as the module does.
     fn execute(&mut self, command: u8, payload: &[u8]) -> Verdict {
         let refuse = |e: seng_core::genl::ProtoError| Verdict::Refuse { errno: e.errno, message: e.msg.to_string_lossy().into_owned() };
-        let request = match Request::parse(command, payload) {
+        let scoped = match Scoped::parse(command, payload) {
             Ok(r) => r,
             Err(refusal) => return refuse(refusal.error),
         };
-        match request {
+        match scoped.request {
             // Reads: answered from the table, without the engine's reply buffer.
-            Request::Get { addr } => match self.table.table().lookup(&addr) {
-                Some(_) => Verdict::Accept,
-                None => Verdict::Refuse { errno: errno::ENOENT, message: "address is not a registered enclave".into() },
+            Request::Get { addr, scope } => match self.table.table().lookup(&addr) {
+                Some(e) if scope.includes(&self.table.origin(e.origin())) => Verdict::Accept,
+                _ => Verdict::Refuse { errno: errno::ENOENT, message: "address is not a registered enclave".into() },
             },
             Request::Stats => Verdict::Accept,
-            request => match self.table.execute(request) {
+            _ => match self.table.execute(scoped) {
                 Ok(_) => Verdict::Accept,
                 Err(refusal) => refuse(refusal.error),
             },
@@ -263,7 +263,7 @@ impl Model {
             .table
             .table()
             .enclaves_from(0)
-            .map(|e| Registration { addr: e.addr(), app: *e.app(), host: e.host(), categories: e.categories().to_vec() })
+            .map(|e| Registration { addr: e.addr(), app: *e.app(), host: e.host(), categories: e.categories().to_vec(), origin: self.table.origin(e.origin()) })
             .collect();
         sort(&mut out);
         out
@@ -272,8 +272,12 @@ impl Model {
     /// A model holding exactly `table` and no replace transaction.
     fn rebuild(&mut self, table: &[Registration]) {
         let mut fresh = LocalTable::new(self.capacity).expect("a model table");
+        let mut payload = Vec::new();
         for r in table {
-            fresh.register(r.addr, &r.app, r.host, &r.categories).expect("a table the kernel held fits the model");
+            // Through the engine, as a request of the entry's own origin.
+            let command = Operation::Register(vec![r.clone()]).emit_into(Dialect::Live, &mut payload).expect("an enclave fits a request");
+            let request = Scoped::parse(command, &payload).expect("seng-core decodes what it encodes");
+            fresh.execute(request).expect("a table the kernel held fits the model");
         }
         self.table = fresh;
     }
