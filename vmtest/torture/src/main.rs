@@ -283,11 +283,11 @@ impl Model {
     }
 }
 
-/// `seng save`'s order: by address, IPv4 first.
+/// `seng save`'s order: by origin (the local one first), then by address, IPv4 first.
 fn sort(table: &mut [Registration]) {
     table.sort_by_key(|e| match e.addr {
-        IpAddr::V4(a) => (false, u128::from(a.to_bits())),
-        IpAddr::V6(a) => (true, a.to_bits()),
+        IpAddr::V4(a) => (e.origin, false, u128::from(a.to_bits())),
+        IpAddr::V6(a) => (e.origin, true, a.to_bits()),
     });
 }
 
