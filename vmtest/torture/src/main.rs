@@ -539,11 +539,15 @@ fn writer(o: &Options, id: u8, seconds: u64, seed: u64, counts: &mut Counts) -> 
             (Verdict::Accept, Answer::Accepted) => count(counts, kind, command, "accepted"),
             (Verdict::Refuse { errno, message }, Answer::Refused { errno: got, message: got_message }) => {
                 count(counts, kind, command, "refused");
-                // Under injection any errno will do: the table is compared next.
+                // Under injection any errno will do, and the two may have refused at different
+                // nests of a staged message, which applies the nests before the refused one (a
+                // client aborts its transaction on any error): the tables are compared and the
+                // transaction dropped on both sides.
                 let same = errno == got || policy_refusal(*got, got_message, Some(message)) || armed;
                 if !same {
                     return Err(format!("{}: the model refuses with errno {errno} ({message}), the kernel with {got} ({got_message:?})", shown()));
                 }
+                resync = armed;
             }
             (Verdict::Accept, Answer::Refused { errno, message }) => {
                 count(counts, kind, command, "refused");
