@@ -53,12 +53,27 @@ run_tests() {
 		*) set -- "/vmtest/tests/$file" ;;
 		esac
 		start=$(uptime_cs)
+		dmesg_mark
 		# fd 3 stays the console so tests can send files back (export_file).
 		(cd /tmp && SENG_TEST=$name SENG_DETAIL=$detail exec timeout -s KILL $TEST_TIMEOUT "$@") \
 			3>&1 >"$log" 2>&1 </dev/null
 		rc=$?
 		took=$(seconds_since "$start")
 		msg=$(tail -n 1 "$detail" 2>/dev/null)
+		# A kernel report during the test fails it, whatever the test itself concluded.
+		reports=$(kernel_reports)
+		if [ -n "$reports" ]; then
+			{
+				echo "kernel reports during the test:"
+				dmesg_since
+			} >>"$log"
+			first=$(printf '%s\n' "$reports" | head -n 1 | sed 's/^\[[^]]*\] *//')
+			case $rc in
+			0 | 77) msg="kernel report: $first" ;;
+			*) msg="${msg:-exit status $rc}; kernel report: $first" ;;
+			esac
+			rc=1
+		fi
 		case $rc in
 		0) echo "SENG-TEST $name PASS $took" ;;
 		77) echo "SENG-TEST $name SKIP ${msg:-skipped} ($took)" ;;

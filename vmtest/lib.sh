@@ -107,6 +107,14 @@ dmesg_since() {
 	kernel_log | awk -F'[][]' -v mark="${DMESG_MARK:-0}" '$2 + 0 > mark'
 }
 
+# kernel_reports: the lines since dmesg_mark that report a kernel problem: an oops or BUG, a
+# WARN, a KASAN, KFENCE or UBSAN report, lockdep (locking and RCU), debug objects, kmemleak.
+# The host reads the whole log for these too (xtask/src/vm.rs); here they fail the test that
+# caused them.
+kernel_reports() {
+	dmesg_since | grep -E 'BUG:|WARNING:|Oops|Call Trace|KASAN|KFENCE|UBSAN:|ODEBUG:|suspicious RCU usage|possible circular locking|suspected memory leak|unreferenced object|general protection'
+}
+
 # export_file PATH [NAME]: sends a file to the host (target/vmtest/<kernel>/files/NAME).
 export_file() {
 	{

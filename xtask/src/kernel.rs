@@ -29,8 +29,12 @@ pub enum Series {
     V6_1,
     /// Debian 12 backported 6.12 LTS.
     V6_12,
-    /// 6.12 with CONFIG_RUST, built here from Debian's source (`rfl.rs`); not part of `all`.
+    /// 6.12 with CONFIG_RUST, built here from Debian's source (`source_kernel.rs`); not part
+    /// of `all`.
     Rfl6_12,
+    /// 6.12 with KASAN, lockdep, kmemleak and the other debugging checks, built here from
+    /// Debian's source (`source_kernel.rs`) for the distro flavour; not part of `all`.
+    Debug6_12,
 }
 
 impl Series {
@@ -38,7 +42,13 @@ impl Series {
     pub const ALL: [Series; 3] = [Series::V5_10, Series::V6_1, Series::V6_12];
 
     /// Every series `--kernel` accepts by name.
-    const KNOWN: [Series; 4] = [Series::V5_10, Series::V6_1, Series::V6_12, Series::Rfl6_12];
+    const KNOWN: [Series; 5] = [
+        Series::V5_10,
+        Series::V6_1,
+        Series::V6_12,
+        Series::Rfl6_12,
+        Series::Debug6_12,
+    ];
 
     /// The series as written on the command line.
     pub fn name(self) -> &'static str {
@@ -47,6 +57,7 @@ impl Series {
             Series::V6_1 => "6.1",
             Series::V6_12 => "6.12",
             Series::Rfl6_12 => "rfl-6.12",
+            Series::Debug6_12 => "debug-6.12",
         }
     }
 
@@ -57,7 +68,7 @@ impl Series {
     fn debian_release(self) -> &'static str {
         match self {
             Series::V5_10 => "bullseye",
-            Series::V6_1 | Series::V6_12 | Series::Rfl6_12 => "bookworm",
+            Series::V6_1 | Series::V6_12 | Series::Rfl6_12 | Series::Debug6_12 => "bookworm",
         }
     }
 
@@ -66,7 +77,7 @@ impl Series {
         match self {
             Series::V5_10 => "linux-image-5.10.0-",
             Series::V6_1 => "linux-image-6.1.0-",
-            Series::V6_12 | Series::Rfl6_12 => "linux-image-6.12.",
+            Series::V6_12 | Series::Rfl6_12 | Series::Debug6_12 => "linux-image-6.12.",
         }
     }
 
@@ -76,14 +87,16 @@ impl Series {
         let digits = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
         match self {
             Series::V5_10 | Series::V6_1 => digits && suffix.is_empty(),
-            Series::V6_12 | Series::Rfl6_12 => digits && suffix.starts_with("+deb"),
+            Series::V6_12 | Series::Rfl6_12 | Series::Debug6_12 => {
+                digits && suffix.starts_with("+deb")
+            }
         }
     }
 
     fn kbuild_package(self, abi: &str) -> String {
         match self {
             Series::V5_10 | Series::V6_1 => format!("linux-kbuild-{}", self.name()),
-            Series::V6_12 | Series::Rfl6_12 => format!("linux-kbuild-{abi}"),
+            Series::V6_12 | Series::Rfl6_12 | Series::Debug6_12 => format!("linux-kbuild-{abi}"),
         }
     }
 }
@@ -102,7 +115,7 @@ pub fn parse_selection(s: &str) -> Result<Vec<Series>, String> {
     let mut out = Vec::new();
     for part in s.split(',') {
         let series = Series::parse(part.trim()).ok_or_else(|| {
-            format!("unknown kernel series `{part}` (expected 5.10, 6.1, 6.12, rfl-6.12 or all)")
+            format!("unknown kernel series `{part}` (expected 5.10, 6.1, 6.12, rfl-6.12, debug-6.12 or all)")
         })?;
         if !out.contains(&series) {
             out.push(series);
@@ -210,8 +223,8 @@ fn newest_cached(paths: &Paths, series: Series) -> Option<Kernel> {
 /// If the newest cannot be downloaded (mirrors do lag behind their lists), the next older ones
 /// are tried, with a warning. If apt itself is unreachable, the newest cached kernel is used.
 pub fn fetch(paths: &Paths, series: Series, opts: FetchOpts) -> Result<Kernel> {
-    if series == Series::Rfl6_12 {
-        return crate::rfl::kernel(paths, opts);
+    if let Some(recipe) = crate::source_kernel::Recipe::of(paths, series)? {
+        return crate::source_kernel::kernel(paths, &recipe, opts);
     }
     if opts.offline {
         return newest_cached(paths, series)

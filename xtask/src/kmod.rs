@@ -29,11 +29,52 @@ const CRATE_MEMBER_PREFIX: &str = "seng_kmod_rs";
 /// Undefined symbols the Rust object may leave for the kernel beyond plain C functions.
 const ALLOWED_UNDERSCORE_UNDEFINED: &[&str] = &["__x86_return_thunk", "__x86_indirect_thunk_"];
 
+/// What KASAN's instrumentation calls in the kernel: the reports and the checked `mem*`.
+const KASAN_UNDEFINED: &str = "__asan_";
+
 /// Builds the Rust static library and extracts and checks its crate object; returns the object
 /// (`<target>/kmod/seng_rs.o`), unchanged on disk if its content did not change.
 pub fn build_rust(paths: &Paths) -> Result<PathBuf> {
+    build_rust_variant(paths, None)
+}
+
+/// The Rust object for `kernel`: [`build_rust`]'s `plain` one, or, for a kernel with generic
+/// KASAN (the debug kernel), one instrumented as the kernel instruments its own Rust code
+/// (scripts/Makefile.kasan), so KASAN checks the accesses of seng-core's decoder and table too.
+pub fn rust_object_for(paths: &Paths, kernel: &Kernel, plain: &Path) -> Result<PathBuf> {
+    match kasan_shadow_offset(kernel) {
+        Some(offset) => build_rust_variant(paths, Some(&offset)),
+        None => Ok(plain.to_path_buf()),
+    }
+}
+
+/// `CONFIG_KASAN_SHADOW_OFFSET` of a kernel with generic KASAN, from its build configuration.
+fn kasan_shadow_offset(kernel: &Kernel) -> Option<String> {
+    let config = fs::read_to_string(kernel.kdir().join(".config")).ok()?;
+    let generic = config.lines().any(|l| l == "CONFIG_KASAN_GENERIC=y");
+    let offset = config.lines().find_map(|l| l.strip_prefix("CONFIG_KASAN_SHADOW_OFFSET="))?;
+    generic.then(|| offset.to_string())
+}
+
+/// Builds the Rust object, instrumented for KASAN with shadow offset `kasan` if given (into
+/// `<target>/kmod/seng_rs-kasan.o`). The instrumentation is inline, as `CONFIG_KASAN_INLINE`'s;
+/// globals and the stack stay uninstrumented (their redzones need module constructors).
+fn build_rust_variant(paths: &Paths, kasan: Option<&str>) -> Result<PathBuf> {
     let manifest = paths.root.join("seng-kmod/rust/Cargo.toml");
-    let target_dir = paths.target.join("kmod/rust");
+    let (target_dir, name) = match kasan {
+        None => (paths.target.join("kmod/rust"), "seng_rs.o"),
+        Some(_) => (paths.target.join("kmod/rust-kasan"), "seng_rs-kasan.o"),
+    };
+    let mut rustflags = RUSTFLAGS.to_string();
+    if let Some(offset) = kasan {
+        rustflags.push_str(&format!(
+            " -Zsanitizer=kernel-address -Zsanitizer-recover=kernel-address \
+             -Cllvm-args=-asan-mapping-offset={offset} \
+             -Cllvm-args=-asan-instrumentation-with-call-threshold=10000 \
+             -Cllvm-args=-asan-stack=0 -Cllvm-args=-asan-globals=0 \
+             -Cllvm-args=-asan-kernel-mem-intrinsic-prefix=1"
+        ));
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // Unstable flags (-Z...) are needed on the stable toolchain, as the kernel's own Rust build
     // does; build-std rebuilds core with the same flags so memcpy calls also go through the PLT.
@@ -45,7 +86,7 @@ pub fn build_rust(paths: &Paths) -> Result<PathBuf> {
         .arg("--target-dir")
         .arg(&target_dir)
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("RUSTFLAGS", RUSTFLAGS)
+        .env("RUSTFLAGS", &rustflags)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .run()?;
 
@@ -67,18 +108,19 @@ pub fn build_rust(paths: &Paths) -> Result<PathBuf> {
         .arg(member)
         .output()?
         .stdout;
-    let checked = paths.target.join("kmod/seng_rs.o.check");
+    let checked = paths.target.join(format!("kmod/{name}.check"));
     mkdir(checked.parent().context("no kmod dir")?)?;
     fs::write(&checked, &object).context("cannot write the extracted Rust object")?;
-    check_rust_object(&checked)?;
-    let out = paths.target.join("kmod/seng_rs.o");
+    check_rust_object(&checked, kasan.is_some())?;
+    let out = paths.target.join("kmod").join(name);
     write_if_changed(&out, &object)?;
     fs::remove_file(&checked).ok();
     Ok(out)
 }
 
-/// Rejects Rust objects the kernel cannot load or that break kernel rules.
-fn check_rust_object(obj: &Path) -> Result<()> {
+/// Rejects Rust objects the kernel cannot load or that break kernel rules; a KASAN build may
+/// also call KASAN's entry points.
+fn check_rust_object(obj: &Path, kasan: bool) -> Result<()> {
     let shown = obj.display();
     let disasm = Cmd::new("objdump").arg("-d").arg(obj).stdout()?;
     let mut function = "";
@@ -128,7 +170,8 @@ fn check_rust_object(obj: &Path) -> Result<()> {
                 || (s.starts_with("__")
                     && !ALLOWED_UNDERSCORE_UNDEFINED
                         .iter()
-                        .any(|a| s.starts_with(a)))
+                        .any(|a| s.starts_with(a))
+                    && !(kasan && s.starts_with(KASAN_UNDEFINED)))
         })
         .collect();
     if !foreign.is_empty() {

@@ -2,7 +2,8 @@
 //! `cargo xtask`: the seng build and test helper.
 //!
 //! - `kernel fetch`: resolve and cache Debian cloud kernels (image, headers, modules);
-//! - `kernel --rfl`: build and cache the Rust-for-Linux 6.12 kernel (`rfl-6.12`, see `rfl.rs`);
+//! - `kernel --rfl`: build and cache the Rust-for-Linux 6.12 kernel (`rfl-6.12`, see
+//!   `source_kernel.rs`; `kernel fetch --kernel debug-6.12` builds the debug kernel likewise);
 //! - `build-kmod`: build the kernel-independent Rust object once, then `seng.ko` per kernel;
 //! - `vmtest`: boot each kernel under QEMU with a generated initramfs and run `vmtest/tests`
 //!   (or, with `--bench`, the scripts of `vmtest/bench`);
@@ -23,6 +24,7 @@ mod kmod;
 mod paths;
 mod rfl;
 mod root;
+mod source_kernel;
 mod test;
 mod timing;
 mod vm;
@@ -81,9 +83,10 @@ enum Command {
 
 #[derive(Args)]
 struct TestArgs {
-    /// Kernels for the VM tests (as `vmtest --kernel`): Debian's three and the Rust-for-Linux
-    /// one, whose build (about 6 minutes on two cores, once per machine: it is cached) fits CI.
-    #[arg(long, default_value = "5.10,6.1,6.12,rfl-6.12")]
+    /// Kernels for the VM tests (as `vmtest --kernel`): Debian's three, the Rust-for-Linux one
+    /// and the debug one, whose builds (about 14 and 25 minutes on two cores, once per machine:
+    /// they are cached) fit CI. The debug kernel leaves out the longest tests (see `test.rs`).
+    #[arg(long, default_value = "5.10,6.1,6.12,rfl-6.12,debug-6.12")]
     kernel: String,
     /// Seconds each fuzz target runs.
     #[arg(long, default_value_t = 20, value_name = "SECONDS")]
@@ -99,7 +102,8 @@ enum KernelCommand {
 /// Which kernels to work on and how to resolve them.
 #[derive(Args, Clone)]
 struct KernelArgs {
-    /// Kernel series: 5.10, 6.1, 6.12, a comma-separated list, or all.
+    /// Kernel series: 5.10, 6.1, 6.12, rfl-6.12, debug-6.12, a comma-separated list, or all
+    /// (Debian's three).
     // The path is spelled out so clap takes the parser's list as the value instead of treating
     // the option as repeatable.
     #[arg(long, default_value = "all", value_parser = kernel::parse_selection)]
@@ -148,7 +152,7 @@ struct VmtestArgs {
     #[arg(long)]
     bench: bool,
     /// Kill a VM that has not finished after this many seconds [default: 1200, with --bench
-    /// 2400].
+    /// 2400; six times that on the debug kernel, plus the --soak time].
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<u64>,
     /// Print the whole guest console.
@@ -157,9 +161,17 @@ struct VmtestArgs {
     /// Kernels to run at the same time (default: one per CPU core).
     #[arg(long, short)]
     jobs: Option<usize>,
-    /// Kill a guest test that has not finished after this many seconds.
+    /// Kill a guest test that has not finished after this many seconds (six times that on
+    /// the debug kernel, whose checks slow everything down, plus the --soak time).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     test_timeout: u64,
+    /// Run the torture test (on debug-6.12) this many minutes instead of its CI length of
+    /// two and a half; e.g. `vmtest --kernel debug-6.12 --filter torture --soak 60`.
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<u64>,
+    /// Leave this test out on debug-6.12 (repeatable), as CI does with the longest ones.
+    #[arg(long, value_name = "TEST")]
+    debug_skip: Vec<String>,
     /// Seeds of the random differential test (`e2e-random`), as A..B (default 1..8).
     #[arg(long, value_name = "A..B", value_parser = parse_seeds)]
     seeds: Option<String>,
@@ -259,7 +271,7 @@ fn build_kmod(paths: &Paths, args: &BuildKmodArgs, timings: &mut Timings) -> Res
 fn build_module(paths: &Paths, kernel: &kernel::Kernel, rust: &Path) -> Result<PathBuf> {
     match kernel.series {
         Series::Rfl6_12 => rfl::build_module(paths, kernel),
-        _ => kmod::build_module(paths, kernel, rust),
+        _ => kmod::build_module(paths, kernel, &kmod::rust_object_for(paths, kernel, rust)?),
     }
 }
 
@@ -345,6 +357,12 @@ fn vmtest(paths: &Paths, args: &VmtestArgs, timings: &mut Timings) -> Result<boo
         vm::Mode::Test
     };
     let bins = initramfs::read_guest_bins(&paths.root)?;
+    if !args.debug_skip.is_empty() {
+        let all = test_plan(paths, &bins, &[])?;
+        for skip in &args.debug_skip {
+            anyhow::ensure!(all.iter().any(|f| test_name(f) == skip), "--debug-skip {skip}: no such test");
+        }
+    }
     let plan = match mode {
         vm::Mode::Test => test_plan(paths, &bins, &args.filter)?,
         vm::Mode::Bench => bench_plan(paths, &args.filter)?,
@@ -394,7 +412,10 @@ fn vmtest(paths: &Paths, args: &VmtestArgs, timings: &mut Timings) -> Result<boo
         plan: &plan,
         mode,
     };
-    let queue = Mutex::new(kernels.iter().collect::<VecDeque<_>>());
+    // The debug kernel's run is by far the longest: it starts first, the others beside it.
+    let mut order: Vec<&kernel::Kernel> = kernels.iter().collect();
+    order.sort_by_key(|k| k.series != Series::Debug6_12);
+    let queue = Mutex::new(order.into_iter().collect::<VecDeque<_>>());
     let done = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..jobs {
@@ -462,6 +483,14 @@ fn vmtest_kernel(
     } = *shared;
     let series = kernel.series;
     let name = series.name();
+    let debug_plan: Vec<String>;
+    let plan = match series {
+        Series::Debug6_12 if !args.debug_skip.is_empty() => {
+            debug_plan = plan.iter().filter(|f| !args.debug_skip.iter().any(|s| s == test_name(f))).cloned().collect();
+            &debug_plan[..]
+        }
+        _ => plan,
+    };
     let ko = match &args.installed {
         Some(root) => installed::module(root, kernel, &paths.vmtest_out(&kernel.release))?,
         None => timings.measure(name, "build", || build_module(paths, kernel, rust))?,
@@ -486,19 +515,24 @@ fn vmtest_kernel(
         ),
     }
     let out_dir = paths.vmtest_out(&kernel.release);
+    // KASAN, lockdep and kmemleak make a test 5 to 25 times slower on the debug kernel (those
+    // that allocate the most, the most): the whole suite takes over an hour there.
+    let slowdown = if series == Series::Debug6_12 { 6 } else { 1 };
+    let soak = args.soak.map(|minutes| minutes * 60);
     let boot = vm::Boot {
         kernel,
         initrd: &initrd,
         mode,
         timeout: Duration::from_secs(args.timeout.unwrap_or(match mode {
-            vm::Mode::Test => 1200,
-            vm::Mode::Bench => 2400,
+            vm::Mode::Test => 1200 * slowdown + soak.unwrap_or(0),
+            vm::Mode::Bench => 2400 * slowdown,
         })),
         keep: args.keep,
         out_dir: &out_dir,
         verbose: args.verbose,
         seeds: args.seeds.as_deref(),
-        test_timeout: Duration::from_secs(args.test_timeout),
+        test_timeout: Duration::from_secs(args.test_timeout * slowdown + soak.unwrap_or(0)),
+        torture_seconds: soak,
     };
     let outcome = timings.measure(name, "boot+tests", || vm::run(&boot))?;
 

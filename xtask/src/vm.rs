@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, Series};
 use crate::paths::{mkdir, remove_all};
 
 /// What the guest runs.
@@ -31,15 +31,19 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The QEMU options that differ by mode. Tests get 1 GiB. Benchmarks get 3 GiB (`nft -f` of
-    /// a 1M-element set needs more than 1 GiB in user space) and instruction counting: with
-    /// `-icount shift=0` the guest clock advances 1 ns per instruction, so a rate measured on
-    /// it counts the work done rather than the host's speed and load; `sleep=off` jumps the
-    /// clock over idle time instead of waiting for the host's clock.
-    fn qemu_args(self) -> &'static [&'static str] {
-        match self {
-            Mode::Test => &["-m", "1024"],
-            Mode::Bench => &["-m", "3072", "-icount", "shift=0,sleep=off"],
+    /// The QEMU options that differ by mode. Tests get 1 GiB, 2 GiB on the debug kernel (KASAN's
+    /// shadow takes an eighth, its quarantine and kmemleak's metadata more). Benchmarks get
+    /// 3 GiB (`nft -f` of a 1M-element set needs more than 1 GiB in user space) and instruction
+    /// counting: with `-icount shift=0` the guest clock advances 1 ns per instruction, so a
+    /// rate measured on it counts the work done rather than the host's speed and load;
+    /// `sleep=off` jumps the clock over idle time instead of waiting for the host's clock.
+    fn qemu_args(self, series: Series) -> &'static [&'static str] {
+        match (self, series) {
+            // Two CPUs: the torture's writers, dumps and packet path then really run at once,
+            // so a reader can hold a node while a writer frees it.
+            (Mode::Test, Series::Debug6_12) => &["-m", "2048", "-smp", "2"],
+            (Mode::Test, _) => &["-m", "1024", "-smp", "1"],
+            (Mode::Bench, _) => &["-m", "3072", "-smp", "1", "-icount", "shift=0,sleep=off"],
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct Boot<'a> {
     pub seeds: Option<&'a str>,
     /// The guest kills a test that runs longer than this.
     pub test_timeout: Duration,
+    /// How long the torture test runs (`--soak`), passed on the kernel command line.
+    pub torture_seconds: Option<u64>,
 }
 
 /// The result of one test in the guest.
@@ -100,9 +106,18 @@ pub struct Outcome {
 /// How long a guest that reported everything may take to power off before it is killed.
 const POWEROFF_GRACE: Duration = Duration::from_secs(10);
 
-/// Kernel log words that fail a run wherever they appear.
-const PROBLEM_WORDS: &[&str] = &["Oops", "BUG", "WARNING", "KASAN", "lockdep", "Call Trace"];
-const PROBLEM_PHRASES: &[&str] = &["possible circular locking", "general protection"];
+/// Kernel log words that fail a run wherever they appear: oopses, BUG and WARN, the reports of
+/// the debug kernel's checkers (KASAN, KFENCE, UBSAN, lockdep, debug objects, RCU, kmemleak).
+/// Lockdep's own reports are WARNINGs and BUGs; the word alone also appears in its banner.
+const PROBLEM_WORDS: &[&str] = &["Oops", "BUG", "WARNING", "KASAN", "KFENCE", "UBSAN", "ODEBUG", "Call Trace"];
+const PROBLEM_PHRASES: &[&str] = &[
+    "lockdep is turned off",
+    "possible circular locking",
+    "general protection",
+    "suspicious RCU usage",
+    "suspected memory leak",
+    "unreferenced object",
+];
 
 /// Whether a kernel log line reports a kernel problem.
 pub fn is_kernel_problem(line: &str) -> bool {
@@ -142,9 +157,12 @@ pub fn run(boot: &Boot<'_>) -> Result<Outcome> {
     if let Some(seeds) = boot.seeds {
         append.push_str(&format!(" vmtest.seeds={seeds}"));
     }
+    if let Some(seconds) = boot.torture_seconds {
+        append.push_str(&format!(" vmtest.torture_seconds={seconds}"));
+    }
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-cpu", "max", "-smp", "1"])
-        .args(boot.mode.qemu_args())
+    qemu.args(["-accel", "tcg", "-cpu", "max"])
+        .args(boot.mode.qemu_args(boot.kernel.series))
         // -nodefaults: no NIC (its option ROM), VGA or drives to probe; the console is all
         // the guest needs.
         .args([
@@ -419,6 +437,19 @@ mod test {
         assert!(is_kernel_problem(
             "general protection fault, probably for non-canonical address"
         ));
+        assert!(is_kernel_problem(
+            "[   12.3] BUG: KASAN: slab-use-after-free in seng_rs_doit+0x1/0x2 [seng]"
+        ));
+        assert!(is_kernel_problem(
+            "[   12.3] UBSAN: shift-out-of-bounds in net/foo.c:12:3"
+        ));
+        assert!(is_kernel_problem("[   12.3] ODEBUG: free active (active state 1) object"));
+        assert!(is_kernel_problem("[   12.3] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)"));
+        assert!(!is_kernel_problem("[    0.0] kasan: KernelAddressSanitizer initialized (generic)"));
+        assert!(!is_kernel_problem("[    0.0] kfence: initialized - using 2097152 bytes for 255 objects"));
+        assert!(!is_kernel_problem("[    0.1] kmemleak: Kernel memory leak detector initialized (mem pool available: 15677)"));
+        assert!(!is_kernel_problem("[    0.0] rcu: \tRCU lockdep checking is enabled."));
+        assert!(is_kernel_problem("[   12.3] INFO: lockdep is turned off."));
         assert!(!is_kernel_problem("[    1.0] DEBUG_FOO enabled"));
         assert!(!is_kernel_problem(
             "[    1.0] seng: loading out-of-tree module taints kernel."
