@@ -47,7 +47,8 @@ impl TableKey for IpAddr {
     #[inline(always)]
     fn hash(&self, seed: u64) -> u64 {
         match self {
-            IpAddr::V4(a) => short_mix((u64::from(u32::from_ne_bytes(a.octets())) | 4 << 32) ^ seed),
+            // No family tag: the IPv6 mix below is another function of the seed already.
+            IpAddr::V4(a) => short_mix(u64::from(u32::from_ne_bytes(a.octets())) ^ seed),
             IpAddr::V6(a) => {
                 let [hi, lo] = split(a.octets());
                 short_mix(absorb(seed ^ 6, hi) ^ lo)

@@ -18,7 +18,7 @@ use seng_core::engine::{Ending, Engine, Services};
 use seng_core::genl::{ReadScope, Scoped};
 use seng_core::matchinfo::MatchInfoError;
 use seng_core::table::{EnclaveTable, Platform};
-use seng_core::{match_packet, Family, SengMtInfo};
+use seng_core::{match_addresses, Family, SengMtInfo};
 
 pub use seng_core::engine::{Handled, Refusal};
 
@@ -117,21 +117,39 @@ impl NetState {
     /// # Safety
     /// `header` points to the packet's network header of that family, readable for its fixed
     /// part (ip_tables and ip6_tables keep it in the linear area).
-    #[inline]
+    #[inline(always)]
     pub unsafe fn matches(&self, info: &SengMtInfo, nfproto: u8, header: *const u8) -> bool {
-        // SAFETY (both arms): the addresses lie within the fixed header, by the caller.
-        let (family, src, dst) = match Family::from_nfproto(nfproto) {
-            Some(Family::Ipv4) => unsafe {
-                let read = |at: usize| IpAddr::V4(Ipv4Addr::from(header.add(at).cast::<[u8; 4]>().read_unaligned()));
-                (Family::Ipv4, read(12), read(16))
-            },
-            Some(Family::Ipv6) => unsafe {
-                let read = |at: usize| IpAddr::V6(Ipv6Addr::from(header.add(at).cast::<[u8; 16]>().read_unaligned()));
-                (Family::Ipv6, read(8), read(24))
-            },
-            None => return false,
-        };
-        match_packet(info, family, self.live(), &src, &dst)
+        // SAFETY (both arms): by the caller.
+        match Family::from_nfproto(nfproto) {
+            Some(Family::Ipv4) => unsafe { self.matches_ipv4(info, header) },
+            Some(Family::Ipv6) => unsafe { self.matches_ipv6(info, header) },
+            None => false,
+        }
+    }
+
+    // One function per family, each reading and comparing only its own width, so that the
+    // IPv4 path's registers are not sized by the IPv6 one's (it then saves none).
+
+    /// [`NetState::matches`] for an IPv4 header.
+    ///
+    /// # Safety
+    /// As [`NetState::matches`], of IPv4.
+    #[inline(never)]
+    unsafe fn matches_ipv4(&self, info: &SengMtInfo, header: *const u8) -> bool {
+        // SAFETY: saddr and daddr lie within the fixed header, by the caller.
+        let read = move |at: usize| IpAddr::V4(Ipv4Addr::from(unsafe { header.add(at).cast::<[u8; 4]>().read_unaligned() }));
+        match_addresses(info, Family::Ipv4, self.live(), move || read(12), move || read(16))
+    }
+
+    /// [`NetState::matches`] for an IPv6 header.
+    ///
+    /// # Safety
+    /// As [`NetState::matches`], of IPv6.
+    #[inline(never)]
+    unsafe fn matches_ipv6(&self, info: &SengMtInfo, header: *const u8) -> bool {
+        // SAFETY: saddr and daddr lie within the fixed header, by the caller.
+        let read = move |at: usize| IpAddr::V6(Ipv6Addr::from(unsafe { header.add(at).cast::<[u8; 16]>().read_unaligned() }));
+        match_addresses(info, Family::Ipv6, self.live(), move || read(8), move || read(24))
     }
 
     /// `checkentry`: whether a rule's match data is valid for `nfproto`, else why not.
