@@ -111,42 +111,30 @@ impl NetState {
         self.engine.live()
     }
 
-    /// The packet-path decision of one rule of protocol family `nfproto` for the packet whose
-    /// IPv4 or IPv6 header is at `header`. Call inside an RCU read-side section.
+    // The packet-path decision of one rule, one function per family: each xt_match the module
+    // registers is of one family, and xtables calls it only for packets of that family (ip_tables,
+    // ip6_tables, and nft_compat in ip and ip6 tables; other nft families find no seng match).
+    // So no per-packet dispatch, and each reads and compares only its own width.
+
+    /// The packet-path decision of one IPv4 rule for the packet whose IPv4 header is at
+    /// `header`. Call inside an RCU read-side section.
     ///
     /// # Safety
-    /// `header` points to the packet's network header of that family, readable for its fixed
-    /// part (ip_tables and ip6_tables keep it in the linear area).
+    /// `header` points to the packet's IPv4 header, readable for its fixed part (ip_tables
+    /// keeps it in the linear area).
     #[inline(always)]
-    pub unsafe fn matches(&self, info: &SengMtInfo, nfproto: u8, header: *const u8) -> bool {
-        // SAFETY (both arms): by the caller.
-        match Family::from_nfproto(nfproto) {
-            Some(Family::Ipv4) => unsafe { self.matches_ipv4(info, header) },
-            Some(Family::Ipv6) => unsafe { self.matches_ipv6(info, header) },
-            None => false,
-        }
-    }
-
-    // One function per family, each reading and comparing only its own width, so that the
-    // IPv4 path's registers are not sized by the IPv6 one's (it then saves none).
-
-    /// [`NetState::matches`] for an IPv4 header.
-    ///
-    /// # Safety
-    /// As [`NetState::matches`], of IPv4.
-    #[inline(never)]
-    unsafe fn matches_ipv4(&self, info: &SengMtInfo, header: *const u8) -> bool {
+    pub unsafe fn matches_ipv4(&self, info: &SengMtInfo, header: *const u8) -> bool {
         // SAFETY: saddr and daddr lie within the fixed header, by the caller.
         let read = move |at: usize| IpAddr::V4(Ipv4Addr::from(unsafe { header.add(at).cast::<[u8; 4]>().read_unaligned() }));
         match_addresses(info, Family::Ipv4, self.live(), move || read(12), move || read(16))
     }
 
-    /// [`NetState::matches`] for an IPv6 header.
+    /// [`NetState::matches_ipv4`] for an IPv6 rule and header.
     ///
     /// # Safety
-    /// As [`NetState::matches`], of IPv6.
-    #[inline(never)]
-    unsafe fn matches_ipv6(&self, info: &SengMtInfo, header: *const u8) -> bool {
+    /// As [`NetState::matches_ipv4`], of IPv6 (ip6_tables keeps the fixed header linear too).
+    #[inline(always)]
+    pub unsafe fn matches_ipv6(&self, info: &SengMtInfo, header: *const u8) -> bool {
         // SAFETY: saddr and daddr lie within the fixed header, by the caller.
         let read = move |at: usize| IpAddr::V6(Ipv6Addr::from(unsafe { header.add(at).cast::<[u8; 16]>().read_unaligned() }));
         match_addresses(info, Family::Ipv6, self.live(), move || read(8), move || read(24))
