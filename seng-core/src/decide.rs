@@ -40,27 +40,25 @@ struct SideFields<'a> {
 }
 
 impl SengMtInfo {
-    /// The source side as seen through `flags` (the rule's, or fewer).
     #[inline(always)]
-    fn src_side(&self, flags: u16) -> SideFields<'_> {
+    fn src_side(&self) -> SideFields<'_> {
         SideFields {
             app: &self.app_hash_src,
             cat: &self.category_name_src,
             host: &self.host_src,
             mask: &self.src_subnet,
-            bits: flags & 0x3f,
+            bits: self.flags & 0x3f,
         }
     }
 
-    /// The destination side as seen through `flags`.
     #[inline(always)]
-    fn dst_side(&self, flags: u16) -> SideFields<'_> {
+    fn dst_side(&self) -> SideFields<'_> {
         SideFields {
             app: &self.app_hash_dst,
             cat: &self.category_name_dst,
             host: &self.host_dst,
             mask: &self.dst_subnet,
-            bits: (flags >> 6) & 0x3f,
+            bits: (self.flags >> 6) & 0x3f,
         }
     }
 
@@ -109,7 +107,7 @@ fn conditions_hold<M: EnclaveMeta>(side: &SideFields<'_>, family: Family, meta: 
 /// (`None`: not a registered enclave). Total over any bit pattern of `info`; unknown flag bits are
 /// ignored (`checkentry` rejects them before a rule is installed).
 pub fn decide<M: EnclaveMeta>(info: &SengMtInfo, family: Family, src: Option<&M>, dst: Option<&M>) -> bool {
-    side_holds(&info.src_side(info.flags), family, src) && side_holds(&info.dst_side(info.flags), family, dst)
+    side_holds(&info.src_side(), family, src) && side_holds(&info.dst_side(), family, dst)
 }
 
 /// The decision for a packet from `src` to `dst`, looking up in `table` only the sides the rule
@@ -133,13 +131,13 @@ where
     D: FnOnce() -> IpAddr,
 {
     let flags = info.flags;
-    // Where only the application bits of one side are set, the bits seen through the mask are
-    // the rule's and the other side's tests fold away: the same decision as the outlined one.
+    // Only one side's application bits set: the outlined decision with the other side's and
+    // the category and host tests folded away, as their bits are known clear.
     if flags & !(flags::APP_SRC | flags::APP_SRC_INV) & flags::ALL == 0 {
-        return flags & flags::APP_SRC == 0 || registered_holds(table, &info.src_side(flags), family, &src());
+        return flags & flags::APP_SRC == 0 || registered_holds(table, &info.src_side(), family, &src());
     }
     if flags & !(flags::APP_DST | flags::APP_DST_INV) & flags::ALL == 0 {
-        return flags & flags::APP_DST == 0 || registered_holds(table, &info.dst_side(flags), family, &dst());
+        return flags & flags::APP_DST == 0 || registered_holds(table, &info.dst_side(), family, &dst());
     }
     match_outlined(info, family, table, src, dst)
 }
@@ -152,8 +150,8 @@ where
 {
     let flags = info.flags;
     // An unregistered source fails the rule without a lookup of the destination.
-    (flags & flags::SRC_OPTIONS == 0 || registered_holds(table, &info.src_side(flags), family, &src()))
-        && (flags & flags::DST_OPTIONS == 0 || registered_holds(table, &info.dst_side(flags), family, &dst()))
+    (flags & flags::SRC_OPTIONS == 0 || registered_holds(table, &info.src_side(), family, &src()))
+        && (flags & flags::DST_OPTIONS == 0 || registered_holds(table, &info.dst_side(), family, &dst()))
 }
 
 /// Whether `addr` is registered and the side's conditions (at least one) hold for it.
