@@ -119,11 +119,21 @@ static struct seng_net *seng_pernet_in_rcu(const struct net *net)
 	return rcu_dereference(net->gen)->ptr[seng_net_id];
 }
 
-static bool seng_mt(const struct sk_buff *skb, struct xt_action_param *par)
+/*
+ * One callback per family: xtables calls a match of one family only for its packets (ip_tables,
+ * ip6_tables, and nft_compat in ip and ip6 tables), so the packet path does not dispatch.
+ * ip_tables and ip6_tables keep the network header in the linear area.
+ */
+static bool seng_mt_ipv4(const struct sk_buff *skb, struct xt_action_param *par)
 {
-	/* ip_tables and ip6_tables keep the network header in the linear area. */
-	return seng_rs_match(seng_pernet_in_rcu(xt_net(par))->rs, par->matchinfo, xt_family(par),
-			     skb_network_header(skb));
+	return seng_rs_match_ipv4(seng_pernet_in_rcu(xt_net(par))->rs, par->matchinfo,
+				  skb_network_header(skb));
+}
+
+static bool seng_mt_ipv6(const struct sk_buff *skb, struct xt_action_param *par)
+{
+	return seng_rs_match_ipv6(seng_pernet_in_rcu(xt_net(par))->rs, par->matchinfo,
+				  skb_network_header(skb));
 }
 
 static int seng_mt_check(const struct xt_mtchk_param *par)
@@ -141,7 +151,7 @@ static struct xt_match seng_mt_reg[] __read_mostly = {
 		.name = "seng",
 		.revision = 0,
 		.family = NFPROTO_IPV4,
-		.match = seng_mt,
+		.match = seng_mt_ipv4,
 		.checkentry = seng_mt_check,
 		.matchsize = XT_ALIGN(SENG_MT_INFO_SIZE),
 		.me = THIS_MODULE,
@@ -150,7 +160,7 @@ static struct xt_match seng_mt_reg[] __read_mostly = {
 		.name = "seng",
 		.revision = 0,
 		.family = NFPROTO_IPV6,
-		.match = seng_mt,
+		.match = seng_mt_ipv6,
 		.checkentry = seng_mt_check,
 		.matchsize = XT_ALIGN(SENG_MT_INFO_SIZE),
 		.me = THIS_MODULE,

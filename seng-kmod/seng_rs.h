@@ -94,8 +94,10 @@ struct seng_net_state;
 /* Rust entry points. */
 struct seng_net_state *seng_rs_net_new(u32 capacity);
 void seng_rs_net_free(struct seng_net_state *state);
-bool seng_rs_match(const struct seng_net_state *state, const void *info, u8 nfproto,
-		   const void *network_header);
+bool seng_rs_match_ipv4(const struct seng_net_state *state, const void *info,
+			const void *network_header);
+bool seng_rs_match_ipv6(const struct seng_net_state *state, const void *info,
+			const void *network_header);
 int seng_rs_check(const void *info, u8 nfproto, const char **msg);
 int seng_rs_doit(const struct seng_net_state *state, struct seng_request *req);
 int seng_rs_dump(const struct seng_net_state *state, const u8 *request, u32 request_len,

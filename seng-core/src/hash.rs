@@ -4,7 +4,7 @@
 //! input bit (the original hashed only the first octet, which made a /8 one bucket).
 //!
 //! Addresses are hashed on the packet path, once per seng rule, so their mix is short: two
-//! multiply-and-fold rounds. The keys placed in the table are the SENG server's registrations, not attacker input;
+//! multiplications. The keys placed in the table are the SENG server's registrations, not attacker input;
 //! a packet's address only chooses which probe sequence a lookup walks.
 
 use core::net::IpAddr;
@@ -34,20 +34,22 @@ fn absorb(h: u64, word: u64) -> u64 {
     (h ^ word).wrapping_mul(MULTIPLIER).rotate_left(31)
 }
 
-/// Two multiply-and-fold rounds: the low bits the table indexes with depend on every input bit,
-/// so runs of consecutive addresses do not form runs of occupied slots.
+/// Two multiplications, folded in between and rotated after: the low bits the table indexes
+/// with are middle bits of the second product, which depend on every input bit, so runs of
+/// consecutive addresses do not form runs of occupied slots. (The rotation costs the packet path
+/// two instructions less than a second fold, and places keys as well.)
 #[inline(always)]
 fn short_mix(x: u64) -> u64 {
     let h = x.wrapping_mul(MULTIPLIER);
-    let h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
-    h ^ (h >> 32)
+    (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93).rotate_left(32)
 }
 
 impl TableKey for IpAddr {
     #[inline(always)]
     fn hash(&self, seed: u64) -> u64 {
         match self {
-            IpAddr::V4(a) => short_mix((u64::from(u32::from_ne_bytes(a.octets())) | 4 << 32) ^ seed),
+            // No family tag: the IPv6 mix below is another function of the seed already.
+            IpAddr::V4(a) => short_mix(u64::from(u32::from_ne_bytes(a.octets())) ^ seed),
             IpAddr::V6(a) => {
                 let [hi, lo] = split(a.octets());
                 short_mix(absorb(seed ^ 6, hi) ^ lo)
@@ -100,5 +102,31 @@ mod test {
         let v4: IpAddr = "32.1.13.184".parse().unwrap();
         assert_ne!(v6.hash(1), v4.hash(1));
         assert_ne!(v4.hash(1), v4.hash(2), "the seed changes placement");
+    }
+
+    #[test]
+    fn linear_probing_at_half_load_probes_as_under_random_placement() {
+        // What a lookup pays: the map probes linearly and is at most half full, where random
+        // placement averages 2.5 probes for an absent key. Registrations come in structured runs
+        // (a subnet, one address per subnet), which a weak mix would turn into long clusters.
+        for bits in [6u32, 10, 16] {
+            let slots = 1usize << bits;
+            // Every stride keeps the addresses distinct.
+            let strides = [1u32, 4, 1 << 8, 1 << 16];
+            for (stride, seed) in strides.iter().zip([7u64, 0xdead_beef_cafe_babe, 42, 1 << 63]) {
+                let mut used = vec![false; slots];
+                for i in 0..slots as u32 / 2 {
+                    let ip = IpAddr::V4(core::net::Ipv4Addr::from(0x0a00_0001u32.wrapping_add(i.wrapping_mul(*stride))));
+                    let mut at = ip.hash(seed) as usize;
+                    while used[at & (slots - 1)] {
+                        at += 1;
+                    }
+                    used[at & (slots - 1)] = true;
+                }
+                let probes: usize = (0..slots).map(|start| (start..).take_while(|at| used[at & (slots - 1)]).count() + 1).sum();
+                let mean = probes as f64 / slots as f64;
+                assert!(mean < 3.2, "{slots} slots, stride {stride}: {mean:.2} probes per absent key");
+            }
+        }
     }
 }

@@ -45,7 +45,7 @@ pub mod script;
 pub mod table;
 
 pub use category::Category;
-pub use decide::{decide, match_packet, EnclaveMeta};
+pub use decide::{decide, match_addresses, match_packet, EnclaveMeta};
 pub use family::Family;
 pub use host::HostMask;
 pub use matchinfo::SengMtInfo;

@@ -15,11 +15,13 @@ pub struct Measurement(pub [u8; MEASUREMENT_LEN]);
 
 impl Measurement {
     /// Compares with raw measurement bytes (a rule's field) as four words: on the packet path
-    /// this stays inline instead of becoming a `memcmp` call.
+    /// this stays inline instead of becoming a `memcmp` call. Measurements are digests, so
+    /// different ones differ in the first word but once in 2^64: it alone decides a rule that
+    /// names another application (most rules a packet meets), the other three only confirm.
     #[inline]
     pub fn eq_bytes(&self, other: &[u8; MEASUREMENT_LEN]) -> bool {
         let (a, b) = (words(&self.0), words(other));
-        ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0
+        a[0] == b[0] && ((a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0
     }
 }
 

@@ -293,21 +293,52 @@ unsafe extern "C" fn netlink_event(
 
 // xtables match
 
-/// `xt_match.match`: the per-packet decision.
+/// `xt_match.match` of the IPv4 match: the per-packet decision. One callback per family, as
+/// the distro flavour's: xtables calls a match of one family only for its packets.
 ///
 /// # Safety
-/// Called by xtables with a packet and the parameters of a rule accepted by [`xt_check`].
-unsafe extern "C" fn xt_match(
+/// Called by xtables with an IPv4 packet and the parameters of a rule accepted by [`xt_check`].
+unsafe extern "C" fn xt_match_ipv4(
     skb: *const bindings::sk_buff,
     par: *mut bindings::xt_action_param,
 ) -> bool {
-    // SAFETY: xtables hands the hook's state and the rule's match data, validated by `xt_check`.
-    let (hook, info) = unsafe { (&*(*par).state, (*par).__bindgen_anon_2.matchinfo) };
-    // SAFETY: packet path (RCU read side), live namespace, match data validated by `xt_check`;
-    // ip_tables and ip6_tables keep the network header of the hook's family in the linear area.
+    // SAFETY: by the caller; ip_tables keeps the fixed header in the linear area.
     unsafe {
+        let (state, info, header) = xt_match_args(skb, par);
+        (*state).matches_ipv4(info, header)
+    }
+}
+
+/// `xt_match.match` of the IPv6 match.
+///
+/// # Safety
+/// Called by xtables with an IPv6 packet and the parameters of a rule accepted by [`xt_check`].
+unsafe extern "C" fn xt_match_ipv6(
+    skb: *const bindings::sk_buff,
+    par: *mut bindings::xt_action_param,
+) -> bool {
+    // SAFETY: by the caller; ip6_tables keeps the fixed header in the linear area.
+    unsafe {
+        let (state, info, header) = xt_match_args(skb, par);
+        (*state).matches_ipv6(info, header)
+    }
+}
+
+/// The namespace's state, the rule's match data and the packet's network header.
+///
+/// # Safety
+/// As the `xt_match.match` callbacks'.
+#[inline(always)]
+unsafe fn xt_match_args<'a>(
+    skb: *const bindings::sk_buff,
+    par: *mut bindings::xt_action_param,
+) -> (*const NetState, &'a SengMtInfo, *const u8) {
+    // SAFETY: xtables hands the hook's state and the rule's match data, validated by
+    // `xt_check`; packet path (RCU read side), live namespace.
+    unsafe {
+        let (hook, info) = (&*(*par).state, (*par).__bindgen_anon_2.matchinfo);
         let header = bindings::skb_network_header(skb);
-        (*PerNet::of(hook.net).state()).matches(&*info.cast::<SengMtInfo>(), hook.pf, header)
+        (PerNet::of(hook.net).state(), &*info.cast::<SengMtInfo>(), header)
     }
 }
 
@@ -338,7 +369,7 @@ fn xt_match_reg(family: u32, module: &'static ThisModule) -> bindings::xt_match 
     copy_name(&mut reg.name, "seng");
     reg.revision = 0;
     reg.family = family as u16;
-    reg.match_ = Some(xt_match);
+    reg.match_ = Some(if family == bindings::NFPROTO_IPV4 { xt_match_ipv4 } else { xt_match_ipv6 });
     reg.checkentry = Some(xt_check);
     reg.matchsize = MATCHINFO_XT_SIZE as u32;
     reg.me = module.as_ptr();

@@ -91,26 +91,28 @@ impl<K: TableKey, V> RcuMap<K, V> {
     pub(crate) fn get(&self, key: &K) -> Option<&Node<K, V>> {
         let (array, mask) = self.current();
         let hash = key.hash(self.seed);
-        let mut index = hash as usize;
-        // Bounded so that even a corrupted array cannot make a reader spin.
-        for _ in 0..=mask {
-            index &= mask;
-            // SAFETY: index <= mask < length of the array.
-            let slot = unsafe { array.elem(index) };
+        // Bounded to one pass over the array, so that even a corrupted array cannot make a
+        // reader spin. The probe count also makes the index: one register less on the packet path.
+        let mut probe = 0;
+        loop {
+            // SAFETY: the index is masked: below the length of the array.
+            let slot = unsafe { array.elem((hash as usize).wrapping_add(probe) & mask) };
             let node = slot.node.load(Ordering::Acquire);
             if node.is_null() {
                 return None;
             }
-            if node != tombstone() && slot.hash.load(Ordering::Relaxed) == hash {
+            if slot.hash.load(Ordering::Relaxed) == hash && node != tombstone() {
                 // SAFETY: published nodes stay valid while readers may see them.
                 let node = unsafe { &*node };
                 if node.key == *key {
                     return Some(node);
                 }
             }
-            index = index.wrapping_add(1);
+            if probe == mask {
+                return None;
+            }
+            probe += 1;
         }
-        None
     }
 
     /// The slot index holding `key`, for a writer.

@@ -28,15 +28,25 @@ pub unsafe extern "C" fn seng_rs_net_free(state: *mut NetState) {
     }
 }
 
-/// The packet-path decision for one rule.
+/// The packet-path decision for one IPv4 rule.
 ///
 /// # Safety
 /// Called inside an RCU read-side section with a live `state`, a validated match blob, and the
-/// packet's network header of family `nfproto` (see [`NetState::matches`]).
+/// packet's IPv4 header (see [`NetState::matches_ipv4`]).
 #[no_mangle]
-pub unsafe extern "C" fn seng_rs_match(state: *const NetState, info: *const SengMtInfo, nfproto: u8, header: *const u8) -> bool {
+pub unsafe extern "C" fn seng_rs_match_ipv4(state: *const NetState, info: *const SengMtInfo, header: *const u8) -> bool {
     // SAFETY: by the caller.
-    unsafe { (*state).matches(&*info, nfproto, header) }
+    unsafe { (*state).matches_ipv4(&*info, header) }
+}
+
+/// The packet-path decision for one IPv6 rule.
+///
+/// # Safety
+/// As [`seng_rs_match_ipv4`], with the packet's IPv6 header.
+#[no_mangle]
+pub unsafe extern "C" fn seng_rs_match_ipv6(state: *const NetState, info: *const SengMtInfo, header: *const u8) -> bool {
+    // SAFETY: by the caller.
+    unsafe { (*state).matches_ipv6(&*info, header) }
 }
 
 /// `checkentry`: 0 if the match blob is valid for `nfproto`, else -EINVAL with a message.

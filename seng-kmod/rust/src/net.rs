@@ -18,7 +18,7 @@ use seng_core::engine::{Ending, Engine, Services};
 use seng_core::genl::{ReadScope, Scoped};
 use seng_core::matchinfo::MatchInfoError;
 use seng_core::table::{EnclaveTable, Platform};
-use seng_core::{match_packet, Family, SengMtInfo};
+use seng_core::{match_addresses, Family, SengMtInfo};
 
 pub use seng_core::engine::{Handled, Refusal};
 
@@ -111,27 +111,33 @@ impl NetState {
         self.engine.live()
     }
 
-    /// The packet-path decision of one rule of protocol family `nfproto` for the packet whose
-    /// IPv4 or IPv6 header is at `header`. Call inside an RCU read-side section.
+    // The packet-path decision of one rule, one function per family: each xt_match the module
+    // registers is of one family, and xtables calls it only for packets of that family (ip_tables,
+    // ip6_tables, and nft_compat in ip and ip6 tables; other nft families find no seng match).
+    // So no per-packet dispatch, and each reads and compares only its own width.
+
+    /// The packet-path decision of one IPv4 rule for the packet whose IPv4 header is at
+    /// `header`. Call inside an RCU read-side section.
     ///
     /// # Safety
-    /// `header` points to the packet's network header of that family, readable for its fixed
-    /// part (ip_tables and ip6_tables keep it in the linear area).
-    #[inline]
-    pub unsafe fn matches(&self, info: &SengMtInfo, nfproto: u8, header: *const u8) -> bool {
-        // SAFETY (both arms): the addresses lie within the fixed header, by the caller.
-        let (family, src, dst) = match Family::from_nfproto(nfproto) {
-            Some(Family::Ipv4) => unsafe {
-                let read = |at: usize| IpAddr::V4(Ipv4Addr::from(header.add(at).cast::<[u8; 4]>().read_unaligned()));
-                (Family::Ipv4, read(12), read(16))
-            },
-            Some(Family::Ipv6) => unsafe {
-                let read = |at: usize| IpAddr::V6(Ipv6Addr::from(header.add(at).cast::<[u8; 16]>().read_unaligned()));
-                (Family::Ipv6, read(8), read(24))
-            },
-            None => return false,
-        };
-        match_packet(info, family, self.live(), &src, &dst)
+    /// `header` points to the packet's IPv4 header, readable for its fixed part (ip_tables
+    /// keeps it in the linear area).
+    #[inline(always)]
+    pub unsafe fn matches_ipv4(&self, info: &SengMtInfo, header: *const u8) -> bool {
+        // SAFETY: saddr and daddr lie within the fixed header, by the caller.
+        let read = move |at: usize| IpAddr::V4(Ipv4Addr::from(unsafe { header.add(at).cast::<[u8; 4]>().read_unaligned() }));
+        match_addresses(info, Family::Ipv4, self.live(), move || read(12), move || read(16))
+    }
+
+    /// [`NetState::matches_ipv4`] for an IPv6 rule and header.
+    ///
+    /// # Safety
+    /// As [`NetState::matches_ipv4`], of IPv6 (ip6_tables keeps the fixed header linear too).
+    #[inline(always)]
+    pub unsafe fn matches_ipv6(&self, info: &SengMtInfo, header: *const u8) -> bool {
+        // SAFETY: saddr and daddr lie within the fixed header, by the caller.
+        let read = move |at: usize| IpAddr::V6(Ipv6Addr::from(unsafe { header.add(at).cast::<[u8; 16]>().read_unaligned() }));
+        match_addresses(info, Family::Ipv6, self.live(), move || read(8), move || read(24))
     }
 
     /// `checkentry`: whether a rule's match data is valid for `nfproto`, else why not.
