@@ -276,7 +276,9 @@ fn gateway(a: &Attr<'_>) -> Result<GatewayName, ProtoError> {
 /// one).
 fn leading_origin(payload: &[u8]) -> Result<(Origin, usize), ProtoError> {
     match Attrs::new(payload).next() {
-        Some(Ok(a)) if a.kind == attr::ORIGIN => Ok((Origin::Gateway(gateway(&a)?), nla_align(NLA_HDRLEN + a.payload.len()))),
+        // The last attribute's padding may be cut short, as nla_parse allows: the request then
+        // starts at the payload's end.
+        Some(Ok(a)) if a.kind == attr::ORIGIN => Ok((Origin::Gateway(gateway(&a)?), nla_align(NLA_HDRLEN + a.payload.len()).min(payload.len()))),
         _ => Ok((Origin::Local, 0)),
     }
 }
@@ -1076,6 +1078,16 @@ mod test {
 
     fn app() -> Measurement {
         Measurement([0xab; 32])
+    }
+
+    #[test]
+    fn an_origin_whose_padding_is_cut_short_ends_the_payload() {
+        let gateway = crate::GatewayName::new(b"gw-b").unwrap();
+        let sent = msg(|w| w.put_origin(&gateway));
+        for cut in [sent.len(), sent.len() - 3] {
+            let scoped = Scoped::parse(cmd::FLUSH, &sent[..cut]).unwrap();
+            assert_eq!((scoped.origin, scoped.base()), (Origin::Gateway(gateway), cut));
+        }
     }
 
     #[test]

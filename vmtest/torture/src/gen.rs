@@ -287,7 +287,7 @@ pub fn random(rng: &mut Rng) -> (u8, Vec<u8>) {
 #[cfg(test)]
 mod test {
     use super::*;
-    use seng_core::genl::Request;
+    use seng_core::genl::Scoped;
 
     #[test]
     fn valid_requests_decode() {
@@ -295,7 +295,7 @@ mod test {
         let mut rng = Rng::new(1);
         for _ in 0..2000 {
             let (command, payload) = universe.valid(&mut rng, 10);
-            assert!(Request::parse(command, &payload).is_ok(), "command {command} payload {payload:?}");
+            assert!(Scoped::parse(command, &payload).is_ok(), "command {command} payload {payload:?}");
         }
     }
 
