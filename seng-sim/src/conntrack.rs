@@ -248,6 +248,9 @@ struct Conn {
     mark: u32,
     /// NAT manips set up (bits of [`Manip`]), for an entry not yet confirmed.
     nat_done: u8,
+    /// What the bindings changed ([`ct_state::SNAT`], [`ct_state::DNAT`]), kept from
+    /// [`Conntrack::bind`] so the packets of an untranslated connection skip the rewrite.
+    nat_status: u8,
 }
 
 /// Which address a NAT binding or translation rewrites.
@@ -440,7 +443,7 @@ impl Conntrack {
         let Some(reply) = tuple.invert() else {
             return ct_state::INVALID;
         };
-        let mut conn = Conn { tuples: [tuple, reply], seen_reply: false, tcp_state, expires_ns: 0, mark: 0, nat_done: 0 };
+        let mut conn = Conn { tuples: [tuple, reply], seen_reply: false, tcp_state, expires_ns: 0, mark: 0, nat_done: 0, nat_status: 0 };
         conn.refresh(now_ns);
         self.pending = Some(conn);
         self.current = Some(Current::Pending);
@@ -551,6 +554,7 @@ impl Conntrack {
         if let Some(pending) = self.pending.as_mut() {
             pending.tuples[1] = reply;
             pending.nat_done |= manip as u8;
+            pending.nat_status = Self::status_of(pending);
         }
         true
     }
@@ -564,7 +568,11 @@ impl Conntrack {
 
     /// NAT status bits of the packet's connection, as `--ctstate SNAT` / `DNAT` see them.
     pub fn nat_status(&self) -> u8 {
-        let Some(c) = self.conn() else { return 0 };
+        self.conn().map_or(0, |c| c.nat_status)
+    }
+
+    /// The NAT status bits of `c`'s tuples: what its bindings changed of the original.
+    fn status_of(c: &Conn) -> u8 {
         let t = Self::translated_original(c);
         let o = c.tuples[0];
         let snat = t.src != o.src || (has_ports(o.proto) && t.sport != o.sport);
@@ -587,6 +595,11 @@ impl Conntrack {
                 None => return false,
             },
         };
+        // Without a binding that changed anything, the inverse of the other direction's tuple
+        // is the packet's own (an ICMP error's outer addresses are still rewritten below).
+        if conn.nat_status == 0 && !related {
+            return false;
+        }
         // The packet becomes the inverse of the other direction's tuple.
         let other = conn.tuples[usize::from(!reply)];
         let before = (p.src, p.dst, p.sport, p.dport);
