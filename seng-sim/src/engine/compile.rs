@@ -148,6 +148,7 @@ impl Compiled {
     }
 
     /// Whether the table has a built-in chain at `hook`.
+    #[inline]
     pub fn has_hook(&self, hook: Hook) -> bool {
         self.hook_chain[hook as usize].is_some()
     }

@@ -249,6 +249,10 @@ impl<'s, 'a> Walk<'s, 'a> {
 
     /// Runs the table `kind`'s chain of `hook`, if the table is loaded and has one.
     fn table(&mut self, kind: TableKind, hook: Hook) -> Verdict {
+        // Most hooks have most tables absent: tested here, that costs no call.
+        if !self.tables[kind as usize].as_ref().is_some_and(|t| t.has_hook(hook)) {
+            return Verdict::Accept;
+        }
         self.traverse(kind, hook).map_or(Verdict::Accept, |(verdict, _)| verdict)
     }
 
