@@ -4,7 +4,7 @@
 
 use seng_core::table::{EnclaveTable, StdPlatform};
 
-use super::compile::{CMatch, CRule, CTarget, Compiled, PortCond, FRAG, HAS_PROTO, INV_DST, INV_FRAG, INV_PROTO, INV_SRC};
+use super::compile::{CMatch, CRule, CTarget, Compiled, PortCond, ADDR_OR_IFACE, FRAG, HAS_PROTO, INV_DST, INV_FRAG, INV_PROTO, INV_SRC};
 use super::{Hook, Verdict};
 use crate::packet::{proto, to_ip, Packet, L4};
 use crate::rules::{ct_state, ConnmarkSpec, NatSpec, Policy, PortDirection};
@@ -118,10 +118,11 @@ impl CRule {
     #[inline]
     pub(super) fn check(&self, c: &Ctx<'_, '_>) -> Hit {
         let p = c.p;
-        if ((p.src & self.smask) != self.src) != (self.flags & INV_SRC != 0)
-            || ((p.dst & self.dmask) != self.dst) != (self.flags & INV_DST != 0)
-            || self.in_ok >> c.in_iface & 1 == 0
-            || self.out_ok >> c.out_iface & 1 == 0
+        if self.flags & ADDR_OR_IFACE != 0
+            && (((p.src & self.smask) != self.src) != (self.flags & INV_SRC != 0)
+                || ((p.dst & self.dmask) != self.dst) != (self.flags & INV_DST != 0)
+                || self.in_ok >> c.in_iface & 1 == 0
+                || self.out_ok >> c.out_iface & 1 == 0)
         {
             return Hit::No;
         }
