@@ -231,6 +231,12 @@ impl Simulator {
         Ok(())
     }
 
+    /// Whether the next timed event is due `since_first` the first packet: tested for every
+    /// packet, so most packets cost a comparison, not a call.
+    fn event_due(&self, since_first: Duration) -> bool {
+        self.timed.get(self.next_event).is_some_and(|line| line.at.is_none_or(|at| at <= since_first))
+    }
+
     fn due_events<'w>(&mut self, since_first: Duration, after_capture: bool, trace: &mut Option<&mut (dyn Write + 'w)>) -> Result<(), SimError> {
         while let Some(line) = self.timed.get(self.next_event) {
             if line.at.is_some_and(|at| at > since_first) && !after_capture {
@@ -262,7 +268,7 @@ impl Simulator {
         let first = *stats.first_ts_ns.get_or_insert(frame.ts_ns);
         stats.last_ts_ns = Some(frame.ts_ns);
         let since_first = Duration::from_nanos(frame.ts_ns.saturating_sub(first));
-        if self.next_event < self.timed.len() {
+        if self.event_due(since_first) {
             self.due_events(since_first, false, &mut trace)?;
         }
         let payload = capture::payload(frame)
