@@ -14,7 +14,7 @@ use seng_core::Family;
 use super::compile::Compiled;
 use super::trace::{ct_name, Describe};
 use super::traverse::Counter;
-use super::walk::Walk;
+use super::walk::{Plan, Walk};
 use super::{Options, SimError, TableKind};
 use crate::capture::{self, Frame, Payload};
 use crate::conntrack::{Conntrack, ConntrackStats};
@@ -105,6 +105,8 @@ pub struct Stats {
 pub struct Simulator {
     /// Per family, per [`TableKind`]; `None` for a table the rules never name.
     tables: [[Option<Compiled>; 4]; 2],
+    /// Per family, the hooks' steps for its tables.
+    plans: [Plan; 2],
     router: Router,
     conntrack: Conntrack,
     enclaves: LocalTable,
@@ -126,13 +128,15 @@ impl Simulator {
     pub fn new(rules: &Ruleset, script: &[ScriptLine], options: &Options) -> Result<Simulator, SimError> {
         let router = Router::new(&options.net)?;
         let enclaves = LocalTable::new(options.capacity).map_err(|e| SimError::Event { line: 0, message: e.to_string() })?;
+        let tables = [Family::Ipv4, Family::Ipv6].map(|family| {
+            TableKind::ALL.map(|kind| {
+                let table = rules.table(family, kind);
+                table.declared.then(|| Compiled::new(table, &router, options.backend))
+            })
+        });
         let mut sim = Simulator {
-            tables: [Family::Ipv4, Family::Ipv6].map(|family| {
-                TableKind::ALL.map(|kind| {
-                    let table = rules.table(family, kind);
-                    table.declared.then(|| Compiled::new(table, &router, options.backend))
-                })
-            }),
+            plans: [Plan::new(&tables[0]), Plan::new(&tables[1])],
+            tables,
             router,
             conntrack: Conntrack::new(),
             enclaves,
@@ -324,6 +328,7 @@ impl Simulator {
         let tracing = trace.is_some();
         let mut walk = Walk::new(
             &mut self.tables[fi],
+            &self.plans[fi],
             &self.router,
             &mut self.conntrack,
             self.enclaves.table(),

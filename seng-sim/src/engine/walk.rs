@@ -55,10 +55,48 @@ const POSTROUTING: &[Step] = &[Table(TableKind::Mangle), Nat, Confirm];
 /// connection: conntrack does not run again.
 const LOOPBACK_PREROUTING: &[Step] = &[Table(TableKind::Raw), Table(TableKind::Mangle), Nat];
 
+/// The steps of every hook for one family's loaded tables. A table the rules never load, or
+/// one without a chain at the hook, has no step: most rulesets load one or two of the four
+/// tables, and every packet would test the others at every hook.
+pub(super) struct Plan {
+    prerouting: Box<[Step]>,
+    input: Box<[Step]>,
+    forward: Box<[Step]>,
+    output: Box<[Step]>,
+    postrouting: Box<[Step]>,
+    loopback_prerouting: Box<[Step]>,
+}
+
+impl Plan {
+    /// The plan for `tables` (one family's, `None` where not loaded).
+    pub(super) fn new(tables: &[Option<Compiled>; 4]) -> Plan {
+        let keep = |hook: Hook, steps: &[Step]| -> Box<[Step]> {
+            steps
+                .iter()
+                .copied()
+                .filter(|step| match step {
+                    Table(kind) => tables[*kind as usize].as_ref().is_some_and(|t| t.has_hook(hook)),
+                    Track | Nat | Reroute | Confirm => true,
+                })
+                .collect()
+        };
+        Plan {
+            prerouting: keep(Hook::Prerouting, PREROUTING),
+            input: keep(Hook::Input, INPUT),
+            forward: keep(Hook::Forward, FORWARD),
+            output: keep(Hook::Output, OUTPUT),
+            postrouting: keep(Hook::Postrouting, POSTROUTING),
+            loopback_prerouting: keep(Hook::Prerouting, LOOPBACK_PREROUTING),
+        }
+    }
+}
+
 /// A packet walking the hooks, with what it needs of the simulator.
 pub(super) struct Walk<'s, 'a> {
     /// The family's tables, `None` where not loaded.
     pub(super) tables: &'s mut [Option<Compiled>; 4],
+    /// The steps of each hook for those tables.
+    plan: &'s Plan,
     pub(super) router: &'s Router,
     pub(super) conntrack: &'s mut Conntrack,
     pub(super) enclaves: &'s EnclaveTable<StdPlatform>,
@@ -95,6 +133,7 @@ impl<'s, 'a> Walk<'s, 'a> {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         tables: &'s mut [Option<Compiled>; 4],
+        plan: &'s Plan,
         router: &'s Router,
         conntrack: &'s mut Conntrack,
         enclaves: &'s EnclaveTable<StdPlatform>,
@@ -106,6 +145,7 @@ impl<'s, 'a> Walk<'s, 'a> {
     ) -> Walk<'s, 'a> {
         Walk {
             tables,
+            plan,
             router,
             conntrack,
             enclaves,
@@ -128,14 +168,15 @@ impl<'s, 'a> Walk<'s, 'a> {
     /// Takes the packet through every hook it passes.
     pub(super) fn run(&mut self) {
         let family = self.p.family;
+        let plan = self.plan;
         match self.router.arrival(family, self.p.src) {
             Some(in_iface) => {
                 self.in_iface = in_iface;
-                if !self.hook(Hook::Prerouting, PREROUTING) {
+                if !self.hook(Hook::Prerouting, &plan.prerouting) {
                     return;
                 }
                 if self.router.delivered(family, self.p.dst) {
-                    self.hook(Hook::Input, INPUT);
+                    self.hook(Hook::Input, &plan.input);
                     return;
                 }
                 self.out_iface = self.router.route(family, self.p.dst);
@@ -147,16 +188,16 @@ impl<'s, 'a> Walk<'s, 'a> {
                     self.note(format_args!(" | TTL expired: dropped by the IP stack before FORWARD"));
                     return;
                 }
-                if self.hook(Hook::Forward, FORWARD) {
-                    self.hook(Hook::Postrouting, POSTROUTING);
+                if self.hook(Hook::Forward, &plan.forward) {
+                    self.hook(Hook::Postrouting, &plan.postrouting);
                 }
             }
             None => {
                 self.loopback = self.router.is_local(family, self.p.dst);
                 self.out_iface = if self.loopback { LO } else { self.router.route(family, self.p.dst) };
-                let mut verdict = self.hook_verdict(Hook::Output, OUTPUT);
+                let mut verdict = self.hook_verdict(Hook::Output, &plan.output);
                 if verdict == Verdict::Accept {
-                    verdict = self.hook_verdict(Hook::Postrouting, POSTROUTING);
+                    verdict = self.hook_verdict(Hook::Postrouting, &plan.postrouting);
                 }
                 // What the sender learns: a drop at either hook fails its send (EPERM).
                 let own = &mut self.stats.own;
@@ -169,8 +210,8 @@ impl<'s, 'a> Walk<'s, 'a> {
                     return;
                 }
                 (self.in_iface, self.out_iface) = (LO, 0);
-                if self.hook(Hook::Prerouting, LOOPBACK_PREROUTING) {
-                    self.hook(Hook::Input, INPUT);
+                if self.hook(Hook::Prerouting, &plan.loopback_prerouting) {
+                    self.hook(Hook::Input, &plan.input);
                 }
             }
         }
@@ -249,10 +290,6 @@ impl<'s, 'a> Walk<'s, 'a> {
 
     /// Runs the table `kind`'s chain of `hook`, if the table is loaded and has one.
     fn table(&mut self, kind: TableKind, hook: Hook) -> Verdict {
-        // Most hooks have most tables absent: tested here, that costs no call.
-        if !self.tables[kind as usize].as_ref().is_some_and(|t| t.has_hook(hook)) {
-            return Verdict::Accept;
-        }
         self.traverse(kind, hook).map_or(Verdict::Accept, |(verdict, _)| verdict)
     }
 
