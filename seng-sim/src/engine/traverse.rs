@@ -2,11 +2,13 @@
 //! Chain traversal: what a compiled match and rule decide for a packet, and the walk through a
 //! compiled table's chains that counts and finds the verdict.
 
-use seng_core::table::{EnclaveTable, StdPlatform};
+use std::cell::Cell;
+
+use seng_core::table::{EnclaveRef, EnclaveTable, StdPlatform};
 
 use super::compile::{CMatch, CRule, CTarget, Compiled, PortCond, ADDR_OR_IFACE, FRAG, HAS_PROTO, INV_DST, INV_FRAG, INV_PROTO, INV_SRC};
 use super::{Hook, Verdict};
-use crate::packet::{proto, to_ip, Packet, L4};
+use crate::packet::{proto, to_ip, Addr, Packet, L4};
 use crate::rules::{ct_state, ConnmarkSpec, NatSpec, Policy, PortDirection};
 
 /// A packet and where it is, as the rules see it; the targets change its marks.
@@ -28,6 +30,23 @@ pub(super) struct Ctx<'p, 'a> {
     /// nothing, as xt_CT leaves a packet with a connection alone.
     pub(super) tracked: bool,
     pub(super) enclaves: &'p EnclaveTable<StdPlatform>,
+    /// What the enclave table says of the source, once a seng match asked (`None`: not yet):
+    /// a packet meeting several seng rules looks its addresses up once per traversal.
+    pub(super) src_enclave: Cell<Option<Option<EnclaveRef<'p>>>>,
+    /// The same for the destination.
+    pub(super) dst_enclave: Cell<Option<Option<EnclaveRef<'p>>>>,
+}
+
+impl<'p> Ctx<'p, '_> {
+    /// The enclave at `addr` (the packet's source or destination, `memo` its answer so far).
+    fn enclave(&self, memo: &Cell<Option<Option<EnclaveRef<'p>>>>, addr: Addr) -> Option<EnclaveRef<'p>> {
+        if let Some(known) = memo.get() {
+            return known;
+        }
+        let found = self.enclaves.lookup(&to_ip(self.p.family, addr));
+        memo.set(Some(found));
+        found
+    }
 }
 
 /// Outcome of one match: holds, does not, or the packet must be dropped (`hotdrop`).
@@ -103,7 +122,12 @@ impl CMatch {
             }
             CMatch::Mark { value, mask, inv } => (c.mark & mask == *value) != *inv,
             CMatch::Connmark { value, mask, inv } => c.ctmark.is_some_and(|m| (m & mask == *value) != *inv),
-            CMatch::Seng(info) => seng_core::match_packet(info, p.family, c.enclaves, &to_ip(p.family, p.src), &to_ip(p.family, p.dst)),
+            CMatch::Seng(info) => {
+                // seng_core::match_packet's decision, on the remembered lookups.
+                let src = if info.needs_src() { c.enclave(&c.src_enclave, p.src) } else { None };
+                let dst = if info.needs_dst() { c.enclave(&c.dst_enclave, p.dst) } else { None };
+                seng_core::decide(info, p.family, src.as_ref(), dst.as_ref())
+            }
         };
         if yes {
             Hit::Yes

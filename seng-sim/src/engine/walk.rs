@@ -13,6 +13,7 @@
 //! binding is rewritten at those hooks from its conntrack entry, so later hooks and the seng
 //! lookup see the translated addresses.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -307,6 +308,8 @@ impl<'s, 'a> Walk<'s, 'a> {
             notrack: self.notrack,
             tracked: self.tracked,
             enclaves: self.enclaves,
+            src_enclave: Cell::new(None),
+            dst_enclave: Cell::new(None),
         };
         let tracing = self.trace.is_some();
         let (verdict, decider) = table.run(hook, &mut ctx, tracing);
