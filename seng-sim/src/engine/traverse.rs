@@ -236,7 +236,15 @@ impl Compiled {
         let mut at = 0u32;
         loop {
             let ch = self.chains[usize::from(chain)];
-            if at >= ch.len {
+            // The chain's first rule from `at` on that does not pass the packet by: one walk
+            // over a slice, not an index (and its bounds checks) per rule.
+            let first = (ch.start + at) as usize;
+            let rest = self.rules.get(first..(ch.start + ch.len) as usize).unwrap_or_default();
+            let found = rest.iter().zip(first..).find_map(|(rule, index)| match rule.check(c) {
+                Hit::No => None,
+                hit => Some((index, hit)),
+            });
+            let Some((index, hit)) = found else {
                 // Fell off the end: back to the caller, or the built-in chain's policy.
                 match self.stack.pop() {
                     Some((caller, next)) => {
@@ -246,17 +254,12 @@ impl Compiled {
                     }
                     None => return self.policy(start),
                 }
+            };
+            at = index as u32 - ch.start;
+            if hit == Hit::Hotdrop {
+                return (Verdict::Drop, Decider::Hotdrop(chain, at));
             }
-            let index = (ch.start + at) as usize;
             let rule = &self.rules[index];
-            match rule.check(c) {
-                Hit::No => {
-                    at += 1;
-                    continue;
-                }
-                Hit::Hotdrop => return (Verdict::Drop, Decider::Hotdrop(chain, at)),
-                Hit::Yes => {}
-            }
             self.counters[index].add(c.p.len);
             let target = rule.target;
             if trace && !matches!(target, CTarget::Accept | CTarget::Drop | CTarget::Reject | CTarget::Nat(_)) {
