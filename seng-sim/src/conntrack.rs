@@ -34,7 +34,7 @@
 //!   change ends (the engine's `Services::end_connections`).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 
 use seng_core::Family;
 
@@ -62,36 +62,10 @@ impl Hash for Tuple {
     }
 }
 
-/// A multiply-rotate hash (FxHash style) finished with a mix: tuples are not attacker-chosen in
-/// an offline replay, and SipHash would cost a large share of the per-packet budget.
-#[derive(Default, Clone, Copy)]
-pub struct FastHasher(u64);
-
-const K: u64 = 0x517c_c1b7_2722_0a95;
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
-    }
-
-    fn write_u128(&mut self, v: u128) {
-        self.write_u64(v as u64);
-        self.write_u64((v >> 64) as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        let h = self.0;
-        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+/// The tuple map's hasher: rustc-hash's FxHash (rustc's own, well kept), a multiply-add per
+/// word. Tuples are not attacker-chosen in an offline replay, and SipHash would cost a large
+/// share of the per-packet budget.
+type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// TCP conntrack states, numbered as the kernel's table columns.
 mod tcp {
