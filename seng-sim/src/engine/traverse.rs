@@ -224,6 +224,17 @@ impl Compiled {
         }
     }
 
+    /// The decision of the built-in chain of `hook` if it has no rules: its policy, with no
+    /// packet context to build (gateways often leave OUTPUT or FORWARD empty).
+    pub(super) fn policy_only(&mut self, hook: Hook) -> Option<(Verdict, Decider)> {
+        let chain = self.hook_chain[hook as usize]?;
+        if self.chains[usize::from(chain)].len != 0 {
+            return None;
+        }
+        self.steps.clear();
+        Some(self.policy(chain))
+    }
+
     /// Runs the packet through the built-in chain of `hook` (which the table must have),
     /// counting; `trace` keeps the steps.
     pub(super) fn run(&mut self, hook: Hook, c: &mut Ctx<'_, '_>, trace: bool) -> (Verdict, Decider) {

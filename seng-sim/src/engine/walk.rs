@@ -296,30 +296,36 @@ impl<'s, 'a> Walk<'s, 'a> {
 
     fn traverse(&mut self, kind: TableKind, hook: Hook) -> Option<(Verdict, Decider)> {
         let table = self.tables[kind as usize].as_mut().filter(|t| t.has_hook(hook))?;
-        let ctmark = if self.has_conn { self.conntrack.mark() } else { None };
-        let mut ctx = Ctx {
-            p: &self.p,
-            in_iface: self.in_iface,
-            out_iface: self.out_iface,
-            ct: self.ct,
-            ct_status: if self.has_conn { self.conntrack.nat_status() } else { 0 },
-            mark: self.mark,
-            ctmark,
-            notrack: self.notrack,
-            tracked: self.tracked,
-            enclaves: self.enclaves,
-            src_enclave: Cell::new(None),
-            dst_enclave: Cell::new(None),
-        };
         let tracing = self.trace.is_some();
-        let (verdict, decider) = table.run(hook, &mut ctx, tracing);
+        let (verdict, decider) = match table.policy_only(hook) {
+            Some(decided) => decided,
+            None => {
+                let ctmark = if self.has_conn { self.conntrack.mark() } else { None };
+                let mut ctx = Ctx {
+                    p: &self.p,
+                    in_iface: self.in_iface,
+                    out_iface: self.out_iface,
+                    ct: self.ct,
+                    ct_status: if self.has_conn { self.conntrack.nat_status() } else { 0 },
+                    mark: self.mark,
+                    ctmark,
+                    notrack: self.notrack,
+                    tracked: self.tracked,
+                    enclaves: self.enclaves,
+                    src_enclave: Cell::new(None),
+                    dst_enclave: Cell::new(None),
+                };
+                let decided = table.run(hook, &mut ctx, tracing);
+                self.mark = ctx.mark;
+                self.notrack = ctx.notrack;
+                if let Some(mark) = ctx.ctmark.filter(|m| Some(*m) != ctmark) {
+                    self.conntrack.set_mark(mark);
+                }
+                decided
+            }
+        };
         if let Decider::Policy(chain) = decider {
             table.policy_counters[usize::from(chain)].add(self.p.len);
-        }
-        self.mark = ctx.mark;
-        self.notrack = ctx.notrack;
-        if let Some(mark) = ctx.ctmark.filter(|m| Some(*m) != ctmark) {
-            self.conntrack.set_mark(mark);
         }
         if let Some(line) = self.trace.as_deref_mut() {
             let _ = write!(
