@@ -64,11 +64,14 @@ impl CMatch {
         // What of the transport header the match can read. Later fragments have none: the
         // x_tables matches and nftables' transport payloads do not match them, and x_tables'
         // tcp match drops a TCP fragment at offset 8 as an attempt to overwrite flags.
-        let header = match p.l4 {
-            L4::Fragment if p.frag_offset == 1 && p.proto == proto::TCP && matches!(self, CMatch::Ports { .. }) => return Hit::Hotdrop,
-            L4::Fragment if matches!(self, CMatch::Ports { .. } | CMatch::Payload { .. } | CMatch::Icmp { .. } | CMatch::Multiport { .. }) => return Hit::No,
-            _ => p.payload,
-        };
+        if p.l4 == L4::Fragment {
+            match self {
+                CMatch::Ports { .. } if p.frag_offset == 1 && p.proto == proto::TCP => return Hit::Hotdrop,
+                CMatch::Ports { .. } | CMatch::Payload { .. } | CMatch::Icmp { .. } | CMatch::Multiport { .. } => return Hit::No,
+                CMatch::State { .. } | CMatch::Seng(_) | CMatch::Mark { .. } | CMatch::Connmark { .. } => {}
+            }
+        }
+        let header = p.payload;
         let yes = match self {
             CMatch::Ports { sport, dport, flags } => {
                 // xt_tcp / xt_udp read the whole header (20 / 8 bytes) or drop the packet.
@@ -142,11 +145,12 @@ impl CRule {
     #[inline]
     pub(super) fn check(&self, c: &Ctx<'_, '_>) -> Hit {
         let p = c.p;
+        // The interface bitmaps first: cheaper than the 128-bit address tests.
         if self.flags & ADDR_OR_IFACE != 0
-            && (((p.src & self.smask) != self.src) != (self.flags & INV_SRC != 0)
-                || ((p.dst & self.dmask) != self.dst) != (self.flags & INV_DST != 0)
-                || self.in_ok >> c.in_iface & 1 == 0
-                || self.out_ok >> c.out_iface & 1 == 0)
+            && (self.in_ok >> c.in_iface & 1 == 0
+                || self.out_ok >> c.out_iface & 1 == 0
+                || ((p.src & self.smask) != self.src) != (self.flags & INV_SRC != 0)
+                || ((p.dst & self.dmask) != self.dst) != (self.flags & INV_DST != 0))
         {
             return Hit::No;
         }
