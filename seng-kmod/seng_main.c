@@ -173,6 +173,8 @@ static const struct nla_policy seng_policy[SENG_A_MAX + 1] = {
 	 */
 	[SENG_A_ENCLAVE] = { .type = NLA_NESTED },
 	[SENG_A_ADDR] = { .type = NLA_BINARY, .len = SENG_ADDR_MAX_LEN },
+	[SENG_A_ORIGIN] = { .type = NLA_NUL_STRING, .len = SENG_ORIGIN_MAX_LEN },
+	[SENG_A_ALL_ORIGINS] = { .type = NLA_FLAG },
 };
 
 /*
@@ -309,6 +311,8 @@ static_assert(sizeof(((struct netlink_callback *)0)->args[0]) >= sizeof(u64),
 static int seng_genl_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
 {
 	struct seng_net *sn = seng_pernet(sock_net(skb->sk));
+	/* The dump request's attributes say whose entries it reads. */
+	const struct genlmsghdr *request = nlmsg_data(cb->nlh);
 	u64 cursor = cb->args[0];
 	void *hdr;
 	int len;
@@ -319,7 +323,8 @@ static int seng_genl_dumpit(struct sk_buff *skb, struct netlink_callback *cb)
 		return -EMSGSIZE;
 	rcu_read_lock();
 	cb->seq = seng_rs_dump_stamp(sn->rs);
-	len = seng_rs_dump(sn->rs, &cursor, skb_tail_pointer(skb), skb_tailroom(skb));
+	len = seng_rs_dump(sn->rs, genlmsg_data(request), genlmsg_len(request), &cursor,
+			   skb_tail_pointer(skb), skb_tailroom(skb));
 	rcu_read_unlock();
 	if (len <= 0) {
 		genlmsg_cancel(skb, hdr);

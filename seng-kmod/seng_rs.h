@@ -56,13 +56,19 @@ enum {
 	SENG_A_STAT_CAPACITY,
 	SENG_A_STAT_SLOTS,
 	SENG_A_STAT_GENERATION,
+	SENG_A_ORIGIN,
+	SENG_A_ALL_ORIGINS,
 	__SENG_A_MAX,
 };
 #define SENG_A_MAX (__SENG_A_MAX - 1)
 
-/* Attribute lengths: a measurement, the longest category name (without its NUL), an address. */
+/*
+ * Attribute lengths: a measurement, the longest category name and gateway name (without their
+ * NUL), an address.
+ */
 #define SENG_APP_LEN 32
 #define SENG_CAT_MAX_LEN 20
+#define SENG_ORIGIN_MAX_LEN 32
 #define SENG_ADDR_MAX_LEN 16
 
 /* struct seng_mt_info is 180 bytes; iptables and the kernel use its XT_ALIGN'ed size. */
@@ -92,7 +98,8 @@ bool seng_rs_match(const struct seng_net_state *state, const void *info, u8 nfpr
 		   const void *network_header);
 int seng_rs_check(const void *info, u8 nfproto, const char **msg);
 int seng_rs_doit(const struct seng_net_state *state, struct seng_request *req);
-int seng_rs_dump(const struct seng_net_state *state, u64 *cursor, u8 *buf, u32 cap);
+int seng_rs_dump(const struct seng_net_state *state, const u8 *request, u32 request_len,
+		 u64 *cursor, u8 *buf, u32 cap);
 u32 seng_rs_dump_stamp(const struct seng_net_state *state);
 bool seng_rs_may_own_transaction(const struct seng_net_state *state, u32 portid);
 void seng_rs_release(const struct seng_net_state *state, u32 portid);

@@ -10,7 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use seng_core::engine::{Ending, Engine, Services};
-use seng_core::genl::{cmd, AttrWriter, Request};
+use seng_core::genl::{cmd, AttrWriter, Scoped};
+use seng_core::origin::OriginId;
 use seng_core::table::{EnclaveTable, Platform, StdPlatform};
 use seng_core::{Category, Measurement};
 
@@ -69,7 +70,7 @@ fn through_engine(messages: &[Vec<u8>]) -> f64 {
     let engine = Engine::new(StdPlatform, ENCLAVES as usize, 7).unwrap();
     let start = Instant::now();
     for payload in messages {
-        let request = Request::parse(cmd::ENCLAVE_SET, payload).unwrap();
+        let request = Scoped::parse(cmd::ENCLAVE_SET, payload).unwrap();
         // SAFETY: one thread, no readers.
         unsafe { engine.execute(&mut Quiet, black_box(request), 1, None) }.unwrap();
     }
@@ -85,7 +86,7 @@ fn through_table() -> f64 {
     let start = Instant::now();
     for (ip, app, host, category) in &enclaves {
         // SAFETY: one thread, no readers.
-        unsafe { table.register(*ip, app, *host, core::slice::from_ref(category)) }.unwrap();
+        unsafe { table.register(*ip, OriginId::LOCAL, app, *host, core::slice::from_ref(category)) }.unwrap();
     }
     let ns = start.elapsed().as_nanos() as f64 / f64::from(ENCLAVES);
     assert_eq!(table.len(), ENCLAVES as usize);

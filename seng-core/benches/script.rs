@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use seng_core::operation::{Operation, Registration};
 use seng_core::script::parse_line;
-use seng_core::{Category, Measurement};
+use seng_core::{Category, Measurement, Origin};
 
 const LINES: u32 = 1_000_000;
 
@@ -28,7 +28,7 @@ fn line(i: u32) -> String {
     let app = (i % 16) as u8;
     let category = Category::new(format!("cat-{app}").as_bytes()).unwrap();
     let host = IpAddr::V4(Ipv4Addr::new(172, 16, (i % 64) as u8, 1));
-    Operation::from(Registration { addr, app: Measurement([app + 1; 32]), host, categories: vec![category] }).to_string()
+    Operation::from(Registration { addr, app: Measurement([app + 1; 32]), host, categories: vec![category], origin: Origin::Local }).to_string()
 }
 
 /// Parses every line of `script` and returns ns per line.

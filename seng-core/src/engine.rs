@@ -13,7 +13,12 @@
 //! - No error is swallowed.
 //! - Any change to what a rule can see about an address (its application, its host, its
 //!   application's categories) ends that address's connections after a grace period, in the same
-//!   request; re-stating what is already true ends nothing.
+//!   request; so does a change of the entry's origin. Re-stating what is already true ends
+//!   nothing.
+//! - A request acts for one [origin](crate::origin) and changes only that origin's part of the
+//!   table, except that a local registration replaces a remote entry of its address; a remote
+//!   entry never replaces another origin's (refused with `EEXIST`). A gateway's name is held
+//!   while an entry or an open replace transaction needs it, and forgotten after.
 //!
 //! The environment comes in through the table's [`Platform`] and the [`Services`] trait.
 
@@ -24,8 +29,9 @@ use core::net::IpAddr;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use crate::genl::{attr, errno, Additions, AttrWriter, CategoryList, EnclaveSpec, LegacyOp, ProtoError, Request};
-use crate::table::{AddrSet, EnclaveRef, EnclaveTable, Platform, Registered, TableError, MAX_CATEGORIES_PER_APP};
+use crate::genl::{attr, errno, Additions, AttrWriter, CategoryList, EnclaveSpec, LegacyOp, ProtoError, ReadScope, Request, Scoped};
+use crate::origin::{Origin, OriginId, OriginNames, OriginSet};
+use crate::table::{AddrSet, AppKey, EnclaveRef, EnclaveTable, Platform, Registered, TableError, MAX_CATEGORIES_PER_APP};
 use crate::{Category, Measurement};
 
 /// What the engine needs from its environment besides memory.
@@ -44,14 +50,14 @@ pub trait Services {
 /// applications whose categories changed.
 pub struct Ending<'a, P: Platform> {
     addrs: &'a AddrSet<P>,
-    apps: &'a [Measurement],
+    apps: &'a [AppKey],
     table: &'a EnclaveTable<P>,
 }
 
 impl<P: Platform> Ending<'_, P> {
     /// Whether the connections of `ip` end.
     pub fn contains(&self, ip: &IpAddr) -> bool {
-        self.addrs.contains(ip) || (!self.apps.is_empty() && self.table.lookup(ip).is_some_and(|e| self.apps.contains(e.app())))
+        self.addrs.contains(ip) || (!self.apps.is_empty() && self.table.lookup(ip).is_some_and(|e| self.apps.contains(e.app_key())))
     }
 
     /// Calls `f` once with every address whose connections end.
@@ -59,7 +65,7 @@ impl<P: Platform> Ending<'_, P> {
         self.addrs.for_each(&mut f);
         if !self.apps.is_empty() {
             for e in self.table.enclaves_from(0) {
-                if self.apps.contains(e.app()) && !self.addrs.contains(&e.addr()) {
+                if self.apps.contains(e.app_key()) && !self.addrs.contains(&e.addr()) {
                     f(e.addr());
                 }
             }
@@ -88,6 +94,14 @@ impl fmt::Display for Refusal {
     }
 }
 
+impl Refusal {
+    /// The refusal with its offset counted `by` bytes further (from the start of a payload that
+    /// holds the refused attributes after others).
+    pub fn shifted(self, by: usize) -> Refusal {
+        Refusal { at: self.at.map(|at| at + by), ..self }
+    }
+}
+
 impl From<ProtoError> for Refusal {
     fn from(error: ProtoError) -> Refusal {
         Refusal { error, at: None }
@@ -109,12 +123,30 @@ pub struct Handled {
     pub reply_len: usize,
 }
 
+/// A replace transaction being built.
+struct Staging<P: Platform> {
+    /// The netlink port that owns it.
+    owner: u32,
+    /// The replacement of the parts of `scope`'s origins.
+    table: NonNull<EnclaveTable<P>>,
+    /// The origins whose parts the commit replaces: those the transaction's requests named.
+    scope: OriginSet,
+}
+
+impl<P: Platform> Clone for Staging<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P: Platform> Copy for Staging<P> {}
+
 /// One namespace's tables and the rules for changing them.
 pub struct Engine<P: Platform + Clone> {
     live: AtomicPtr<EnclaveTable<P>>,
-    /// The replace transaction being built, with the netlink port that owns it. Written only by
-    /// the writer.
-    staging: UnsafeCell<Option<(u32, NonNull<EnclaveTable<P>>)>>,
+    /// The names of the gateways the tables' entries (and an open transaction) came from.
+    origins: OriginNames<P>,
+    /// The replace transaction being built. Written only by the writer.
+    staging: UnsafeCell<Option<Staging<P>>>,
     /// The owner's port plus one, 0 when no transaction is open: read without the writer lock.
     staging_owner: AtomicU64,
     /// Twice the generation, plus one while a change is under way (a sequence lock for dumps).
@@ -244,17 +276,18 @@ impl Cats {
 enum Before {
     Absent,
     Same,
-    /// Registered to another application or host. `orphan` indexes the batch's copies of
-    /// category sets when the nest took that application's last enclave, so undoing must
+    /// Registered to another application, host or origin. `orphan` indexes the batch's copies
+    /// of category sets when the nest took that application's last enclave, so undoing must
     /// recreate it; kept apart so that the common record stays small.
-    Other { app: Measurement, host: IpAddr, orphan: Option<usize> },
+    Other { app: AppKey, host: IpAddr, orphan: Option<usize> },
 }
 
 #[derive(Clone, Copy)]
 struct Undo {
     ip: IpAddr,
     before: Before,
-    app: Measurement,
+    /// The application the nest registered the address to.
+    app: AppKey,
     /// The application's category count before the nest (register only appends, so the old set
     /// is a prefix of the new); `None` when the nest created the application.
     app_before: Option<usize>,
@@ -281,11 +314,35 @@ fn app_host(spec: &EnclaveSpec<'_>) -> Result<(Measurement, IpAddr), ProtoError>
     }
 }
 
+/// Whether an entry of `incoming` may take the place of the entry of `existing` at an address:
+/// one of its own origin may, and a local one may take a gateway's; a gateway's entry never
+/// replaces another origin's.
+fn may_replace(existing: OriginId, incoming: OriginId) -> Result<(), ProtoError> {
+    if existing == incoming || incoming.is_local() {
+        return Ok(());
+    }
+    let msg = match existing.is_local() {
+        true => c"the address is a local enclave: a gateway's entry never replaces the local SENG server's",
+        false => c"the address is another gateway's enclave: a gateway's entry never replaces another origin's",
+    };
+    Err(ProtoError { errno: errno::EEXIST, attr: Some(attr::ENCLAVE), msg })
+}
+
+/// Whether `table` holds `addr` in the part of `origin` (`None`: a gateway without entries).
+fn held_by<P: Platform>(table: &EnclaveTable<P>, addr: &IpAddr, origin: Option<OriginId>) -> Result<(), ProtoError> {
+    match table.lookup(addr) {
+        Some(e) if Some(e.origin()) == origin => Ok(()),
+        Some(_) => Err(ProtoError { errno: errno::ENOENT, attr: Some(attr::ENCLAVE), msg: c"the address is another origin's enclave" }),
+        None => Err(TableError::NotRegistered.into()),
+    }
+}
+
 /// Decodes `additions` into `specs` (sized for them) and checks, in that one pass and changing
-/// nothing, that registering them in order is possible: every nest is well formed and names an
-/// application and a host, the table has room for the new addresses, and no application would
-/// pass [`MAX_CATEGORIES_PER_APP`] (blaming the first nest that would take one past it).
-fn check_batch<'a, P: Platform>(table: &EnclaveTable<P>, additions: &Additions<'a>, specs: &mut Scratch<P, (usize, EnclaveSpec<'a>)>) -> Result<(), Refusal> {
+/// nothing, that registering them in order for `origin` is possible: every nest is well formed
+/// and names an application and a host, no gateway's nest takes another origin's address, the
+/// table has room for the new addresses, and no application would pass
+/// [`MAX_CATEGORIES_PER_APP`] (blaming the first nest that would take one past it).
+fn check_batch<'a, P: Platform>(table: &EnclaveTable<P>, origin: OriginId, additions: &Additions<'a>, specs: &mut Scratch<P, (usize, EnclaveSpec<'a>)>) -> Result<(), Refusal> {
     let mut new = 0;
     let mut most_attached = 0;
     // The categories the batch brings that its nest's application does not have yet: at most
@@ -297,11 +354,18 @@ fn check_batch<'a, P: Platform>(table: &EnclaveTable<P>, additions: &Additions<'
     let room_is_sure = table.len() + additions.len() <= table.stats().capacity;
     for item in additions.iter_at() {
         let (at, spec) = item.map_err(|(at, error)| Refusal { error, at: Some(at) })?;
-        app_host(&spec).map_err(|error| Refusal { error, at: Some(at) })?;
+        let blame = |error| Refusal { error, at: Some(at) };
+        app_host(&spec).map_err(blame)?;
         // Sized for the list.
         specs.push((at, spec));
+        // A local nest takes any address: only a gateway's needs to know who holds it.
+        if !origin.is_local() {
+            if let Some(e) = table.lookup(&spec.addr) {
+                may_replace(e.origin(), origin).map_err(blame)?;
+            }
+        }
         new += usize::from(!room_is_sure && table.lookup(&spec.addr).is_none());
-        let attached = spec.app.and_then(|a| table.app(&a)).map_or(&[][..], |a| a.categories());
+        let attached = spec.app.and_then(|a| table.app(origin, &a)).map_or(&[][..], |a| a.categories());
         most_attached = most_attached.max(attached.len());
         spec.with_categories(|cs| {
             for c in cs.iter().filter(|c| !attached.contains(c)) {
@@ -319,17 +383,17 @@ fn check_batch<'a, P: Platform>(table: &EnclaveTable<P>, additions: &Additions<'
     let specs = specs.as_slice();
     for (i, (at, spec)) in specs.iter().enumerate() {
         let Some(app) = spec.app else { continue };
-        let mut cats = Cats::of(table.app(&app).map_or(&[][..], |a| a.categories()));
+        let mut cats = Cats::of(table.app(origin, &app).map_or(&[][..], |a| a.categories()));
         let grown = specs.iter().take(i + 1).filter(|(_, s)| s.app == Some(app)).try_for_each(|(_, s)| s.with_categories(|cs| cs.iter().try_for_each(|c| cats.add(c))));
         grown.map_err(|e| Refusal { error: e.into(), at: Some(*at) })?;
     }
     Ok(())
 }
 
-/// `categories` merged into (`add`) or taken from the application's current set; taking one it
-/// does not have is refused.
-fn new_categories<P: Platform>(table: &EnclaveTable<P>, app: &Measurement, categories: &CategoryList<'_>, add: bool) -> Result<(Cats, bool), TableError> {
-    let current = table.app(app).ok_or(TableError::UnknownApp)?.categories();
+/// `categories` merged into (`add`) or taken from the current set of the application `app` of
+/// `origin` (`None`: a gateway without entries); taking one it does not have is refused.
+fn new_categories<P: Platform>(table: &EnclaveTable<P>, origin: Option<OriginId>, app: &Measurement, categories: &CategoryList<'_>, add: bool) -> Result<(Cats, bool), TableError> {
+    let current = origin.and_then(|origin| table.app(origin, app)).ok_or(TableError::UnknownApp)?.categories();
     let mut cats = Cats::of(current);
     for c in categories.iter() {
         if add {
@@ -344,13 +408,27 @@ fn new_categories<P: Platform>(table: &EnclaveTable<P>, app: &Measurement, categ
     Ok((cats, changed))
 }
 
+impl<P: Platform> Staging<P> {
+    fn table(&self) -> &EnclaveTable<P> {
+        // SAFETY: the staging table is owned by the writer and unpublished.
+        unsafe { self.table.as_ref() }
+    }
+}
+
+/// The transaction `portid` owns.
+fn owned<P: Platform>(staging: &mut Option<Staging<P>>, portid: u32) -> Result<&mut Staging<P>, ProtoError> {
+    staging.as_mut().filter(|s| s.owner == portid).ok_or_else(no_transaction)
+}
+
 impl<P: Platform + Clone> Engine<P> {
     /// An engine with an empty table of at most `capacity` enclaves.
     pub fn new(platform: P, capacity: usize, seed: u64) -> Result<Self, TableError> {
+        let origins = OriginNames::new(platform.clone()).ok_or(TableError::OutOfMemory)?;
         let table = EnclaveTable::new(platform.clone(), capacity, seed)?;
         let live = boxed(&platform, table).ok_or(TableError::OutOfMemory)?;
         Ok(Engine {
             live: AtomicPtr::new(live.as_ptr()),
+            origins,
             staging: UnsafeCell::new(None),
             staging_owner: AtomicU64::new(0),
             sequence: AtomicU64::new(0),
@@ -365,6 +443,12 @@ impl<P: Platform + Clone> Engine<P> {
         // SAFETY: never null; a replaced table is freed only after a grace period, and callers are
         // readers inside one or the writer.
         unsafe { &*self.live.load(Ordering::Acquire) }
+    }
+
+    /// The names of the gateways the entries came from. Readers may use it inside a read-side
+    /// section, as they use [`Engine::live`].
+    pub fn origins(&self) -> &OriginNames<P> {
+        &self.origins
     }
 
     /// The change counter: it steps with every applied change, before its connections end.
@@ -388,6 +472,12 @@ impl<P: Platform + Clone> Engine<P> {
         self.sequence.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Marks the change under way as not made after all: the generation stays. A dump part
+    /// stamped meanwhile is still told apart, which only makes the dump start over.
+    fn cancelled(&self) {
+        self.sequence.fetch_sub(1, Ordering::AcqRel);
+    }
+
     /// The stamp of one part of a dump (netlink's `cb->seq`): parts and the final message of a
     /// dump that overlaps a change get different stamps, so netlink marks the dump
     /// `NLM_F_DUMP_INTR`. Never 0, which netlink takes for "no stamp yet".
@@ -400,12 +490,59 @@ impl<P: Platform + Clone> Engine<P> {
         ((sequence / 2) % 0x7fff_ffff) as u32 + 1
     }
 
-    fn set_staging(&self, staging: &mut Option<(u32, NonNull<EnclaveTable<P>>)>, value: Option<(u32, NonNull<EnclaveTable<P>>)>) {
-        if let Some((_, old)) = core::mem::replace(staging, value) {
-            // SAFETY: a staging table is never published.
-            unsafe { unbox(&self.platform, old) };
+    /// Writes into `buf` the ENCLAVE nests of the entries `scope` reads, from `*cursor` on, and
+    /// advances the cursor; the nest of a remote entry starts with its ORIGIN. Returns the bytes
+    /// written (0: the dump is complete). Call inside a read-side section; a dump that overlaps
+    /// a change may miss or repeat entries, which its stamps ([`Engine::dump_stamp`]) reveal.
+    pub fn dump(&self, scope: &ReadScope, cursor: &mut usize, buf: &mut [u8]) -> Result<usize, ProtoError> {
+        let only = match scope {
+            ReadScope::Every => None,
+            ReadScope::Origin(origin) => match self.origins.find(origin) {
+                Some(id) => Some(id),
+                // A gateway without entries.
+                None => return Ok(0),
+            },
+        };
+        let mut out = AttrWriter::new(buf);
+        let mut enclaves = self.live().enclaves_from(*cursor);
+        loop {
+            let before = enclaves.cursor();
+            let Some(e) = enclaves.next() else { break };
+            if only.is_some_and(|id| id != e.origin()) {
+                continue;
+            }
+            let origin = self.origins.name(e.origin());
+            // A gateway's entry whose name went meanwhile belongs to a dump that starts over.
+            if origin.is_none() && !e.origin().is_local() {
+                continue;
+            }
+            if out.put_entry(origin, &e.addr(), e.app(), &e.host(), e.categories()).is_err() {
+                if out.is_empty() {
+                    return Err(NO_ROOM);
+                }
+                *cursor = before;
+                return Ok(out.len());
+            }
+            // Safe as a resume point: the nest just written is complete.
+            *cursor = enclaves.cursor();
         }
-        self.staging_owner.store(value.map_or(0, |(owner, _)| u64::from(owner) + 1), Ordering::Release);
+        Ok(out.len())
+    }
+
+    fn set_staging(&self, staging: &mut Option<Staging<P>>, value: Option<Staging<P>>) {
+        if let Some(old) = core::mem::replace(staging, value) {
+            if value.is_none_or(|new| new.table != old.table) {
+                // SAFETY: a staging table is never published.
+                unsafe { unbox(&self.platform, old.table) };
+            }
+        }
+        self.staging_owner.store(value.map_or(0, |s| u64::from(s.owner) + 1), Ordering::Release);
+    }
+
+    /// An empty table to stage a replacement in.
+    fn new_table(&self, services: &mut impl Services) -> Result<NonNull<EnclaveTable<P>>, TableError> {
+        let table = EnclaveTable::new(self.platform.clone(), self.capacity, services.seed())?;
+        boxed(&self.platform, table).ok_or(TableError::OutOfMemory)
     }
 
     /// Drops the replace transaction owned by a closing netlink socket.
@@ -415,8 +552,28 @@ impl<P: Platform + Clone> Engine<P> {
     pub unsafe fn release(&self, portid: u32) {
         // SAFETY: serialised writer.
         let staging = unsafe { &mut *self.staging.get() };
-        if matches!(*staging, Some((owner, _)) if owner == portid) {
+        if owned(staging, portid).is_ok() {
             self.set_staging(staging, None);
+            // SAFETY: serialised writer.
+            unsafe { self.forget_unused_origins() };
+        }
+    }
+
+    /// Forgets the name of every gateway that nothing needs any more: no entry of the live or
+    /// the staging table is the gateway's, and no open transaction names it.
+    ///
+    /// # Safety
+    /// Writers are serialised.
+    unsafe fn forget_unused_origins(&self) {
+        // SAFETY: serialised writer.
+        let staging = unsafe { &*self.staging.get() };
+        let live = self.live();
+        for id in self.origins.ids() {
+            let staged = staging.as_ref().is_some_and(|s| s.scope.contains(id) || s.table().origin_len(id) > 0);
+            if live.origin_len(id) == 0 && !staged {
+                // SAFETY: serialised writer; nothing carries the id.
+                unsafe { self.origins.release(id) };
+            }
         }
     }
 
@@ -426,7 +583,7 @@ impl<P: Platform + Clone> Engine<P> {
 
     /// Waits out readers of the old metadata, then ends the connections of `addrs` and of the
     /// enclaves of `apps`.
-    fn end(&self, services: &mut impl Services, addrs: &AddrSet<P>, apps: &[Measurement]) {
+    fn end(&self, services: &mut impl Services, addrs: &AddrSet<P>, apps: &[AppKey]) {
         let ending = Ending { addrs, apps, table: self.live() };
         if !ending.is_empty() {
             services.grace_period();
@@ -434,30 +591,44 @@ impl<P: Platform + Clone> Engine<P> {
         }
     }
 
-    /// Executes one request from the netlink port `portid`; `reply` is room for the attributes
-    /// GET and STATS answer with.
+    /// Executes one request from the netlink port `portid`, for the origin it names; `reply` is
+    /// room for the attributes GET and STATS answer with.
     ///
     /// # Safety
     /// Writers are serialised (the kernel holds the namespace's mutex), and the platform's
     /// `retire` waits for concurrent readers.
-    pub unsafe fn execute(&self, services: &mut impl Services, request: Request<'_>, portid: u32, mut reply: Option<&mut [u8]>) -> Result<Handled, Refusal> {
+    pub unsafe fn execute(&self, services: &mut impl Services, request: Scoped<'_>, portid: u32, reply: Option<&mut [u8]>) -> Result<Handled, Refusal> {
+        // SAFETY: by the caller.
+        let result = unsafe { self.execute_for(services, &request.origin, request.request, portid, reply) };
+        // A refused registration may have named a gateway for nothing, a flush taken its last
+        // entry.
+        // SAFETY: by the caller.
+        unsafe { self.forget_unused_origins() };
+        result.map_err(|refusal| refusal.shifted(request.base()))
+    }
+
+    /// [`Engine::execute`] of `request` for `origin`, its offsets counted from the request's
+    /// own attributes.
+    ///
+    /// # Safety
+    /// As [`Engine::execute`].
+    unsafe fn execute_for(&self, services: &mut impl Services, origin: &Origin, request: Request<'_>, portid: u32, mut reply: Option<&mut [u8]>) -> Result<Handled, Refusal> {
         // SAFETY: serialised writer.
         let staging = unsafe { &mut *self.staging.get() };
         let table = self.live();
-        let staged = |staging: &Option<(u32, NonNull<EnclaveTable<P>>)>| match *staging {
-            // SAFETY: the staging table is owned by this writer and unpublished.
-            Some((owner, t)) if owner == portid => Ok(unsafe { &*t.as_ptr() }),
-            _ => Err(no_transaction()),
-        };
         let changed = Handled { notify: true, reply_len: 0 };
         let quiet = Handled { notify: false, reply_len: 0 };
-        // SAFETY (every table writer call below): serialised writer, by the caller.
+        // SAFETY (every table and name writer call below): serialised writer, by the caller.
         match request {
             Request::Legacy(op) => unsafe { self.legacy(services, op) },
-            Request::Register(list) => unsafe { self.register_batch(services, &list) }.map(|()| changed),
+            Request::Register(additions) => {
+                let id = unsafe { self.origins.intern(origin) }?;
+                unsafe { self.register_batch(services, id, &additions) }.map(|()| changed)
+            }
             Request::Unregister(list) => {
-                if let Some((at, _)) = list.iter_at().find(|(_, s)| table.lookup(&s.addr).is_none()) {
-                    return Err(Refusal { error: TableError::NotRegistered.into(), at: Some(at) });
+                let id = self.origins.find(origin);
+                if let Some((at, error)) = list.iter_at().find_map(|(at, s)| held_by(table, &s.addr, id).err().map(|e| (at, e))) {
+                    return Err(Refusal { error, at: Some(at) });
                 }
                 let mut ending = self.new_ending(list.len(), services)?;
                 self.changing();
@@ -472,27 +643,32 @@ impl<P: Platform + Clone> Engine<P> {
                 Ok(changed)
             }
             Request::Flush => {
-                unsafe { self.flush(services) }?;
+                // A gateway without a name has no entries to flush.
+                if let Some(id) = self.origins.find(origin) {
+                    unsafe { self.flush(services, id) }?;
+                }
                 Ok(changed)
             }
             Request::Attach { app, categories } | Request::Detach { app, categories } => {
                 let add = matches!(request, Request::Attach { .. });
-                let (cats, differs) = new_categories(table, &app, &categories, add)?;
-                if differs {
+                let id = self.origins.find(origin);
+                let (cats, differs) = new_categories(table, id, &app, &categories, add)?;
+                if let (true, Some(id)) = (differs, id) {
                     // Allocated first: once the set is changed, nothing may fail.
                     let ending = self.new_ending(0, services)?;
                     self.changing();
-                    let set = unsafe { table.set_categories(&app, cats.as_slice()) };
+                    let set = unsafe { table.set_categories(id, &app, cats.as_slice()) };
                     self.changed();
                     set?;
-                    self.end(services, &ending, core::slice::from_ref(&app));
+                    self.end(services, &ending, &[AppKey { measurement: app, origin: id }]);
                 }
                 Ok(changed)
             }
-            Request::Get { addr } => {
-                let e = table.lookup(&addr).ok_or(ProtoError::from(TableError::NotRegistered))?;
+            Request::Get { addr, scope } => {
+                let e = table.lookup(&addr).filter(|e| scope.includes(&self.origins.origin(e.origin())));
+                let e = e.ok_or(ProtoError::from(TableError::NotRegistered))?;
                 let mut out = reply_writer(&mut reply)?;
-                out.put_enclave(&e.addr(), Some(e.app()), Some(&e.host()), e.categories()).map_err(|_| NO_ROOM)?;
+                out.put_entry(self.origins.name(e.origin()), &e.addr(), e.app(), &e.host(), e.categories()).map_err(|_| NO_ROOM)?;
                 Ok(Handled { notify: false, reply_len: out.len() })
             }
             Request::Stats => {
@@ -510,30 +686,50 @@ impl<P: Platform + Clone> Engine<P> {
                 Ok(Handled { notify: false, reply_len: out.len() })
             }
             Request::ReplaceBegin => {
-                if matches!(*staging, Some((owner, _)) if owner != portid) {
+                if matches!(*staging, Some(s) if s.owner != portid) {
                     return Err(ProtoError { errno: errno::EBUSY, attr: None, msg: c"another socket has a replace transaction open" }.into());
                 }
-                let fresh = EnclaveTable::new(self.platform.clone(), self.capacity, services.seed())?;
-                let fresh = boxed(&self.platform, fresh).ok_or(TableError::OutOfMemory)?;
-                self.set_staging(staging, Some((portid, fresh)));
+                let id = unsafe { self.origins.intern(origin) }?;
+                match *staging {
+                    // The owner empties the staging table's part of the origin: the whole table
+                    // when that is all it holds.
+                    Some(s) if s.table().origin_len(id) < s.table().len() => unsafe { s.table().unregister_origin(id, drop) },
+                    Some(s) => {
+                        let fresh = self.new_table(services)?;
+                        self.set_staging(staging, Some(Staging { table: fresh, ..s }));
+                    }
+                    None => {
+                        let fresh = self.new_table(services)?;
+                        self.set_staging(staging, Some(Staging { owner: portid, table: fresh, scope: OriginSet::default() }));
+                    }
+                }
+                owned(staging, portid)?.scope.insert(id);
                 Ok(quiet)
             }
             // A partly applied message only affects the unpublished staging table, which the
             // client aborts on any error: no all-or-nothing check up front.
             Request::StagedRegister(additions) => {
-                let target = staged(staging)?;
+                owned(staging, portid)?;
+                let id = unsafe { self.origins.intern(origin) }?;
+                let s = owned(staging, portid)?;
+                s.scope.insert(id);
+                let target = s.table();
                 for item in additions.iter_at() {
                     let (at, spec) = item.map_err(|(at, error)| Refusal { error, at: Some(at) })?;
                     let blame = |error: ProtoError| Refusal { error, at: Some(at) };
                     let (app, host) = app_host(&spec).map_err(blame)?;
-                    spec.with_categories(|cs| unsafe { target.register(spec.addr, &app, host, cs) }).map_err(|e| blame(e.into()))?;
+                    if let Some(e) = target.lookup(&spec.addr) {
+                        may_replace(e.origin(), id).map_err(blame)?;
+                    }
+                    spec.with_categories(|cs| unsafe { target.register(spec.addr, id, &app, host, cs) }).map_err(|e| blame(e.into()))?;
                 }
                 Ok(quiet)
             }
             Request::StagedUnregister(list) => {
-                let target = staged(staging)?;
-                if let Some((at, _)) = list.iter_at().find(|(_, s)| target.lookup(&s.addr).is_none()) {
-                    return Err(Refusal { error: TableError::NotRegistered.into(), at: Some(at) });
+                let target = owned(staging, portid)?.table();
+                let id = self.origins.find(origin);
+                if let Some((at, error)) = list.iter_at().find_map(|(at, s)| held_by(target, &s.addr, id).err().map(|e| (at, e))) {
+                    return Err(Refusal { error, at: Some(at) });
                 }
                 for spec in list.iter() {
                     // A repeated address is already gone.
@@ -542,52 +738,84 @@ impl<P: Platform + Clone> Engine<P> {
                 Ok(quiet)
             }
             Request::StagedAttach { app, categories } | Request::StagedDetach { app, categories } => {
-                let target = staged(staging)?;
-                let (cats, _) = new_categories(target, &app, &categories, matches!(request, Request::StagedAttach { .. }))?;
-                unsafe { target.set_categories(&app, cats.as_slice()) }?;
+                let target = owned(staging, portid)?.table();
+                let id = self.origins.find(origin);
+                let (cats, _) = new_categories(target, id, &app, &categories, matches!(request, Request::StagedAttach { .. }))?;
+                if let Some(id) = id {
+                    unsafe { target.set_categories(id, &app, cats.as_slice()) }?;
+                }
                 Ok(quiet)
             }
-            Request::ReplaceCommit => {
-                let replacement = staged(staging)?;
-                let mut ending = self.new_ending(table.len(), services)?;
-                // Sized for every enclave of the old table.
-                let _ = table.changed_in(replacement, &mut ending);
-                let new = NonNull::from(replacement);
-                *staging = None;
-                self.staging_owner.store(0, Ordering::Release);
-                self.changing();
-                let old = self.live.swap(new.as_ptr(), Ordering::AcqRel);
-                self.changed();
-                // Readers of the old table must finish before it is freed, connections to end or not.
-                services.grace_period();
-                if !ending.is_empty() {
-                    services.end_connections(&Ending { addrs: &ending, apps: &[], table: self.live() });
-                }
-                if let Some(old) = NonNull::new(old) {
-                    // SAFETY: unpublished above and a grace period has passed.
-                    unsafe { unbox(&self.platform, old) };
-                }
-                Ok(changed)
-            }
+            Request::ReplaceCommit => unsafe { self.commit(services, staging, portid) }.map(|()| changed),
             Request::ReplaceAbort => {
-                staged(staging)?;
+                owned(staging, portid)?;
                 self.set_staging(staging, None);
                 Ok(quiet)
             }
         }
     }
 
-    /// ENCLAVE_SET: registers every nest or, refusing, leaves the table as it was.
+    /// REPLACE_COMMIT: puts the staging table in the place of the live table's parts of the
+    /// transaction's origins. When those parts are the whole live table the staging table is
+    /// swapped in; otherwise its entries move into the live table ([`EnclaveTable::adopt`]).
+    /// Refused, the transaction stays open.
     ///
     /// # Safety
     /// As [`Engine::execute`].
-    unsafe fn register_batch(&self, services: &mut impl Services, additions: &Additions<'_>) -> Result<(), Refusal> {
+    unsafe fn commit(&self, services: &mut impl Services, staging: &mut Option<Staging<P>>, portid: u32) -> Result<(), Refusal> {
+        let s = *owned(staging, portid)?;
+        let (live, replacement) = (self.live(), s.table());
+        // The parts of origins outside the transaction stay, and keep their addresses from
+        // gateways.
+        for e in replacement.enclaves_from(0) {
+            if let Some(held) = live.lookup(&e.addr()).filter(|held| !s.scope.contains(held.origin())) {
+                may_replace(held.origin(), e.origin())?;
+            }
+        }
+        let mut ending = self.new_ending(live.len(), services)?;
+        // Sized for every enclave of the live table.
+        let _ = live.changed_in(replacement, &s.scope, &mut ending);
+        if live.scope_len(&s.scope) == live.len() {
+            *staging = None;
+            self.staging_owner.store(0, Ordering::Release);
+            self.changing();
+            let old = self.live.swap(s.table.as_ptr(), Ordering::AcqRel);
+            self.changed();
+            // Readers of the old table must finish before it is freed, connections to end or not.
+            services.grace_period();
+            if !ending.is_empty() {
+                services.end_connections(&Ending { addrs: &ending, apps: &[], table: self.live() });
+            }
+            if let Some(old) = NonNull::new(old) {
+                // SAFETY: unpublished above and a grace period has passed.
+                unsafe { unbox(&self.platform, old) };
+            }
+            return Ok(());
+        }
+        self.changing();
+        // SAFETY: by the caller; the staging table has the live table's platform.
+        if let Err(e) = unsafe { live.adopt(replacement, &s.scope) } {
+            self.cancelled();
+            return Err(e.into());
+        }
+        self.changed();
+        // The staging table is empty now.
+        self.set_staging(staging, None);
+        self.end(services, &ending, &[]);
+        Ok(())
+    }
+
+    /// ENCLAVE_SET: registers every nest for `origin` or, refusing, leaves the table as it was.
+    ///
+    /// # Safety
+    /// As [`Engine::execute`].
+    unsafe fn register_batch(&self, services: &mut impl Services, origin: OriginId, additions: &Additions<'_>) -> Result<(), Refusal> {
         let table = self.live();
         // The check's decoding of each nest, so that registering does not decode it again.
         let mut specs = Scratch::with_capacity(self.platform.clone(), additions.len())?;
-        check_batch(table, additions, &mut specs)?;
+        check_batch(table, origin, additions, &mut specs)?;
         let mut ending = self.new_ending(additions.len(), services)?;
-        let mut grown = Scratch::<P, Measurement>::with_capacity(self.platform.clone(), additions.len())?;
+        let mut grown = Scratch::<P, AppKey>::with_capacity(self.platform.clone(), additions.len())?;
         // One nest is one table operation, all or nothing by itself: no undo log needed.
         let mut undo = match additions.len() {
             1 => None,
@@ -596,11 +824,12 @@ impl<P: Platform + Clone> Engine<P> {
         let mut orphans: Option<Scratch<P, Cats>> = None;
         self.changing();
         for &(at, spec) in specs.as_slice() {
-            let Ok((app, host)) = app_host(&spec) else { continue };
+            let Ok((measurement, host)) = app_host(&spec) else { continue };
+            let app = AppKey { measurement, origin };
             let mut orphan = None;
             // Only an undo log needs the categories of an application the nest empties.
             let keep_orphan = |old: EnclaveRef<'_>| {
-                let empties = undo.is_some() && *old.app() != app && table.app(old.app()).is_some_and(|a| a.enclaves() == 1);
+                let empties = undo.is_some() && *old.app_key() != app && table.app(old.origin(), old.app()).is_some_and(|a| a.enclaves() == 1);
                 if !empties {
                     return Ok(());
                 }
@@ -614,16 +843,16 @@ impl<P: Platform + Clone> Engine<P> {
                 Ok(())
             };
             // SAFETY: by the caller.
-            let registered = spec.with_categories(|cs| unsafe { table.register_traced(spec.addr, &app, host, cs, keep_orphan) });
+            let registered = spec.with_categories(|cs| unsafe { table.register_traced(spec.addr, origin, &measurement, host, cs, keep_orphan) });
             match registered {
                 Ok((outcome, counts)) => {
                     let before = match outcome {
                         Registered::New => Before::Absent,
                         Registered::Unchanged => Before::Same,
-                        Registered::Replaced { app, host } => {
+                        Registered::Replaced { app, host, origin } => {
                             // Sized for the whole list.
                             let _ = ending.insert(spec.addr);
-                            Before::Other { app, host, orphan }
+                            Before::Other { app: AppKey { measurement: app, origin }, host, orphan }
                         }
                     };
                     if counts.before.is_some_and(|n| n != counts.after) && !grown.as_slice().contains(&app) {
@@ -670,46 +899,50 @@ impl<P: Platform + Clone> Engine<P> {
                 Before::Other { app, host, orphan } => {
                     // An application that kept other enclaves still has its categories.
                     let cats = orphan.and_then(|i| orphans.get(i)).map_or(&[][..], Cats::as_slice);
-                    let _ = unsafe { table.register(u.ip, &app, host, cats) };
+                    let _ = unsafe { table.register(u.ip, app.origin, &app.measurement, host, cats) };
                 }
             }
-            if let (Some(n), Some(a)) = (u.app_before, table.app(&u.app)) {
+            if let (Some(n), Some(a)) = (u.app_before, table.app(u.app.origin, &u.app.measurement)) {
                 let prefix = Cats::of(a.categories().get(..n).unwrap_or_default());
-                let _ = unsafe { table.set_categories(&u.app, prefix.as_slice()) };
+                let _ = unsafe { table.set_categories(u.app.origin, &u.app.measurement, prefix.as_slice()) };
             }
         }
     }
 
-    /// Unregisters everything.
+    /// Unregisters every enclave of `origin`.
     ///
     /// # Safety
     /// As [`Engine::execute`].
-    unsafe fn flush(&self, services: &mut impl Services) -> Result<(), TableError> {
+    unsafe fn flush(&self, services: &mut impl Services, origin: OriginId) -> Result<(), TableError> {
         let table = self.live();
-        let mut ending = self.new_ending(table.len(), services)?;
-        for e in table.enclaves_from(0) {
-            // Sized for every enclave.
-            let _ = ending.insert(e.addr());
-        }
+        let mut ending = self.new_ending(table.origin_len(origin), services)?;
         self.changing();
+        // Sized for every enclave of the origin.
         // SAFETY: by the caller.
-        unsafe { table.flush() };
+        unsafe {
+            table.unregister_origin(origin, |ip| {
+                let _ = ending.insert(ip);
+            })
+        };
         self.changed();
         self.end(services, &ending, &[]);
         Ok(())
     }
 
-    /// The original protocol. Unregistering an unknown address and detaching an absent category
-    /// succeed without effect, as the original did; announces only what changed.
+    /// The original protocol, which knows nothing of origins: it acts for the local origin, as
+    /// every request that names none does. Unregistering an address that is no local enclave and
+    /// detaching an absent category succeed without effect, as the original did; announces only
+    /// what changed.
     ///
     /// # Safety
     /// As [`Engine::execute`].
     unsafe fn legacy(&self, services: &mut impl Services, op: LegacyOp) -> Result<Handled, Refusal> {
         let table = self.live();
+        let local = OriginId::LOCAL;
         let mut ending = self.new_ending(1, services)?;
         if let LegacyOp::Flush = op {
             // SAFETY: by the caller.
-            unsafe { self.flush(services) }?;
+            unsafe { self.flush(services, local) }?;
             return Ok(Handled { notify: true, reply_len: 0 });
         }
         let mut app_changed = None;
@@ -718,37 +951,39 @@ impl<P: Platform + Clone> Engine<P> {
         let outcome = match op {
             LegacyOp::Register { addr, app, host, category } => {
                 let enclave = IpAddr::V4(addr);
-                let before = table.app(&app).map(|a| a.categories().len());
-                let registered = unsafe { table.register(enclave, &app, IpAddr::V4(host), category.as_slice()) };
+                let before = table.app(local, &app).map(|a| a.categories().len());
+                let registered = unsafe { table.register(enclave, local, &app, IpAddr::V4(host), category.as_slice()) };
                 if let Ok(Registered::Replaced { .. }) = registered {
                     let _ = ending.insert(enclave);
                 }
-                if before.is_some_and(|n| Some(n) != table.app(&app).map(|a| a.categories().len())) {
-                    app_changed = Some(app);
+                if before.is_some_and(|n| Some(n) != table.app(local, &app).map(|a| a.categories().len())) {
+                    app_changed = Some(AppKey { measurement: app, origin: local });
                 }
                 registered.map(|_| true)
             }
             LegacyOp::Unregister { addr } => {
                 let enclave = IpAddr::V4(addr);
-                match unsafe { table.unregister(&enclave) } {
-                    Ok(_) => {
-                        let _ = ending.insert(enclave);
-                        Ok(true)
-                    }
-                    Err(TableError::NotRegistered) => Ok(false),
-                    Err(e) => Err(e),
+                match table.lookup(&enclave).map(|e| e.origin()) {
+                    Some(origin) if origin.is_local() => match unsafe { table.unregister(&enclave) } {
+                        Ok(_) => {
+                            let _ = ending.insert(enclave);
+                            Ok(true)
+                        }
+                        Err(e) => Err(e),
+                    },
+                    _ => Ok(false),
                 }
             }
             LegacyOp::Attach { app, category } => {
-                let added = unsafe { table.attach_category(&app, &category) };
+                let added = unsafe { table.attach_category(local, &app, &category) };
                 if added == Ok(true) {
-                    app_changed = Some(app);
+                    app_changed = Some(AppKey { measurement: app, origin: local });
                 }
                 added
             }
-            LegacyOp::Detach { app, category } => match unsafe { table.detach_category(&app, &category) } {
+            LegacyOp::Detach { app, category } => match unsafe { table.detach_category(local, &app, &category) } {
                 Ok(()) => {
-                    app_changed = Some(app);
+                    app_changed = Some(AppKey { measurement: app, origin: local });
                     Ok(true)
                 }
                 Err(TableError::CategoryNotAttached | TableError::UnknownApp) => Ok(false),
@@ -756,7 +991,11 @@ impl<P: Platform + Clone> Engine<P> {
             },
             LegacyOp::Flush => Ok(false),
         };
-        self.changed();
+        // Refused, the table is as it was.
+        match outcome {
+            Ok(_) => self.changed(),
+            Err(_) => self.cancelled(),
+        }
         let changed = outcome?;
         if changed {
             self.end(services, &ending, app_changed.as_slice());
@@ -768,9 +1007,9 @@ impl<P: Platform + Clone> Engine<P> {
 impl<P: Platform + Clone> Drop for Engine<P> {
     fn drop(&mut self) {
         let staging = self.staging.get_mut();
-        if let Some((_, t)) = staging.take() {
+        if let Some(s) = staging.take() {
             // SAFETY: never published.
-            unsafe { unbox(&self.platform, t) };
+            unsafe { unbox(&self.platform, s.table) };
         }
         if let Some(live) = NonNull::new(*self.live.get_mut()) {
             // SAFETY: `&mut self`: no reader holds the engine (the kernel glue waits for a grace

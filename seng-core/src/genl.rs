@@ -7,12 +7,20 @@
 //! is chosen by the ADD/RMV/FLUSH flag attributes, addresses are IPv4 `u32`s in network byte
 //! order. Commands 2 and up are explicit and address-family neutral: addresses are 4 or 16 bytes,
 //! enclaves travel as [`attr::ENCLAVE`] nests, many per message.
+//!
+//! Every entry has an [origin](crate::origin). A request acts for one origin: a change names the
+//! gateway it acts for in an [`attr::ORIGIN`] attribute that comes first in its payload
+//! ([`Scoped`]), a GET names the gateway whose entries it reads in ORIGIN or asks for every
+//! origin's with [`attr::ALL_ORIGINS`] ([`ReadScope`]), and a request without either acts for
+//! the local origin, so command 1 and every client older than origins keep their meaning. In a
+//! reply, the nest of a remote entry starts with its ORIGIN ([`parse_entry`]).
 
 use core::ffi::CStr;
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::engine::Refusal;
+use crate::origin::{GatewayName, Origin, GATEWAY_NAME_MAX_LEN};
 use crate::table::MAX_CATEGORIES_PER_APP;
 use crate::{Category, Measurement};
 
@@ -48,8 +56,10 @@ pub mod cmd {
     pub const GET: u8 = 7;
     /// Table statistics: replies with the STAT_* attributes.
     pub const STATS: u8 = 8;
-    /// Start replacing the whole table: an empty staging table, owned by the sending socket.
-    /// Sent again by the owner, it starts over with an empty staging table.
+    /// Start replacing the part of the table of the request's origin: an empty staging table,
+    /// owned by the sending socket. Sent again by the owner, it empties the staging table's part
+    /// of the request's origin (for a transaction of one origin: starts over). The commit
+    /// replaces the part of every origin the transaction's requests named, and only those.
     pub const REPLACE_BEGIN: u8 = 9;
     /// Add ENCLAVE nests to the staging table (as [`ENCLAVE_SET`] does to the live one).
     pub const REPLACE_ADD: u8 = 10;
@@ -99,8 +109,14 @@ pub mod attr {
     pub const STAT_SLOTS: u16 = 14;
     /// Reply: change counter, u64.
     pub const STAT_GENERATION: u16 = 15;
+    /// The gateway a request acts for, or that a reply's entry came from: its name,
+    /// NUL-terminated (2–33 bytes with the NUL). The first attribute of a request, or of an
+    /// ENCLAVE nest of a reply; absent, the origin is the local one.
+    pub const ORIGIN: u16 = 16;
+    /// Flag of GET (and its dump): every origin's entries, not only the local origin's.
+    pub const ALL_ORIGINS: u16 = 17;
     /// Highest attribute number.
-    pub const MAX: u16 = 15;
+    pub const MAX: u16 = 17;
 }
 
 const NLA_HDRLEN: usize = 4;
@@ -131,6 +147,8 @@ pub mod errno {
     pub const ENOMEM: i32 = 12;
     /// Busy: another transaction is open.
     pub const EBUSY: i32 = 16;
+    /// The address is another origin's enclave, which the request's origin may not replace.
+    pub const EEXIST: i32 = 17;
     /// Invalid argument.
     pub const EINVAL: i32 = 22;
     /// Table full.
@@ -173,6 +191,7 @@ impl From<crate::table::TableError> for ProtoError {
             T::UnknownApp => (errno::ENOENT, c"no enclave of this application is registered"),
             T::CategoryNotAttached => (errno::ENOENT, c"application does not have this category"),
             T::TooManyCategories => (errno::ENOSPC, c"application has too many categories"),
+            T::TooManyOrigins => (errno::ENOSPC, c"as many gateways as the table can name have entries already (255)"),
             T::BadCapacity => (errno::EINVAL, c"bad table capacity"),
         };
         ProtoError { errno, attr: None, msg }
@@ -243,6 +262,23 @@ fn category(a: &Attr<'_>) -> Result<Category, ProtoError> {
         return Err(bad());
     };
     Category::new(name).map_err(|_| bad())
+}
+
+fn gateway(a: &Attr<'_>) -> Result<GatewayName, ProtoError> {
+    let bad = || ProtoError::invalid(a.kind, c"ORIGIN must name a gateway: 1-32 ASCII letters, digits, '.', '-' or '_', starting with a letter or digit, NUL-terminated (leave it out for the local origin)");
+    let Some((&0, name)) = a.payload.split_last() else {
+        return Err(bad());
+    };
+    GatewayName::new(name).map_err(|_| bad())
+}
+
+/// The origin a run of attributes starts with, and how many bytes its ORIGIN takes (0 without
+/// one).
+fn leading_origin(payload: &[u8]) -> Result<(Origin, usize), ProtoError> {
+    match Attrs::new(payload).next() {
+        Some(Ok(a)) if a.kind == attr::ORIGIN => Ok((Origin::Gateway(gateway(&a)?), nla_align(NLA_HDRLEN + a.payload.len()))),
+        _ => Ok((Origin::Local, 0)),
+    }
 }
 
 fn legacy_ipv4(a: &Attr<'_>) -> Result<Ipv4Addr, ProtoError> {
@@ -625,6 +661,8 @@ pub enum Request<'a> {
     Get {
         /// The enclave asked for.
         addr: IpAddr,
+        /// The origins whose entry it may be.
+        scope: ReadScope,
     },
     /// [`cmd::STATS`].
     Stats,
@@ -715,14 +753,17 @@ impl<'a> Request<'a> {
             }
             cmd::GET => {
                 let mut addr = None;
+                let mut scope = None;
                 for a in Attrs::new(payload) {
                     let a = a?;
                     match a.kind {
                         attr::ADDR => set_once(&mut addr, &a, address(&a)?)?,
+                        attr::ORIGIN | attr::ALL_ORIGINS => set_once(&mut scope, &a, ReadScope::of(&a)?).map_err(|_| ReadScope::twice(&a))?,
                         other => return Err(ProtoError::invalid(other, c"attribute not valid for this command").into()),
                     }
                 }
-                Request::Get { addr: addr.ok_or(ProtoError::missing(c"GET needs ADDR (or NLM_F_DUMP)"))? }
+                let addr = addr.ok_or(ProtoError::missing(c"GET needs ADDR (or NLM_F_DUMP)"))?;
+                Request::Get { addr, scope: scope.unwrap_or_default() }
             }
             cmd::STATS => {
                 no_attributes(payload)?;
@@ -741,6 +782,121 @@ impl<'a> Request<'a> {
             _ => return Err(ProtoError { errno: errno::EOPNOTSUPP, attr: None, msg: c"unknown command" }.into()),
         })
     }
+}
+
+/// A request with the origin it acts for: what the engine executes. The origin is the
+/// [`attr::ORIGIN`] that starts the payload of a change (of the live or the staging table), or
+/// the local origin without one; the other commands take none.
+#[derive(Clone, Copy, Debug)]
+pub struct Scoped<'a> {
+    /// The origin the request acts for.
+    pub origin: Origin,
+    /// The request, decoded from the attributes after the ORIGIN.
+    pub request: Request<'a>,
+    /// Where the request's attributes start in the payload (the ORIGIN's length).
+    base: usize,
+}
+
+impl<'a> Scoped<'a> {
+    /// Decodes the payload (attributes after the genl header) of command `command`, as
+    /// [`Request::parse`] does after the ORIGIN. Offsets in refusals count from the payload's
+    /// start.
+    pub fn parse(command: u8, payload: &'a [u8]) -> Result<Scoped<'a>, Refusal> {
+        let takes_origin = matches!(
+            command,
+            cmd::ENCLAVE_SET
+                | cmd::ENCLAVE_DEL
+                | cmd::FLUSH
+                | cmd::CAT_ADD
+                | cmd::CAT_DEL
+                | cmd::REPLACE_BEGIN
+                | cmd::REPLACE_ADD
+                | cmd::REPLACE_DEL
+                | cmd::REPLACE_CAT_ADD
+                | cmd::REPLACE_CAT_DEL
+        );
+        let (origin, base) = if takes_origin { leading_origin(payload)? } else { (Origin::Local, 0) };
+        let request = Request::parse(command, payload.get(base..).unwrap_or_default()).map_err(|refusal| refusal.shifted(base))?;
+        Ok(Scoped { origin, request, base })
+    }
+
+    /// A request of the local origin (what a payload without ORIGIN decodes to).
+    pub fn local(request: Request<'a>) -> Scoped<'a> {
+        Scoped { origin: Origin::Local, request, base: 0 }
+    }
+
+    /// Where the request's own attributes start in the payload: offsets the engine reports
+    /// about the request count from there.
+    pub fn base(&self) -> usize {
+        self.base
+    }
+}
+
+/// Whose entries a GET (or its dump) reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadScope {
+    /// One origin's (without [`attr::ORIGIN`] and [`attr::ALL_ORIGINS`]: the local origin's,
+    /// all a client older than origins knows how to read).
+    Origin(Origin),
+    /// Every origin's ([`attr::ALL_ORIGINS`]).
+    Every,
+}
+
+impl Default for ReadScope {
+    /// The local origin's entries.
+    fn default() -> ReadScope {
+        ReadScope::Origin(Origin::Local)
+    }
+}
+
+impl ReadScope {
+    /// The scope of a dump request: its payload holds at most an ORIGIN or the ALL_ORIGINS flag.
+    pub fn parse(payload: &[u8]) -> Result<ReadScope, ProtoError> {
+        let mut scope = None;
+        for a in Attrs::new(payload) {
+            let a = a?;
+            match a.kind {
+                attr::ORIGIN | attr::ALL_ORIGINS => set_once(&mut scope, &a, ReadScope::of(&a)?).map_err(|_| ReadScope::twice(&a))?,
+                other => return Err(ProtoError::invalid(other, c"a dump takes only ORIGIN or ALL_ORIGINS")),
+            }
+        }
+        Ok(scope.unwrap_or_default())
+    }
+
+    fn of(a: &Attr<'_>) -> Result<ReadScope, ProtoError> {
+        match a.kind {
+            attr::ALL_ORIGINS => flag(a).map(|()| ReadScope::Every),
+            _ => gateway(a).map(|name| ReadScope::Origin(Origin::Gateway(name))),
+        }
+    }
+
+    fn twice(a: &Attr<'_>) -> ProtoError {
+        ProtoError::invalid(a.kind, c"give ORIGIN or ALL_ORIGINS once, not both")
+    }
+
+    /// Whether an entry of `origin` is in the scope.
+    pub fn includes(&self, origin: &Origin) -> bool {
+        match self {
+            ReadScope::Origin(o) => o == origin,
+            ReadScope::Every => true,
+        }
+    }
+
+    /// Writes the attribute that asks for this scope (nothing for the local origin's).
+    pub fn emit(&self, w: &mut AttrWriter<'_>) -> Result<(), NoRoom> {
+        match self {
+            ReadScope::Origin(Origin::Local) => Ok(()),
+            ReadScope::Origin(Origin::Gateway(name)) => w.put_origin(name),
+            ReadScope::Every => w.put(attr::ALL_ORIGINS, &[]),
+        }
+    }
+}
+
+/// Decodes an ENCLAVE nest of a reply (GET or dump): the entry's origin, from the ORIGIN that
+/// starts the nest of a remote entry, and the rest of the nest.
+pub fn parse_entry(nest: &[u8]) -> Result<(Origin, EnclaveSpec<'_>), ProtoError> {
+    let (origin, base) = leading_origin(nest)?;
+    Ok((origin, EnclaveSpec::parse(nest.get(base..).unwrap_or_default())?))
 }
 
 /// The reply buffer has no room left.
@@ -818,6 +974,24 @@ impl<'a> AttrWriter<'a> {
         self.put(kind, field.get(..category.len() + 1).unwrap_or_default())
     }
 
+    /// Appends an [`attr::ORIGIN`] naming `gateway`.
+    pub fn put_origin(&mut self, gateway: &GatewayName) -> Result<(), NoRoom> {
+        let mut field = [0u8; GATEWAY_NAME_MAX_LEN + 1];
+        for (dst, src) in field.iter_mut().zip(gateway.as_bytes()) {
+            *dst = *src;
+        }
+        self.put(attr::ORIGIN, field.get(..gateway.len() + 1).unwrap_or_default())
+    }
+
+    /// Appends an [`attr::ORIGIN`] for `origin`, if it is remote: what starts the payload of a
+    /// request acting for it.
+    pub fn put_scope(&mut self, origin: &Origin) -> Result<(), NoRoom> {
+        match origin {
+            Origin::Local => Ok(()),
+            Origin::Gateway(name) => self.put_origin(name),
+        }
+    }
+
     /// Appends an address as 4 or 16 bytes.
     pub fn put_addr(&mut self, kind: u16, addr: &IpAddr) -> Result<(), NoRoom> {
         match addr {
@@ -852,9 +1026,22 @@ impl<'a> AttrWriter<'a> {
 
     /// Appends one ENCLAVE nest (what [`EnclaveSpec::parse`] reads back); on [`NoRoom`] nothing of it remains.
     pub fn put_enclave(&mut self, addr: &IpAddr, app: Option<&Measurement>, host: Option<&IpAddr>, categories: &[Category]) -> Result<(), NoRoom> {
+        self.put_nest(None, addr, app, host, categories)
+    }
+
+    /// Appends the ENCLAVE nest of a reply's entry, started by the ORIGIN of a remote one (what
+    /// [`parse_entry`] reads back); on [`NoRoom`] nothing of it remains.
+    pub fn put_entry(&mut self, origin: Option<&GatewayName>, addr: &IpAddr, app: &Measurement, host: &IpAddr, categories: &[Category]) -> Result<(), NoRoom> {
+        self.put_nest(origin, addr, Some(app), Some(host), categories)
+    }
+
+    fn put_nest(&mut self, origin: Option<&GatewayName>, addr: &IpAddr, app: Option<&Measurement>, host: Option<&IpAddr>, categories: &[Category]) -> Result<(), NoRoom> {
         let start = self.len;
         let result = (|| {
             let nest = self.begin_nest(attr::ENCLAVE)?;
+            if let Some(origin) = origin {
+                self.put_origin(origin)?;
+            }
             self.put_addr(attr::ADDR, addr)?;
             if let Some(app) = app {
                 self.put(attr::APP, &app.0)?;

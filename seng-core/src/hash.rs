@@ -9,7 +9,7 @@
 
 use core::net::IpAddr;
 
-use crate::Measurement;
+use crate::table::AppKey;
 
 /// A key of a table map.
 pub(crate) trait TableKey: Copy + Eq {
@@ -56,12 +56,12 @@ impl TableKey for IpAddr {
     }
 }
 
-impl TableKey for Measurement {
+impl TableKey for AppKey {
     fn hash(&self, seed: u64) -> u64 {
         // Measurements are already uniformly distributed (they are SHA-256 digests), but apps are
         // written by admins too, so mix all of it anyway; this runs only on the write path.
-        let mut h = seed;
-        for chunk in self.0.chunks_exact(8) {
+        let mut h = absorb(seed, self.origin.index() as u64);
+        for chunk in self.measurement.0.chunks_exact(8) {
             let mut word = [0u8; 8];
             for (d, s) in word.iter_mut().zip(chunk) {
                 *d = *s;

@@ -14,6 +14,8 @@
 //! - [`mod@decide`]: the match decision as one pure function;
 //! - [`genl`]: the generic netlink protocol numbers;
 //! - [`engine`]: every request's effect on the table, for both kernel flavours and user space;
+//! - [`origin`]: whose entry an enclave is (the local SENG server's or a remote gateway's), and
+//!   the rules between origins;
 //! - `operation` (with `std`): the five operations and the registration, one vocabulary from
 //!   script text to netlink request to client library;
 //! - `script` (with `std`): the text format of enclave registrations and timed events.
@@ -36,6 +38,7 @@ pub mod matchinfo;
 pub mod measurement;
 #[cfg(feature = "std")]
 pub mod operation;
+pub mod origin;
 pub mod rule;
 #[cfg(feature = "std")]
 pub mod script;
@@ -47,4 +50,5 @@ pub use family::Family;
 pub use host::HostMask;
 pub use matchinfo::SengMtInfo;
 pub use measurement::Measurement;
+pub use origin::{GatewayName, Origin};
 pub use rule::Rule;

@@ -11,8 +11,15 @@
 //! enclave del 192.168.28.10
 //! app cat add d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0 "Web Mail"
 //! app cat del d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0 Browser
+//! enclave add 192.168.29.7 --app d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0 --host 10.0.1.5 --origin gw-b
 //! @1.250 flush
+//! @2 flush --origin gw-b
 //! ```
+//!
+//! Every command takes `--origin NAME`, the [origin](crate::origin) it acts for, as the CLI
+//! does: a gateway's name, or `local`, which is what a line without it means. `enclave add`
+//! takes it among its options; the other commands after their arguments. The canonical form
+//! names the origin last, and only a gateway's.
 //!
 //! Words are separated by blanks; double quotes group a word, and a backslash takes the next
 //! character literally (inside or outside quotes), so every name [`Category::save_form`] prints
@@ -37,16 +44,18 @@ use core::time::Duration;
 use crate::category::{CategoryError, CATEGORY_MAX_LEN};
 use crate::host::HostError;
 use crate::measurement::{HexError, MEASUREMENT_LEN};
-use crate::genl::{ProtoError, Request};
+use crate::genl::{ProtoError, Scoped};
 use crate::operation::{Dialect, EmitError, Operation, Registration};
+use crate::origin::GatewayNameError;
 use crate::table::{LocalTable, Registered, Unregistered};
-use crate::{Category, Family, Measurement};
+use crate::{Category, Family, GatewayName, Measurement, Origin};
 
 /// An operation with where it came from and when it applies.
 ///
 /// The lines of a script: `enclave add ADDR --app HEX --host ADDR [--cat NAME]...` (an
 /// [`Operation::Register`]), `enclave del ADDR` ([`Operation::Unregister`]), `app cat add HEX
-/// NAME` ([`Operation::Attach`]), `app cat del HEX NAME` ([`Operation::Detach`]) and `flush`.
+/// NAME` ([`Operation::Attach`]), `app cat del HEX NAME` ([`Operation::Detach`]) and `flush`,
+/// each with an optional `--origin NAME`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScriptLine {
     /// 1-based line number in the script text.
@@ -70,8 +79,10 @@ pub enum ScriptErrorKind {
     Missing(&'static str),
     /// A word that no command of this form takes.
     UnexpectedWord,
-    /// An option of `enclave add` given twice.
+    /// An option given twice.
     DuplicateOption,
+    /// Not an origin: neither `local` nor a gateway's name.
+    Origin(GatewayNameError),
     /// Not a numeric IPv4 or IPv6 address.
     Address(HostError),
     /// Not an application measurement.
@@ -120,6 +131,7 @@ impl fmt::Display for ScriptError {
             ScriptErrorKind::Address(e) => write!(f, "bad address {word:?}: {e}"),
             ScriptErrorKind::Hex(e) => write!(f, "bad application measurement {word:?}: {e}"),
             ScriptErrorKind::Category(e) => write!(f, "bad category {word:?}: {e}"),
+            ScriptErrorKind::Origin(e) => write!(f, "bad origin {word:?}: {e}"),
             ScriptErrorKind::BadTime => write!(
                 f,
                 "bad time {word:?}: expected @SECONDS, e.g. @1.250 (at most nine fractional digits)"
@@ -251,11 +263,25 @@ impl<'w, 'l> LineParser<'w, 'l> {
         Category::new(word.text.as_bytes()).map_err(|e| self.error(Some(word), ScriptErrorKind::Category(e)))
     }
 
-    fn end(&mut self) -> Result<(), ScriptError> {
-        match self.words.next() {
-            Some(word) => Err(self.error(Some(word), ScriptErrorKind::UnexpectedWord)),
-            None => Ok(()),
+    fn origin_value(&mut self, option: &Word<'_>, origin: &mut Option<Origin>) -> Result<(), ScriptError> {
+        if origin.is_some() {
+            return Err(self.error(Some(option), ScriptErrorKind::DuplicateOption));
         }
+        let word = self.next("the origin after --origin")?;
+        *origin = Some(word.text.parse().map_err(|e| self.error(Some(word), ScriptErrorKind::Origin(e)))?);
+        Ok(())
+    }
+
+    /// The end of a command after its arguments: an optional `--origin NAME`, then nothing.
+    fn end(&mut self) -> Result<Origin, ScriptError> {
+        let mut origin = None;
+        while let Some(word) = self.words.next() {
+            match word.text.as_ref() {
+                "--origin" if !word.quoted => self.origin_value(word, &mut origin)?,
+                _ => return Err(self.error(Some(word), ScriptErrorKind::UnexpectedWord)),
+            }
+        }
+        Ok(origin.unwrap_or_default())
     }
 
     fn enclave_add(&mut self) -> Result<Operation, ScriptError> {
@@ -263,6 +289,7 @@ impl<'w, 'l> LineParser<'w, 'l> {
         let mut app = None;
         let mut host = None;
         let mut categories = Vec::new();
+        let mut origin = None;
         while let Some(word) = self.words.next() {
             match word.text.as_ref() {
                 "--app" if !word.quoted => {
@@ -278,35 +305,38 @@ impl<'w, 'l> LineParser<'w, 'l> {
                     host = Some(self.addr("the host address after --host")?);
                 }
                 "--cat" if !word.quoted => categories.push(self.category("the category after --cat")?),
+                "--origin" if !word.quoted => self.origin_value(word, &mut origin)?,
                 _ => return Err(self.error(Some(word), ScriptErrorKind::UnexpectedWord)),
             }
         }
         let app = app.ok_or_else(|| self.error(None, ScriptErrorKind::Missing("--app HEX")))?;
         let host = host.ok_or_else(|| self.error(None, ScriptErrorKind::Missing("--host ADDR")))?;
-        Ok(Operation::Register(vec![Registration { addr, app, host, categories }]))
+        Ok(Operation::Register(vec![Registration { addr, app, host, categories, origin: origin.unwrap_or_default() }]))
     }
 
     fn command(&mut self) -> Result<Operation, ScriptError> {
         const COMMANDS: &[&str] = &["enclave", "app", "flush"];
-        let command = match self.keyword(COMMANDS, "a command")? {
+        Ok(match self.keyword(COMMANDS, "a command")? {
             "enclave" => match self.keyword(&["add", "del"], "\"add\" or \"del\" after \"enclave\"")? {
                 "add" => return self.enclave_add(),
-                _ => Operation::Unregister(vec![self.addr("the enclave address")?]),
+                _ => {
+                    let addrs = vec![self.addr("the enclave address")?];
+                    Operation::Unregister { origin: self.end()?, addrs }
+                }
             },
             "app" => {
                 self.keyword(&["cat"], "\"cat\" after \"app\"")?;
                 let add = self.keyword(&["add", "del"], "\"add\" or \"del\" after \"app cat\"")? == "add";
                 let app = self.app("the application measurement")?;
                 let categories = vec![self.category("the category name")?];
+                let origin = self.end()?;
                 match add {
-                    true => Operation::Attach { app, categories },
-                    false => Operation::Detach { app, categories },
+                    true => Operation::Attach { origin, app, categories },
+                    false => Operation::Detach { origin, app, categories },
                 }
             }
-            _ => Operation::Flush,
-        };
-        self.end()?;
-        Ok(command)
+            _ => Operation::Flush { origin: self.end()? },
+        })
     }
 }
 
@@ -392,9 +422,9 @@ fn read_line_general(line: &str, line_no: usize, latest: Option<Duration>) -> Re
     Ok(Some(ScriptLine { line_no, at, operation: parser.command()? }))
 }
 
-/// The fast path of [`parse_line`]: `enclave add ADDR --app HEX --host ADDR [--cat NAME]...`
-/// exactly as `seng save` writes it, one space between words, no `@time`, no leading `seng`, names
-/// of printable ASCII without quotes, backslashes or `#`. Every such line splits into the same
+/// The fast path of [`parse_line`]: `enclave add ADDR --app HEX --host ADDR [--cat NAME]...
+/// [--origin GATEWAY]` exactly as `seng save` writes it, one space between words, no `@time`, no
+/// leading `seng`, names of printable ASCII without quotes, backslashes or `#`. Every such line splits into the same
 /// words for the general path, which reads them into the same command; anything else (errors
 /// included) is `None`, for the general path to read and report.
 fn plain_enclave_add(line: &str) -> Option<Operation> {
@@ -409,8 +439,19 @@ fn plain_enclave_add(line: &str) -> Option<Operation> {
     let (host, mut rest) = address(rest)?;
     // One category is the common case; a capacity of 0 allocates nothing.
     let mut categories = Vec::with_capacity(usize::from(!rest.is_empty()));
+    let mut origin = Origin::Local;
     while !rest.is_empty() {
-        let (name, tail) = plain_name(rest.strip_prefix(" --cat ")?)?;
+        let Some(option) = rest.strip_prefix(" --cat ") else {
+            // A gateway's name, last.
+            let (name, tail) = plain_name(rest.strip_prefix(" --origin ")?)?;
+            origin = Origin::Gateway(GatewayName::new(name.as_bytes()).ok()?);
+            rest = tail;
+            if !rest.is_empty() {
+                return None;
+            }
+            break;
+        };
+        let (name, tail) = plain_name(option)?;
         // Printable ASCII is valid UTF-8 without control characters: only the length is left
         // for `Category::new` to check.
         if name.is_empty() || name.len() > CATEGORY_MAX_LEN {
@@ -419,7 +460,7 @@ fn plain_enclave_add(line: &str) -> Option<Operation> {
         categories.push(Category::from_checked(name.as_bytes()));
         rest = tail;
     }
-    Some(Operation::Register(vec![Registration { addr, app, host, categories }]))
+    Some(Operation::Register(vec![Registration { addr, app, host, categories, origin }]))
 }
 
 /// The address starting `text`, and what follows it.
@@ -536,8 +577,20 @@ impl fmt::Display for ScriptLine {
     }
 }
 
-/// The canonical text of `op` (options in the order `--app`, `--host`, `--cat`...): a line for
-/// each item, each started by `prefix`, separated by newlines.
+/// `--origin NAME` after a command for a gateway; nothing for the local origin.
+struct OriginOption<'a>(&'a Origin);
+
+impl fmt::Display for OriginOption<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Origin::Local => Ok(()),
+            Origin::Gateway(name) => write!(f, " --origin {name}"),
+        }
+    }
+}
+
+/// The canonical text of `op` (options in the order `--app`, `--host`, `--cat`..., `--origin`):
+/// a line for each item, each started by `prefix`, separated by newlines.
 fn write_lines(f: &mut fmt::Formatter<'_>, op: &Operation, prefix: impl Fn(&mut fmt::Formatter<'_>) -> fmt::Result) -> fmt::Result {
     let mut first = true;
     let mut line = |f: &mut fmt::Formatter<'_>| {
@@ -550,22 +603,23 @@ fn write_lines(f: &mut fmt::Formatter<'_>, op: &Operation, prefix: impl Fn(&mut 
         Operation::Register(list) => list.iter().try_for_each(|r| {
             line(f)?;
             write!(f, "enclave add {} --app {} --host {}", Addr(&r.addr), r.app, Addr(&r.host))?;
-            r.categories.iter().try_for_each(|c| write!(f, " --cat {}", c.save_form()))
+            r.categories.iter().try_for_each(|c| write!(f, " --cat {}", c.save_form()))?;
+            write!(f, "{}", OriginOption(&r.origin))
         }),
-        Operation::Unregister(addrs) => addrs.iter().try_for_each(|addr| {
+        Operation::Unregister { origin, addrs } => addrs.iter().try_for_each(|addr| {
             line(f)?;
-            write!(f, "enclave del {}", Addr(addr))
+            write!(f, "enclave del {}{}", Addr(addr), OriginOption(origin))
         }),
-        Operation::Attach { app, categories } | Operation::Detach { app, categories } => {
+        Operation::Attach { origin, app, categories } | Operation::Detach { origin, app, categories } => {
             let verb = if matches!(op, Operation::Attach { .. }) { "add" } else { "del" };
             categories.iter().try_for_each(|c| {
                 line(f)?;
-                write!(f, "app cat {verb} {app} {}", c.save_form())
+                write!(f, "app cat {verb} {app} {}{}", c.save_form(), OriginOption(origin))
             })
         }
-        Operation::Flush => {
+        Operation::Flush { origin } => {
             line(f)?;
-            f.write_str("flush")
+            write!(f, "flush{}", OriginOption(origin))
         }
     }
 }
@@ -615,28 +669,29 @@ impl std::error::Error for ApplyError {}
 
 /// What `op` does to `table` if the engine accepts it.
 fn effect(op: &Operation, table: &LocalTable) -> Applied {
+    let of = |origin: &Origin| table.origin_id(origin);
     match op {
         Operation::Register(list) => Applied::Registered(
             list.iter()
                 .map(|r| match table.lookup(&r.addr) {
                     None => Registered::New,
-                    Some(e) if *e.app() == r.app && e.host() == r.host => Registered::Unchanged,
-                    Some(e) => Registered::Replaced { app: *e.app(), host: e.host() },
+                    Some(e) if *e.app() == r.app && e.host() == r.host && Some(e.origin()) == of(&r.origin) => Registered::Unchanged,
+                    Some(e) => Registered::Replaced { app: *e.app(), host: e.host(), origin: e.origin() },
                 })
                 .collect(),
         ),
-        Operation::Unregister(addrs) => {
-            Applied::Unregistered(addrs.iter().filter_map(|a| table.lookup(a)).map(|e| Unregistered { app: *e.app(), host: e.host() }).collect())
-        }
-        Operation::Attach { app, categories } => {
-            let current = table.app(app).map(|a| a.categories().to_vec()).unwrap_or_default();
+        Operation::Unregister { addrs, .. } => Applied::Unregistered(
+            addrs.iter().filter_map(|a| table.lookup(a)).map(|e| Unregistered { app: *e.app(), host: e.host(), origin: e.origin() }).collect(),
+        ),
+        Operation::Attach { origin, app, categories } => {
+            let current = of(origin).and_then(|id| table.app(id, app)).map(|a| a.categories().to_vec()).unwrap_or_default();
             let mut fresh: Vec<&Category> = categories.iter().filter(|c| !current.contains(c)).collect();
             fresh.sort();
             fresh.dedup();
             Applied::CategoriesAttached(fresh.len())
         }
         Operation::Detach { .. } => Applied::CategoriesDetached,
-        Operation::Flush => Applied::Flushed(table.enclaves_from(0).map(|e| e.addr()).collect()),
+        Operation::Flush { origin } => Applied::Flushed(table.enclaves_from(0).filter(|e| Some(e.origin()) == of(origin)).map(|e| e.addr()).collect()),
     }
 }
 
@@ -645,7 +700,7 @@ fn effect(op: &Operation, table: &LocalTable) -> Applied {
 /// connections it ended. On error the table is unchanged.
 pub fn apply(op: &Operation, table: &mut LocalTable) -> Result<Applied, ApplyError> {
     let (command, payload) = op.to_request(Dialect::Live).map_err(ApplyError::Emit)?;
-    let request = Request::parse(command, &payload).map_err(|refusal| ApplyError::Refused(refusal.error))?;
+    let request = Scoped::parse(command, &payload).map_err(|refusal| ApplyError::Refused(refusal.error))?;
     let applied = effect(op, table);
     table.execute(request).map_err(|r| ApplyError::Refused(r.error))?;
     Ok(applied)
@@ -683,11 +738,21 @@ mod test {
         assert_eq!(Addr(&v6).to_string(), "fd00::1:0:0:2");
     }
 
+    fn gw(name: &str) -> Origin {
+        name.parse().unwrap()
+    }
+
+    fn registration(addr: &str, host: &str, cats: &[&str]) -> Registration {
+        Registration { addr: addr.parse().unwrap(), app: m(APP), host: host.parse().unwrap(), categories: cats.iter().map(|c| cat(c)).collect(), origin: Origin::Local }
+    }
+
+    fn del(addr: &str, origin: Origin) -> Operation {
+        Operation::Unregister { origin, addrs: vec![addr.parse().unwrap()] }
+    }
+
     #[test]
     fn parses_each_form_and_prints_it_canonically() {
-        let add = |addr: &str, host: &str, cats: &[&str]| {
-            Operation::from(Registration { addr: addr.parse().unwrap(), app: m(APP), host: host.parse().unwrap(), categories: cats.iter().map(|c| cat(c)).collect() })
-        };
+        let add = |addr: &str, host: &str, cats: &[&str]| Operation::from(registration(addr, host, cats));
         // (input line, expected command, expected time in ms, canonical text)
         let cases: Vec<(String, Operation, Option<u64>, String)> = vec![
             (
@@ -708,10 +773,27 @@ mod test {
                 None,
                 format!("enclave add fd00:28::10 --app {APP} --host 2001:db8::5 --cat \"a\\\"b\""),
             ),
-            ("@1.250 enclave del 192.168.28.10".into(), Operation::Unregister(vec!["192.168.28.10".parse().unwrap()]), Some(1250), "@1.25 enclave del 192.168.28.10".into()),
-            (format!("@2 app cat add {APP2} Browser"), Operation::Attach { app: m(APP2), categories: vec![cat("Browser")] }, Some(2000), format!("@2 app cat add {APP2} Browser")),
-            (format!("app cat del {APP2} \"it's\""), Operation::Detach { app: m(APP2), categories: vec![cat("it's")] }, None, format!("app cat del {APP2} \"it\\'s\"")),
-            ("@0.000000001 flush".into(), Operation::Flush, Some(0), "@0.000000001 flush".into()),
+            ("@1.250 enclave del 192.168.28.10".into(), del("192.168.28.10", Origin::Local), Some(1250), "@1.25 enclave del 192.168.28.10".into()),
+            (format!("@2 app cat add {APP2} Browser"), Operation::Attach { origin: Origin::Local, app: m(APP2), categories: vec![cat("Browser")] }, Some(2000), format!("@2 app cat add {APP2} Browser")),
+            (format!("app cat del {APP2} \"it's\""), Operation::Detach { origin: Origin::Local, app: m(APP2), categories: vec![cat("it's")] }, None, format!("app cat del {APP2} \"it\\'s\"")),
+            ("@0.000000001 flush".into(), Operation::FLUSH, Some(0), "@0.000000001 flush".into()),
+            // Origins: a gateway's name last, `local` left out.
+            (
+                format!("enclave add 192.168.28.10 --origin gw-b --app {APP} --host 10.0.0.5 --cat Browser"),
+                Operation::from(Registration { origin: gw("gw-b"), ..registration("192.168.28.10", "10.0.0.5", &["Browser"]) }),
+                None,
+                format!("enclave add 192.168.28.10 --app {APP} --host 10.0.0.5 --cat Browser --origin gw-b"),
+            ),
+            (format!("enclave add 192.168.28.10 --app {APP} --host 10.0.0.5 --origin local"), add("192.168.28.10", "10.0.0.5", &[]), None, format!("enclave add 192.168.28.10 --app {APP} --host 10.0.0.5")),
+            ("enclave del 192.168.28.10 --origin gw_2.dc1".into(), del("192.168.28.10", gw("gw_2.dc1")), None, "enclave del 192.168.28.10 --origin gw_2.dc1".into()),
+            (
+                format!("app cat add {APP2} --origin --origin gw-b"),
+                Operation::Attach { origin: gw("gw-b"), app: m(APP2), categories: vec![cat("--origin")] },
+                None,
+                format!("app cat add {APP2} --origin --origin gw-b"),
+            ),
+            ("@3 flush --origin gw-b".into(), Operation::Flush { origin: gw("gw-b") }, Some(3000), "@3 flush --origin gw-b".into()),
+            ("flush --origin local".into(), Operation::FLUSH, None, "flush".into()),
         ];
         for (text, command, at_ms, canonical) in cases {
             let lines = parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -754,6 +836,12 @@ mod test {
             ("@2".into(), "1:3: missing a command"),
             (format!("app cat add {APP}"), "1:77: missing the category name"),
             ("\"flush\"".into(), "1:1: unknown command \"flush\""),
+            ("flush --origin".into(), "1:15: missing the origin after --origin"),
+            ("flush --origin -gw".into(), "1:16: bad origin \"-gw\": gateway name must start with an ASCII letter or digit"),
+            ("enclave del 10.0.0.1 --origin gw-b --origin gw-c".into(), "1:36: --origin given twice"),
+            (format!("enclave add 10.0.0.1 --origin a --app {APP} --host 1.2.3.4 --origin b"), "1:119: --origin given twice"),
+            ("flush gw-b".into(), "1:7: unexpected \"gw-b\""),
+            (format!("app cat add {APP} Mail --origin {}", "g".repeat(33)), "1:92: bad origin \"ggggggggggggggggggggggggggggggggg\": gateway name is 33 bytes"),
         ];
         for (text, want) in cases {
             let got = parse(&text).unwrap_err().to_string();
@@ -770,6 +858,15 @@ mod test {
             (format!("enclave add 10.0.0.1 --app {APP} --host 172.16.0.1"), true),
             (format!("enclave add fd00::a --app {} --host ::ffff:1.2.3.4 --cat a --cat !'$%&()*+,-./:;<=>? --cat @[]^_`{{|}}~", APP.to_uppercase()), true),
             (format!("enclave add 0.0.0.0 --app {APP} --host 255.255.255.255 --cat --cat --cat --app"), true),
+            (format!("{add} --origin gw-b"), true),
+            (format!("enclave add 10.0.0.1 --app {APP} --host 172.16.0.1 --origin gw-b"), true),
+            (format!("{add} --cat --origin --origin gw-b"), true),
+            (format!("{add} --origin local"), false),
+            (format!("{add} --origin gw-b --cat x"), false),
+            (format!("{add} --origin gw-b "), false),
+            (format!("{add} --origin -gw"), false),
+            (format!("{add} --origin"), false),
+            (format!("enclave add 10.0.0.1 --origin gw-b --app {APP} --host 172.16.0.1"), false),
             (format!("enclave add 10.0.0.1 --app {APP} --host 172.16.0.1 --cat \"Web Mail\""), false),
             (format!("seng {add}"), false),
             (format!("@1 {add}"), false),
@@ -853,6 +950,7 @@ mod test {
                 hex().prop_map(|h| ["--app".into(), h]),
                 address().prop_map(|a| ["--host".into(), a]),
                 name().prop_map(|n| ["--cat".into(), n]),
+                name().prop_map(|n| ["--origin".into(), n]),
                 name().prop_map(|n| [n, "x".into()]),
             ]
         }
@@ -875,8 +973,12 @@ mod test {
                 any::<[u8; 32]>().prop_map(|m| Measurement(m).to_string()),
                 "[0-9a-fA-F]{64}",
             ];
-            (ip.clone(), app, ip, prop::collection::vec("[!-~&&[^\"\\\\#]]{1,20}", 0..3))
-                .prop_map(|(ip, app, host, categories)| saved(ip, app, host, categories).join(" "))
+            let origin = prop::option::of("[A-Za-z0-9][A-Za-z0-9._-]{0,31}".prop_filter("not local", |n| n != "local"));
+            (ip.clone(), app, ip, prop::collection::vec("[!-~&&[^\"\\\\#]]{1,20}", 0..3), origin).prop_map(|(ip, app, host, categories, origin)| {
+                let mut words = saved(ip, app, host, categories);
+                words.extend(origin.into_iter().flat_map(|name| ["--origin".into(), name]));
+                words.join(" ")
+            })
         }
 
         fn any_line() -> impl Strategy<Value = String> {
@@ -987,21 +1089,22 @@ mod test {
             Err(ApplyError::Refused(e)) => e.msg.to_str().unwrap().to_string(),
             other => panic!("{op:?}: {other:?}"),
         };
-        let del = Operation::Unregister(vec!["192.168.28.10".parse().unwrap()]);
+        let del = del("192.168.28.10", Origin::Local);
         assert_eq!(refusal(&del, &mut table), "address is not a registered enclave");
-        let attach = Operation::Attach { app: m(APP), categories: vec![cat("Mail")] };
+        let attach = Operation::Attach { origin: Origin::Local, app: m(APP), categories: vec![cat("Mail")] };
         assert_eq!(refusal(&attach, &mut table), "no enclave of this application is registered");
-        assert_eq!(apply(&Operation::Unregister(vec![]), &mut table), Err(ApplyError::Emit(EmitError::Empty)));
+        assert_eq!(apply(&Operation::Unregister { origin: Origin::Local, addrs: vec![] }, &mut table), Err(ApplyError::Emit(EmitError::Empty)));
     }
 
     #[test]
     fn an_operation_of_several_items_prints_a_line_for_each() {
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "fd00::2".parse().unwrap());
-        let line = ScriptLine { line_no: 1, at: Some(Duration::from_millis(1500)), operation: Operation::Unregister(vec![a, b]) };
-        assert_eq!(line.to_string(), "@1.5 enclave del 10.0.0.1\n@1.5 enclave del fd00::2");
-        let detach = Operation::Detach { app: m(APP), categories: vec![cat("a"), cat("b")] };
+        let line = ScriptLine { line_no: 1, at: Some(Duration::from_millis(1500)), operation: Operation::Unregister { origin: gw("gw-b"), addrs: vec![a, b] } };
+        assert_eq!(line.to_string(), "@1.5 enclave del 10.0.0.1 --origin gw-b\n@1.5 enclave del fd00::2 --origin gw-b");
+        let detach = Operation::Detach { origin: Origin::Local, app: m(APP), categories: vec![cat("a"), cat("b")] };
         assert_eq!(detach.to_string(), format!("app cat del {APP} a\napp cat del {APP} b"));
         let read: Vec<Operation> = parse(&detach.to_string()).unwrap().into_iter().map(|l| l.operation).collect();
-        assert_eq!(read, [Operation::Detach { app: m(APP), categories: vec![cat("a")] }, Operation::Detach { app: m(APP), categories: vec![cat("b")] }]);
+        let one = |c: &str| Operation::Detach { origin: Origin::Local, app: m(APP), categories: vec![cat(c)] };
+        assert_eq!(read, [one("a"), one("b")]);
     }
 }

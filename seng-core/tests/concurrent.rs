@@ -9,6 +9,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use seng_core::origin::OriginId;
 use seng_core::table::{EnclaveTable, Platform, StdPlatform};
 use seng_core::{Category, Measurement};
 
@@ -85,8 +86,8 @@ fn readers_see_consistent_entries_during_churn() {
                 let (ip, app, host, cat) = entry(i, round);
                 // SAFETY: this thread is the only writer; retire defers frees.
                 unsafe {
-                    table.register(ip, &app, host, &[]).unwrap();
-                    table.attach_category(&app, &cat).unwrap();
+                    table.register(ip, OriginId::LOCAL, &app, host, &[]).unwrap();
+                    table.attach_category(OriginId::LOCAL, &app, &cat).unwrap();
                     if i % 7 == round % 7 {
                         table.unregister(&ip).unwrap();
                     }

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 use seng_core::rule::{Cond, Side};
+use seng_core::origin::{OriginId, OriginSet};
 use seng_core::table::{LocalTable, Registered, TableError, Unregistered, MAX_CATEGORIES_PER_APP};
 use seng_core::{decide, Category, EnclaveMeta, Family, HostMask, Measurement, Rule, SengMtInfo};
 
@@ -292,7 +293,7 @@ impl Model {
             Some((a, h)) if a == app && h == host => Registered::Unchanged,
             Some((a, h)) => {
                 self.drop_app_if_unused(&a);
-                Registered::Replaced { app: a, host: h }
+                Registered::Replaced { app: a, host: h, origin: OriginId::LOCAL }
             }
         })
     }
@@ -319,7 +320,7 @@ proptest! {
                     let want = match model.enclaves.remove(&ip) {
                         Some((app, host)) => {
                             model.drop_app_if_unused(&app);
-                            Ok(Unregistered { app, host })
+                            Ok(Unregistered { app, host, origin: OriginId::LOCAL })
                         }
                         None => Err(TableError::NotRegistered),
                     };
@@ -411,7 +412,7 @@ proptest! {
             }
         }
         let mut cut = AddrSet::with_capacity(StdPlatform, old.len(), 3).unwrap();
-        old.changed_in(&new, &mut cut).unwrap();
+        old.changed_in(&new, &OriginSet::of(OriginId::LOCAL), &mut cut).unwrap();
         prop_assert_eq!(cut.len(), want.len());
         for ip in &want {
             prop_assert!(cut.contains(ip));

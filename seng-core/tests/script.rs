@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Property test of enclave scripts: the canonical printout of any script parses back to it.
+//! Property test of enclave scripts: the canonical printout of any script, of any origins, parses
+//! back to it.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use seng_core::operation::{Operation, Registration};
 use seng_core::script::{parse, print, ScriptLine};
-use seng_core::{Category, Measurement};
+use seng_core::{Category, GatewayName, Measurement, Origin};
 
 fn ip() -> impl Strategy<Value = IpAddr> {
     prop_oneof![any::<[u8; 4]>().prop_map(IpAddr::from), any::<[u8; 16]>().prop_map(IpAddr::from)]
@@ -23,16 +24,24 @@ fn category() -> impl Strategy<Value = Category> {
         .prop_filter_map("category bytes", |s| Category::new(s.as_bytes()).ok())
 }
 
+/// The local origin or a gateway.
+fn origin() -> impl Strategy<Value = Origin> {
+    let gateway = "[A-Za-z0-9][A-Za-z0-9._-]{0,31}".prop_filter_map("gateway name", |s| GatewayName::new(s.as_bytes()).ok());
+    prop_oneof![Just(Origin::Local), gateway.prop_map(Origin::Gateway)]
+}
+
 /// An operation of one item, as a script line reads.
 fn operation() -> impl Strategy<Value = Operation> {
-    prop_oneof![
-        (ip(), measurement(), ip(), prop::collection::vec(category(), 0..4))
-            .prop_map(|(addr, app, host, categories)| Operation::from(Registration { addr, app, host, categories })),
-        ip().prop_map(|addr| Operation::Unregister(vec![addr])),
-        (measurement(), category()).prop_map(|(app, category)| Operation::Attach { app, categories: vec![category] }),
-        (measurement(), category()).prop_map(|(app, category)| Operation::Detach { app, categories: vec![category] }),
-        Just(Operation::Flush),
-    ]
+    origin().prop_flat_map(|origin| {
+        prop_oneof![
+            (ip(), measurement(), ip(), prop::collection::vec(category(), 0..4))
+                .prop_map(move |(addr, app, host, categories)| Operation::from(Registration { addr, app, host, categories, origin })),
+            ip().prop_map(move |addr| Operation::Unregister { origin, addrs: vec![addr] }),
+            (measurement(), category()).prop_map(move |(app, category)| Operation::Attach { origin, app, categories: vec![category] }),
+            (measurement(), category()).prop_map(move |(app, category)| Operation::Detach { origin, app, categories: vec![category] }),
+            Just(Operation::Flush { origin }),
+        ]
+    })
 }
 
 fn script() -> impl Strategy<Value = Vec<ScriptLine>> {

@@ -487,11 +487,16 @@ unsafe extern "C" fn genl_dumpit(
     cb: *mut bindings::netlink_callback,
 ) -> c_int {
     // SAFETY: genetlink hands the dump's message (with its socket) and callback state, and the
-    // family in the dump info it keeps in `cb->data`.
-    let (cb, pernet, family) = unsafe {
+    // family and request in the dump info it keeps in `cb->data`; the request's attributes (whose
+    // entries it reads) follow its genl header.
+    let (cb, pernet, family, request) = unsafe {
         let cb = &mut *cb;
-        let family = (*cb.data.cast::<bindings::genl_dumpit_info>()).info.family;
-        (cb, PerNet::of(bindings::sock_net((*skb).sk)), family)
+        let info = &(*cb.data.cast::<bindings::genl_dumpit_info>()).info;
+        let request = core::slice::from_raw_parts(
+            bindings::genlmsg_data(info.genlhdr).cast::<u8>(),
+            bindings::genlmsg_len(info.genlhdr).max(0) as usize,
+        );
+        (cb, PerNet::of(bindings::sock_net((*skb).sk)), info.family, request)
     };
     // SAFETY: `args` is the long[6] view of the callback's scratch space.
     let mut cursor = unsafe { cb.__bindgen_anon_1.args[0] } as u64;
@@ -519,7 +524,7 @@ unsafe extern "C" fn genl_dumpit(
             bindings::skb_tail_pointer(skb),
             bindings::skb_tailroom(skb) as usize,
         );
-        let written = state.dump(&mut cursor, room);
+        let written = state.dump(request, &mut cursor, room);
         bindings::rcu_read_unlock();
         written
     };
@@ -575,6 +580,8 @@ static POLICY: Shared<[bindings::nla_policy; POLICY_LEN]> = Shared({
     // and a nested policy would walk every nest of a batch once more.
     p[attr::ENCLAVE as usize] = policy(bindings::NLA_NESTED, 0);
     p[attr::ADDR as usize] = policy(bindings::NLA_BINARY, 16);
+    p[attr::ORIGIN as usize] = policy(bindings::NLA_NUL_STRING, 32);
+    p[attr::ALL_ORIGINS as usize] = policy(bindings::NLA_FLAG, 0);
     p
 });
 

@@ -19,6 +19,7 @@ use seng_core::category::CATEGORY_MAX_LEN;
 use seng_core::genl::{attr, cmd, EVENTS_MCGRP_NAME, FAMILY_NAME, FAMILY_VERSION, MCGRP_NAME};
 use seng_core::matchinfo::MATCHINFO_LEN;
 use seng_core::measurement::MEASUREMENT_LEN;
+use seng_core::origin::GATEWAY_NAME_MAX_LEN;
 use seng_core::Family;
 
 // The build script only measures the structs; the object constructs and reads them.
@@ -104,7 +105,7 @@ impl Checks<'_> {
             net, payload, payload_len, portid, cmd, notify, bad_attr_offset, reply, reply_cap,
             reply_len, errmsg,
         ]);
-        let values: [(&str, u64); 38] = [
+        let values: [(&str, u64); 41] = [
             ("SENG_FAMILY_VERSION", FAMILY_VERSION.into()),
             ("SENG_CMD_LEGACY", cmd::LEGACY.into()),
             ("SENG_CMD_ENCLAVE_SET", cmd::ENCLAVE_SET.into()),
@@ -137,9 +138,12 @@ impl Checks<'_> {
             ("SENG_A_STAT_CAPACITY", attr::STAT_CAPACITY.into()),
             ("SENG_A_STAT_SLOTS", attr::STAT_SLOTS.into()),
             ("SENG_A_STAT_GENERATION", attr::STAT_GENERATION.into()),
+            ("SENG_A_ORIGIN", attr::ORIGIN.into()),
+            ("SENG_A_ALL_ORIGINS", attr::ALL_ORIGINS.into()),
             ("SENG_A_MAX", attr::MAX.into()),
             ("SENG_APP_LEN", MEASUREMENT_LEN as u64),
             ("SENG_CAT_MAX_LEN", CATEGORY_MAX_LEN as u64),
+            ("SENG_ORIGIN_MAX_LEN", GATEWAY_NAME_MAX_LEN as u64),
             ("SENG_ADDR_MAX_LEN", Family::Ipv6.addr_len() as u64),
             ("SENG_MT_INFO_SIZE", MATCHINFO_LEN as u64),
             // The Rust struct spells out the tail padding the C compiler adds.

@@ -14,9 +14,9 @@ use std::ops::Range;
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST};
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
-use seng_core::genl::{attr, cmd, errno, AttrWriter, LegacyOp, NoRoom, EVENTS_MCGRP_NAME, FAMILY_NAME};
+use seng_core::genl::{attr, cmd, errno, AttrWriter, LegacyOp, NoRoom, ReadScope, EVENTS_MCGRP_NAME, FAMILY_NAME};
 use seng_core::operation::{Dialect, EmitError, Operation, Registration};
-use seng_core::{Category, Measurement};
+use seng_core::{Category, Measurement, Origin};
 
 use crate::error::{BatchError, BatchFailure, Error, KernelError, ReplaceError, Result};
 use crate::event::Subscription;
@@ -219,7 +219,7 @@ impl Dump {
 }
 
 /// A stream of requests sent many per `sendmsg` and acknowledged together: runs of ENCLAVE nests
-/// for one command are packed into messages, other requests are framed as they come. Each item
+/// for one command and origin are packed into messages, other requests are framed as they come. Each item
 /// pushed has a position (0, 1, ...), and every refusal names the positions of its message.
 struct Batch {
     packer: NestPacker,
@@ -308,12 +308,14 @@ impl Client {
         }
     }
 
-    /// Performs `op` on the live table. An operation that fits one message (32 KiB of
-    /// attributes: hundreds of enclaves) is one request, applied whole or refused whole with
-    /// [`Error::Kernel`]. A larger registration or unregistration goes as a batch of messages,
-    /// each applied whole or refused, as [`Client::register_batch`] sends them; a refusal is then
-    /// [`Error::Batch`], naming the positions of the refused enclaves.
+    /// Performs `op` on the live table, for the origin it names (its registrations'). An
+    /// operation that fits one message (32 KiB of attributes: hundreds of enclaves) is one
+    /// request, applied whole or refused whole with [`Error::Kernel`]. A larger registration or
+    /// unregistration goes as a batch of messages, each applied whole or refused, as
+    /// [`Client::register_batch`] sends them; a refusal is then [`Error::Batch`], naming the
+    /// positions of the refused enclaves.
     pub fn apply(&mut self, op: &Operation) -> Result<()> {
+        op.origin().map_err(emit_error)?;
         match op.to_request(Dialect::Live) {
             Ok((command, attrs)) if attrs.len() <= MAX_PAYLOAD => self.request(command, &attrs, |_| Ok(())),
             Ok(_) => {
@@ -326,18 +328,17 @@ impl Client {
         }
     }
 
-    /// Registers one enclave (or changes its metadata), attaching its categories to its
-    /// application. Changing an enclave's application or host ends its connections: the module
-    /// deletes their conntrack entries.
+    /// Registers one enclave for its origin (or changes its metadata), attaching its categories
+    /// to its application. Changing an enclave's application, host or origin ends its
+    /// connections: the module deletes their conntrack entries.
     pub fn register(&mut self, registration: &Registration) -> Result<()> {
-        let attrs = wire::attrs(|w| registration.emit(w))?;
-        self.request(cmd::ENCLAVE_SET, &attrs, |_| Ok(()))
+        self.apply(&Operation::from(registration.clone()))
     }
 
-    /// Registers many enclaves: hundreds per message, several messages per `sendmsg`, every
-    /// message acknowledged. Returns how many enclaves were sent. If the kernel refuses some
-    /// messages the others still apply, and the error is [`Error::Batch`] naming the input
-    /// positions of the refused ones.
+    /// Registers many enclaves, each for its origin: hundreds per message, several messages per
+    /// `sendmsg`, every message acknowledged. Returns how many enclaves were sent. If the kernel
+    /// refuses some messages the others still apply, and the error is [`Error::Batch`] naming
+    /// the input positions of the refused ones.
     pub fn register_batch<I>(&mut self, registrations: I) -> Result<usize>
     where
         I: IntoIterator,
@@ -346,7 +347,7 @@ impl Client {
         let mut batch = Batch::new();
         for r in registrations {
             let r = r.borrow();
-            self.batch_nest(&mut batch, cmd::ENCLAVE_SET, &r.addr, |w| r.emit(w))?;
+            self.batch_nest(&mut batch, cmd::ENCLAVE_SET, &r.origin, &r.addr, |w| r.emit(w))?;
         }
         self.batch_finish(&mut batch)?;
         batch_result(batch.pushed, batch.failures)
@@ -357,20 +358,21 @@ impl Client {
     fn batch_operation(&mut self, b: &mut Batch, op: &Operation, dialect: Dialect) -> Result<()> {
         let command = op.command(dialect);
         match op {
-            Operation::Register(list) => list.iter().try_for_each(|r| self.batch_nest(b, command, &r.addr, |w| r.emit(w))),
-            Operation::Unregister(addrs) => addrs.iter().try_for_each(|addr| self.batch_nest(b, command, addr, |w| w.put_enclave(addr, None, None, &[]))),
-            Operation::Attach { .. } | Operation::Detach { .. } | Operation::Flush => {
+            Operation::Register(list) => list.iter().try_for_each(|r| self.batch_nest(b, command, &r.origin, &r.addr, |w| r.emit(w))),
+            Operation::Unregister { origin, addrs } => addrs.iter().try_for_each(|addr| self.batch_nest(b, command, origin, addr, |w| w.put_enclave(addr, None, None, &[]))),
+            Operation::Attach { .. } | Operation::Detach { .. } | Operation::Flush { .. } => {
                 let (command, attrs) = op.to_request(dialect).map_err(emit_error)?;
                 self.batch_request(b, command, &attrs)
             }
         }
     }
 
-    /// Adds a nest for `cmd` (written by `put`) to the batch.
-    fn batch_nest(&mut self, b: &mut Batch, cmd: u8, addr: &IpAddr, put: impl Fn(&mut AttrWriter<'_>) -> Result<(), NoRoom>) -> Result<()> {
-        if b.packing != cmd {
+    /// Adds a nest for `cmd` of `origin` (written by `put`) to the batch.
+    fn batch_nest(&mut self, b: &mut Batch, cmd: u8, origin: &Origin, addr: &IpAddr, put: impl Fn(&mut AttrWriter<'_>) -> Result<(), NoRoom>) -> Result<()> {
+        if b.packing != cmd || b.packer.origin() != origin {
             self.batch_seal(b)?;
             b.packing = cmd;
+            b.packer.set_origin(*origin);
         }
         if !b.packer.push(addr, &put)? {
             self.batch_seal(b)?;
@@ -433,25 +435,27 @@ impl Client {
         self.batch_send(b)
     }
 
-    /// Unregisters an enclave; the module deletes its conntrack entries. Fails with a
-    /// "not found" [`Error::Kernel`] if it is not registered.
+    /// Unregisters a local enclave; the module deletes its conntrack entries. Fails with a
+    /// "not found" [`Error::Kernel`] if it is not registered. ([`Client::apply`] unregisters
+    /// any origin's.)
     pub fn unregister(&mut self, addr: IpAddr) -> Result<()> {
-        self.apply(&Operation::Unregister(vec![addr]))
+        self.apply(&Operation::Unregister { origin: Origin::Local, addrs: vec![addr] })
     }
 
-    /// Attaches categories (at least one) to an application that has a registered enclave.
+    /// Attaches categories (at least one) to a local application that has a registered enclave.
     pub fn attach_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<()> {
-        self.apply(&Operation::Attach { app: *app, categories: categories.to_vec() })
+        self.apply(&Operation::Attach { origin: Origin::Local, app: *app, categories: categories.to_vec() })
     }
 
-    /// Detaches categories (at least one) from an application; all must be attached.
+    /// Detaches categories (at least one) from a local application; all must be attached.
     pub fn detach_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<()> {
-        self.apply(&Operation::Detach { app: *app, categories: categories.to_vec() })
+        self.apply(&Operation::Detach { origin: Origin::Local, app: *app, categories: categories.to_vec() })
     }
 
-    /// Unregisters every enclave of the namespace (their connections end).
+    /// Unregisters every local enclave of the namespace (their connections end); the entries of
+    /// other origins stay, as with the original's `flush_module`.
     pub fn flush(&mut self) -> Result<()> {
-        self.apply(&Operation::Flush)
+        self.apply(&Operation::FLUSH)
     }
 
     /// Performs an operation of the original protocol (command 1), as the original C library
@@ -462,9 +466,12 @@ impl Client {
         self.request(cmd::LEGACY, &attrs, |_| Ok(()))
     }
 
-    /// The enclave registered at `addr`, if any.
+    /// The enclave registered at `addr`, whatever its origin, if any.
     pub fn get(&mut self, addr: IpAddr) -> Result<Option<Registration>> {
-        let attrs = wire::attrs(|w| w.put_addr(attr::ADDR, &addr))?;
+        let attrs = wire::attrs(|w| {
+            ReadScope::Every.emit(w)?;
+            w.put_addr(attr::ADDR, &addr)
+        })?;
         let mut found = None;
         let result = self.request(cmd::GET, &attrs, |reply| {
             found = wire::decode_enclaves(reply).next().transpose()?;
@@ -477,18 +484,24 @@ impl Client {
         }
     }
 
-    /// Every registered enclave, from one consistent dump.
+    /// Every registered enclave of every origin, from one consistent dump.
     pub fn list(&mut self) -> Result<Vec<Registration>> {
         self.dump()?.iter().collect()
     }
 
-    /// Dumps the table. A dump the kernel flags as interrupted by a concurrent change
-    /// (NLM_F_DUMP_INTR) is restarted, so the snapshot is consistent.
+    /// Dumps the table, every origin's entries. A dump the kernel flags as interrupted by a
+    /// concurrent change (NLM_F_DUMP_INTR) is restarted, so the snapshot is consistent.
     pub fn dump(&mut self) -> Result<Dump> {
+        self.dump_scope(&ReadScope::Every)
+    }
+
+    /// Dumps the entries `scope` reads (one origin's, or every origin's), as [`Client::dump`].
+    pub fn dump_scope(&mut self, scope: &ReadScope) -> Result<Dump> {
+        let request = wire::attrs(|w| scope.emit(w))?;
         for restarts in 0..DUMP_ATTEMPTS {
             let seq = self.next_seq();
             let mut out = Vec::new();
-            wire::frame(&mut out, self.family, NLM_F_REQUEST | NLM_F_DUMP, seq, cmd::GET, &[]);
+            wire::frame(&mut out, self.family, NLM_F_REQUEST | NLM_F_DUMP, seq, cmd::GET, &request);
             send(&self.socket, &out)?;
             let mut parts = DumpParts { seq, nests: Vec::new(), interrupted: false };
             loop {
@@ -514,8 +527,9 @@ impl Client {
         stats.ok_or_else(|| Error::Protocol("STATS acknowledged without a reply".into()))
     }
 
-    /// Replaces the whole table with `registrations`, atomically for the packet path: see
-    /// [`Client::begin_replace`]. Returns how many enclaves were sent.
+    /// Replaces the local part of the table, and the part of every other origin of
+    /// `registrations`, with `registrations`: see [`Client::begin_replace`]. Returns how many
+    /// enclaves were sent.
     pub fn replace<I>(&mut self, registrations: I) -> Result<usize>
     where
         I: IntoIterator,
@@ -530,14 +544,23 @@ impl Client {
         Ok(sent)
     }
 
+    /// Opens a replace transaction of the local part of the table: see
+    /// [`Client::begin_replace_of`].
+    pub fn begin_replace(&mut self) -> Result<Replace<'_>> {
+        self.begin_replace_of(&Origin::Local)
+    }
+
     /// Opens a replace transaction: the module starts an empty staging table that only this
-    /// socket can fill, and packets keep seeing the live table until [`Replace::commit`] swaps the
-    /// staging table in atomically. Connections of enclaves that the new table drops or moves to
-    /// another application or host end at the commit.
+    /// socket can fill, and packets keep seeing the live table until [`Replace::commit`] puts
+    /// the staging table in the place of the parts of `origin` and of every origin the
+    /// transaction's operations name; the other origins' entries stay. Connections of enclaves
+    /// that the replacement drops or moves to another application, host or origin end at the
+    /// commit.
     ///
     /// Fails with "busy" if another socket has a transaction open.
-    pub fn begin_replace(&mut self) -> Result<Replace<'_>> {
-        self.request(cmd::REPLACE_BEGIN, &[], |_| Ok(()))?;
+    pub fn begin_replace_of(&mut self, origin: &Origin) -> Result<Replace<'_>> {
+        let attrs = wire::attrs(|w| w.put_scope(origin))?;
+        self.request(cmd::REPLACE_BEGIN, &attrs, |_| Ok(()))?;
         Ok(Replace { client: self, batch: Batch::new(), open: true })
     }
 
@@ -587,37 +610,39 @@ impl Replace<'_> {
         self.batch.pushed
     }
 
-    /// Performs `op` on the staging table, with the meaning it has on the live table. Each
-    /// enclave it registers or unregisters takes a number of its own in the numbering of
-    /// [`Error::Replace`]; an operation on categories, or a flush, takes one.
+    /// Performs `op` on the staging table, with the meaning it has on the live table; the
+    /// commit replaces the part of its origin too. Each enclave it registers or unregisters
+    /// takes a number of its own in the numbering of [`Error::Replace`]; an operation on
+    /// categories, or a flush, takes one.
     pub fn apply(&mut self, op: &Operation) -> Result<()> {
         self.step(|c, b| c.batch_operation(b, op, Dialect::Staged))
     }
 
-    /// Registers an enclave in the staging table (attaching its categories to its application).
+    /// Registers an enclave of its origin in the staging table (attaching its categories to its
+    /// application).
     pub fn register(&mut self, r: &Registration) -> Result<()> {
-        self.step(|c, b| c.batch_nest(b, cmd::REPLACE_ADD, &r.addr, |w| r.emit(w)))
+        self.step(|c, b| c.batch_nest(b, cmd::REPLACE_ADD, &r.origin, &r.addr, |w| r.emit(w)))
     }
 
-    /// Unregisters an enclave the staging table holds.
+    /// Unregisters a local enclave the staging table holds.
     pub fn unregister(&mut self, addr: IpAddr) -> Result<()> {
-        self.apply(&Operation::Unregister(vec![addr]))
+        self.apply(&Operation::Unregister { origin: Origin::Local, addrs: vec![addr] })
     }
 
-    /// Attaches categories (at least one) to an application of the staging table.
+    /// Attaches categories (at least one) to a local application of the staging table.
     pub fn attach_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<()> {
-        self.apply(&Operation::Attach { app: *app, categories: categories.to_vec() })
+        self.apply(&Operation::Attach { origin: Origin::Local, app: *app, categories: categories.to_vec() })
     }
 
-    /// Detaches categories (at least one, all attached) from an application of the staging
-    /// table.
+    /// Detaches categories (at least one, all attached) from a local application of the
+    /// staging table.
     pub fn detach_categories(&mut self, app: &Measurement, categories: &[Category]) -> Result<()> {
-        self.apply(&Operation::Detach { app: *app, categories: categories.to_vec() })
+        self.apply(&Operation::Detach { origin: Origin::Local, app: *app, categories: categories.to_vec() })
     }
 
-    /// Empties the staging table.
+    /// Empties the staging table's local part.
     pub fn flush(&mut self) -> Result<()> {
-        self.apply(&Operation::Flush)
+        self.apply(&Operation::FLUSH)
     }
 
     /// Sends what is pending and swaps the staging table in.
@@ -705,7 +730,7 @@ mod test {
     }
 
     fn nest(ip: &str) -> Vec<u8> {
-        let r = Registration { addr: ip.parse().unwrap(), app: Measurement([1; 32]), host: "10.0.0.5".parse().unwrap(), categories: vec![] };
+        let r = Registration { addr: ip.parse().unwrap(), app: Measurement([1; 32]), host: "10.0.0.5".parse().unwrap(), categories: vec![], origin: Origin::Local };
         wire::attrs(|w| r.emit(w)).unwrap()
     }
 

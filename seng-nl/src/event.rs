@@ -9,7 +9,7 @@ use std::fmt;
 use std::os::fd::AsRawFd;
 
 use netlink_sys::Socket;
-use seng_core::genl::Request;
+use seng_core::genl::{Request, Scoped};
 use seng_core::operation::{Dialect, Operation};
 
 use crate::client::{no_event_group, open_socket, recv_datagram, resolve, RECV_BUF};
@@ -26,7 +26,8 @@ pub enum Event {
     /// A change, as the operation on the live table that made it (a whole batch: its
     /// registrations, addresses or categories, in the request's order).
     Change(Operation),
-    /// A replace transaction was committed: the whole table was swapped at once.
+    /// A replace transaction was committed: the parts of the origins it named were replaced at
+    /// once (the event does not say which: a listener that needs to know dumps the table).
     Replaced,
     /// The socket's receive buffer overflowed: events were lost since the previous one.
     Lost,
@@ -46,12 +47,12 @@ impl fmt::Display for Event {
 /// The event of one echoed request, if it is one.
 pub(crate) fn decode(command: u8, attrs: &[u8], out: &mut VecDeque<Event>) -> Result<()> {
     let undecodable = |e: &dyn std::fmt::Display| Error::Protocol(format!("undecodable event (command {command}): {e}"));
-    let request = Request::parse(command, attrs).map_err(|e| undecodable(&e))?;
+    let request = Scoped::parse(command, attrs).map_err(|e| undecodable(&e))?;
     match Operation::from_request(&request).map_err(|e| undecodable(&e))? {
         Some((Dialect::Legacy | Dialect::Live, op)) => out.push_back(Event::Change(op)),
         // The staging table's changes are not echoed, only its commit.
         Some((Dialect::Staged, _)) => {}
-        None if matches!(request, Request::ReplaceCommit) => out.push_back(Event::Replaced),
+        None if matches!(request.request, Request::ReplaceCommit) => out.push_back(Event::Replaced),
         None => {}
     }
     Ok(())
@@ -250,6 +251,7 @@ mod test {
         let v4: IpAddr = "192.168.28.10".parse().unwrap();
         let v6: IpAddr = "fd00::10".parse().unwrap();
         let host: IpAddr = "10.0.0.5".parse().unwrap();
+        let gw: seng_core::Origin = "gw-b".parse().unwrap();
         let cases: Vec<(u8, Vec<u8>, Vec<String>)> = vec![
             (
                 cmd::ENCLAVE_SET,
@@ -261,6 +263,18 @@ mod test {
             ),
             (cmd::ENCLAVE_DEL, attrs(|w| w.put_enclave(&v6, None, None, &[])), vec!["enclave del fd00::10".into()]),
             (cmd::FLUSH, vec![], vec!["flush".into()]),
+            // A gateway's changes carry its origin.
+            (
+                cmd::ENCLAVE_SET,
+                attrs(|w| {
+                    w.put_scope(&gw)?;
+                    w.put_enclave(&v4, Some(&a), Some(&host), &[])
+                }),
+                vec![format!("enclave add 192.168.28.10 --app {a} --host 10.0.0.5 --origin gw-b")],
+            ),
+            (cmd::ENCLAVE_DEL, attrs(|w| { w.put_scope(&gw)?; w.put_enclave(&v6, None, None, &[]) }), vec!["enclave del fd00::10 --origin gw-b".into()]),
+            (cmd::FLUSH, attrs(|w| w.put_scope(&gw)), vec!["flush --origin gw-b".into()]),
+            (cmd::CAT_DEL, attrs(|w| { w.put_scope(&gw)?; w.put(attr::APP, &a.0)?; w.put_category(attr::CAT, &web) }), vec![format!("app cat del {a} \"Web Mail\" --origin gw-b")]),
             (
                 cmd::CAT_ADD,
                 attrs(|w| {
@@ -299,6 +313,7 @@ mod test {
         wire::frame(&mut datagram, 0x20, 0, 0, cmd::ENCLAVE_DEL, &del);
         let mut out = VecDeque::new();
         decode_datagram(&datagram, &mut out).unwrap();
-        assert_eq!(out, [Event::Change(Operation::Flush), Event::Change(Operation::Unregister(vec!["10.1.1.1".parse().unwrap()]))]);
+        let del = Operation::Unregister { origin: seng_core::Origin::Local, addrs: vec!["10.1.1.1".parse().unwrap()] };
+        assert_eq!(out, [Event::Change(Operation::FLUSH), Event::Change(del)]);
     }
 }

@@ -2,7 +2,7 @@
 //! seng-nl: the user-space client of seng.ko's generic netlink family `seng_family`.
 //!
 //! ```no_run
-//! use seng_nl::{Client, Registration};
+//! use seng_nl::{Client, Origin, Registration};
 //!
 //! let mut seng = Client::connect()?;
 //! seng.register(&Registration {
@@ -10,6 +10,7 @@
 //!     app: "d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0".parse().unwrap(),
 //!     host: "10.0.0.5".parse().unwrap(),
 //!     categories: vec!["Browser".parse().unwrap()],
+//!     origin: Origin::Local,
 //! })?;
 //! for enclave in seng.list()? {
 //!     println!("{enclave}");
@@ -18,8 +19,9 @@
 //! ```
 //!
 //! - [`Operation`] and [`Registration`] (from [`seng_core::operation`]): the five operations
-//!   (register, unregister, attach and detach categories, flush), the same vocabulary as the
-//!   script text of `seng save` and the netlink requests;
+//!   (register, unregister, attach and detach categories, flush), each for one [`Origin`] (the
+//!   local SENG server's entries, or a gateway's), the same vocabulary as the script text of
+//!   `seng save` and the netlink requests;
 //! - [`Client`]: [`Client::apply`] performs any operation, with a method per operation beside
 //!   it, batches, get, dumps, statistics, atomic replacement, and the original protocol's
 //!   operations;
@@ -46,7 +48,8 @@ pub use error::{BatchError, BatchFailure, Error, KernelError, ReplaceError, Resu
 #[cfg(feature = "tokio")]
 pub use event::EventStream;
 pub use event::{Event, Subscription};
-pub use seng_core::genl::LegacyOp;
+pub use seng_core::genl::{LegacyOp, ReadScope};
 pub use seng_core::operation::{Operation, Registration};
+pub use seng_core::origin::GatewayNameError;
 pub use stats::Stats;
-pub use seng_core::{Category, Measurement};
+pub use seng_core::{Category, GatewayName, Measurement, Origin};

@@ -16,8 +16,9 @@ use netlink_packet_core::{
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::{GenlFamily, GenlMessage};
-use seng_core::genl::{attr, Attrs, AttrWriter, EnclaveSpec, NoRoom, FAMILY_VERSION};
+use seng_core::genl::{attr, parse_entry, Attrs, AttrWriter, NoRoom, FAMILY_VERSION};
 use seng_core::operation::Registration;
+use seng_core::Origin;
 
 use crate::stats::Stats;
 use crate::error::{Error, KernelError};
@@ -112,23 +113,39 @@ pub(crate) fn attrs(build: impl FnOnce(&mut AttrWriter<'_>) -> Result<(), NoRoom
     Ok(buf)
 }
 
-/// Packs ENCLAVE nests into message payloads of at most [`MAX_PAYLOAD`] bytes.
+/// Packs ENCLAVE nests into message payloads of at most [`MAX_PAYLOAD`] bytes, each started by
+/// the ORIGIN of the origin they are for.
 pub(crate) struct NestPacker {
     buf: Vec<u8>,
     len: usize,
     count: usize,
+    origin: Origin,
 }
 
 impl NestPacker {
     pub(crate) fn new() -> NestPacker {
-        NestPacker { buf: vec![0; MAX_PAYLOAD], len: 0, count: 0 }
+        NestPacker { buf: vec![0; MAX_PAYLOAD], len: 0, count: 0, origin: Origin::Local }
+    }
+
+    /// The origin of the nests packed from now on; the packer must be empty.
+    pub(crate) fn set_origin(&mut self, origin: Origin) {
+        self.origin = origin;
+    }
+
+    /// The origin of the nests packed.
+    pub(crate) fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     /// Adds the nest `put` writes for the enclave at `addr`; false when the current payload is
     /// full (take it and retry).
     pub(crate) fn push(&mut self, addr: &IpAddr, put: impl FnOnce(&mut AttrWriter<'_>) -> Result<(), NoRoom>) -> Result<bool, Error> {
         let mut w = AttrWriter::new(&mut self.buf[self.len..]);
-        match put(&mut w) {
+        let scoped = match self.count {
+            0 => w.put_scope(&self.origin),
+            _ => Ok(()),
+        };
+        match scoped.and_then(|()| put(&mut w)) {
             Ok(()) => {
                 self.len += w.len();
                 self.count += 1;
@@ -271,18 +288,17 @@ fn first_u32(bytes: &[u8]) -> Option<u32> {
     bytes.first_chunk().map(|b| u32::from_ne_bytes(*b))
 }
 
-/// Which nest of the framed request `message` starts at `offset` (bytes from its netlink
-/// header, as the kernel blames it), counted from 0.
+/// Which ENCLAVE nest of the framed request `message` starts at `offset` (bytes from its netlink
+/// header, as the kernel blames it), counted from 0 (an ORIGIN before the nests is not one).
 pub(crate) fn blamed_nest(message: &[u8], offset: u32) -> Option<usize> {
     let target = (offset as usize).checked_sub(HEADERS_LEN)?;
     let len = first_u32(message)? as usize;
-    let mut nests = Attrs::new(message.get(HEADERS_LEN..len)?);
+    let mut attrs = Attrs::new(message.get(HEADERS_LEN..len)?);
     let mut index = 0;
-    while nests.offset() < target {
-        nests.next()?.ok()?;
-        index += 1;
+    while attrs.offset() < target {
+        index += usize::from(attrs.next()?.ok()?.kind == attr::ENCLAVE);
     }
-    (nests.offset() == target && matches!(nests.next(), Some(Ok(_)))).then_some(index)
+    (attrs.offset() == target && matches!(attrs.next(), Some(Ok(a)) if a.kind == attr::ENCLAVE)).then_some(index)
 }
 
 /// The family id and multicast group id from nlctrl's GETFAMILY reply. Read leniently with
@@ -315,10 +331,10 @@ pub(crate) fn parse_family(attrs: &[u8], group_name: &str) -> Result<(u16, Optio
     Ok((id, group))
 }
 
-/// Decodes one ENCLAVE nest of a GET reply or dump.
+/// Decodes one ENCLAVE nest of a GET reply or dump, with the entry's origin.
 pub(crate) fn decode_enclave(nest: &[u8]) -> Result<Registration, Error> {
-    let spec = EnclaveSpec::parse(nest).map_err(|e| Error::Protocol(format!("bad enclave in reply: {e}")))?;
-    Registration::from_spec(&spec).ok_or_else(|| Error::Protocol(format!("enclave {} in reply lacks its application or host", spec.addr)))
+    let (origin, spec) = parse_entry(nest).map_err(|e| Error::Protocol(format!("bad enclave in reply: {e}")))?;
+    Registration::from_spec(&spec, origin).ok_or_else(|| Error::Protocol(format!("enclave {} in reply lacks its application or host", spec.addr)))
 }
 
 /// The ENCLAVE nests of a run of attributes, decoded.
@@ -371,6 +387,7 @@ mod test {
             app: app(),
             host: "10.0.0.5".parse().unwrap(),
             categories: vec![Category::new(b"Browser").unwrap()],
+            origin: Origin::Local,
         };
         let payload = attrs(|w| e.emit(w)).unwrap();
         let mut out = Vec::new();
@@ -401,7 +418,7 @@ mod test {
 
     #[test]
     fn packer_fills_messages_up_to_the_limit() {
-        let e = |i: u32| Registration { addr: IpAddr::V4(Ipv4Addr::from(i)), app: app(), host: "10.0.0.5".parse().unwrap(), categories: vec![] };
+        let e = |i: u32| Registration { addr: IpAddr::V4(Ipv4Addr::from(i)), app: app(), host: "10.0.0.5".parse().unwrap(), categories: vec![], origin: Origin::Local };
         let mut packer = NestPacker::new();
         let mut i = 0;
         let push = |packer: &mut NestPacker, e: &Registration| packer.push(&e.addr, |w| e.emit(w));
@@ -417,11 +434,24 @@ mod test {
         let huge = Registration { categories: (0..2000).map(|i| Category::new(format!("{i:020}").as_bytes()).unwrap()).collect(), ..e(1) };
         assert!(matches!(push(&mut packer, &huge), Err(Error::Request(_))), "an enclave no message can hold is refused");
         assert_eq!(packer.count(), 0);
+        // A gateway's nests: every message starts with its ORIGIN.
+        let gw: Origin = "gw-b".parse().unwrap();
+        packer.set_origin(gw);
+        for _ in 0..2 {
+            while push(&mut packer, &e(i)).unwrap() {
+                i += 1;
+            }
+            let (payload, count) = packer.take();
+            assert_eq!(count, (MAX_PAYLOAD - 12) / 56);
+            let Ok(scoped) = seng_core::genl::Scoped::parse(cmd::ENCLAVE_SET, payload) else { panic!("kernel rejects it") };
+            assert_eq!(scoped.origin, gw);
+            assert!(matches!(scoped.request, Request::Register(l) if l.len() == count));
+        }
     }
 
     #[test]
     fn blamed_offsets_name_the_nest() {
-        let e = |i: u32| Registration { addr: IpAddr::V4(Ipv4Addr::from(i)), app: app(), host: "10.0.0.5".parse().unwrap(), categories: vec![] };
+        let e = |i: u32| Registration { addr: IpAddr::V4(Ipv4Addr::from(i)), app: app(), host: "10.0.0.5".parse().unwrap(), categories: vec![], origin: Origin::Local };
         let mut packer = NestPacker::new();
         for i in 0..3 {
             assert!(packer.push(&e(i).addr, |w| e(i).emit(w)).unwrap());
@@ -434,6 +464,16 @@ mod test {
         assert_eq!(blamed_nest(&message, 20 + 56 + 4), None, "inside a nest");
         assert_eq!(blamed_nest(&message, 20 + 3 * 56), None, "past the last nest");
         assert_eq!(blamed_nest(&message, 8), None, "inside the headers");
+        // After a gateway's ORIGIN (12 bytes), which is no nest.
+        packer.set_origin("gw-b".parse().unwrap());
+        for i in 0..2 {
+            assert!(packer.push(&e(i).addr, |w| e(i).emit(w)).unwrap());
+        }
+        message.clear();
+        frame(&mut message, 0x20, 5, 9, cmd::REPLACE_ADD, packer.take().0);
+        assert_eq!(blamed_nest(&message, 20), None, "the ORIGIN");
+        assert_eq!(blamed_nest(&message, 20 + 12), Some(0));
+        assert_eq!(blamed_nest(&message, 20 + 12 + 56), Some(1));
     }
 
     #[test]
@@ -500,17 +540,16 @@ mod test {
             app: app(),
             host: "2001:db8::5".parse().unwrap(),
             categories: vec![Category::new(b"Web Mail").unwrap(), Category::new(b"Browser").unwrap()],
+            origin: Origin::Local,
         };
+        let remote = Registration { addr: "10.1.2.3".parse().unwrap(), categories: vec![], origin: "gw-b".parse().unwrap(), ..e.clone() };
         let payload = attrs(|w| {
-            e.emit(w)?;
-            Registration { addr: "10.1.2.3".parse().unwrap(), categories: vec![], ..e.clone() }.emit(w)
+            w.put_entry(None, &e.addr, &e.app, &e.host, &e.categories)?;
+            w.put_entry(remote.origin.gateway(), &remote.addr, &remote.app, &remote.host, &[])
         })
         .unwrap();
         let got: Vec<_> = decode_enclaves(&payload).collect::<Result<_, _>>().unwrap();
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0], e);
-        assert_eq!(got[1].addr, "10.1.2.3".parse::<IpAddr>().unwrap());
-        assert!(got[1].categories.is_empty());
+        assert_eq!(got, [e, remote]);
 
         let stats = attrs(|w| {
             for (k, v) in [(attr::STAT_ENCLAVES, 3), (attr::STAT_APPS, 2), (attr::STAT_CAPACITY, 1 << 20), (attr::STAT_SLOTS, 8), (attr::STAT_GENERATION, 17)] {

@@ -37,14 +37,14 @@ run $SENG enclave add 192.168.28.11 --app $B --host 10.0.0.6
 run $SENG get 192.168.28.10
 assert_eq "$OUT" "192.168.28.10 app $A host 10.0.0.5 cat Browser cat \"Web Mail\"" "get of an IPv4 enclave"
 run $SENG get fd00:28::10 --json
-assert_eq "$OUT" "{\"addr\":\"fd00:28::10\",\"app\":\"$A\",\"categories\":[\"Browser\",\"Web Mail\"],\"host\":\"2001:db8::5\"}" "get --json of an IPv6 enclave"
+assert_eq "$OUT" "{\"addr\":\"fd00:28::10\",\"app\":\"$A\",\"categories\":[\"Browser\",\"Web Mail\"],\"host\":\"2001:db8::5\",\"origin\":\"local\"}" "get --json of an IPv6 enclave"
 run $SENG list
 assert_eq "$OUT" "192.168.28.10 app $A host 10.0.0.5 cat Browser cat \"Web Mail\"
 192.168.28.11 app $B host 10.0.0.6
 fd00:28::10 app $A host 2001:db8::5 cat Browser cat \"Web Mail\"" "list"
 run $SENG list --json
 assert_eq "$(printf '%s' "$OUT" | grep -o '"addr":' | wc -l)" 3 "objects in list --json"
-assert_contains "$OUT" "{\"addr\":\"192.168.28.11\",\"app\":\"$B\",\"categories\":[],\"host\":\"10.0.0.6\"}" "list --json"
+assert_contains "$OUT" "{\"addr\":\"192.168.28.11\",\"app\":\"$B\",\"categories\":[],\"host\":\"10.0.0.6\",\"origin\":\"local\"}" "list --json"
 assert_eq "$(stat_of enclaves) $(stat_of apps)" "3 2" "enclaves and apps"
 
 run $SENG app cat add $B Mail

@@ -150,6 +150,24 @@ impl<K: TableKey, V> RcuMap<K, V> {
         unsafe { self.rehash(platform, target) }
     }
 
+    /// Makes room for `n` more keys at once, so that `n` calls of [`RcuMap::insert_new`] cannot
+    /// fail, whatever removals come between them.
+    ///
+    /// # Safety
+    /// Writers are serialised.
+    pub(crate) unsafe fn reserve_many<P: Platform>(&self, platform: &P, n: usize) -> Option<()> {
+        let slots = self.slots();
+        let live = self.len();
+        let used = live + self.tombstones.load(Ordering::Relaxed);
+        if used.checked_add(n)?.checked_mul(2)? <= slots {
+            return Some(());
+        }
+        // Rehashing drops the tombstones: only live keys count towards the new size.
+        let target = live.checked_add(n)?.checked_mul(2)?.checked_next_power_of_two()?.max(slots);
+        // SAFETY: forwarded.
+        unsafe { self.rehash(platform, target) }
+    }
+
     /// Moves every node into a fresh array of `len` slots and publishes it.
     ///
     /// # Safety

@@ -3,6 +3,9 @@
 //!
 //! Applications are shared by their enclaves and counted by them (the original's model): an
 //! application appears with its first enclave and disappears, categories and all, with its last.
+//! Every entry belongs to one [origin](crate::origin): an application is a measurement within
+//! one origin's part of the table ([`AppKey`]), so each origin gives its applications their own
+//! categories, and an enclave's origin is its application's, which costs the enclave no memory.
 //!
 //! Readers ([`EnclaveTable::lookup`], iteration) are lock-free and never wait; they may run on
 //! any number of CPUs while one writer changes the table. Lookup is an expected constant number
@@ -31,6 +34,7 @@ use trailing::Trailing;
 
 use crate::category::CATEGORY_FIELD_LEN;
 use crate::decide::EnclaveMeta;
+use crate::origin::{OriginId, OriginSet, MAX_GATEWAYS};
 use crate::{Category, Measurement};
 
 /// Most categories one application can carry.
@@ -38,6 +42,9 @@ pub const MAX_CATEGORIES_PER_APP: usize = 32;
 
 /// Largest capacity a table accepts (keeps slot arithmetic far from overflow).
 pub const MAX_CAPACITY: usize = 1 << 26;
+
+/// Origins a table counts enclaves for: the local one and every gateway.
+const ORIGINS: usize = MAX_GATEWAYS + 1;
 
 struct Enclave {
     host: IpAddr,
@@ -51,7 +58,16 @@ struct App {
     categories: AtomicPtr<SetHeader>,
 }
 
-type AppNode = Node<Measurement, App>;
+/// An application: a measurement within one origin's part of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AppKey {
+    /// The measurement (MRENCLAVE).
+    pub measurement: Measurement,
+    /// Whose entries the application's enclaves are.
+    pub origin: OriginId,
+}
+
+type AppNode = Node<AppKey, App>;
 type EnclaveNode = Node<IpAddr, Enclave>;
 
 struct SetHeader {
@@ -78,6 +94,8 @@ pub enum TableError {
     CategoryNotAttached,
     /// The application already has [`MAX_CATEGORIES_PER_APP`] categories.
     TooManyCategories,
+    /// [`MAX_GATEWAYS`] remote origins have entries already.
+    TooManyOrigins,
     /// The requested capacity is zero or above [`MAX_CAPACITY`].
     BadCapacity,
 }
@@ -93,6 +111,7 @@ impl fmt::Display for TableError {
             TableError::TooManyCategories => {
                 write!(f, "application already has {MAX_CATEGORIES_PER_APP} categories")
             }
+            TableError::TooManyOrigins => write!(f, "{MAX_GATEWAYS} gateways have entries already"),
             TableError::BadCapacity => write!(f, "capacity must be between 1 and {MAX_CAPACITY}"),
         }
     }
@@ -115,6 +134,8 @@ pub enum Registered {
         app: Measurement,
         /// The previous host.
         host: IpAddr,
+        /// The previous origin.
+        origin: OriginId,
     },
 }
 
@@ -134,6 +155,8 @@ pub struct Unregistered {
     pub app: Measurement,
     /// Its host.
     pub host: IpAddr,
+    /// Its origin.
+    pub origin: OriginId,
 }
 
 /// Counts describing a table.
@@ -175,6 +198,16 @@ impl<'a> EnclaveRef<'a> {
     /// The enclave's application measurement.
     #[inline]
     pub fn app(&self) -> &'a Measurement {
+        &self.app.key.measurement
+    }
+
+    /// Whose entry the enclave is.
+    pub fn origin(&self) -> OriginId {
+        self.app.key.origin
+    }
+
+    /// The enclave's application: its measurement within its origin's part.
+    pub fn app_key(&self) -> &'a AppKey {
         &self.app.key
     }
 
@@ -219,7 +252,8 @@ impl fmt::Debug for EnclaveRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Enclave")
             .field("addr", &self.addr())
-            .field("app", &self.app.key)
+            .field("app", &self.app.key.measurement)
+            .field("origin", &self.app.key.origin)
             .field("host", &self.host())
             .field("categories", &self.categories())
             .finish()
@@ -235,7 +269,12 @@ pub struct AppRef<'a> {
 impl<'a> AppRef<'a> {
     /// The measurement.
     pub fn measurement(&self) -> &'a Measurement {
-        &self.node.key
+        &self.node.key.measurement
+    }
+
+    /// Whose entries its enclaves are.
+    pub fn origin(&self) -> OriginId {
+        self.node.key.origin
     }
 
     /// Its categories, in the order they were attached.
@@ -252,7 +291,9 @@ impl<'a> AppRef<'a> {
 /// The enclave table. See the module documentation for the concurrency contract.
 pub struct EnclaveTable<P: Platform> {
     enclaves: RcuMap<IpAddr, Enclave>,
-    apps: RcuMap<Measurement, App>,
+    apps: RcuMap<AppKey, App>,
+    /// Enclaves per origin, indexed by [`OriginId::index`] (writer-only bookkeeping).
+    origin_counts: Trailing<(), AtomicUsize>,
     capacity: usize,
     generation: AtomicU64,
     platform: P,
@@ -277,7 +318,30 @@ impl<P: Platform> EnclaveTable<P> {
             unsafe { enclaves.free_array(&platform) };
             return Err(TableError::OutOfMemory);
         };
-        Ok(EnclaveTable { enclaves, apps, capacity, generation: AtomicU64::new(0), platform })
+        let Some(origin_counts) = Trailing::alloc(&platform, (), ORIGINS, |_| AtomicUsize::new(0)) else {
+            // SAFETY (both): never published.
+            unsafe {
+                enclaves.free_array(&platform);
+                apps.free_array(&platform);
+            }
+            return Err(TableError::OutOfMemory);
+        };
+        Ok(EnclaveTable { enclaves, apps, origin_counts, capacity, generation: AtomicU64::new(0), platform })
+    }
+
+    fn origin_count(&self, origin: OriginId) -> &AtomicUsize {
+        // SAFETY: the counts live as long as the table; every index is below ORIGINS.
+        unsafe { self.origin_counts.elem(origin.index()) }
+    }
+
+    /// Registered enclaves of `origin`.
+    pub fn origin_len(&self, origin: OriginId) -> usize {
+        self.origin_count(origin).load(Ordering::Relaxed)
+    }
+
+    /// Registered enclaves of the origins in `scope`.
+    pub fn scope_len(&self, scope: &OriginSet) -> usize {
+        scope.iter().map(|o| self.origin_len(o)).sum()
     }
 
     /// The metadata of `ip`, if it is a registered enclave. Lock-free, allocation-free, O(1)
@@ -287,9 +351,10 @@ impl<P: Platform> EnclaveTable<P> {
         self.enclaves.get(ip).map(EnclaveRef::new)
     }
 
-    /// The application with `measurement`, if any enclave of it is registered.
-    pub fn app(&self, measurement: &Measurement) -> Option<AppRef<'_>> {
-        self.apps.get(measurement).map(|node| AppRef { node })
+    /// The application with `measurement` in the part of `origin`, if any enclave of it is
+    /// registered there.
+    pub fn app(&self, origin: OriginId, measurement: &Measurement) -> Option<AppRef<'_>> {
+        self.apps.get(&AppKey { measurement: *measurement, origin }).map(|node| AppRef { node })
     }
 
     /// Registered enclaves.
@@ -328,14 +393,15 @@ impl<P: Platform> EnclaveTable<P> {
         self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Registers `ip` as an enclave of `app` on `host`, adding `categories` to the application.
-    /// Re-registering an address replaces its metadata.
+    /// Registers `ip` as an enclave of `app` on `host` in the part of `origin`, adding
+    /// `categories` to the application there. Re-registering an address replaces its metadata
+    /// and its origin (which origin may replace which is the engine's business).
     ///
     /// # Safety
     /// Writers are serialised, and the platform's `retire` waits for concurrent readers.
-    pub unsafe fn register(&self, ip: IpAddr, app: &Measurement, host: IpAddr, categories: &[Category]) -> Result<Registered, TableError> {
+    pub unsafe fn register(&self, ip: IpAddr, origin: OriginId, app: &Measurement, host: IpAddr, categories: &[Category]) -> Result<Registered, TableError> {
         // SAFETY: forwarded.
-        unsafe { self.register_traced(ip, app, host, categories, |_| Ok(())) }.map(|(outcome, _)| outcome)
+        unsafe { self.register_traced(ip, origin, app, host, categories, |_| Ok(())) }.map(|(outcome, _)| outcome)
     }
 
     /// As [`EnclaveTable::register`], also telling what became of the application's categories.
@@ -348,11 +414,13 @@ impl<P: Platform> EnclaveTable<P> {
     pub unsafe fn register_traced(
         &self,
         ip: IpAddr,
+        origin: OriginId,
         app: &Measurement,
         host: IpAddr,
         categories: &[Category],
         before_replacing: impl FnOnce(EnclaveRef<'_>) -> Result<(), TableError>,
     ) -> Result<(Registered, CategoryCounts), TableError> {
+        let app = &AppKey { measurement: *app, origin };
         let existing = self.enclaves.find(&ip);
         if let Some(node) = existing {
             // SAFETY: the writer owns published nodes.
@@ -425,6 +493,8 @@ impl<P: Platform> EnclaveTable<P> {
             }
             app_node.as_ref().value.enclaves.fetch_add(1, Ordering::Relaxed);
         }
+        // A replaced enclave leaves its origin's count in `release_enclave`.
+        self.origin_count(origin).fetch_add(1, Ordering::Relaxed);
         let outcome = match existing {
             None => {
                 // SAFETY: reserved above; the key is absent.
@@ -457,12 +527,13 @@ impl<P: Platform> EnclaveTable<P> {
         Ok(unsafe { self.release_enclave(node) })
     }
 
-    /// Attaches `category` to the application `app`. Returns false if it was already attached.
+    /// Attaches `category` to the application `app` of `origin`. Returns false if it was
+    /// already attached.
     ///
     /// # Safety
     /// As [`EnclaveTable::register`].
-    pub unsafe fn attach_category(&self, app: &Measurement, category: &Category) -> Result<bool, TableError> {
-        let node = self.apps.find(app).ok_or(TableError::UnknownApp)?;
+    pub unsafe fn attach_category(&self, origin: OriginId, app: &Measurement, category: &Category) -> Result<bool, TableError> {
+        let node = self.apps.find(&AppKey { measurement: *app, origin }).ok_or(TableError::UnknownApp)?;
         // SAFETY: node is published and owned by the writer.
         let before = categories_of(unsafe { &node.as_ref().value }).len();
         // SAFETY: forwarded.
@@ -475,12 +546,12 @@ impl<P: Platform> EnclaveTable<P> {
         Ok(added)
     }
 
-    /// Detaches `category` from the application `app`.
+    /// Detaches `category` from the application `app` of `origin`.
     ///
     /// # Safety
     /// As [`EnclaveTable::register`].
-    pub unsafe fn detach_category(&self, app: &Measurement, category: &Category) -> Result<(), TableError> {
-        let node = self.apps.find(app).ok_or(TableError::UnknownApp)?;
+    pub unsafe fn detach_category(&self, origin: OriginId, app: &Measurement, category: &Category) -> Result<(), TableError> {
+        let node = self.apps.find(&AppKey { measurement: *app, origin }).ok_or(TableError::UnknownApp)?;
         // SAFETY: node is published and owned by the writer.
         let current = categories_of(unsafe { &node.as_ref().value });
         if !current.contains(category) {
@@ -500,12 +571,12 @@ impl<P: Platform> EnclaveTable<P> {
     }
 
     /// Makes `categories` (distinct, at most [`MAX_CATEGORIES_PER_APP`]) the whole category set
-    /// of the application `app`, in one step: on an error nothing changed.
+    /// of the application `app` of `origin`, in one step: on an error nothing changed.
     ///
     /// # Safety
     /// As [`EnclaveTable::register`].
-    pub unsafe fn set_categories(&self, app: &Measurement, categories: &[Category]) -> Result<(), TableError> {
-        let node = self.apps.find(app).ok_or(TableError::UnknownApp)?;
+    pub unsafe fn set_categories(&self, origin: OriginId, app: &Measurement, categories: &[Category]) -> Result<(), TableError> {
+        let node = self.apps.find(&AppKey { measurement: *app, origin }).ok_or(TableError::UnknownApp)?;
         if categories.len() > MAX_CATEGORIES_PER_APP {
             return Err(TableError::TooManyCategories);
         }
@@ -525,7 +596,7 @@ impl<P: Platform> EnclaveTable<P> {
         Ok(())
     }
 
-    /// Unregisters every enclave (and so every application). Never fails.
+    /// Unregisters every enclave (and so every application), whatever its origin. Never fails.
     ///
     /// # Safety
     /// As [`EnclaveTable::register`].
@@ -533,6 +604,93 @@ impl<P: Platform> EnclaveTable<P> {
         // SAFETY: serialised writer; everything unlinked is retired.
         unsafe { self.unlink_all(true) };
         self.changed();
+    }
+
+    /// Unregisters every enclave of `origin`, handing each address to `removed`. Never fails;
+    /// costs a walk of the whole table unless `origin` holds all of it.
+    ///
+    /// # Safety
+    /// As [`EnclaveTable::register`].
+    pub unsafe fn unregister_origin(&self, origin: OriginId, mut removed: impl FnMut(IpAddr)) {
+        if self.origin_len(origin) == 0 {
+            return;
+        }
+        if self.origin_len(origin) == self.len() {
+            self.enclaves_from(0).for_each(|e| removed(e.addr()));
+            // SAFETY: forwarded.
+            unsafe { self.flush() };
+            return;
+        }
+        for e in self.enclaves_from(0) {
+            if e.origin() == origin {
+                let ip = e.addr();
+                // Removing leaves a tombstone in the slot the walk just passed: the walk goes on.
+                // SAFETY: forwarded.
+                let _ = unsafe { self.unregister(&ip) };
+                removed(ip);
+            }
+        }
+    }
+
+    /// Moves every entry of `part`, whose origins are all in `scope`, into this table, where it
+    /// replaces the part of each origin of `scope`: an address of `part` takes the place of
+    /// whatever this table has there, and every other entry of `scope`'s origins goes.
+    /// Applications and their categories move whole, so nothing is allocated per entry; `part`
+    /// is left empty. Either every entry moves or, refused, nothing changes: [`TableError::Full`]
+    /// when the result would exceed the capacity, [`TableError::OutOfMemory`] when the indexes
+    /// cannot grow. Packets see each address change at once, one address after another.
+    ///
+    /// # Safety
+    /// As [`EnclaveTable::register`]; `part` is unpublished and was made with a platform that
+    /// frees what this table's frees (a clone of it).
+    pub unsafe fn adopt(&self, part: &EnclaveTable<P>, scope: &OriginSet) -> Result<(), TableError> {
+        let arriving = part.enclaves_from(0).filter(|e| self.lookup(&e.addr()).is_none()).count();
+        let leaving = self.enclaves_from(0).filter(|e| scope.contains(e.origin()) && part.lookup(&e.addr()).is_none()).count();
+        if self.len() + arriving - leaving > self.capacity {
+            return Err(TableError::Full { capacity: self.capacity });
+        }
+        // SAFETY (both): forwarded. Growing an index changes no entry.
+        unsafe {
+            self.enclaves.reserve_many(&self.platform, arriving).ok_or(TableError::OutOfMemory)?;
+            self.apps.reserve_many(&self.platform, part.apps.len()).ok_or(TableError::OutOfMemory)?;
+        }
+        // Commit: nothing below can fail. The leaving entries go first, while `part` still
+        // says which stay.
+        for e in self.enclaves_from(0) {
+            let ip = e.addr();
+            if scope.contains(e.origin()) && part.lookup(&ip).is_none() {
+                // SAFETY: forwarded.
+                let _ = unsafe { self.unregister(&ip) };
+            }
+        }
+        // SAFETY: serialised writer; every node of `part` is unlinked from it and linked here
+        // once; `part`'s applications are linked after the applications of the scope's old
+        // entries, whose keys they may share, went with their last enclave.
+        unsafe {
+            part.enclaves.clear(|node| {
+                let origin = node.as_ref().value.app.as_ref().key.origin;
+                self.origin_count(origin).fetch_add(1, Ordering::Relaxed);
+                match self.enclaves.find(&node.as_ref().key) {
+                    None => self.enclaves.insert_new(node),
+                    Some(_) => {
+                        if let Some(old) = self.enclaves.replace(node) {
+                            self.release_enclave(old);
+                        }
+                    }
+                }
+            });
+            part.apps.clear(|node| self.apps.insert_new(node));
+        }
+        part.reset_origin_counts();
+        self.changed();
+        Ok(())
+    }
+
+    fn reset_origin_counts(&self) {
+        for i in 0..ORIGINS {
+            // SAFETY: the counts live as long as the table; i < ORIGINS.
+            unsafe { self.origin_counts.elem(i) }.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Unlinks and releases every enclave and application (`deferred`: after readers are done).
@@ -549,6 +707,7 @@ impl<P: Platform> EnclaveTable<P> {
                 release_node(platform, node, deferred);
             });
         }
+        self.reset_origin_counts();
     }
 
     /// Releases an unlinked enclave node and drops its reference on the application.
@@ -560,18 +719,19 @@ impl<P: Platform> EnclaveTable<P> {
         let (host, app_node) = unsafe { (node.as_ref().value.host, node.as_ref().value.app) };
         // SAFETY: the application outlives its enclaves.
         let app = unsafe { app_node.as_ref() };
-        let measurement = app.key;
+        let key = app.key;
         // SAFETY: unlinked; readers may hold it, so it is retired.
         unsafe { release_node(&self.platform, node, true) };
+        self.origin_count(key.origin).fetch_sub(1, Ordering::Relaxed);
         if app.value.enclaves.fetch_sub(1, Ordering::Relaxed) == 1 {
             // SAFETY: serialised writer; last reference gone.
             unsafe {
-                self.apps.remove(&measurement);
+                self.apps.remove(&key);
                 release_categories(&self.platform, app.value.categories.load(Ordering::Relaxed), true);
                 release_node(&self.platform, app_node, true);
             }
         }
-        Unregistered { app: measurement, host }
+        Unregistered { app: key.measurement, host, origin: key.origin }
     }
 
     /// The application's categories plus `extra` as a new unpublished set, or `None` when
@@ -665,7 +825,7 @@ unsafe fn release_categories<P: Platform>(platform: &P, set: *mut SetHeader, def
 
 impl Unregistered {
     fn into_replaced(self) -> Registered {
-        Registered::Replaced { app: self.app, host: self.host }
+        Registered::Replaced { app: self.app, host: self.host, origin: self.origin }
     }
 }
 
@@ -677,6 +837,7 @@ impl<P: Platform> Drop for EnclaveTable<P> {
             self.unlink_all(false);
             self.enclaves.free_array(&self.platform);
             self.apps.free_array(&self.platform);
+            self.origin_counts.release(&self.platform, ORIGINS, false);
         }
     }
 }
@@ -705,7 +866,7 @@ impl<'a> Iterator for Enclaves<'a> {
 
 /// Iterator over applications; see [`EnclaveTable::apps`].
 pub struct Apps<'a> {
-    map: &'a RcuMap<Measurement, App>,
+    map: &'a RcuMap<AppKey, App>,
     cursor: usize,
 }
 
@@ -765,9 +926,20 @@ impl LocalTable {
         self.inner.live()
     }
 
+    /// The origin `id` stands for, by name.
+    pub fn origin(&self, id: OriginId) -> crate::origin::Origin {
+        self.inner.origins().origin(id)
+    }
+
+    /// The id `origin` goes by, if it has one (the local origin always has, a gateway while it
+    /// has entries).
+    pub fn origin_id(&self, origin: &crate::origin::Origin) -> Option<OriginId> {
+        self.inner.origins().find(origin)
+    }
+
     /// Executes a request through the engine, as the kernel module does; [`LocalTable::ended_connections`]
     /// then lists the addresses whose connections it ended.
-    pub fn execute(&mut self, request: crate::genl::Request<'_>) -> Result<crate::engine::Handled, crate::engine::Refusal> {
+    pub fn execute(&mut self, request: crate::genl::Scoped<'_>) -> Result<crate::engine::Handled, crate::engine::Refusal> {
         let mut services = Collect { seed: self.inner.generation() ^ 0x5eed_5eed, ended: core::mem::take(&mut self.ended) };
         services.ended.clear();
         // SAFETY: &mut self serialises writers and excludes readers; StdPlatform frees at once,
@@ -782,10 +954,11 @@ impl LocalTable {
         &self.ended
     }
 
-    /// See [`EnclaveTable::register`].
+    /// See [`EnclaveTable::register`]; in the local origin's part, as are the other direct
+    /// changes below (requests through [`LocalTable::execute`] name any origin).
     pub fn register(&mut self, ip: IpAddr, app: &Measurement, host: IpAddr, categories: &[Category]) -> Result<Registered, TableError> {
         // SAFETY: &mut self serialises writers and excludes readers.
-        unsafe { self.inner.live().register(ip, app, host, categories) }
+        unsafe { self.inner.live().register(ip, OriginId::LOCAL, app, host, categories) }
     }
 
     /// See [`EnclaveTable::unregister`].
@@ -797,13 +970,13 @@ impl LocalTable {
     /// See [`EnclaveTable::attach_category`].
     pub fn attach_category(&mut self, app: &Measurement, category: &Category) -> Result<bool, TableError> {
         // SAFETY: as in register.
-        unsafe { self.inner.live().attach_category(app, category) }
+        unsafe { self.inner.live().attach_category(OriginId::LOCAL, app, category) }
     }
 
     /// See [`EnclaveTable::detach_category`].
     pub fn detach_category(&mut self, app: &Measurement, category: &Category) -> Result<(), TableError> {
         // SAFETY: as in register.
-        unsafe { self.inner.live().detach_category(app, category) }
+        unsafe { self.inner.live().detach_category(OriginId::LOCAL, app, category) }
     }
 
     /// See [`EnclaveTable::flush`].
@@ -923,21 +1096,40 @@ impl<P: Platform> Drop for AddrSet<P> {
 }
 
 impl<P: Platform> EnclaveTable<P> {
-    /// Adds to `ending` every enclave of this table that `replacement` drops or gives another
-    /// application, host or set of categories: the connections that must not survive swapping `replacement` in. `ending`
+    /// Adds to `ending` every enclave of this table that `replacement` of the parts of `scope`'s
+    /// origins drops or gives another application, host, set of categories or origin: the
+    /// connections that must not survive putting `replacement` in their place (swapping it in,
+    /// or [`EnclaveTable::adopt`]). `ending`
     /// needs room for [`EnclaveTable::len`] addresses.
-    pub fn changed_in<Q: Platform, R: Platform>(&self, replacement: &EnclaveTable<Q>, ending: &mut AddrSet<R>) -> Result<(), SetFull> {
+    pub fn changed_in<Q: Platform, R: Platform>(&self, replacement: &EnclaveTable<Q>, scope: &OriginSet, ending: &mut AddrSet<R>) -> Result<(), SetFull> {
         for old in self.enclaves_from(0) {
-            let same = replacement
-                .lookup(&old.addr())
+            let new = replacement.lookup(&old.addr());
+            if new.is_none() && !scope.contains(old.origin()) {
+                // Outside the replaced parts, and not taken over: kept.
+                continue;
+            }
+            let same = new
                 .is_some_and(|new| {
                     let (a, b) = (new.categories(), old.categories());
-                    new.app() == old.app() && new.host() == old.host() && a.len() == b.len() && a.iter().all(|c| b.contains(c))
+                    new.app_key() == old.app_key() && new.host() == old.host() && a.len() == b.len() && a.iter().all(|c| b.contains(c))
                 });
             if !same {
                 ending.insert(old.addr())?;
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// The kernel's memory per entry is the enclave node's (56 bytes, kmalloc-64): an origin
+    /// lives in the application's key, which grows within its own kmalloc-64 object.
+    #[test]
+    fn origins_cost_an_enclave_no_memory() {
+        assert_eq!(core::mem::size_of::<EnclaveNode>(), 56);
+        assert!(core::mem::size_of::<AppNode>() <= 64, "{}", core::mem::size_of::<AppNode>());
     }
 }

@@ -77,16 +77,23 @@ pub unsafe extern "C" fn seng_rs_dump_stamp(state: *const NetState) -> u32 {
     unsafe { &*state }.dump_stamp()
 }
 
-/// Fills `buf` with ENCLAVE nests from `*cursor` on. Returns the bytes written (0: the dump is
-/// complete) or a negative errno.
+/// Fills `buf` with the ENCLAVE nests of the dump whose request attributes are the `request_len`
+/// bytes at `request`, from `*cursor` on. Returns the bytes written (0: the dump is complete) or
+/// a negative errno.
 ///
 /// # Safety
-/// Inside an RCU read-side section; `state` is live; `buf` has `cap` writable bytes.
+/// Inside an RCU read-side section; `state` is live; `request` has `request_len` readable bytes
+/// (or is null with 0); `buf` has `cap` writable bytes.
 #[no_mangle]
-pub unsafe extern "C" fn seng_rs_dump(state: *const NetState, cursor: *mut u64, buf: *mut u8, cap: u32) -> c_int {
+pub unsafe extern "C" fn seng_rs_dump(state: *const NetState, request: *const u8, request_len: u32, cursor: *mut u64, buf: *mut u8, cap: u32) -> c_int {
+    let request: &[u8] = match request.is_null() {
+        true => &[],
+        // SAFETY: by the caller.
+        false => unsafe { core::slice::from_raw_parts(request, request_len as usize) },
+    };
     // SAFETY: by the caller.
     let (state, cursor, buf) = unsafe { (&*state, &mut *cursor, core::slice::from_raw_parts_mut(buf, cap as usize)) };
-    match state.dump(cursor, buf) {
+    match state.dump(request, cursor, buf) {
         Ok(len) => len as c_int,
         Err(errno) => -errno,
     }

@@ -15,7 +15,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::ptr::NonNull;
 
 use seng_core::engine::{Ending, Engine, Services};
-use seng_core::genl::{errno, AttrWriter};
+use seng_core::genl::{ReadScope, Scoped};
 use seng_core::matchinfo::MatchInfoError;
 use seng_core::table::{EnclaveTable, Platform};
 use seng_core::{match_packet, Family, SengMtInfo};
@@ -155,26 +155,16 @@ impl NetState {
         self.engine.dump_stamp()
     }
 
-    /// Fills `buf` with ENCLAVE nests from `*cursor` on and advances the cursor. Returns the
-    /// bytes written (0: the dump is complete) or a positive errno. Call inside an RCU read-side
+    /// Fills `buf` with the ENCLAVE nests of the dump whose request attributes are `request`
+    /// (the origins it reads), from `*cursor` on, and advances the cursor. Returns the bytes
+    /// written (0: the dump is complete) or a positive errno. Call inside an RCU read-side
     /// section.
-    pub fn dump(&self, cursor: &mut u64, buf: &mut [u8]) -> Result<usize, i32> {
-        let mut out = AttrWriter::new(buf);
-        let mut enclaves = self.live().enclaves_from(*cursor as usize);
-        loop {
-            let before = enclaves.cursor();
-            let Some(e) = enclaves.next() else { break };
-            if out.put_enclave(&e.addr(), Some(e.app()), Some(&e.host()), e.categories()).is_err() {
-                if out.is_empty() {
-                    return Err(errno::EMSGSIZE);
-                }
-                *cursor = before as u64;
-                return Ok(out.len());
-            }
-            // Safe as a resume point: the nest just written is complete.
-            *cursor = enclaves.cursor() as u64;
-        }
-        Ok(out.len())
+    pub fn dump(&self, request: &[u8], cursor: &mut u64, buf: &mut [u8]) -> Result<usize, i32> {
+        let scope = ReadScope::parse(request).map_err(|e| e.errno)?;
+        let mut at = *cursor as usize;
+        let written = self.engine.dump(&scope, &mut at, buf).map_err(|e| e.errno)?;
+        *cursor = at as u64;
+        Ok(written)
     }
 
     /// Whether a closing socket of port `portid` may own a replace transaction; read without
@@ -198,7 +188,7 @@ impl NetState {
     /// # Safety
     /// The namespace's writer lock is held.
     pub unsafe fn handle(&self, req: Request<'_>) -> Result<Handled, Refusal> {
-        let request = seng_core::genl::Request::parse(req.cmd, req.payload)?;
+        let request = Scoped::parse(req.cmd, req.payload)?;
         let mut kernel = Kernel { net: req.net };
         // SAFETY: writer lock held by the caller; KernelPlatform retires after a grace period.
         unsafe { self.engine.execute(&mut kernel, request, req.portid, req.reply) }

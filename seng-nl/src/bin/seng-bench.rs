@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use seng_nl::{Category, Client, Measurement, Operation, Registration};
+use seng_nl::{Category, Client, Measurement, Operation, Origin, Registration};
 
 #[derive(Parser)]
 #[command(name = "seng-bench", about = "Load generator and timer for seng-nl")]
@@ -130,6 +130,7 @@ fn enclave(i: u32, v6_every: u32) -> Registration {
         app: Measurement([app + 1; 32]),
         host: IpAddr::V4(Ipv4Addr::new(172, 16, (i % 64) as u8, 1)),
         categories: vec![category],
+        origin: Origin::Local,
     }
 }
 

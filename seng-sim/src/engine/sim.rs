@@ -212,7 +212,7 @@ impl Simulator {
         let registered = |r: &Registered| match r {
             Registered::New => "registered".to_string(),
             Registered::Unchanged => "already registered so; categories added".to_string(),
-            Registered::Replaced { app, host } => format!("re-registered (was app {app} on host {host})"),
+            Registered::Replaced { app, host, .. } => format!("re-registered (was app {app} on host {host})"),
         };
         let effect = match &applied {
             Applied::Registered(list) => list.iter().map(registered).collect::<Vec<_>>().join("; "),
@@ -453,6 +453,38 @@ mod test {
         assert!(lines[3].contains("ct NEW"), "picked up mid-stream after the flush: {}", lines[3]);
         assert_eq!(sim.conntrack_stats().deleted_by_events, 1);
         assert_eq!(sim.stats().ct, CtTally { new: 4, established: 2, related: 0, invalid: 0, untracked: 0 });
+    }
+
+    #[test]
+    fn enclave_scripts_carry_origins_with_the_modules_rules() {
+        let rules = format!("iptables -A INPUT -m seng --src-cat Browser -j ACCEPT\niptables -A INPUT -m seng --src-app {APP} -j REJECT\niptables -P INPUT DROP\n");
+        // A gateway's enclave, whose application has its own categories; a local flush leaves
+        // it, a local registration of a gateway's address takes it, a flush of its origin ends it.
+        let script = format!(
+            "enclave add 192.168.28.10 --app {APP} --host 10.0.1.5 --cat Browser --origin gw-b\n\
+             enclave add 192.168.28.11 --app {APP} --host 10.0.1.5 --origin gw-c\n\
+             enclave add 192.168.28.12 --app {APP} --host 10.0.0.5\n\
+             @0.0015 flush\n\
+             @0.0025 enclave add 192.168.28.11 --app {APP} --host 10.0.0.5\n\
+             @0.0035 flush --origin gw-b\n"
+        );
+        let from = |ip: &str| Builder::v4(ip, "192.168.28.1").udp(1, 2, b"");
+        let packets = vec![
+            from("192.168.28.10"),
+            from("192.168.28.12"),
+            from("192.168.28.10"),
+            from("192.168.28.11"),
+            from("192.168.28.10"),
+        ];
+        let (sim, lines) = replay(&rules, &script, &packets);
+        assert_eq!(verdicts(&lines), ["ACCEPT by INPUT rule 1", "REJECT by INPUT rule 2", "ACCEPT by INPUT rule 1", "REJECT by INPUT rule 2", "DROP by INPUT policy"]);
+        assert!(lines[2].contains("flush: 1 enclaves unregistered"), "{}", lines[2]);
+        assert!(lines[4].contains("flush --origin gw-b: 1 enclaves unregistered"), "{}", lines[4]);
+        let owners: Vec<_> = sim.enclaves().enclaves_from(0).map(|e| (e.addr().to_string(), sim.enclaves().origin(e.origin()).to_string())).collect();
+        assert_eq!(owners, [("192.168.28.11".to_string(), "local".to_string())]);
+        let refused = format!("enclave add 192.168.28.12 --app {APP} --host 10.0.0.5\nenclave add 192.168.28.12 --app {APP} --host 10.0.1.5 --origin gw-b\n");
+        let err = Simulator::new(&parse_rules("", "r").unwrap(), &seng_core::script::parse(&refused).unwrap(), &Options::default()).err().unwrap();
+        assert!(err.to_string().contains("a gateway's entry never replaces the local SENG server's"), "{err}");
     }
 
     #[test]

@@ -9,14 +9,18 @@
 //! refuses the join, else `listening`, then, when its standard input ends, `events N`: the number
 //! of events that reached it. `nlprobe refused-set ADDR` (as root) sends ENCLAVE_SET requests
 //! whose first nests are valid and whose last one is refused, ADDR being a registered enclave of
-//! [`APP`] with 30 categories, and checks that each reply blames the last nest.
+//! [`APP`] with 30 categories, and checks that each reply blames the last nest. `nlprobe
+//! old-client LOCAL REMOTE` reads the table as a client older than origins does (no ORIGIN, no
+//! ALL_ORIGINS), LOCAL being a local enclave and REMOTE a gateway's, and checks that it sees the
+//! local part only, and that the original protocol's unregistration of REMOTE (an IPv4
+//! address) succeeds without removing it.
 
 use seng_core::genl::{attr, cmd, AttrWriter};
 use seng_core::{Category, Measurement};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
-use seng_nl::{Client, Error, Subscription};
+use seng_nl::{Client, Error, LegacyOp, ReadScope, Subscription};
 
 const NLA_F_NESTED: u16 = 0x8000;
 
@@ -103,7 +107,68 @@ fn malformed_cases() -> Vec<Case> {
         Case { name: "replace-cat-del-without-app", command: cmd::REPLACE_CAT_DEL, errno: libc::EINVAL, message: "APP is required",
             attrs: attrs(|w| put(w, attr::CAT, b"Mail\0")) },
         Case { name: "get-without-address", command: cmd::GET, errno: libc::EINVAL, message: "GET needs ADDR", attrs: Vec::new() },
+        // Origins: the original protocol has none; ORIGIN names a gateway, first, NUL-terminated.
+        Case { name: "legacy-with-origin", command: cmd::LEGACY, errno: libc::EINVAL, message: "attribute not valid for this command",
+            attrs: attrs(|w| { put(w, attr::ORIGIN, b"gw-b\0"); put(w, attr::FLUSH, &[]); }) },
+        Case { name: "origin-without-nul", command: cmd::FLUSH, errno: libc::EINVAL, message: "",
+            attrs: attrs(|w| put(w, attr::ORIGIN, b"gw-b")) },
+        Case { name: "origin-too-long", command: cmd::FLUSH, errno: libc::EINVAL, message: "",
+            attrs: attrs(|w| put(w, attr::ORIGIN, &[b"a".repeat(33), vec![0]].concat())) },
+        Case { name: "origin-local", command: cmd::FLUSH, errno: libc::EINVAL, message: "leave it out for the local origin",
+            attrs: attrs(|w| put(w, attr::ORIGIN, b"local\0")) },
+        Case { name: "origin-bad-name", command: cmd::FLUSH, errno: libc::EINVAL, message: "ORIGIN must name a gateway",
+            attrs: attrs(|w| put(w, attr::ORIGIN, b"gw b\0")) },
+        Case { name: "origin-after-nests", command: cmd::ENCLAVE_DEL, errno: libc::EINVAL, message: "only ENCLAVE nests",
+            attrs: attrs(|w| { w.put_enclave(&std::net::IpAddr::from(enc), None, None, &[]).unwrap(); put(w, attr::ORIGIN, b"gw-b\0"); }) },
+        Case { name: "all-origins-on-flush", command: cmd::FLUSH, errno: libc::EINVAL, message: "takes no attributes",
+            attrs: attrs(|w| put(w, attr::ALL_ORIGINS, &[])) },
+        Case { name: "get-origin-and-all", command: cmd::GET, errno: libc::EINVAL, message: "once, not both",
+            attrs: attrs(|w| { put(w, attr::ORIGIN, b"gw-b\0"); put(w, attr::ALL_ORIGINS, &[]); put(w, attr::ADDR, &enc); }) },
+        Case { name: "stats-with-origin", command: cmd::STATS, errno: libc::EINVAL, message: "takes no attributes",
+            attrs: attrs(|w| put(w, attr::ORIGIN, b"gw-b\0")) },
+        Case { name: "gateway-del-unregistered", command: cmd::ENCLAVE_DEL, errno: libc::ENOENT, message: "not a registered enclave",
+            attrs: attrs(|w| { put(w, attr::ORIGIN, b"gw-b\0"); w.put_enclave(&std::net::IpAddr::from(enc), None, None, &[]).unwrap(); }) },
     ]
+}
+
+/// `nlprobe old-client`: a dump and GETs without ORIGIN or ALL_ORIGINS see the local part only,
+/// `local` being a local enclave and `remote` a gateway's. Returns the number of failures.
+fn old_client(client: &mut Client, local: &str, remote: &str) -> usize {
+    let (local, remote): (IpAddr, IpAddr) = (local.parse().expect("LOCAL must be an address"), remote.parse().expect("REMOTE must be an address"));
+    let dumped = client.dump_scope(&ReadScope::default()).and_then(|dump| dump.iter().collect::<Result<Vec<_>, _>>());
+    let get = |client: &mut Client, addr: &IpAddr| answer(client.request_raw(cmd::GET, &attrs(|w| w.put_addr(attr::ADDR, addr).unwrap())));
+    let checks: Vec<(&str, Result<(), String>)> = vec![
+        (
+            "old-client-dump",
+            match dumped {
+                Err(e) => Err(e.to_string()),
+                Ok(list) if list.iter().any(|r| !r.origin.is_local()) => Err(format!("the dump has a gateway's entry: {list:?}")),
+                Ok(list) if !list.iter().any(|r| r.addr == local) => Err(format!("the dump lacks {local}")),
+                Ok(_) => Ok(()),
+            },
+        ),
+        ("old-client-get-local", get(client, &local).and_then(|(errno, m)| if errno == 0 { Ok(()) } else { Err(format!("errno {errno} ({m:?})")) })),
+        ("old-client-get-remote", get(client, &remote).and_then(|(errno, m)| if errno == libc::ENOENT { Ok(()) } else { Err(format!("errno {errno} ({m:?}), expected ENOENT")) })),
+        ("old-client-legacy-unregister-remote", {
+            let IpAddr::V4(addr) = remote else { panic!("REMOTE must be an IPv4 address") };
+            match client.legacy(&LegacyOp::Unregister { addr }).and_then(|()| client.get(remote)) {
+                Ok(Some(r)) if !r.origin.is_local() => Ok(()),
+                Ok(other) => Err(format!("the gateway's entry is now {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }),
+    ];
+    let mut failures = 0;
+    for (name, verdict) in checks {
+        match verdict {
+            Ok(()) => println!("ok {name}"),
+            Err(why) => {
+                failures += 1;
+                println!("FAIL {name}: {why}");
+            }
+        }
+    }
+    failures
 }
 
 /// The errno and extended-ack message of a refusal (0 and "" for success).
@@ -295,8 +360,9 @@ fn main() {
         }
         Some("malformed") => {}
         Some("refused-set") if args.len() == 3 => {}
+        Some("old-client") if args.len() == 4 => {}
         _ => {
-            eprintln!("usage: nlprobe malformed | nlprobe unprivileged UID | nlprobe listen UID | nlprobe refused-set ADDR");
+            eprintln!("usage: nlprobe malformed | nlprobe unprivileged UID | nlprobe listen UID | nlprobe refused-set ADDR | nlprobe old-client LOCAL REMOTE");
             std::process::exit(2);
         }
     }
@@ -305,6 +371,8 @@ fn main() {
             run(&malformed_cases(), &mut client)
         } else if mode == Some("refused-set") {
             refused_set(&mut client, &args[2])
+        } else if mode == Some("old-client") {
+            old_client(&mut client, &args[2], &args[3])
         } else {
             // Every command, even read-only ones, needs CAP_NET_ADMIN.
             let cases: Vec<Case> = (1..=cmd::MAX)

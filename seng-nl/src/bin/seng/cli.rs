@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use clap::{Parser, Subcommand};
-use seng_nl::{Category, Measurement};
+use seng_nl::{Category, Measurement, Origin};
 
 /// Manage seng's enclave table: which attested application (and untrusted host) each enclave
 /// address belongs to, for `iptables -m seng` rules.
@@ -12,7 +12,10 @@ use seng_nl::{Category, Measurement};
 #[command(
     name = "seng",
     version,
-    after_help = "Exit status: 0 on success, 1 when the operation failed, 2 on bad usage or input.\n\
+    after_help = "Every entry has an origin: the local SENG server (`local`, what a command means\n\
+                  without --origin) or the gateway it came from. A command changes only its\n\
+                  origin's entries; list, get and save show every origin's.\n\n\
+                  Exit status: 0 on success, 1 when the operation failed, 2 on bad usage or input.\n\
                   Every command needs CAP_NET_ADMIN."
 )]
 pub struct Cli {
@@ -36,11 +39,14 @@ pub enum Cmd {
         #[command(subcommand)]
         action: AppCmd,
     },
-    /// List every registered enclave, one per line (or as JSON).
+    /// List every registered enclave, one per line (or as JSON), with its origin unless local.
     List {
         /// Print a JSON array.
         #[arg(long)]
         json: bool,
+        /// Only this origin's enclaves (`local` or a gateway's name).
+        #[arg(long, value_name = "NAME", value_parser = parse_origin)]
+        origin: Option<Origin>,
     },
     /// Show the enclave registered at an address.
     Get {
@@ -51,15 +57,28 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Unregister every enclave (their connections end).
-    Flush,
+    /// Unregister every enclave of an origin, by default the local ones (their connections end).
+    Flush {
+        /// Whose enclaves: `local` or a gateway's name.
+        #[arg(long, value_name = "NAME", value_parser = parse_origin, default_value = "local")]
+        origin: Origin,
+    },
     /// Print the table as a script that `seng restore` reads back.
-    Save,
-    /// Replace the whole table atomically with what a script describes.
+    Save {
+        /// Only this origin's part (`local` or a gateway's name).
+        #[arg(long, value_name = "NAME", value_parser = parse_origin)]
+        origin: Option<Origin>,
+    },
+    /// Replace parts of the table atomically with what a script describes: the part of
+    /// --origin (the local part by default) and of every origin the script's lines name; the
+    /// other origins' entries stay.
     Restore {
         /// The script (`seng save` output); `-` or nothing for standard input.
         #[arg(default_value = "-")]
         file: String,
+        /// An origin whose part is replaced even if no line names it.
+        #[arg(long, value_name = "NAME", value_parser = parse_origin, default_value = "local")]
+        origin: Origin,
         /// Only read and check the script and say what table it describes; the module is not
         /// needed and not touched (as `iptables-restore --test`).
         #[arg(long, short)]
@@ -92,12 +111,18 @@ pub enum EnclaveCmd {
         /// A category to attach to the application (repeatable).
         #[arg(long = "cat", value_name = "NAME", value_parser = parse_category)]
         categories: Vec<Category>,
+        /// Whose entry it is: `local` or a gateway's name.
+        #[arg(long, value_name = "NAME", value_parser = parse_origin, default_value = "local")]
+        origin: Origin,
     },
     /// Unregister an enclave (its connections end).
     Del {
         /// The enclave's address.
         #[arg(value_name = "ADDR")]
         addr: IpAddr,
+        /// Whose entry it is: `local` or a gateway's name.
+        #[arg(long, value_name = "NAME", value_parser = parse_origin, default_value = "local")]
+        origin: Origin,
     },
 }
 
@@ -123,6 +148,9 @@ pub enum CatCmd {
         /// The category (1-20 bytes).
         #[arg(value_name = "NAME", value_parser = parse_category)]
         category: Category,
+        /// Whose application it is: `local` or a gateway's name.
+        #[arg(long, value_name = "NAME", value_parser = parse_origin, default_value = "local")]
+        origin: Origin,
     },
     /// Detach a category from an application.
     Del {
@@ -132,6 +160,9 @@ pub enum CatCmd {
         /// The category.
         #[arg(value_name = "NAME", value_parser = parse_category)]
         category: Category,
+        /// Whose application it is: `local` or a gateway's name.
+        #[arg(long, value_name = "NAME", value_parser = parse_origin, default_value = "local")]
+        origin: Origin,
     },
 }
 
@@ -141,6 +172,10 @@ fn parse_app(text: &str) -> Result<Measurement, String> {
 
 fn parse_category(text: &str) -> Result<Category, String> {
     Category::new(text.as_bytes()).map_err(|e| e.to_string())
+}
+
+fn parse_origin(text: &str) -> Result<Origin, String> {
+    text.parse().map_err(|e: seng_nl::GatewayNameError| e.to_string())
 }
 
 #[cfg(test)]
@@ -159,28 +194,42 @@ mod test {
     fn parses_each_command() {
         let app = Measurement::parse_hex(APP).unwrap();
         let cat = |n: &str| Category::new(n.as_bytes()).unwrap();
+        let gw: Origin = "gw-b".parse().unwrap();
         let cases: Vec<(String, Cmd)> = vec![
             (
                 format!("enclave add 192.168.28.10 --app {APP} --host 10.0.0.5"),
-                Cmd::Enclave { action: EnclaveCmd::Add { addr: "192.168.28.10".parse().unwrap(), app, host: "10.0.0.5".parse().unwrap(), categories: vec![] } },
+                Cmd::Enclave { action: EnclaveCmd::Add { addr: "192.168.28.10".parse().unwrap(), app, host: "10.0.0.5".parse().unwrap(), categories: vec![], origin: Origin::Local } },
+            ),
+            (
+                format!("enclave add 192.168.28.10 --origin gw-b --app {APP} --host 10.0.0.5"),
+                Cmd::Enclave { action: EnclaveCmd::Add { addr: "192.168.28.10".parse().unwrap(), app, host: "10.0.0.5".parse().unwrap(), categories: vec![], origin: gw } },
             ),
             (
                 format!("enclave add fd00:28::10 --cat Browser --host 2001:db8::5 --app {} --cat Mail", APP.to_uppercase()),
                 Cmd::Enclave {
-                    action: EnclaveCmd::Add { addr: "fd00:28::10".parse().unwrap(), app, host: "2001:db8::5".parse().unwrap(), categories: vec![cat("Browser"), cat("Mail")] },
+                    action: EnclaveCmd::Add {
+                        addr: "fd00:28::10".parse().unwrap(),
+                        app,
+                        host: "2001:db8::5".parse().unwrap(),
+                        categories: vec![cat("Browser"), cat("Mail")],
+                        origin: Origin::Local,
+                    },
                 },
             ),
-            ("enclave del 192.168.28.10".into(), Cmd::Enclave { action: EnclaveCmd::Del { addr: "192.168.28.10".parse().unwrap() } }),
-            (format!("app cat add {APP} Browser"), Cmd::App { action: AppCmd::Cat { action: CatCmd::Add { app, category: cat("Browser") } } }),
-            (format!("app cat del {APP} Browser"), Cmd::App { action: AppCmd::Cat { action: CatCmd::Del { app, category: cat("Browser") } } }),
-            ("list".into(), Cmd::List { json: false }),
-            ("list --json".into(), Cmd::List { json: true }),
+            ("enclave del 192.168.28.10".into(), Cmd::Enclave { action: EnclaveCmd::Del { addr: "192.168.28.10".parse().unwrap(), origin: Origin::Local } }),
+            ("enclave del 192.168.28.10 --origin gw-b".into(), Cmd::Enclave { action: EnclaveCmd::Del { addr: "192.168.28.10".parse().unwrap(), origin: gw } }),
+            (format!("app cat add {APP} Browser"), Cmd::App { action: AppCmd::Cat { action: CatCmd::Add { app, category: cat("Browser"), origin: Origin::Local } } }),
+            (format!("app cat del {APP} Browser --origin gw-b"), Cmd::App { action: AppCmd::Cat { action: CatCmd::Del { app, category: cat("Browser"), origin: gw } } }),
+            ("list".into(), Cmd::List { json: false, origin: None }),
+            ("list --json --origin local".into(), Cmd::List { json: true, origin: Some(Origin::Local) }),
             ("get 10.1.1.1 --json".into(), Cmd::Get { addr: "10.1.1.1".parse().unwrap(), json: true }),
-            ("flush".into(), Cmd::Flush),
-            ("save".into(), Cmd::Save),
-            ("restore".into(), Cmd::Restore { file: "-".into(), test: false }),
-            ("restore /tmp/table".into(), Cmd::Restore { file: "/tmp/table".into(), test: false }),
-            ("restore --test /tmp/table".into(), Cmd::Restore { file: "/tmp/table".into(), test: true }),
+            ("flush".into(), Cmd::Flush { origin: Origin::Local }),
+            ("flush --origin gw-b".into(), Cmd::Flush { origin: gw }),
+            ("save".into(), Cmd::Save { origin: None }),
+            ("save --origin gw-b".into(), Cmd::Save { origin: Some(gw) }),
+            ("restore".into(), Cmd::Restore { file: "-".into(), origin: Origin::Local, test: false }),
+            ("restore /tmp/table".into(), Cmd::Restore { file: "/tmp/table".into(), origin: Origin::Local, test: false }),
+            ("restore --test /tmp/table --origin gw-b".into(), Cmd::Restore { file: "/tmp/table".into(), origin: gw, test: true }),
             ("monitor".into(), Cmd::Monitor),
             ("stats".into(), Cmd::Stats { json: false }),
         ];
@@ -206,6 +255,9 @@ mod test {
             ("get".into(), ErrorKind::MissingRequiredArgument, "<ADDR>"),
             ("list --xml".into(), ErrorKind::UnknownArgument, "--xml"),
             ("flush now".into(), ErrorKind::UnknownArgument, "now"),
+            ("flush --origin gw/b".into(), ErrorKind::ValueValidation, "at byte 3"),
+            ("enclave del 10.0.0.1 --origin".into(), ErrorKind::InvalidValue, "--origin"),
+            ("list --origin -x".into(), ErrorKind::UnknownArgument, "-x"),
             ("firewall".into(), ErrorKind::InvalidSubcommand, "firewall"),
         ];
         for (line, kind, text) in cases {

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use seng_nl::{Client, Error, EventStream, Operation, Registration, Stats};
+use seng_nl::{Client, Error, EventStream, Operation, Origin, ReadScope, Registration, Stats};
 use serde_json::json;
 
 use cli::{AppCmd, CatCmd, Cli, Cmd, EnclaveCmd};
@@ -62,18 +62,18 @@ fn main() -> ExitCode {
 fn run(command: Cmd) -> Result<(), Failure> {
     let mut out = BufWriter::new(io::stdout().lock());
     match command {
-        Cmd::Enclave { action: EnclaveCmd::Add { addr, app, host, categories } } => {
-            change(Operation::from(Registration { addr, app, host, categories }), format_args!("enclave add {addr}"))?;
+        Cmd::Enclave { action: EnclaveCmd::Add { addr, app, host, categories, origin } } => {
+            change(Operation::from(Registration { addr, app, host, categories, origin }), format_args!("enclave add {addr}"))?;
         }
-        Cmd::Enclave { action: EnclaveCmd::Del { addr } } => change(Operation::Unregister(vec![addr]), format_args!("enclave del {addr}"))?,
-        Cmd::App { action: AppCmd::Cat { action: CatCmd::Add { app, category } } } => {
-            change(Operation::Attach { app, categories: vec![category] }, format_args!("app cat add {app} {category}"))?;
+        Cmd::Enclave { action: EnclaveCmd::Del { addr, origin } } => change(Operation::Unregister { origin, addrs: vec![addr] }, format_args!("enclave del {addr}"))?,
+        Cmd::App { action: AppCmd::Cat { action: CatCmd::Add { app, category, origin } } } => {
+            change(Operation::Attach { origin, app, categories: vec![category] }, format_args!("app cat add {app} {category}"))?;
         }
-        Cmd::App { action: AppCmd::Cat { action: CatCmd::Del { app, category } } } => {
-            change(Operation::Detach { app, categories: vec![category] }, format_args!("app cat del {app} {category}"))?;
+        Cmd::App { action: AppCmd::Cat { action: CatCmd::Del { app, category, origin } } } => {
+            change(Operation::Detach { origin, app, categories: vec![category] }, format_args!("app cat del {app} {category}"))?;
         }
-        Cmd::List { json } => {
-            let enclaves = sorted_table()?;
+        Cmd::List { json, origin } => {
+            let enclaves = sorted_table(origin)?;
             if json {
                 let list: Vec<_> = enclaves.iter().map(enclave_json).collect();
                 written(writeln!(out, "{}", serde_json::Value::Array(list)))?;
@@ -91,20 +91,20 @@ fn run(command: Cmd) -> Result<(), Failure> {
                 false => written(writeln!(out, "{enclave}"))?,
             }
         }
-        Cmd::Flush => change(Operation::Flush, "flush")?,
-        Cmd::Save => {
-            for e in sorted_table()? {
+        Cmd::Flush { origin } => change(Operation::Flush { origin }, "flush")?,
+        Cmd::Save { origin } => {
+            for e in sorted_table(origin)? {
                 written(writeln!(out, "{}", Operation::from(e)))?;
             }
         }
-        Cmd::Restore { file, test: true } => {
-            let table = restore::check(&file)?;
+        Cmd::Restore { file, origin, test: true } => {
+            let table = restore::check(&file, &origin)?;
             let stats = table.stats();
             // The process ends here: freeing a million nodes one by one would be wasted work.
             std::mem::forget(table);
             written(writeln!(out, "{file}: a table of {} enclaves of {} applications", stats.enclaves, stats.apps))?;
         }
-        Cmd::Restore { file, test: false } => restore::restore(&file, &mut connect()?)?,
+        Cmd::Restore { file, origin, test: false } => restore::restore(&file, &origin, &mut connect()?)?,
         Cmd::Monitor => monitor(&mut out)?,
         Cmd::Stats { json } => {
             let stats = connect()?.stats().map_err(op("stats"))?;
@@ -119,21 +119,24 @@ fn change(operation: Operation, context: impl std::fmt::Display) -> Result<(), F
     connect()?.apply(&operation).map_err(op(context))
 }
 
-/// The table from one consistent dump, sorted by address so output is stable.
-fn sorted_table() -> Result<Vec<Registration>, Failure> {
-    let mut enclaves = connect()?.list().map_err(op("list"))?;
+/// The table (every origin's entries, or `origin`'s) from one consistent dump, sorted by origin
+/// (the local one first) and address so output is stable.
+fn sorted_table(origin: Option<Origin>) -> Result<Vec<Registration>, Failure> {
+    let scope = origin.map_or(ReadScope::Every, ReadScope::Origin);
+    let dump = connect()?.dump_scope(&scope).map_err(op("list"))?;
+    let mut enclaves = dump.iter().collect::<Result<Vec<_>, _>>().map_err(op("list"))?;
     // IpAddr's order (IPv4 first) from a key that is cheap to compare, without moving whole
     // enclaves on every step of the sort.
     enclaves.sort_by_cached_key(|e| match e.addr {
-        IpAddr::V4(a) => (false, u128::from(a.to_bits())),
-        IpAddr::V6(a) => (true, a.to_bits()),
+        IpAddr::V4(a) => (e.origin, false, u128::from(a.to_bits())),
+        IpAddr::V6(a) => (e.origin, true, a.to_bits()),
     });
     Ok(enclaves)
 }
 
 fn enclave_json(e: &Registration) -> serde_json::Value {
     let categories: Vec<&str> = e.categories.iter().map(|c| c.as_str()).collect();
-    json!({ "addr": e.addr, "app": e.app.to_string(), "host": e.host, "categories": categories })
+    json!({ "addr": e.addr, "app": e.app.to_string(), "host": e.host, "categories": categories, "origin": e.origin.to_string() })
 }
 
 fn print_stats(out: &mut impl Write, s: &Stats, json: bool) -> Result<(), Failure> {
@@ -184,11 +187,13 @@ mod test {
             app: seng_nl::Measurement([0xd9; 32]),
             host: "fd00::5".parse().unwrap(),
             categories: vec!["Web \"Mail\"".parse().unwrap()],
+            origin: "gw-b".parse().unwrap(),
         };
         assert_eq!(
             enclave_json(&e).to_string(),
-            format!(r#"{{"addr":"192.168.28.10","app":"{}","categories":["Web \"Mail\""],"host":"fd00::5"}}"#, "d9".repeat(32))
+            format!(r#"{{"addr":"192.168.28.10","app":"{}","categories":["Web \"Mail\""],"host":"fd00::5","origin":"gw-b"}}"#, "d9".repeat(32))
         );
+        assert_eq!(e.to_string(), format!("192.168.28.10 app {} host fd00::5 cat \"Web \\\"Mail\\\"\" origin gw-b", "d9".repeat(32)));
         let mut text = Vec::new();
         print_stats(&mut text, &Stats { enclaves: 3, apps: 2, capacity: 8, slots: 16, generation: 9 }, false).unwrap();
         assert_eq!(String::from_utf8(text).unwrap(), "enclaves 3\napps 2\ncapacity 8\nslots 16\ngeneration 9\n");

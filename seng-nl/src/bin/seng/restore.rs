@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! `seng restore`: reads a script and swaps in the table it describes with one replace
-//! transaction.
+//! `seng restore`: reads a script and puts the parts of the table it describes in place with one
+//! replace transaction: the part of `--origin` (the local part unless given) and the part of
+//! every origin a line names (`--origin NAME`); the other origins' entries stay. A script
+//! without origins, what every `seng save` before origins wrote, replaces the local part, as
+//! restoring it always did.
 //!
 //! The script streams into the module's staging table as it is read: each command becomes the
 //! same operation on the staging table (`enclave add/del`, `app cat add/del`, `flush`), so it
@@ -13,11 +16,11 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 
-use seng_core::genl::{cmd, Request};
+use seng_core::genl::{cmd, Scoped};
 use seng_core::operation::Dialect;
 use seng_core::script;
 use seng_core::table::{LocalTable, MAX_CAPACITY};
-use seng_nl::{Client, Error, Operation, ReplaceError};
+use seng_nl::{Client, Error, Operation, Origin, ReplaceError};
 
 use crate::Failure;
 
@@ -68,20 +71,22 @@ impl Script {
     }
 }
 
-/// Applies the script in `file` to an empty table in user space (`restore --test`).
-pub fn check(file: &str) -> Result<LocalTable, Failure> {
-    apply(Script::open(file)?)
+/// Applies the script in `file` to an empty table in user space (`restore --test`), replacing
+/// the part of `origin` and those the script names.
+pub fn check(file: &str, origin: &Origin) -> Result<LocalTable, Failure> {
+    apply(Script::open(file)?, origin)
 }
 
-fn apply(mut script: Script) -> Result<LocalTable, Failure> {
+fn apply(mut script: Script, origin: &Origin) -> Result<LocalTable, Failure> {
     // The module enforces its own capacity when the table is staged.
     let mut table = LocalTable::new(MAX_CAPACITY).map_err(|e| Failure::Op(format!("cannot build the table: {e}")))?;
     let name = script.name.clone();
     // The module's own steps, as `restore` drives them: one replace transaction that each
     // command changes as it changes the live table, then its commit.
-    let step = |table: &mut LocalTable, command: u8, payload: &[u8]| Request::parse(command, payload).and_then(|request| table.execute(request).map(drop));
+    let step = |table: &mut LocalTable, command: u8, payload: &[u8]| Scoped::parse(command, payload).and_then(|request| table.execute(request).map(drop));
     let unexpected = |e| Failure::Op(format!("{name}: the table refused to {e}"));
-    step(&mut table, cmd::REPLACE_BEGIN, &[]).map_err(|e| unexpected(format!("start: {e}")))?;
+    let (begin, scope) = Operation::Flush { origin: *origin }.to_request(Dialect::Staged).map_err(|e| unexpected(format!("start: {e}")))?;
+    step(&mut table, begin, &scope).map_err(|e| unexpected(format!("start: {e}")))?;
     let mut payload = Vec::new();
     script.each_operation(|line_no, operation| {
         let refused = |e: &dyn std::fmt::Display| Failure::Input(format!("{name}:{line_no}: {operation}: {e}"));
@@ -92,13 +97,14 @@ fn apply(mut script: Script) -> Result<LocalTable, Failure> {
     Ok(table)
 }
 
-/// Replaces the module's table with the one the script in `file` describes.
-pub fn restore(file: &str, client: &mut Client) -> Result<(), Failure> {
-    stream(Script::open(file)?, client)
+/// Replaces the part of the module's table of `origin`, and of every origin the script in `file`
+/// names, with what the script describes.
+pub fn restore(file: &str, origin: &Origin, client: &mut Client) -> Result<(), Failure> {
+    stream(Script::open(file)?, origin, client)
 }
 
-fn stream(mut script: Script, client: &mut Client) -> Result<(), Failure> {
-    let mut replace = client.begin_replace().map_err(|e| Failure::Op(format!("restore: {e}")))?;
+fn stream(mut script: Script, origin: &Origin, client: &mut Client) -> Result<(), Failure> {
+    let mut replace = client.begin_replace_of(origin).map_err(|e| Failure::Op(format!("restore: {e}")))?;
     // The script line of each operation, to name the line of a refused one.
     let mut op_lines: Vec<usize> = Vec::new();
     let name = script.name.clone();
@@ -108,7 +114,11 @@ fn stream(mut script: Script, client: &mut Client) -> Result<(), Failure> {
         // A script line is one item: one operation in the transaction's numbering.
         replace.apply(&operation).map_err(|e| refusal(&name, &op_lines, e))
     })?;
-    replace.commit().map_err(|e| refusal(&name, &op_lines, e))
+    replace.commit().map_err(|e| match e {
+        // The module refused the commit itself (an address a gateway's entry may not take).
+        Error::Kernel(k) => Failure::Op(format!("{name}: the module refused the commit: {k}; the live table is unchanged")),
+        e => refusal(&name, &op_lines, e),
+    })
 }
 
 /// Names the script line of a refused operation. A refusal that names something the table lacks
@@ -144,7 +154,10 @@ mod test {
     fn lines(table: &LocalTable) -> Vec<String> {
         let mut out: Vec<_> = table
             .enclaves_from(0)
-            .map(|e| Operation::from(seng_nl::Registration { addr: e.addr(), app: *e.app(), host: e.host(), categories: e.categories().to_vec() }).to_string())
+            .map(|e| {
+                let origin = table.origin(e.origin());
+                Operation::from(seng_nl::Registration { addr: e.addr(), app: *e.app(), host: e.host(), categories: e.categories().to_vec(), origin }).to_string()
+            })
             .collect();
         out.sort();
         out
@@ -162,7 +175,7 @@ mod test {
              app cat del {APP} Browser\n\
              seng enclave add 192.168.28.13 --app {APP2} --host 10.0.0.7 --cat \"Web Mail\"\n"
         );
-        let table = apply(script(&text)).unwrap();
+        let table = apply(script(&text), &Origin::Local).unwrap();
         assert_eq!(
             lines(&table),
             [
@@ -171,8 +184,36 @@ mod test {
                 format!("enclave add fd00::12 --app {APP2} --host fd00::1 --cat \"Web Mail\""),
             ]
         );
-        let flushed = apply(script(&format!("enclave add 10.0.0.1 --app {APP} --host 10.0.0.5\nflush\n"))).unwrap();
+        let flushed = apply(script(&format!("enclave add 10.0.0.1 --app {APP} --host 10.0.0.5\nflush\n")), &Origin::Local).unwrap();
         assert!(flushed.is_empty());
+    }
+
+    #[test]
+    fn restores_the_parts_of_every_origin_it_names() {
+        let text = format!(
+            "enclave add 10.0.0.1 --app {APP} --host 10.0.0.5 --cat Browser\n\
+             enclave add 10.0.0.2 --app {APP} --host 10.0.0.5 --origin gw-b\n\
+             app cat add {APP} Mail --origin gw-b\n\
+             enclave add 10.0.0.3 --app {APP2} --host 10.0.0.6 --origin gw-c\n\
+             flush --origin gw-c\n"
+        );
+        let table = apply(script(&text), &Origin::Local).unwrap();
+        assert_eq!(
+            lines(&table),
+            [
+                format!("enclave add 10.0.0.1 --app {APP} --host 10.0.0.5 --cat Browser"),
+                format!("enclave add 10.0.0.2 --app {APP} --host 10.0.0.5 --cat Mail --origin gw-b"),
+            ]
+        );
+        let cases = [
+            // A gateway's entry never replaces a local one, in a script as anywhere.
+            (format!("enclave add 10.0.0.1 --app {APP} --host 10.0.0.5\nenclave add 10.0.0.1 --app {APP} --host 10.0.0.5 --origin gw-b\n"), "f:2: enclave add 10.0.0.1"),
+            ("enclave del 10.0.0.1 --origin gw-b\n".to_string(), "f:1: enclave del 10.0.0.1 --origin gw-b: address is not a registered enclave"),
+        ];
+        for (text, want) in cases {
+            let Err(Failure::Input(got)) = apply(script(&text), &"gw-b".parse().unwrap()) else { panic!("{text:?} accepted") };
+            assert!(got.starts_with(want), "{text:?}:\n got {got}\nwant {want}");
+        }
     }
 
     #[test]
@@ -185,11 +226,11 @@ mod test {
             ("enclave add\n".into(), "f:1:12: missing the enclave address"),
         ];
         for (text, want) in cases {
-            let Err(Failure::Input(got)) = apply(script(&text)) else { panic!("{text:?} accepted") };
+            let Err(Failure::Input(got)) = apply(script(&text), &Origin::Local) else { panic!("{text:?} accepted") };
             assert!(got.starts_with(want), "{text:?}:\n got {got}\nwant {want}");
         }
         let bytes = Script { name: "f".into(), reader: Box::new(&b"flush\n\xff\n"[..]) };
-        let Err(Failure::Input(got)) = apply(bytes) else { panic!("invalid UTF-8 accepted") };
+        let Err(Failure::Input(got)) = apply(bytes, &Origin::Local) else { panic!("invalid UTF-8 accepted") };
         assert!(got.starts_with("f:2: cannot read"), "{got}");
     }
 
