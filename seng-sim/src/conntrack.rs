@@ -34,7 +34,7 @@
 //!   change ends (the engine's `Services::end_connections`).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 
 use seng_core::Family;
 
@@ -62,36 +62,10 @@ impl Hash for Tuple {
     }
 }
 
-/// A multiply-rotate hash (FxHash style) finished with a mix: tuples are not attacker-chosen in
-/// an offline replay, and SipHash would cost a large share of the per-packet budget.
-#[derive(Default, Clone, Copy)]
-pub struct FastHasher(u64);
-
-const K: u64 = 0x517c_c1b7_2722_0a95;
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
-    }
-
-    fn write_u128(&mut self, v: u128) {
-        self.write_u64(v as u64);
-        self.write_u64((v >> 64) as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        let h = self.0;
-        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+/// The tuple map's hasher: rustc-hash's FxHash (rustc's own, well kept), a multiply-add per
+/// word. Tuples are not attacker-chosen in an offline replay, and SipHash would cost a large
+/// share of the per-packet budget.
+type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 /// TCP conntrack states, numbered as the kernel's table columns.
 mod tcp {
@@ -248,6 +222,9 @@ struct Conn {
     mark: u32,
     /// NAT manips set up (bits of [`Manip`]), for an entry not yet confirmed.
     nat_done: u8,
+    /// What the bindings changed ([`ct_state::SNAT`], [`ct_state::DNAT`]), kept from
+    /// [`Conntrack::bind`] so the packets of an untranslated connection skip the rewrite.
+    nat_status: u8,
 }
 
 /// Which address a NAT binding or translation rewrites.
@@ -440,7 +417,7 @@ impl Conntrack {
         let Some(reply) = tuple.invert() else {
             return ct_state::INVALID;
         };
-        let mut conn = Conn { tuples: [tuple, reply], seen_reply: false, tcp_state, expires_ns: 0, mark: 0, nat_done: 0 };
+        let mut conn = Conn { tuples: [tuple, reply], seen_reply: false, tcp_state, expires_ns: 0, mark: 0, nat_done: 0, nat_status: 0 };
         conn.refresh(now_ns);
         self.pending = Some(conn);
         self.current = Some(Current::Pending);
@@ -551,6 +528,7 @@ impl Conntrack {
         if let Some(pending) = self.pending.as_mut() {
             pending.tuples[1] = reply;
             pending.nat_done |= manip as u8;
+            pending.nat_status = Self::status_of(pending);
         }
         true
     }
@@ -564,7 +542,11 @@ impl Conntrack {
 
     /// NAT status bits of the packet's connection, as `--ctstate SNAT` / `DNAT` see them.
     pub fn nat_status(&self) -> u8 {
-        let Some(c) = self.conn() else { return 0 };
+        self.conn().map_or(0, |c| c.nat_status)
+    }
+
+    /// The NAT status bits of `c`'s tuples: what its bindings changed of the original.
+    fn status_of(c: &Conn) -> u8 {
         let t = Self::translated_original(c);
         let o = c.tuples[0];
         let snat = t.src != o.src || (has_ports(o.proto) && t.sport != o.sport);
@@ -575,6 +557,8 @@ impl Conntrack {
     /// Rewrites the packet tracked last as nf_nat does at a hook of `manip`: to what its
     /// connection's tuples say (nothing if it has no connection or no binding changes it).
     /// An ICMP error has only its outer addresses rewritten. Returns whether anything changed.
+    /// Inline: every packet passes two to four nat hooks, most with nothing to rewrite.
+    #[inline]
     pub fn translate(&self, p: &mut Packet<'_>, manip: Manip) -> bool {
         let Some(current) = self.current else { return false };
         let (conn, reply, related) = match current {
@@ -587,6 +571,11 @@ impl Conntrack {
                 None => return false,
             },
         };
+        // Without a binding that changed anything, the inverse of the other direction's tuple
+        // is the packet's own (an ICMP error's outer addresses are still rewritten below).
+        if conn.nat_status == 0 && !related {
+            return false;
+        }
         // The packet becomes the inverse of the other direction's tuple.
         let other = conn.tuples[usize::from(!reply)];
         let before = (p.src, p.dst, p.sport, p.dport);
@@ -609,7 +598,15 @@ impl Conntrack {
     }
 
     /// The packet of the last [`Conntrack::track`] was accepted: its pending entry is inserted.
+    /// Inline: most packets have no pending entry, and the hooks confirm every one.
+    #[inline]
     pub fn confirm(&mut self) {
+        if self.pending.is_some() {
+            self.insert_pending();
+        }
+    }
+
+    fn insert_pending(&mut self) {
         let Some(conn) = self.pending.take() else { return };
         let index = match self.free.pop() {
             Some(i) => {

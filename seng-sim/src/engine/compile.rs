@@ -78,6 +78,8 @@ pub(super) const HAS_PROTO: u8 = 4;
 pub(super) const INV_PROTO: u8 = 8;
 pub(super) const FRAG: u8 = 16;
 pub(super) const INV_FRAG: u8 = 32;
+/// The rule tests addresses or interfaces (most rules test neither, and skip those tests).
+pub(super) const ADDR_OR_IFACE: u8 = 64;
 
 #[derive(Debug)]
 pub(super) struct CRule {
@@ -148,6 +150,7 @@ impl Compiled {
     }
 
     /// Whether the table has a built-in chain at `hook`.
+    #[inline]
     pub fn has_hook(&self, hook: Hook) -> bool {
         self.hook_chain[hook as usize].is_some()
     }
@@ -280,13 +283,17 @@ pub(super) fn compile_rule(rule: &RuleSpec, router: &Router, chain_index: &dyn F
         Target::Mark { value, mask } => CTarget::Mark { value: *value, mask: *mask },
         Target::Connmark(c) => CTarget::Connmark(*c),
     };
+    let (in_ok, out_ok) = (iface_bits(router, &rule.in_iface), iface_bits(router, &rule.out_iface));
+    if smask != 0 || dmask != 0 || flags & (INV_SRC | INV_DST) != 0 || in_ok != u64::MAX || out_ok != u64::MAX {
+        flags |= ADDR_OR_IFACE;
+    }
     CRule {
         src,
         smask,
         dst,
         dmask,
-        in_ok: iface_bits(router, &rule.in_iface),
-        out_ok: iface_bits(router, &rule.out_iface),
+        in_ok,
+        out_ok,
         proto,
         flags,
         matches,

@@ -8,10 +8,11 @@
 //!
 //! This file owns the options and the vocabulary the phases share (hooks, verdicts, errors).
 //!
-//! The `-m seng` match is decided by [`seng_core::match_packet`] on a [`seng_core::SengMtInfo`] built once
-//! per rule from its [`seng_core::Rule`], against the simulator's enclave table: the kernel
-//! module's decision, not a copy of it. (Remembering lookups per packet instead was measured to
-//! gain only 3 %.)
+//! The `-m seng` match is decided by [`seng_core::decide()`] (what [`seng_core::match_packet`]
+//! runs in the kernel module) on a [`seng_core::SengMtInfo`] built once per rule from its
+//! [`seng_core::Rule`], with the simulator's enclave table's answers for the packet's addresses:
+//! the kernel module's decision, not a copy of it. Each address is looked up once per table
+//! traversal, however many seng rules the packet meets.
 
 use std::io;
 

@@ -14,7 +14,7 @@ use seng_core::Family;
 use super::compile::Compiled;
 use super::trace::{ct_name, Describe};
 use super::traverse::Counter;
-use super::walk::Walk;
+use super::walk::{Plan, Walk};
 use super::{Options, SimError, TableKind};
 use crate::capture::{self, Frame, Payload};
 use crate::conntrack::{Conntrack, ConntrackStats};
@@ -105,6 +105,8 @@ pub struct Stats {
 pub struct Simulator {
     /// Per family, per [`TableKind`]; `None` for a table the rules never name.
     tables: [[Option<Compiled>; 4]; 2],
+    /// Per family, the hooks' steps for its tables.
+    plans: [Plan; 2],
     router: Router,
     conntrack: Conntrack,
     enclaves: LocalTable,
@@ -126,13 +128,15 @@ impl Simulator {
     pub fn new(rules: &Ruleset, script: &[ScriptLine], options: &Options) -> Result<Simulator, SimError> {
         let router = Router::new(&options.net)?;
         let enclaves = LocalTable::new(options.capacity).map_err(|e| SimError::Event { line: 0, message: e.to_string() })?;
+        let tables = [Family::Ipv4, Family::Ipv6].map(|family| {
+            TableKind::ALL.map(|kind| {
+                let table = rules.table(family, kind);
+                table.declared.then(|| Compiled::new(table, &router, options.backend))
+            })
+        });
         let mut sim = Simulator {
-            tables: [Family::Ipv4, Family::Ipv6].map(|family| {
-                TableKind::ALL.map(|kind| {
-                    let table = rules.table(family, kind);
-                    table.declared.then(|| Compiled::new(table, &router, options.backend))
-                })
-            }),
+            plans: [Plan::new(&tables[0]), Plan::new(&tables[1])],
+            tables,
             router,
             conntrack: Conntrack::new(),
             enclaves,
@@ -231,6 +235,12 @@ impl Simulator {
         Ok(())
     }
 
+    /// Whether the next timed event is due `since_first` the first packet: tested for every
+    /// packet, so most packets cost a comparison, not a call.
+    fn event_due(&self, since_first: Duration) -> bool {
+        self.timed.get(self.next_event).is_some_and(|line| line.at.is_none_or(|at| at <= since_first))
+    }
+
     fn due_events<'w>(&mut self, since_first: Duration, after_capture: bool, trace: &mut Option<&mut (dyn Write + 'w)>) -> Result<(), SimError> {
         while let Some(line) = self.timed.get(self.next_event) {
             if line.at.is_some_and(|at| at > since_first) && !after_capture {
@@ -262,7 +272,7 @@ impl Simulator {
         let first = *stats.first_ts_ns.get_or_insert(frame.ts_ns);
         stats.last_ts_ns = Some(frame.ts_ns);
         let since_first = Duration::from_nanos(frame.ts_ns.saturating_sub(first));
-        if self.next_event < self.timed.len() {
+        if self.event_due(since_first) {
             self.due_events(since_first, false, &mut trace)?;
         }
         let payload = capture::payload(frame)
@@ -318,6 +328,7 @@ impl Simulator {
         let tracing = trace.is_some();
         let mut walk = Walk::new(
             &mut self.tables[fi],
+            &self.plans[fi],
             &self.router,
             &mut self.conntrack,
             self.enclaves.table(),

@@ -2,11 +2,13 @@
 //! Chain traversal: what a compiled match and rule decide for a packet, and the walk through a
 //! compiled table's chains that counts and finds the verdict.
 
-use seng_core::table::{EnclaveTable, StdPlatform};
+use std::cell::Cell;
 
-use super::compile::{CMatch, CRule, CTarget, Compiled, PortCond, FRAG, HAS_PROTO, INV_DST, INV_FRAG, INV_PROTO, INV_SRC};
+use seng_core::table::{EnclaveRef, EnclaveTable, StdPlatform};
+
+use super::compile::{CMatch, CRule, CTarget, Compiled, PortCond, ADDR_OR_IFACE, FRAG, HAS_PROTO, INV_DST, INV_FRAG, INV_PROTO, INV_SRC};
 use super::{Hook, Verdict};
-use crate::packet::{proto, to_ip, Packet, L4};
+use crate::packet::{proto, to_ip, Addr, Packet, L4};
 use crate::rules::{ct_state, ConnmarkSpec, NatSpec, Policy, PortDirection};
 
 /// A packet and where it is, as the rules see it; the targets change its marks.
@@ -28,6 +30,23 @@ pub(super) struct Ctx<'p, 'a> {
     /// nothing, as xt_CT leaves a packet with a connection alone.
     pub(super) tracked: bool,
     pub(super) enclaves: &'p EnclaveTable<StdPlatform>,
+    /// What the enclave table says of the source, once a seng match asked (`None`: not yet):
+    /// a packet meeting several seng rules looks its addresses up once per traversal.
+    pub(super) src_enclave: Cell<Option<Option<EnclaveRef<'p>>>>,
+    /// The same for the destination.
+    pub(super) dst_enclave: Cell<Option<Option<EnclaveRef<'p>>>>,
+}
+
+impl<'p> Ctx<'p, '_> {
+    /// The enclave at `addr` (the packet's source or destination, `memo` its answer so far).
+    fn enclave(&self, memo: &Cell<Option<Option<EnclaveRef<'p>>>>, addr: Addr) -> Option<EnclaveRef<'p>> {
+        if let Some(known) = memo.get() {
+            return known;
+        }
+        let found = self.enclaves.lookup(&to_ip(self.p.family, addr));
+        memo.set(Some(found));
+        found
+    }
 }
 
 /// Outcome of one match: holds, does not, or the packet must be dropped (`hotdrop`).
@@ -45,11 +64,14 @@ impl CMatch {
         // What of the transport header the match can read. Later fragments have none: the
         // x_tables matches and nftables' transport payloads do not match them, and x_tables'
         // tcp match drops a TCP fragment at offset 8 as an attempt to overwrite flags.
-        let header = match p.l4 {
-            L4::Fragment if p.frag_offset == 1 && p.proto == proto::TCP && matches!(self, CMatch::Ports { .. }) => return Hit::Hotdrop,
-            L4::Fragment if matches!(self, CMatch::Ports { .. } | CMatch::Payload { .. } | CMatch::Icmp { .. } | CMatch::Multiport { .. }) => return Hit::No,
-            _ => p.payload,
-        };
+        if p.l4 == L4::Fragment {
+            match self {
+                CMatch::Ports { .. } if p.frag_offset == 1 && p.proto == proto::TCP => return Hit::Hotdrop,
+                CMatch::Ports { .. } | CMatch::Payload { .. } | CMatch::Icmp { .. } | CMatch::Multiport { .. } => return Hit::No,
+                CMatch::State { .. } | CMatch::Seng(_) | CMatch::Mark { .. } | CMatch::Connmark { .. } => {}
+            }
+        }
+        let header = p.payload;
         let yes = match self {
             CMatch::Ports { sport, dport, flags } => {
                 // xt_tcp / xt_udp read the whole header (20 / 8 bytes) or drop the packet.
@@ -103,7 +125,12 @@ impl CMatch {
             }
             CMatch::Mark { value, mask, inv } => (c.mark & mask == *value) != *inv,
             CMatch::Connmark { value, mask, inv } => c.ctmark.is_some_and(|m| (m & mask == *value) != *inv),
-            CMatch::Seng(info) => seng_core::match_packet(info, p.family, c.enclaves, &to_ip(p.family, p.src), &to_ip(p.family, p.dst)),
+            CMatch::Seng(info) => {
+                // seng_core::match_packet's decision, on the remembered lookups.
+                let src = if info.needs_src() { c.enclave(&c.src_enclave, p.src) } else { None };
+                let dst = if info.needs_dst() { c.enclave(&c.dst_enclave, p.dst) } else { None };
+                seng_core::decide(info, p.family, src.as_ref(), dst.as_ref())
+            }
         };
         if yes {
             Hit::Yes
@@ -118,10 +145,12 @@ impl CRule {
     #[inline]
     pub(super) fn check(&self, c: &Ctx<'_, '_>) -> Hit {
         let p = c.p;
-        if ((p.src & self.smask) != self.src) != (self.flags & INV_SRC != 0)
-            || ((p.dst & self.dmask) != self.dst) != (self.flags & INV_DST != 0)
-            || self.in_ok >> c.in_iface & 1 == 0
-            || self.out_ok >> c.out_iface & 1 == 0
+        // The interface bitmaps first: cheaper than the 128-bit address tests.
+        if self.flags & ADDR_OR_IFACE != 0
+            && (self.in_ok >> c.in_iface & 1 == 0
+                || self.out_ok >> c.out_iface & 1 == 0
+                || ((p.src & self.smask) != self.src) != (self.flags & INV_SRC != 0)
+                || ((p.dst & self.dmask) != self.dst) != (self.flags & INV_DST != 0))
         {
             return Hit::No;
         }
@@ -199,6 +228,17 @@ impl Compiled {
         }
     }
 
+    /// The decision of the built-in chain of `hook` if it has no rules: its policy, with no
+    /// packet context to build (gateways often leave OUTPUT or FORWARD empty).
+    pub(super) fn policy_only(&mut self, hook: Hook) -> Option<(Verdict, Decider)> {
+        let chain = self.hook_chain[hook as usize]?;
+        if self.chains[usize::from(chain)].len != 0 {
+            return None;
+        }
+        self.steps.clear();
+        Some(self.policy(chain))
+    }
+
     /// Runs the packet through the built-in chain of `hook` (which the table must have),
     /// counting; `trace` keeps the steps.
     pub(super) fn run(&mut self, hook: Hook, c: &mut Ctx<'_, '_>, trace: bool) -> (Verdict, Decider) {
@@ -211,7 +251,15 @@ impl Compiled {
         let mut at = 0u32;
         loop {
             let ch = self.chains[usize::from(chain)];
-            if at >= ch.len {
+            // The chain's first rule from `at` on that does not pass the packet by: one walk
+            // over a slice, not an index (and its bounds checks) per rule.
+            let first = (ch.start + at) as usize;
+            let rest = self.rules.get(first..(ch.start + ch.len) as usize).unwrap_or_default();
+            let found = rest.iter().zip(first..).find_map(|(rule, index)| match rule.check(c) {
+                Hit::No => None,
+                hit => Some((index, hit)),
+            });
+            let Some((index, hit)) = found else {
                 // Fell off the end: back to the caller, or the built-in chain's policy.
                 match self.stack.pop() {
                     Some((caller, next)) => {
@@ -221,17 +269,12 @@ impl Compiled {
                     }
                     None => return self.policy(start),
                 }
+            };
+            at = index as u32 - ch.start;
+            if hit == Hit::Hotdrop {
+                return (Verdict::Drop, Decider::Hotdrop(chain, at));
             }
-            let index = (ch.start + at) as usize;
             let rule = &self.rules[index];
-            match rule.check(c) {
-                Hit::No => {
-                    at += 1;
-                    continue;
-                }
-                Hit::Hotdrop => return (Verdict::Drop, Decider::Hotdrop(chain, at)),
-                Hit::Yes => {}
-            }
             self.counters[index].add(c.p.len);
             let target = rule.target;
             if trace && !matches!(target, CTarget::Accept | CTarget::Drop | CTarget::Reject | CTarget::Nat(_)) {

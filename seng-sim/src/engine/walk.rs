@@ -13,6 +13,7 @@
 //! binding is rewritten at those hooks from its conntrack entry, so later hooks and the seng
 //! lookup see the translated addresses.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
@@ -55,10 +56,48 @@ const POSTROUTING: &[Step] = &[Table(TableKind::Mangle), Nat, Confirm];
 /// connection: conntrack does not run again.
 const LOOPBACK_PREROUTING: &[Step] = &[Table(TableKind::Raw), Table(TableKind::Mangle), Nat];
 
+/// The steps of every hook for one family's loaded tables. A table the rules never load, or
+/// one without a chain at the hook, has no step: most rulesets load one or two of the four
+/// tables, and every packet would test the others at every hook.
+pub(super) struct Plan {
+    prerouting: Box<[Step]>,
+    input: Box<[Step]>,
+    forward: Box<[Step]>,
+    output: Box<[Step]>,
+    postrouting: Box<[Step]>,
+    loopback_prerouting: Box<[Step]>,
+}
+
+impl Plan {
+    /// The plan for `tables` (one family's, `None` where not loaded).
+    pub(super) fn new(tables: &[Option<Compiled>; 4]) -> Plan {
+        let keep = |hook: Hook, steps: &[Step]| -> Box<[Step]> {
+            steps
+                .iter()
+                .copied()
+                .filter(|step| match step {
+                    Table(kind) => tables[*kind as usize].as_ref().is_some_and(|t| t.has_hook(hook)),
+                    Track | Nat | Reroute | Confirm => true,
+                })
+                .collect()
+        };
+        Plan {
+            prerouting: keep(Hook::Prerouting, PREROUTING),
+            input: keep(Hook::Input, INPUT),
+            forward: keep(Hook::Forward, FORWARD),
+            output: keep(Hook::Output, OUTPUT),
+            postrouting: keep(Hook::Postrouting, POSTROUTING),
+            loopback_prerouting: keep(Hook::Prerouting, LOOPBACK_PREROUTING),
+        }
+    }
+}
+
 /// A packet walking the hooks, with what it needs of the simulator.
 pub(super) struct Walk<'s, 'a> {
     /// The family's tables, `None` where not loaded.
     pub(super) tables: &'s mut [Option<Compiled>; 4],
+    /// The steps of each hook for those tables.
+    plan: &'s Plan,
     pub(super) router: &'s Router,
     pub(super) conntrack: &'s mut Conntrack,
     pub(super) enclaves: &'s EnclaveTable<StdPlatform>,
@@ -95,6 +134,7 @@ impl<'s, 'a> Walk<'s, 'a> {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         tables: &'s mut [Option<Compiled>; 4],
+        plan: &'s Plan,
         router: &'s Router,
         conntrack: &'s mut Conntrack,
         enclaves: &'s EnclaveTable<StdPlatform>,
@@ -106,6 +146,7 @@ impl<'s, 'a> Walk<'s, 'a> {
     ) -> Walk<'s, 'a> {
         Walk {
             tables,
+            plan,
             router,
             conntrack,
             enclaves,
@@ -128,14 +169,15 @@ impl<'s, 'a> Walk<'s, 'a> {
     /// Takes the packet through every hook it passes.
     pub(super) fn run(&mut self) {
         let family = self.p.family;
+        let plan = self.plan;
         match self.router.arrival(family, self.p.src) {
             Some(in_iface) => {
                 self.in_iface = in_iface;
-                if !self.hook(Hook::Prerouting, PREROUTING) {
+                if !self.hook(Hook::Prerouting, &plan.prerouting) {
                     return;
                 }
                 if self.router.delivered(family, self.p.dst) {
-                    self.hook(Hook::Input, INPUT);
+                    self.hook(Hook::Input, &plan.input);
                     return;
                 }
                 self.out_iface = self.router.route(family, self.p.dst);
@@ -147,16 +189,16 @@ impl<'s, 'a> Walk<'s, 'a> {
                     self.note(format_args!(" | TTL expired: dropped by the IP stack before FORWARD"));
                     return;
                 }
-                if self.hook(Hook::Forward, FORWARD) {
-                    self.hook(Hook::Postrouting, POSTROUTING);
+                if self.hook(Hook::Forward, &plan.forward) {
+                    self.hook(Hook::Postrouting, &plan.postrouting);
                 }
             }
             None => {
                 self.loopback = self.router.is_local(family, self.p.dst);
                 self.out_iface = if self.loopback { LO } else { self.router.route(family, self.p.dst) };
-                let mut verdict = self.hook_verdict(Hook::Output, OUTPUT);
+                let mut verdict = self.hook_verdict(Hook::Output, &plan.output);
                 if verdict == Verdict::Accept {
-                    verdict = self.hook_verdict(Hook::Postrouting, POSTROUTING);
+                    verdict = self.hook_verdict(Hook::Postrouting, &plan.postrouting);
                 }
                 // What the sender learns: a drop at either hook fails its send (EPERM).
                 let own = &mut self.stats.own;
@@ -169,8 +211,8 @@ impl<'s, 'a> Walk<'s, 'a> {
                     return;
                 }
                 (self.in_iface, self.out_iface) = (LO, 0);
-                if self.hook(Hook::Prerouting, LOOPBACK_PREROUTING) {
-                    self.hook(Hook::Input, INPUT);
+                if self.hook(Hook::Prerouting, &plan.loopback_prerouting) {
+                    self.hook(Hook::Input, &plan.input);
                 }
             }
         }
@@ -254,28 +296,36 @@ impl<'s, 'a> Walk<'s, 'a> {
 
     fn traverse(&mut self, kind: TableKind, hook: Hook) -> Option<(Verdict, Decider)> {
         let table = self.tables[kind as usize].as_mut().filter(|t| t.has_hook(hook))?;
-        let ctmark = if self.has_conn { self.conntrack.mark() } else { None };
-        let mut ctx = Ctx {
-            p: &self.p,
-            in_iface: self.in_iface,
-            out_iface: self.out_iface,
-            ct: self.ct,
-            ct_status: if self.has_conn { self.conntrack.nat_status() } else { 0 },
-            mark: self.mark,
-            ctmark,
-            notrack: self.notrack,
-            tracked: self.tracked,
-            enclaves: self.enclaves,
-        };
         let tracing = self.trace.is_some();
-        let (verdict, decider) = table.run(hook, &mut ctx, tracing);
+        let (verdict, decider) = match table.policy_only(hook) {
+            Some(decided) => decided,
+            None => {
+                let ctmark = if self.has_conn { self.conntrack.mark() } else { None };
+                let mut ctx = Ctx {
+                    p: &self.p,
+                    in_iface: self.in_iface,
+                    out_iface: self.out_iface,
+                    ct: self.ct,
+                    ct_status: if self.has_conn { self.conntrack.nat_status() } else { 0 },
+                    mark: self.mark,
+                    ctmark,
+                    notrack: self.notrack,
+                    tracked: self.tracked,
+                    enclaves: self.enclaves,
+                    src_enclave: Cell::new(None),
+                    dst_enclave: Cell::new(None),
+                };
+                let decided = table.run(hook, &mut ctx, tracing);
+                self.mark = ctx.mark;
+                self.notrack = ctx.notrack;
+                if let Some(mark) = ctx.ctmark.filter(|m| Some(*m) != ctmark) {
+                    self.conntrack.set_mark(mark);
+                }
+                decided
+            }
+        };
         if let Decider::Policy(chain) = decider {
             table.policy_counters[usize::from(chain)].add(self.p.len);
-        }
-        self.mark = ctx.mark;
-        self.notrack = ctx.notrack;
-        if let Some(mark) = ctx.ctmark.filter(|m| Some(*m) != ctmark) {
-            self.conntrack.set_mark(mark);
         }
         if let Some(line) = self.trace.as_deref_mut() {
             let _ = write!(
