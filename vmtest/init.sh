@@ -18,12 +18,6 @@ hostname vmtest
 
 . /vmtest/lib.sh
 
-cmdline() {
-	for word in $(cat /proc/cmdline); do
-		case $word in vmtest.$1=*) echo "${word#*=}" ;; esac
-	done
-}
-
 # Per-test limit (`cargo xtask vmtest --test-timeout`); the host also kills the whole VM after
 # its --timeout.
 TEST_TIMEOUT=$(cmdline test_timeout)

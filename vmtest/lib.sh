@@ -26,6 +26,20 @@ ip6tables_for() { echo "/usr/sbin/ip6tables-$1"; }
 
 log() { echo "# $*"; }
 
+# cmdline NAME: the value of vmtest.NAME on the kernel command line (empty if absent).
+cmdline() {
+	for word in $(cat /proc/cmdline); do
+		case $word in vmtest.$1=*) echo "${word#*=}" ;; esac
+	done
+}
+
+# light: whether this boot runs the longest tests at a smaller scale (vmtest.light=1, which
+# `cargo xtask vmtest --light` sets on the debug kernel, where a process start costs about ten
+# times what it does on the other kernels). The same code paths run, fewer times.
+light() {
+	[ "$(cmdline light)" = 1 ]
+}
+
 # fail MESSAGE: ends the test as failed with MESSAGE as its reason.
 fail() {
 	echo "FAIL: $*"

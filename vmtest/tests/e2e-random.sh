@@ -9,8 +9,10 @@
 . /vmtest/lib.sh
 . /vmtest/e2e/e2e.sh
 
-seeds=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^vmtest\.seeds=//p')
+seeds=$(cmdline seeds)
 [ -n "$seeds" ] || seeds=1..8
+# A light run replays two seeds unless told otherwise.
+[ -n "$(cmdline seeds)" ] || ! light || seeds=1..2
 first=${seeds%..*}
 last=${seeds#*..}
 case $first$last in

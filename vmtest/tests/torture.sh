@@ -12,7 +12,7 @@ DEBUGFS=/sys/kernel/debug
 [ -e $DEBUGFS/kmemleak ] || skip "not a debug kernel (no kmemleak)"
 [ -d $DEBUGFS/failslab ] || skip "not a debug kernel (no failslab)"
 
-SECONDS_TO_RUN=$(for w in $(cat /proc/cmdline); do case $w in vmtest.torture_seconds=*) echo "${w#*=}" ;; esac; done)
+SECONDS_TO_RUN=$(cmdline torture_seconds)
 SECONDS_TO_RUN=${SECONDS_TO_RUN:-150}
 
 # Leaks from before the test (boot, earlier tests) are not this test's: scan and forget them.

@@ -165,13 +165,59 @@ xt_run_file() {
 	done
 }
 
-# xt_suite BACKEND: every .t file under BACKEND; fails the test if any check failed.
+# xt_add_saved TOOL CHAIN RULE SAVED RESULT: appends an OK line's saved form on CHAIN to
+# $XT_BATCH.
+xt_add_saved() {
+	local chain=$2 rule=$3 saved=$4
+	[ "$5" = OK ] || return 0
+	[ "$saved" = "=" ] && saved=$rule
+	echo "-A $chain $saved" >>"$XT_BATCH"
+}
+
+# xt_batch TOOL FILE: the kernel's side of FILE in a few process starts, for a light run: the
+# saved forms of all OK rules on all their chains go in by one `<tool>-restore` (the kernel
+# checks every match), `<tool>-save` must show them back in order, one is deleted by
+# specification, and a flush frees the rest. The rule texts and FAIL lines are parsed and
+# refused in user space, which the one-by-one protocol checks on the other kernels.
+xt_batch() {
+	local tool=$1 base=$XT_WORK/$(basename "$2" .t)-$(basename "$1") chain first count
+	XT_BATCH=$base.batch
+	: >"$XT_BATCH"
+	xt_each "$2" xt_add_saved "$tool"
+	count=$(grep -c '^-A ' "$XT_BATCH")
+	{ echo '*filter'; cat "$XT_BATCH"; echo COMMIT; } >"$base.restore"
+	if ! "$tool-restore" <"$base.restore"; then
+		xt_bad "$tool-restore rejects the saved forms of $2"
+		return
+	fi
+	"$tool-save" -t filter | grep '^-A ' >"$base.saved"
+	for chain in INPUT FORWARD OUTPUT; do
+		grep "^-A $chain " "$XT_BATCH" >"$base.want"
+		grep "^-A $chain " "$base.saved" >"$base.got"
+		cmp -s "$base.want" "$base.got" || xt_bad "$tool-save shows $chain of $2 otherwise: $(diff "$base.want" "$base.got" | head -n 4)"
+	done
+	first=$(head -n 1 "$XT_BATCH")
+	eval "set -- ${first#-A }"
+	"$tool" -D "$@" || xt_bad "$tool -D $first failed"
+	[ "$("$tool-save" -t filter | grep -c '^-A ')" = $((count - 1)) ] || xt_bad "$tool -D $first did not delete exactly one rule"
+	"$tool" -F
+	echo "ok $tool: $count rules of $2 restored, saved back, one deleted, flushed"
+}
+
+# xt_suite BACKEND: every .t file under BACKEND (in a light run, their kernel side only); fails
+# the test if any check failed.
 xt_suite() {
-	local file
+	local file family
 	mkdir -p "$XT_WORK"
 	for file in "$XT_DIR"/*.t; do
 		[ -f "$file" ] || fail "no .t files in $XT_DIR"
-		xt_run_file "$1" "$file"
+		if light; then
+			for family in $(xt_tools "$file"); do
+				xt_batch "/usr/sbin/$family-$1" "$file"
+			done
+		else
+			xt_run_file "$1" "$file"
+		fi
 	done
 }
 
@@ -196,9 +242,11 @@ xt_preflight() {
 }
 
 # xt_errors BACKEND: rejected rules exit with status 2 and the message from seng-core after
-# iptables' "<tool> v<version> (<backend>): " prefix.
+# iptables' "<tool> v<version> (<backend>): " prefix. User space refuses them before the kernel
+# is asked: a light run leaves them to the other kernels.
 xt_errors() {
 	local backend=$1 family rule message tool out rc
+	light && return 0
 	while IFS='|' read -r family rule message <&4; do
 		tool=/usr/sbin/$family-$backend
 		eval "set -- $rule"

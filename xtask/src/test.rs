@@ -10,14 +10,6 @@ use anyhow::Result;
 use crate::cmd::Cmd;
 use crate::paths::Paths;
 
-/// The tests CI leaves out on the debug kernel, to stay under 40 minutes: the longest runs of
-/// seng-sim's differential harness (at scale, on real captures, on random seeds) and the
-/// iptables extension's `.t` suites, which run five to twenty-five times longer under KASAN,
-/// lockdep and kmemleak (about 40 minutes together there) and run on the four other kernels.
-/// The hand-written differential corpus does run there, under both backends, as does
-/// everything else. `cargo xtask vmtest --kernel debug-6.12` runs them all.
-const DEBUG_KERNEL_SKIPS: &[&str] = &["e2e-capture", "e2e-large", "e2e-random", "xt-legacy", "xt-nft"];
-
 /// One check: a name and the command that performs it.
 struct Step {
     name: &'static str,
@@ -57,8 +49,7 @@ pub fn run(paths: &Paths, vm_kernels: &str, fuzz_seconds: u32) -> Result<bool> {
         Step {
             name: "vmtest",
             cmd: Cmd::new(&cargo)
-                .args(["xtask", "vmtest", "--kernel", vm_kernels])
-                .args(DEBUG_KERNEL_SKIPS.iter().flat_map(|t| ["--debug-skip", t])),
+                .args(["xtask", "vmtest", "--kernel", vm_kernels, "--debug-light"]),
         },
         Step {
             // Built, linted, installed in a Debian 12 root, DKMS-built modules booted.

@@ -70,6 +70,8 @@ pub struct Boot<'a> {
     pub test_timeout: Duration,
     /// How long the torture test runs (`--soak`), passed on the kernel command line.
     pub torture_seconds: Option<u64>,
+    /// Run the longest tests at a smaller scale (`vmtest.light=1`).
+    pub light: bool,
 }
 
 /// The result of one test in the guest.
@@ -156,6 +158,9 @@ pub fn run(boot: &Boot<'_>) -> Result<Outcome> {
     }
     if let Some(seeds) = boot.seeds {
         append.push_str(&format!(" vmtest.seeds={seeds}"));
+    }
+    if boot.light {
+        append.push_str(" vmtest.light=1");
     }
     if let Some(seconds) = boot.torture_seconds {
         append.push_str(&format!(" vmtest.torture_seconds={seconds}"));
