@@ -34,7 +34,7 @@ cmdline() {
 }
 
 # light: whether this boot runs the longest tests at a smaller scale (vmtest.light=1, which
-# `cargo xtask vmtest --light` sets on the debug kernel, where a process start costs about ten
+# `cargo xtask vmtest --debug-light` sets on the debug kernel, where a process start costs about ten
 # times what it does on the other kernels). The same code paths run, fewer times.
 light() {
 	[ "$(cmdline light)" = 1 ]

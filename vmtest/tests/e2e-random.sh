@@ -10,9 +10,11 @@
 . /vmtest/e2e/e2e.sh
 
 seeds=$(cmdline seeds)
-[ -n "$seeds" ] || seeds=1..8
-# A light run replays two seeds unless told otherwise.
-[ -n "$(cmdline seeds)" ] || ! light || seeds=1..2
+if [ -z "$seeds" ]; then
+	seeds=1..8
+	# A light run replays two.
+	light && seeds=1..2
+fi
 first=${seeds%..*}
 last=${seeds#*..}
 case $first$last in
