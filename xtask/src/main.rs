@@ -83,11 +83,11 @@ enum Command {
 
 #[derive(Args)]
 struct TestArgs {
-    /// Kernels for the VM tests (as `vmtest --kernel`): Debian's three and the Rust-for-Linux
-    /// one (its build, about 14 minutes on two cores, is cached). Add `debug-6.12` (about 25
-    /// minutes to build once, and it takes CI past 40 minutes) for the suite without its five
-    /// longest tests (see `test.rs`) and the torture.
-    #[arg(long, default_value = "5.10,6.1,6.12,rfl-6.12")]
+    /// Kernels for the VM tests (as `vmtest --kernel`): Debian's three, the Rust-for-Linux one
+    /// (its build, about 14 minutes on two cores, is cached) and the debug one (KASAN, lockdep,
+    /// kmemleak and more; about 25 minutes to build once, cached), which runs the suite at a
+    /// smaller scale (`--debug-light`) and the torture.
+    #[arg(long, default_value = "5.10,6.1,6.12,rfl-6.12,debug-6.12")]
     kernel: String,
     /// Seconds each fuzz target runs.
     #[arg(long, default_value_t = 20, value_name = "SECONDS")]
