@@ -25,6 +25,9 @@ packages=(
 	# `cargo xtask deb`: debhelper with dh_dkms, lintian, and CMake and g++ for user-library/
 	# and the C++ consumer; `--test` makes its Debian root with debootstrap.
 	dpkg-dev debhelper dh-dkms lintian cmake g++ debootstrap
+	# `seng agent` (issue 16): the etcd its VM tests start in the guest, etcdctl that drives
+	# them, and protoc with the well-known types for the agent's etcd client.
+	etcd-server etcd-client protobuf-compiler libprotobuf-dev
 )
 
 sudo=()

@@ -4,8 +4,8 @@
 //! - static busybox (`/bin`), `vmtest/init.sh` as `/init`;
 //! - copies of the host's `ip`, `xtables-legacy-multi`, `xtables-nft-multi` (with the
 //!   iptables/ip6tables/-save/-restore names of both backends), the xtables plugins, `kmod` (as
-//!   modprobe, insmod, ...), `conntrack`, `tcpdump`, `ipset`, `nft`, and every shared library
-//!   they load (found with `ldd`);
+//!   modprobe, insmod, ...), `conntrack`, `tcpdump`, `ipset`, `nft`, `etcd` and `etcdctl`, and
+//!   every shared library they load (found with `ldd`);
 //! - the guest kernel's networking modules plus `extra/seng.ko`, with fresh `modules.*` from
 //!   depmod;
 //! - `vmtest/lib.sh`, `vmtest/tests/`, `vmtest/bench/`, `vmtest/data/`, `vmtest/e2e/`,
@@ -63,6 +63,10 @@ const HOST_TOOLS: &[(&[&str], &str)] = &[
     // The peers of the benchmarks: ipset's hash:ip and nftables' sets.
     (&["/usr/sbin/ipset", "/sbin/ipset"], "/usr/sbin/ipset"),
     (&["/usr/sbin/nft", "/sbin/nft"], "/usr/sbin/nft"),
+    // The store `seng agent` shares gateways' tables through (Debian's etcd-server and
+    // etcd-client), started by the agent tests themselves.
+    (&["/usr/bin/etcd"], "/usr/bin/etcd"),
+    (&["/usr/bin/etcdctl"], "/usr/bin/etcdctl"),
 ];
 
 /// Host configuration files the tools read (protocol and service names), copied if present.
