@@ -213,3 +213,147 @@ monitor_start() {
 
 # monitor_since_probe FILE: what the monitor printed after the probe of monitor_start.
 monitor_since_probe() { sed -n '/^enclave del 192.168.99.1$/,$p' "$1" | tail -n +2; }
+
+# wait_for CONDITION TIMEOUT: evaluates the shell command CONDITION every 0.1 s until it
+# succeeds (returns 0) or TIMEOUT seconds have passed (returns 1). Timeouts bound a wait; they
+# are not measurements.
+wait_for() {
+	wait_until=$(($(uptime_s) + $2))
+	until eval "$1"; do
+		[ "$(uptime_s)" -lt $wait_until ] || return 1
+		sleep 0.1
+	done
+}
+
+# uptime_s: whole seconds since boot.
+uptime_s() {
+	read -r up _ </proc/uptime
+	echo "${up%.*}"
+}
+
+# ---- etcd and gateways (the `seng agent` tests, issue 16) ----
+#
+# The test starts its own etcd in the initial namespace, listening at $ETCD_ADDR on the bridge
+# $ETCD_BRIDGE; each gateway is a network namespace with its own seng table, a veth into that
+# bridge and its own tunFA. etcd keeps its data in $ETCD_DIR across etcd_stop/etcd_start.
+ETCD=/usr/bin/etcd
+ETCDCTL_BIN=/usr/bin/etcdctl
+ETCD_ADDR=10.77.0.1
+ETCD_PORT=2379
+ETCD_BRIDGE=seng-etcd
+ETCD_DIR=/tmp/etcd
+ETCD_LOG=/tmp/etcd.log
+ETCD_TLS=/vmtest/data/agent-tls
+# What etcd_start started: plain, tls (client certificates required) or auth (users and
+# passwords, root's password $ETCD_ROOT_PASSWORD).
+ETCD_MODE=plain
+ETCD_ROOT_PASSWORD=root-pw
+
+# etcd_url: the client URL gateways use for the running mode.
+etcd_url() {
+	case $ETCD_MODE in
+	tls) echo "https://$ETCD_ADDR:$ETCD_PORT" ;;
+	*) echo "http://$ETCD_ADDR:$ETCD_PORT" ;;
+	esac
+}
+
+# etcd_net: the bridge etcd listens on (idempotent).
+etcd_net() {
+	[ -d /sys/class/net/$ETCD_BRIDGE ] && return 0
+	run $MODPROBE bridge
+	run $IP link add $ETCD_BRIDGE type bridge
+	run $IP addr add $ETCD_ADDR/24 dev $ETCD_BRIDGE
+	run $IP link set $ETCD_BRIDGE up
+}
+
+# etcdctl ARGS...: etcdctl against the test's etcd as its administrator (v3 API, the client
+# certificate "root" in tls mode, user root in auth mode).
+etcdctl() {
+	case $ETCD_MODE in
+	tls) ETCDCTL_API=3 $ETCDCTL_BIN --endpoints "$(etcd_url)" --dial-timeout 3s \
+		--cacert $ETCD_TLS/ca.crt --cert $ETCD_TLS/root.crt --key $ETCD_TLS/root.key "$@" ;;
+	auth) ETCDCTL_API=3 $ETCDCTL_BIN --endpoints "$(etcd_url)" --dial-timeout 3s \
+		--user root:$ETCD_ROOT_PASSWORD "$@" ;;
+	*) ETCDCTL_API=3 $ETCDCTL_BIN --endpoints "$(etcd_url)" --dial-timeout 3s "$@" ;;
+	esac
+}
+
+etcd_healthy() { etcdctl endpoint health >/dev/null 2>&1; }
+
+# etcd_start [plain|tls|auth]: starts etcd in the background ($ETCD_PID; its log appended to
+# $ETCD_LOG) and returns once it answers. The first start in auth mode creates the users
+# root, gw-a, gw-b and gw-c (password "<name>-pw"; the gateways may read and write /seng/)
+# and enables authentication; later starts keep what $ETCD_DIR holds.
+etcd_start() {
+	ETCD_MODE=${1:-$ETCD_MODE}
+	etcd_net
+	scheme=http
+	tls_args=
+	if [ "$ETCD_MODE" = tls ]; then
+		scheme=https
+		tls_args="--client-cert-auth --trusted-ca-file $ETCD_TLS/ca.crt --cert-file $ETCD_TLS/etcd.crt --key-file $ETCD_TLS/etcd.key"
+	fi
+	fresh=0
+	[ -d $ETCD_DIR/member ] || fresh=1
+	echo "+ etcd ($ETCD_MODE) at $(etcd_url)"
+	# shellcheck disable=SC2086 # tls_args is a word list
+	$ETCD --name vmtest --data-dir $ETCD_DIR \
+		--listen-client-urls "$scheme://$ETCD_ADDR:$ETCD_PORT,$scheme://127.0.0.1:$ETCD_PORT" \
+		--advertise-client-urls "$scheme://$ETCD_ADDR:$ETCD_PORT" \
+		--listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+		--initial-cluster vmtest=http://127.0.0.1:2380 --initial-cluster-state new \
+		--heartbeat-interval 200 --election-timeout 2000 $tls_args >>$ETCD_LOG 2>&1 &
+	ETCD_PID=$!
+	wait_for etcd_healthy 60 || fail "etcd did not come up: $(tail -n 5 $ETCD_LOG)"
+	if [ "$ETCD_MODE" = auth ] && [ $fresh = 1 ]; then
+		ETCD_MODE=plain
+		run etcdctl user add root:$ETCD_ROOT_PASSWORD
+		run etcdctl user grant-role root root
+		run etcdctl role add seng
+		run etcdctl role grant-permission seng --prefix=true readwrite /seng/
+		for gw in gw-a gw-b gw-c; do
+			run etcdctl user add $gw:$gw-pw
+			run etcdctl user grant-role $gw seng
+		done
+		run etcdctl auth enable
+		ETCD_MODE=auth
+	fi
+}
+
+# etcd_stop: stops the running etcd (SIGTERM) and waits for it; its data stays.
+etcd_stop() {
+	[ -n "$ETCD_PID" ] || return 0
+	kill "$ETCD_PID" 2>/dev/null
+	wait "$ETCD_PID" 2>/dev/null
+	ETCD_PID=
+}
+
+# etcd_destroy: stops etcd and deletes its data (the next etcd_start is a fresh cluster).
+etcd_destroy() {
+	etcd_stop
+	rm -rf $ETCD_DIR
+}
+
+# gateway NAME INDEX: the network namespace NAME of a gateway: lo up, a veth into etcd's
+# bridge with 10.77.0.(10+INDEX)/24, and its own tunFA ($TUN_ADDR/24, the tun module loaded).
+gateway() {
+	etcd_net
+	run $MODPROBE tun
+	run $MODPROBE veth
+	run $IP netns add "$1"
+	run $IP -n "$1" link set lo up
+	run $IP link add "v-$1" type veth peer name eth0 netns "$1"
+	run $IP link set "v-$1" master $ETCD_BRIDGE up
+	run $IP -n "$1" addr add "10.77.0.$((10 + $2))/24" dev eth0
+	run $IP -n "$1" link set eth0 up
+	run $IP -n "$1" tuntap add dev $TUN_DEV mode tun
+	run $IP -n "$1" addr add $TUN_ADDR/24 dev $TUN_DEV
+	run $IP -n "$1" link set $TUN_DEV up
+}
+
+# in_gw NAME CMD...: runs CMD in gateway NAME's namespace.
+in_gw() {
+	gw=$1
+	shift
+	$IP netns exec "$gw" "$@"
+}
