@@ -353,7 +353,7 @@ gateway() {
 
 # in_gw NAME CMD...: runs CMD in gateway NAME's namespace.
 in_gw() {
-	gw=$1
+	in_gw_ns=$1
 	shift
-	$IP netns exec "$gw" "$@"
+	$IP netns exec "$in_gw_ns" "$@"
 }

@@ -8,9 +8,9 @@
 //!   every shared library they load (found with `ldd`);
 //! - the guest kernel's networking modules plus `extra/seng.ko`, with fresh `modules.*` from
 //!   depmod;
-//! - `vmtest/lib.sh`, `vmtest/tests/`, `vmtest/bench/`, `vmtest/data/`, `vmtest/e2e/`,
-//!   `vmtest/scenarios/`, `vmtest/xt/` under `/vmtest`, the test
-//!   plan (`/vmtest/plan`), and the project binaries named in `vmtest/guest-bins.txt`.
+//! - `vmtest/lib.sh`, `vmtest/lib-agent.sh`, `vmtest/tests/`, `vmtest/bench/`, `vmtest/data/`,
+//!   `vmtest/e2e/`, `vmtest/scenarios/`, `vmtest/xt/` under `/vmtest`, the test plan
+//!   (`/vmtest/plan`), and the project binaries named in `vmtest/guest-bins.txt`.
 //!
 //! The archive is named by a fingerprint of its content and reused when nothing changed.
 
@@ -282,7 +282,9 @@ pub fn build(paths: &Paths, guest: &Guest<'_>) -> Result<PathBuf> {
     a.data("etc/group", "root:x:0:\n", 0o644);
 
     let vmtest = paths.root.join("vmtest");
-    a.file(&format!("{GUEST_VMTEST}/lib.sh"), &vmtest.join("lib.sh"))?;
+    for lib in ["lib.sh", "lib-agent.sh"] {
+        a.file(&format!("{GUEST_VMTEST}/{lib}"), &vmtest.join(lib))?;
+    }
     for sub in ["tests", "bench", "data", "e2e", "scenarios", "xt"] {
         add_tree(&mut a, &vmtest.join(sub), &format!("{GUEST_VMTEST}/{sub}"))?;
     }
