@@ -38,7 +38,11 @@ agent_start() {
 
 agent_pid() { cat "$AGENT_DIR/$1.pid" 2>/dev/null; }
 
-agent_alive() { pid=$(agent_pid "$1") && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+# agent_alive GW: whether GW's agent runs (an exited one not yet waited for is a zombie).
+agent_alive() {
+	pid=$(agent_pid "$1") && [ -n "$pid" ] && [ -r /proc/$pid/stat ] || return 1
+	[ "$(sed 's/.*) //; s/ .*//' /proc/$pid/stat 2>/dev/null)" != Z ]
+}
 
 # agent_status GW: GW's status file (empty until the agent wrote one).
 agent_status() { cat "$AGENT_DIR/$1.status" 2>/dev/null; }
@@ -144,14 +148,14 @@ model_cat() {
 # model_prune GW: an application goes with its last enclave, and its categories with it.
 model_prune() {
 	touch $AGENT_DIR/cats-$1
-	awk 'NR == FNR { used[$2] = 1; next } used[$1]' $AGENT_DIR/local-$1 $AGENT_DIR/cats-$1 >$AGENT_DIR/tmp
+	awk 'FILENAME == ARGV[1] { used[$2] = 1; next } used[$1]' $AGENT_DIR/local-$1 $AGENT_DIR/cats-$1 >$AGENT_DIR/tmp
 	mv $AGENT_DIR/tmp $AGENT_DIR/cats-$1
 }
 
 # model_part GW SUFFIX: GW's local part as `seng save` lines, SUFFIX (" --origin GW") appended.
 model_part() {
 	touch $AGENT_DIR/local-$1 $AGENT_DIR/cats-$1
-	awk -v suffix="$2" 'NR == FNR { cats[$1] = ""; for (i = 2; i <= NF; i++) cats[$1] = cats[$1] " --cat " $i; next }
+	awk -v suffix="$2" 'FILENAME == ARGV[1] { cats[$1] = ""; for (i = 2; i <= NF; i++) cats[$1] = cats[$1] " --cat " $i; next }
 		{ print "enclave add " $1 " --app " $2 " --host " $3 cats[$2] suffix }' \
 		$AGENT_DIR/cats-$1 $AGENT_DIR/local-$1
 }
