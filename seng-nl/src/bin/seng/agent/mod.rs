@@ -27,7 +27,7 @@ use std::cell::Cell;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use etcd_client::{Certificate, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse};
+use etcd_client::{Certificate, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse};
 use futures_core::Stream;
 use seng_nl::{Client, Event, EventStream, GatewayName, Operation, Origin, Registration};
 use serde_json::json;
@@ -222,6 +222,9 @@ struct Agent {
     /// The last answer from etcd; shared with the loop that watches for staleness while a
     /// session runs.
     contact: Rc<Cell<Instant>>,
+    /// Whether remote entries may be in the module, so that losing etcd must remove them: from
+    /// the start (a previous run may have left some) and from every snapshot on, until removed.
+    armed: Rc<Cell<bool>>,
     reach: Reach,
     status_written: String,
 }
@@ -241,6 +244,7 @@ impl Agent {
             lease: None,
             revision: 0,
             contact: Rc::new(Cell::new(Instant::now())),
+            armed: Rc::new(Cell::new(true)),
             reach: Reach::Connecting,
             status_written: String::new(),
         })
@@ -255,6 +259,7 @@ impl Agent {
         let mut int = signal(SignalKind::interrupt()).map_err(|e| Failure::Op(format!("cannot handle SIGINT: {e}")))?;
         self.write_status();
         let contact = self.contact.clone();
+        let armed = self.armed.clone();
         let ttl = self.config.ttl;
         let mut backoff = MIN_BACKOFF;
         loop {
@@ -262,13 +267,17 @@ impl Agent {
             let end = {
                 let mut session = pin!(self.session());
                 loop {
-                    let stale_at = contact.get() + ttl;
+                    // Unarmed (nothing to remove), look again soon: a session may arm it.
+                    let wake = match armed.get() {
+                        true => contact.get() + ttl,
+                        false => Instant::now() + STATUS_PERIOD,
+                    };
                     tokio::select! {
                         biased;
                         _ = term.recv() => break End::Signal,
                         _ = int.recv() => break End::Signal,
                         result = &mut session => break End::Failed(match result { Err(e) => e, Ok(never) => match never {} }),
-                        _ = sleep_until(stale_at) => if contact.get() + ttl <= Instant::now() { break End::Stale },
+                        _ = sleep_until(wake) => if armed.get() && contact.get() + ttl <= Instant::now() { break End::Stale },
                     }
                 }
             };
@@ -277,7 +286,7 @@ impl Agent {
                 End::Stale => self.log(format_args!("no answer from etcd for {}s", ttl.as_secs())),
                 End::Failed(why) => self.log(why),
             }
-            if contact.get() + ttl <= Instant::now() {
+            if armed.get() && contact.get() + ttl <= Instant::now() {
                 self.fail_closed();
             } else if self.reach == Reach::Connected {
                 self.reach = Reach::Connecting;
@@ -327,7 +336,7 @@ impl Agent {
         let mut etcd = bounded(ttl, "cannot connect to etcd", etcd_client::Client::connect(&self.config.endpoints, Some(self.config.options()))).await?;
         let lease = self.lease(&mut etcd).await?;
         let (mut keeper, mut beats) = bounded(ttl, "cannot keep the lease alive", etcd.lease_keep_alive(lease)).await?;
-        self.claim_owner(&mut etcd, lease).await?;
+        self.claim_owner(&mut etcd, &mut keeper, lease).await?;
         let mut beat = tokio::time::interval((ttl / 3).max(Duration::from_millis(500)));
         let mut status = tokio::time::interval(STATUS_PERIOD);
         loop {
@@ -394,7 +403,7 @@ impl Agent {
 
     /// Takes the gateway's owner key, which another live agent of the same name holds until its
     /// lease ends (also this agent's own previous run, killed, until its lease expires).
-    async fn claim_owner(&mut self, etcd: &mut etcd_client::Client, lease: i64) -> Result<(), String> {
+    async fn claim_owner(&mut self, etcd: &mut etcd_client::Client, keeper: &mut LeaseKeeper, lease: i64) -> Result<(), String> {
         let owner = self.layout.owner();
         let value = json!({ "agent": concat!("seng ", env!("CARGO_PKG_VERSION")), "pid": std::process::id() }).to_string();
         let mut waited = false;
@@ -417,7 +426,7 @@ impl Agent {
                         self.log(format_args!("{owner} is held by lease {holder:x} (another agent named so, or this one's previous run until its lease expires): waiting"));
                         waited = true;
                     }
-                    bounded(self.config.ttl, "cannot keep the lease alive", etcd.lease_keep_alive(lease)).await?;
+                    keeper.keep_alive().await.map_err(|e| format!("cannot keep the lease alive: {e}"))?;
                     sleep(Duration::from_millis(500)).await;
                 }
                 None => {}
@@ -458,6 +467,7 @@ impl Agent {
             }
         }
         self.remote = remote;
+        self.armed.set(true);
         self.publisher.replace_published(published, strays);
         self.revision = revision;
         self.log(format_args!("snapshot at revision {revision}: {keys} keys"));
@@ -531,6 +541,10 @@ impl Agent {
                 if key == Key::Owner(*self.layout.me()) && !put {
                     self.lease = None;
                     return Err(format!("this gateway's owner key was deleted (lease {lease:x} gone)"));
+                }
+                // Someone else wrote or deleted one of this gateway's keys: it is written again.
+                if !put || kv.lease() != lease {
+                    self.publisher.overwritten(&String::from_utf8_lossy(kv.key()), put);
                 }
                 continue;
             }
@@ -749,6 +763,7 @@ impl Agent {
     /// model: without etcd the agent cannot know they are still valid.
     fn fail_closed(&mut self) {
         self.reach = Reach::Unreachable;
+        self.armed.set(false);
         self.remote.clear();
         self.remove_remote_part("etcd is out of reach");
     }

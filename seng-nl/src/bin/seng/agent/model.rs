@@ -270,6 +270,26 @@ impl Publisher {
         self.replace_published(Part::default(), BTreeSet::new());
     }
 
+    /// Key `key` of this gateway changed in etcd by someone else's hand (written, or
+    /// deleted): etcd no longer holds what the agent published there, so it is written again
+    /// (or deleted, if the local part has nothing there).
+    pub fn overwritten(&mut self, key: &str, written: bool) {
+        match self.layout.parse(key.as_bytes()) {
+            Ok(Key::Enclave(_, addr)) => {
+                self.published.enclaves.remove(&addr);
+                self.dirty_enclaves.insert(addr);
+            }
+            Ok(Key::App(_, app)) => {
+                self.published.apps.remove(&app);
+                self.dirty_apps.insert(app);
+            }
+            Ok(Key::Owner(_)) | Err(_) => return,
+        }
+        if written {
+            self.strays.insert(key.to_owned());
+        }
+    }
+
     /// Whether writes are pending.
     pub fn is_dirty(&self) -> bool {
         !self.dirty_enclaves.is_empty() || !self.dirty_apps.is_empty() || !self.strays.is_empty()
@@ -594,6 +614,23 @@ mod test {
         assert_eq!(w, vec![Write::Delete(l.enclave(&a)), Write::Delete(stray)]);
         p.published(&w);
         assert!(!p.is_dirty());
+    }
+
+    #[test]
+    fn a_key_overwritten_by_someone_else_is_written_again_or_deleted() {
+        let l = layout();
+        let mut p = Publisher::new(l.clone());
+        let a: IpAddr = "10.1.0.1".parse().unwrap();
+        p.set_enclave(a, Some(entry("10.0.0.5")));
+        let w = p.take_writes(128);
+        p.published(&w);
+        // Deleted by hand: put again.
+        p.overwritten(&l.enclave(&a), false);
+        assert_eq!(p.take_writes(128), vec![Write::Put(l.enclave(&a), enclave_value(&entry("10.0.0.5")))]);
+        // A foreign value where the local part has nothing: deleted.
+        let b: IpAddr = "10.1.0.2".parse().unwrap();
+        p.overwritten(&l.enclave(&b), true);
+        assert_eq!(p.take_writes(128).last(), Some(&Write::Delete(l.enclave(&b))));
     }
 
     #[test]
