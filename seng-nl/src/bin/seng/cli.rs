@@ -92,6 +92,54 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Share the table with other gateways through etcd: publish the local part, apply the
+    /// others' parts (see "Several gateways" in README.md).
+    Agent(AgentArgs),
+}
+
+/// `seng agent`: one per gateway (network namespace), for as long as the gateway runs.
+#[derive(clap::Args, Debug, PartialEq)]
+#[command(after_help = "Keys: <prefix><name>/owner, <prefix><name>/enclave/<addr> = {\"app\":HEX,\"host\":ADDR},\n\
+                        <prefix><name>/app/<HEX> = {\"categories\":[..]}, all on the agent's lease. Remote\n\
+                        entries are installed with the publishing gateway's name as their origin; a\n\
+                        local entry always wins. Without contact to etcd for the lease's time the\n\
+                        remote entries are removed (fail closed). SIGTERM or SIGINT revokes the lease\n\
+                        and removes the remote entries.")]
+pub struct AgentArgs {
+    /// This gateway's name, the origin its entries have at the other gateways.
+    #[arg(long, value_name = "NAME", value_parser = parse_gateway)]
+    pub name: seng_nl::GatewayName,
+    /// etcd endpoints, comma-separated (`http://HOST:PORT`, or `https://` for TLS).
+    #[arg(long, value_name = "URL,..", value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+    /// The key prefix shared by all gateways (must end with `/`).
+    #[arg(long, value_name = "PREFIX", default_value = "/seng/v1/", value_parser = parse_prefix)]
+    pub prefix: String,
+    /// Seconds the agent's entries outlive its last contact with etcd.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u16).range(2..=3600))]
+    pub lease_ttl: u16,
+    /// The network namespace (`ip netns` name) whose table the agent serves, entered before any
+    /// socket is opened (etcd is then reached from inside it too).
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// CA certificate (PEM) to verify etcd's server certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<String>,
+    /// Client certificate (PEM) for etcd's client-certificate authentication.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<String>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<String>,
+    /// etcd user name for password authentication.
+    #[arg(long, value_name = "USER", requires = "password_file")]
+    pub user: Option<String>,
+    /// File holding the user's password (its first line).
+    #[arg(long, value_name = "FILE", requires = "user")]
+    pub password_file: Option<String>,
+    /// File the agent keeps its status in, as JSON (rewritten atomically when it changes).
+    #[arg(long, value_name = "FILE")]
+    pub status_file: Option<String>,
 }
 
 /// `seng enclave ...`.
@@ -174,6 +222,20 @@ fn parse_category(text: &str) -> Result<Category, String> {
     Category::new(text.as_bytes()).map_err(|e| e.to_string())
 }
 
+fn parse_gateway(text: &str) -> Result<seng_nl::GatewayName, String> {
+    match parse_origin(text)? {
+        Origin::Gateway(name) => Ok(name),
+        Origin::Local => Err("`local` is the local SENG server's origin, not a gateway's name".into()),
+    }
+}
+
+fn parse_prefix(text: &str) -> Result<String, String> {
+    match text.ends_with('/') {
+        true => Ok(text.to_owned()),
+        false => Err(format!("the prefix {text:?} must end with `/`")),
+    }
+}
+
 fn parse_origin(text: &str) -> Result<Origin, String> {
     text.parse().map_err(|e: seng_nl::GatewayNameError| e.to_string())
 }
@@ -232,6 +294,22 @@ mod test {
             ("restore --test /tmp/table --origin gw-b".into(), Cmd::Restore { file: "/tmp/table".into(), origin: gw, test: true }),
             ("monitor".into(), Cmd::Monitor),
             ("stats".into(), Cmd::Stats { json: false }),
+            (
+                "agent --name gw-a --etcd http://10.77.0.1:2379,http://10.77.0.2:2379 --lease-ttl 3 --netns gw-a --status-file /run/s.json".into(),
+                Cmd::Agent(AgentArgs {
+                    name: seng_nl::GatewayName::new(b"gw-a").unwrap(),
+                    etcd: vec!["http://10.77.0.1:2379".into(), "http://10.77.0.2:2379".into()],
+                    prefix: "/seng/v1/".into(),
+                    lease_ttl: 3,
+                    netns: Some("gw-a".into()),
+                    ca: None,
+                    cert: None,
+                    key: None,
+                    user: None,
+                    password_file: None,
+                    status_file: Some("/run/s.json".into()),
+                }),
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(parse(&line).unwrap_or_else(|e| panic!("{line}: {e}")), want, "{line}");
@@ -259,6 +337,13 @@ mod test {
             ("enclave del 10.0.0.1 --origin".into(), ErrorKind::InvalidValue, "--origin"),
             ("list --origin -x".into(), ErrorKind::UnknownArgument, "-x"),
             ("firewall".into(), ErrorKind::InvalidSubcommand, "firewall"),
+            ("agent --etcd http://e:2379".into(), ErrorKind::MissingRequiredArgument, "--name"),
+            ("agent --name gw-a".into(), ErrorKind::MissingRequiredArgument, "--etcd"),
+            ("agent --name local --etcd http://e:2379".into(), ErrorKind::ValueValidation, "not a gateway's name"),
+            ("agent --name gw-a --etcd http://e:2379 --prefix /seng".into(), ErrorKind::ValueValidation, "must end with `/`"),
+            ("agent --name gw-a --etcd http://e:2379 --lease-ttl 1".into(), ErrorKind::ValueValidation, "2..=3600"),
+            ("agent --name gw-a --etcd http://e:2379 --cert c.pem".into(), ErrorKind::MissingRequiredArgument, "--key"),
+            ("agent --name gw-a --etcd http://e:2379 --user u".into(), ErrorKind::MissingRequiredArgument, "--password-file"),
         ];
         for (line, kind, text) in cases {
             let e = parse(&line).expect_err(&line);

@@ -4,6 +4,7 @@
 //! Exit status: 0 on success, 1 when an operation failed (the module refused it, the socket
 //! failed), 2 on bad usage or bad input (clap's usage errors, unreadable or invalid scripts).
 
+mod agent;
 mod cli;
 mod restore;
 
@@ -110,6 +111,7 @@ fn run(command: Cmd) -> Result<(), Failure> {
             let stats = connect()?.stats().map_err(op("stats"))?;
             print_stats(&mut out, &stats, json)?;
         }
+        Cmd::Agent(args) => agent::run(args)?,
     }
     written(out.flush())
 }

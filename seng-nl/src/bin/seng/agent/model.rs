@@ -1,0 +1,669 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! What the agent knows, without any I/O: the key layout under the prefix, the values, the
+//! local part and what of it etcd holds, the other gateways' parts and which of them wins an
+//! address. The loop in `super` feeds it what the kernel and etcd say and performs what it
+//! decides.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use seng_nl::{Category, GatewayName, Measurement, Registration};
+use serde::{Deserialize, Serialize};
+
+/// The categories an application may have in the module (its per-application limit).
+const MAX_CATEGORIES: usize = 32;
+
+/// What the module holds for one enclave, apart from its address and origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The application measurement.
+    pub app: Measurement,
+    /// The untrusted host.
+    pub host: IpAddr,
+}
+
+/// One origin's part of the table: enclaves and the categories of their applications.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Part {
+    /// Enclaves by address.
+    pub enclaves: BTreeMap<IpAddr, Entry>,
+    /// The categories of each application that has an enclave, in a canonical order.
+    pub apps: BTreeMap<Measurement, Vec<Category>>,
+}
+
+impl Part {
+    /// The part made of dumped registrations (each carries its application's categories).
+    pub fn from_registrations<'r>(registrations: impl IntoIterator<Item = &'r Registration>) -> Part {
+        let mut part = Part::default();
+        for r in registrations {
+            part.enclaves.insert(r.addr, Entry { app: r.app, host: r.host });
+            part.apps.insert(r.app, canonical(&r.categories));
+        }
+        part
+    }
+}
+
+/// Categories sorted and without repeats, so that equal sets compare equal.
+pub fn canonical(categories: &[Category]) -> Vec<Category> {
+    let mut set = categories.to_vec();
+    set.sort();
+    set.dedup();
+    set
+}
+
+/// The value of an enclave key.
+#[derive(Serialize, Deserialize)]
+struct EnclaveValue {
+    app: String,
+    host: IpAddr,
+}
+
+/// The value of an application key.
+#[derive(Serialize, Deserialize)]
+struct AppValue {
+    categories: Vec<String>,
+}
+
+/// A key under the prefix, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// `<gw>/owner`: the gateway's agent is alive (the key lives on its lease).
+    Owner(GatewayName),
+    /// `<gw>/enclave/<addr>`.
+    Enclave(GatewayName, IpAddr),
+    /// `<gw>/app/<64 hex>`.
+    App(GatewayName, Measurement),
+}
+
+impl Key {
+    /// The gateway whose key it is.
+    pub fn gateway(&self) -> &GatewayName {
+        match self {
+            Key::Owner(gw) | Key::Enclave(gw, _) | Key::App(gw, _) => gw,
+        }
+    }
+}
+
+/// A change that etcd's side of the local part needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Put this value (on the agent's lease).
+    Put(String, String),
+    /// Delete the key.
+    Delete(String),
+}
+
+/// The key layout: `<prefix><gateway>/owner`, `.../enclave/<addr>`, `.../app/<hex>`.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    prefix: String,
+    me: GatewayName,
+}
+
+impl Layout {
+    /// The layout of gateway `me` under `prefix` (which ends with `/`).
+    pub fn new(prefix: &str, me: GatewayName) -> Layout {
+        Layout { prefix: prefix.to_owned(), me }
+    }
+
+    /// The prefix every gateway's keys start with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// This gateway's name.
+    pub fn me(&self) -> &GatewayName {
+        &self.me
+    }
+
+    /// This gateway's owner key.
+    pub fn owner(&self) -> String {
+        format!("{}{}/owner", self.prefix, self.me)
+    }
+
+    fn enclave(&self, addr: &IpAddr) -> String {
+        format!("{}{}/enclave/{addr}", self.prefix, self.me)
+    }
+
+    fn app(&self, app: &Measurement) -> String {
+        format!("{}{}/app/{app}", self.prefix, self.me)
+    }
+
+    /// Decodes a key found under the prefix; the error says what is wrong with it.
+    pub fn parse(&self, key: &[u8]) -> Result<Key, String> {
+        let key = std::str::from_utf8(key).map_err(|_| "the key is not UTF-8".to_owned())?;
+        let rest = key.strip_prefix(self.prefix.as_str()).ok_or("the key is outside the prefix")?;
+        let (gw, rest) = rest.split_once('/').ok_or("no `/` after the gateway's name")?;
+        let gw = GatewayName::new(gw.as_bytes()).map_err(|e| format!("bad gateway name: {e}"))?;
+        match rest.split_once('/') {
+            None if rest == "owner" => Ok(Key::Owner(gw)),
+            Some(("enclave", addr)) => addr.parse().map(|a| Key::Enclave(gw, a)).map_err(|_| format!("bad enclave address {addr:?}")),
+            Some(("app", hex)) => Measurement::parse_hex(hex).map(|m| Key::App(gw, m)).map_err(|e| format!("bad application measurement: {e}")),
+            _ => Err(format!("unknown key kind {rest:?} (owner, enclave/ADDR or app/HEX)")),
+        }
+    }
+}
+
+/// Decodes an enclave key's value.
+pub fn parse_enclave(value: &[u8]) -> Result<Entry, String> {
+    let v: EnclaveValue = serde_json::from_slice(value).map_err(|e| format!("bad enclave value: {e}"))?;
+    let app = Measurement::parse_hex(&v.app).map_err(|e| format!("bad enclave value: app: {e}"))?;
+    Ok(Entry { app, host: v.host })
+}
+
+/// Decodes an application key's value.
+pub fn parse_app(value: &[u8]) -> Result<Vec<Category>, String> {
+    let v: AppValue = serde_json::from_slice(value).map_err(|e| format!("bad application value: {e}"))?;
+    let categories = v
+        .categories
+        .iter()
+        .map(|c| Category::new(c.as_bytes()).map_err(|e| format!("bad application value: category {c:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let categories = canonical(&categories);
+    if categories.len() > MAX_CATEGORIES {
+        return Err(format!("bad application value: {} categories, at most {MAX_CATEGORIES}", categories.len()));
+    }
+    Ok(categories)
+}
+
+fn enclave_value(entry: &Entry) -> String {
+    serde_json::to_string(&EnclaveValue { app: entry.app.to_string(), host: entry.host }).unwrap_or_default()
+}
+
+fn app_value(categories: &[Category]) -> String {
+    serde_json::to_string(&AppValue { categories: categories.iter().map(|c| c.as_str().to_owned()).collect() }).unwrap_or_default()
+}
+
+/// The local part and what etcd holds of it, with what changed since the last writes.
+#[derive(Debug)]
+pub struct Publisher {
+    layout: Layout,
+    local: Part,
+    published: Part,
+    dirty_enclaves: BTreeSet<IpAddr>,
+    dirty_apps: BTreeSet<Measurement>,
+    /// Keys under this gateway's name that etcd holds but that are not the agent's own
+    /// writes (another lease's, or undecodable): deleted unless a write replaces them.
+    strays: BTreeSet<String>,
+}
+
+impl Publisher {
+    /// Nothing local, nothing published.
+    pub fn new(layout: Layout) -> Publisher {
+        Publisher {
+            layout,
+            local: Part::default(),
+            published: Part::default(),
+            dirty_enclaves: BTreeSet::new(),
+            dirty_apps: BTreeSet::new(),
+            strays: BTreeSet::new(),
+        }
+    }
+
+    /// The local part as last read from the module.
+    pub fn local(&self) -> &Part {
+        &self.local
+    }
+
+    /// Whether the local part holds `addr` (a remote entry must then not be installed there).
+    pub fn is_local(&self, addr: &IpAddr) -> bool {
+        self.local.enclaves.contains_key(addr)
+    }
+
+    /// The module's local entry at `addr` is `entry`.
+    pub fn set_enclave(&mut self, addr: IpAddr, entry: Option<Entry>) {
+        let changed = match entry {
+            Some(e) => self.local.enclaves.insert(addr, e) != Some(e),
+            None => self.local.enclaves.remove(&addr).is_some(),
+        };
+        if changed {
+            self.dirty_enclaves.insert(addr);
+        }
+    }
+
+    /// The module's local application `app` has `categories`, or no enclave (`None`).
+    pub fn set_app(&mut self, app: Measurement, categories: Option<Vec<Category>>) {
+        let changed = match categories {
+            Some(c) => {
+                let c = canonical(&c);
+                self.local.apps.insert(app, c.clone()).as_ref() != Some(&c)
+            }
+            None => self.local.apps.remove(&app).is_some(),
+        };
+        if changed {
+            self.dirty_apps.insert(app);
+        }
+    }
+
+    /// The applications' whose last local enclave went: dropped from the local part.
+    pub fn drop_empty_apps(&mut self) {
+        let used: BTreeSet<Measurement> = self.local.enclaves.values().map(|e| e.app).collect();
+        let empty: Vec<Measurement> = self.local.apps.keys().filter(|a| !used.contains(a)).copied().collect();
+        for app in empty {
+            self.set_app(app, None);
+        }
+    }
+
+    /// A local enclave of `app`, to read its categories from the module.
+    pub fn enclave_of(&self, app: &Measurement) -> Option<IpAddr> {
+        self.local.enclaves.iter().find(|(_, e)| e.app == *app).map(|(a, _)| *a)
+    }
+
+    /// The whole local part as the module dumped it.
+    pub fn replace_local(&mut self, part: Part) {
+        self.dirty_enclaves.extend(self.local.enclaves.keys().chain(part.enclaves.keys()).copied());
+        self.dirty_apps.extend(self.local.apps.keys().chain(part.apps.keys()).copied());
+        self.local = part;
+    }
+
+    /// What etcd holds under this gateway's name, read in a snapshot: the keys on the agent's
+    /// lease are its own writes; the others are strays.
+    pub fn replace_published(&mut self, published: Part, strays: BTreeSet<String>) {
+        self.dirty_enclaves.extend(self.published.enclaves.keys().chain(published.enclaves.keys()).copied());
+        self.dirty_apps.extend(self.published.apps.keys().chain(published.apps.keys()).copied());
+        self.published = published;
+        self.strays = strays;
+    }
+
+    /// etcd holds nothing of the agent's (a new lease took the place of one that expired).
+    pub fn forget_published(&mut self) {
+        self.replace_published(Part::default(), BTreeSet::new());
+    }
+
+    /// Key `key` of this gateway changed in etcd by someone else's hand (written, or
+    /// deleted): etcd no longer holds what the agent published there, so it is written again
+    /// (or deleted, if the local part has nothing there).
+    pub fn overwritten(&mut self, key: &str, written: bool) {
+        match self.layout.parse(key.as_bytes()) {
+            Ok(Key::Enclave(_, addr)) => {
+                self.published.enclaves.remove(&addr);
+                self.dirty_enclaves.insert(addr);
+            }
+            Ok(Key::App(_, app)) => {
+                self.published.apps.remove(&app);
+                self.dirty_apps.insert(app);
+            }
+            Ok(Key::Owner(_)) | Err(_) => return,
+        }
+        if written {
+            self.strays.insert(key.to_owned());
+        }
+    }
+
+    /// Whether writes are pending.
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty_enclaves.is_empty() || !self.dirty_apps.is_empty() || !self.strays.is_empty()
+    }
+
+    /// The writes that bring etcd to the local part, at most `limit` of them, in an order where
+    /// a peer never sees an enclave of an application whose categories are not there yet:
+    /// application puts, then enclave puts and deletes, then application deletes, then strays.
+    /// They count as published once [`Publisher::published`] is called with them.
+    pub fn take_writes(&mut self, limit: usize) -> Vec<Write> {
+        let mut writes = Vec::new();
+        let app_puts: Vec<Measurement> =
+            self.dirty_apps.iter().filter(|a| self.local.apps.get(a).is_some_and(|c| self.published.apps.get(a) != Some(c))).copied().collect();
+        for app in app_puts.into_iter().take(limit) {
+            writes.push(Write::Put(self.layout.app(&app), app_value(self.local.apps.get(&app).map_or(&[][..], Vec::as_slice))));
+        }
+        let enclaves: Vec<IpAddr> = self.dirty_enclaves.iter().copied().collect();
+        for addr in enclaves {
+            if writes.len() >= limit {
+                return writes;
+            }
+            match (self.local.enclaves.get(&addr), self.published.enclaves.get(&addr)) {
+                (Some(l), p) if p != Some(l) => writes.push(Write::Put(self.layout.enclave(&addr), enclave_value(l))),
+                (None, Some(_)) => writes.push(Write::Delete(self.layout.enclave(&addr))),
+                _ => {
+                    self.dirty_enclaves.remove(&addr);
+                }
+            }
+        }
+        let apps: Vec<Measurement> = self.dirty_apps.iter().copied().collect();
+        for app in apps {
+            if writes.len() >= limit {
+                return writes;
+            }
+            match (self.local.apps.get(&app), self.published.apps.get(&app)) {
+                (None, Some(_)) => writes.push(Write::Delete(self.layout.app(&app))),
+                (Some(l), Some(p)) if l == p => {
+                    self.dirty_apps.remove(&app);
+                }
+                (None, None) => {
+                    self.dirty_apps.remove(&app);
+                }
+                _ => {}
+            }
+        }
+        let written: BTreeSet<&String> = writes.iter().map(|w| match w {
+            Write::Put(k, _) | Write::Delete(k) => k,
+        }).collect();
+        let strays: Vec<String> = self.strays.iter().filter(|k| !written.contains(k)).cloned().collect();
+        for key in strays {
+            if writes.len() >= limit {
+                break;
+            }
+            writes.push(Write::Delete(key));
+        }
+        writes
+    }
+
+    /// etcd applied `writes` (from [`Publisher::take_writes`]).
+    pub fn published(&mut self, writes: &[Write]) {
+        for w in writes {
+            let key = match w {
+                Write::Put(k, _) | Write::Delete(k) => k,
+            };
+            self.strays.remove(key);
+            match self.layout.parse(key.as_bytes()) {
+                Ok(Key::Enclave(_, addr)) => {
+                    match self.local.enclaves.get(&addr) {
+                        Some(e) if matches!(w, Write::Put(..)) => self.published.enclaves.insert(addr, *e),
+                        _ => self.published.enclaves.remove(&addr),
+                    };
+                    if self.local.enclaves.get(&addr) == self.published.enclaves.get(&addr) {
+                        self.dirty_enclaves.remove(&addr);
+                    }
+                }
+                Ok(Key::App(_, app)) => {
+                    match self.local.apps.get(&app) {
+                        Some(c) if matches!(w, Write::Put(..)) => self.published.apps.insert(app, c.clone()),
+                        _ => self.published.apps.remove(&app),
+                    };
+                    if self.local.apps.get(&app) == self.published.apps.get(&app) {
+                        self.dirty_apps.remove(&app);
+                    }
+                }
+                Ok(Key::Owner(_)) | Err(_) => {}
+            }
+        }
+    }
+}
+
+/// An entry a remote gateway wants at an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wanted {
+    /// The gateway.
+    pub origin: GatewayName,
+    /// Application and host.
+    pub entry: Entry,
+    /// The application's categories as the gateway publishes them.
+    pub categories: Vec<Category>,
+}
+
+impl Wanted {
+    /// The registration that installs it.
+    pub fn registration(&self, addr: IpAddr) -> Registration {
+        Registration { addr, app: self.entry.app, host: self.entry.host, categories: self.categories.clone(), origin: self.origin.into() }
+    }
+}
+
+/// One remote gateway's part as etcd holds it.
+#[derive(Debug, Default)]
+struct RemotePart {
+    /// Enclaves with their keys' create revisions.
+    enclaves: BTreeMap<IpAddr, (Entry, i64)>,
+    apps: BTreeMap<Measurement, Vec<Category>>,
+}
+
+/// The other gateways' parts, and for each address which gateways claim it.
+#[derive(Debug, Default)]
+pub struct Remote {
+    parts: BTreeMap<GatewayName, RemotePart>,
+    /// Claims by the create revision of their keys: the oldest claim wins an address, so that a
+    /// later duplicate cannot take an address from the gateway that had it first.
+    claims: BTreeMap<IpAddr, BTreeSet<(i64, GatewayName)>>,
+}
+
+impl Remote {
+    /// Nothing known.
+    pub fn clear(&mut self) {
+        *self = Remote::default();
+    }
+
+    /// Gateway `gw` has `entry` at `addr`, its key created at `create_revision`.
+    pub fn put_enclave(&mut self, gw: GatewayName, addr: IpAddr, entry: Entry, create_revision: i64) {
+        if let Some((_, old)) = self.parts.entry(gw).or_default().enclaves.insert(addr, (entry, create_revision)) {
+            self.unclaim(addr, old, gw);
+        }
+        self.claims.entry(addr).or_default().insert((create_revision, gw));
+    }
+
+    /// Gateway `gw` no longer has an enclave at `addr`.
+    pub fn delete_enclave(&mut self, gw: GatewayName, addr: IpAddr) {
+        if let Some(part) = self.parts.get_mut(&gw) {
+            if let Some((_, revision)) = part.enclaves.remove(&addr) {
+                self.unclaim(addr, revision, gw);
+            }
+        }
+    }
+
+    fn unclaim(&mut self, addr: IpAddr, revision: i64, gw: GatewayName) {
+        if let Some(set) = self.claims.get_mut(&addr) {
+            set.remove(&(revision, gw));
+            if set.is_empty() {
+                self.claims.remove(&addr);
+            }
+        }
+    }
+
+    /// Gateway `gw`'s application `app` has `categories` (`None`: its key went).
+    pub fn set_app(&mut self, gw: GatewayName, app: Measurement, categories: Option<Vec<Category>>) {
+        let part = self.parts.entry(gw).or_default();
+        match categories {
+            Some(c) => {
+                part.apps.insert(app, c);
+            }
+            None => {
+                part.apps.remove(&app);
+            }
+        }
+    }
+
+    /// The gateway's entry that wins `addr`, if any claims it.
+    pub fn winner(&self, addr: &IpAddr) -> Option<Wanted> {
+        let (_, gw) = self.claims.get(addr)?.first()?;
+        let part = self.parts.get(gw)?;
+        let (entry, _) = part.enclaves.get(addr)?;
+        Some(Wanted { origin: *gw, entry: *entry, categories: part.apps.get(&entry.app).cloned().unwrap_or_default() })
+    }
+
+    /// Every claimed address with its winner.
+    pub fn winners(&self) -> impl Iterator<Item = (IpAddr, Wanted)> + '_ {
+        self.claims.keys().filter_map(|a| self.winner(a).map(|w| (*a, w)))
+    }
+
+    /// The categories gateway `gw` publishes for `app`.
+    pub fn categories(&self, gw: &GatewayName, app: &Measurement) -> Vec<Category> {
+        self.parts.get(gw).and_then(|p| p.apps.get(app)).cloned().unwrap_or_default()
+    }
+
+    /// The addresses where gateway `gw` has an enclave of `app`.
+    pub fn enclaves_of(&self, gw: &GatewayName, app: &Measurement) -> Vec<IpAddr> {
+        self.parts.get(gw).map(|p| p.enclaves.iter().filter(|(_, (e, _))| e.app == *app).map(|(a, _)| *a).collect()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use seng_nl::Origin;
+
+    use super::*;
+
+    const APP: &str = "d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0";
+
+    fn gw(name: &str) -> GatewayName {
+        GatewayName::new(name.as_bytes()).unwrap()
+    }
+
+    fn app() -> Measurement {
+        Measurement::parse_hex(APP).unwrap()
+    }
+
+    fn cat(name: &str) -> Category {
+        Category::new(name.as_bytes()).unwrap()
+    }
+
+    fn entry(host: &str) -> Entry {
+        Entry { app: app(), host: host.parse().unwrap() }
+    }
+
+    fn layout() -> Layout {
+        Layout::new("/seng/v1/", gw("gw-a"))
+    }
+
+    #[test]
+    fn keys_round_trip_and_bad_keys_say_why() {
+        let l = layout();
+        let addr: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(l.parse(l.owner().as_bytes()), Ok(Key::Owner(gw("gw-a"))));
+        assert_eq!(l.parse(l.enclave(&addr).as_bytes()), Ok(Key::Enclave(gw("gw-a"), addr)));
+        assert_eq!(l.parse(l.app(&app()).as_bytes()), Ok(Key::App(gw("gw-a"), app())));
+        for (key, why) in [
+            (&b"/other/gw-b/owner"[..], "outside the prefix"),
+            (b"/seng/v1/gw-b", "no `/`"),
+            (b"/seng/v1/gw/b/owner", "unknown key kind"),
+            (b"/seng/v1/g w/owner", "bad gateway name"),
+            (b"/seng/v1/gw-b/enclave/10.0.0.300", "bad enclave address"),
+            (b"/seng/v1/gw-b/app/abc", "bad application measurement"),
+            (b"/seng/v1/gw-b/app", "unknown key kind"),
+            (b"/seng/v1/gw-b/\xff", "not UTF-8"),
+            (b"/seng/v1/\xff/owner", "not UTF-8"),
+        ] {
+            let e = l.parse(key).expect_err(&String::from_utf8_lossy(key));
+            assert!(e.contains(why), "{}: {e}", String::from_utf8_lossy(key));
+        }
+    }
+
+    #[test]
+    fn values_round_trip_and_bad_values_say_why() {
+        let e = entry("10.0.0.5");
+        assert_eq!(parse_enclave(enclave_value(&e).as_bytes()), Ok(e));
+        let cats = vec![cat("Browser"), cat("Mail")];
+        assert_eq!(parse_app(app_value(&cats).as_bytes()), Ok(cats));
+        assert_eq!(parse_app(br#"{"categories":["Mail","Browser","Mail"]}"#), Ok(vec![cat("Browser"), cat("Mail")]));
+        for (value, why) in [
+            (&b"{"[..], "bad enclave value"),
+            (br#"{"app":"zz","host":"10.0.0.5"}"#, "app:"),
+            (br#"{"host":"10.0.0.5"}"#, "missing field `app`"),
+            (br#"{"app":"d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0","host":"x"}"#, "bad enclave value"),
+        ] {
+            assert!(parse_enclave(value).unwrap_err().contains(why), "{}", String::from_utf8_lossy(value));
+        }
+        let many: Vec<String> = (0..33).map(|i| format!("c{i}")).collect();
+        assert!(parse_app(serde_json::json!({ "categories": many }).to_string().as_bytes()).unwrap_err().contains("33 categories"));
+        assert!(parse_app(br#"{"categories":["123456789012345678901"]}"#).unwrap_err().contains("category"));
+        assert!(parse_app(b"[]").unwrap_err().contains("bad application value"));
+    }
+
+    #[test]
+    fn publisher_writes_app_puts_first_and_app_deletes_last() {
+        let l = layout();
+        let mut p = Publisher::new(l.clone());
+        let a: IpAddr = "10.1.0.1".parse().unwrap();
+        p.set_enclave(a, Some(entry("10.0.0.5")));
+        p.set_app(app(), Some(vec![cat("Mail"), cat("Browser")]));
+        let w = p.take_writes(128);
+        assert_eq!(w, vec![Write::Put(l.app(&app()), r#"{"categories":["Browser","Mail"]}"#.into()), Write::Put(l.enclave(&a), enclave_value(&entry("10.0.0.5")))]);
+        p.published(&w);
+        assert!(p.take_writes(128).is_empty());
+        assert!(!p.is_dirty());
+
+        p.set_enclave(a, None);
+        p.drop_empty_apps();
+        let w = p.take_writes(128);
+        assert_eq!(w, vec![Write::Delete(l.enclave(&a)), Write::Delete(l.app(&app()))]);
+        p.published(&w);
+        assert!(!p.is_dirty());
+    }
+
+    #[test]
+    fn publisher_respects_the_limit_and_resumes() {
+        let mut p = Publisher::new(layout());
+        for i in 0..10u8 {
+            p.set_enclave(IpAddr::from([10, 1, 0, i]), Some(entry("10.0.0.5")));
+        }
+        p.set_app(app(), Some(vec![]));
+        let mut total = 0;
+        loop {
+            let w = p.take_writes(4);
+            if w.is_empty() {
+                break;
+            }
+            assert!(w.len() <= 4);
+            total += w.len();
+            p.published(&w);
+        }
+        assert_eq!(total, 11);
+        // A write that failed is not published: taken again.
+        p.set_enclave(IpAddr::from([10, 1, 0, 0]), Some(entry("10.0.0.6")));
+        assert_eq!(p.take_writes(4).len(), 1);
+        assert_eq!(p.take_writes(4).len(), 1);
+    }
+
+    #[test]
+    fn publisher_deletes_strays_and_what_a_snapshot_shows_published_but_gone() {
+        let l = layout();
+        let mut p = Publisher::new(l.clone());
+        let a: IpAddr = "10.1.0.1".parse().unwrap();
+        let mut published = Part::default();
+        published.enclaves.insert(a, entry("10.0.0.5"));
+        let stray = format!("{}gw-a/enclave/10.9.9.9", l.prefix());
+        p.replace_published(published, BTreeSet::from([stray.clone()]));
+        let w = p.take_writes(128);
+        assert_eq!(w, vec![Write::Delete(l.enclave(&a)), Write::Delete(stray)]);
+        p.published(&w);
+        assert!(!p.is_dirty());
+    }
+
+    #[test]
+    fn a_key_overwritten_by_someone_else_is_written_again_or_deleted() {
+        let l = layout();
+        let mut p = Publisher::new(l.clone());
+        let a: IpAddr = "10.1.0.1".parse().unwrap();
+        p.set_enclave(a, Some(entry("10.0.0.5")));
+        let w = p.take_writes(128);
+        p.published(&w);
+        // Deleted by hand: put again.
+        p.overwritten(&l.enclave(&a), false);
+        assert_eq!(p.take_writes(128), vec![Write::Put(l.enclave(&a), enclave_value(&entry("10.0.0.5")))]);
+        // A foreign value where the local part has nothing: deleted.
+        let b: IpAddr = "10.1.0.2".parse().unwrap();
+        p.overwritten(&l.enclave(&b), true);
+        assert_eq!(p.take_writes(128).last(), Some(&Write::Delete(l.enclave(&b))));
+    }
+
+    #[test]
+    fn oldest_claim_wins_and_the_next_takes_over() {
+        let mut r = Remote::default();
+        let a: IpAddr = "10.2.0.1".parse().unwrap();
+        r.set_app(gw("gw-c"), app(), Some(vec![cat("Mail")]));
+        r.put_enclave(gw("gw-c"), a, entry("10.0.0.7"), 20);
+        r.put_enclave(gw("gw-b"), a, entry("10.0.0.6"), 10);
+        assert_eq!(r.winner(&a).map(|w| w.origin), Some(gw("gw-b")));
+        // A re-put keeps its create revision: still the winner.
+        r.put_enclave(gw("gw-b"), a, entry("10.0.0.8"), 10);
+        assert_eq!(r.winner(&a).map(|w| (w.origin, w.entry.host)), Some((gw("gw-b"), "10.0.0.8".parse().unwrap())));
+        r.delete_enclave(gw("gw-b"), a);
+        let w = r.winner(&a).unwrap();
+        assert_eq!((w.origin, w.categories.clone()), (gw("gw-c"), vec![cat("Mail")]));
+        assert_eq!(w.registration(a).origin, Origin::Gateway(gw("gw-c")));
+        r.delete_enclave(gw("gw-c"), a);
+        assert_eq!(r.winner(&a), None);
+        assert_eq!(r.winners().count(), 0);
+    }
+
+    #[test]
+    fn part_from_registrations_keeps_the_categories_canonical() {
+        let regs = vec![Registration {
+            addr: "10.1.0.1".parse().unwrap(),
+            app: app(),
+            host: "10.0.0.5".parse().unwrap(),
+            categories: vec![cat("b"), cat("a")],
+            origin: Origin::Local,
+        }];
+        let part = Part::from_registrations(&regs);
+        assert_eq!(part.apps.get(&app()), Some(&vec![cat("a"), cat("b")]));
+        assert_eq!(part.enclaves.len(), 1);
+    }
+}
