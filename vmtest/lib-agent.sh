@@ -18,6 +18,8 @@ AGENT_DIR=/tmp/agent
 AGENT_PREFIX=/seng/v1/
 GATEWAYS="gw-a gw-b gw-c"
 
+# Each test starts from an empty model (/tmp outlives a test).
+rm -rf $AGENT_DIR
 mkdir -p $AGENT_DIR
 
 # agent_available: whether this seng has the agent (branch `agent`, issue 16).
@@ -39,10 +41,7 @@ agent_start() {
 agent_pid() { cat "$AGENT_DIR/$1.pid" 2>/dev/null; }
 
 # agent_alive GW: whether GW's agent runs (an exited one not yet waited for is a zombie).
-agent_alive() {
-	pid=$(agent_pid "$1") && [ -n "$pid" ] && [ -r /proc/$pid/stat ] || return 1
-	[ "$(sed 's/.*) //; s/ .*//' /proc/$pid/stat 2>/dev/null)" != Z ]
-}
+agent_alive() { pid=$(agent_pid "$1") && [ -n "$pid" ] && running "$pid"; }
 
 # agent_status GW: GW's status file (empty until the agent wrote one).
 agent_status() { cat "$AGENT_DIR/$1.status" 2>/dev/null; }
@@ -72,9 +71,11 @@ agent_stop() {
 # agents_cleanup: ends every agent still running (on the test's exit).
 agents_cleanup() {
 	for gw in $GATEWAYS gw-late; do
-		pid=$(agent_pid $gw) && [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null
+		pid=$(agent_pid $gw) && [ -n "$pid" ] || continue
+		kill -9 "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		rm -f "$AGENT_DIR/$gw.pid"
 	done
-	wait 2>/dev/null
 }
 
 # agent_logs: the end of every agent's log and etcd's (shown when a test fails).

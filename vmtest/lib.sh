@@ -293,6 +293,11 @@ etcd_start() {
 		scheme=https
 		tls_args="--client-cert-auth --trusted-ca-file $ETCD_TLS/ca.crt --cert-file $ETCD_TLS/etcd.crt --key-file $ETCD_TLS/etcd.key"
 	fi
+	# An etcd a failed or killed test left behind would hold the port.
+	[ -n "$ETCD_PID" ] || etcd_stop_stale
+	# This test's etcd log starts empty.
+	[ -n "$ETCD_LOGGING" ] || : >$ETCD_LOG
+	ETCD_LOGGING=1
 	fresh=0
 	[ -d $ETCD_DIR/member ] || fresh=1
 	echo "+ etcd ($ETCD_MODE) at $(etcd_url)"
@@ -304,6 +309,7 @@ etcd_start() {
 		--initial-cluster vmtest=http://127.0.0.1:2380 --initial-cluster-state new \
 		--heartbeat-interval 200 --election-timeout 2000 $tls_args >>$ETCD_LOG 2>&1 &
 	ETCD_PID=$!
+	echo $ETCD_PID >$ETCD_DIR.pid
 	wait_for etcd_healthy 60 || fail "etcd did not come up: $(tail -n 5 $ETCD_LOG)"
 	if [ "$ETCD_MODE" = auth ] && [ $fresh = 1 ]; then
 		ETCD_MODE=plain
@@ -325,7 +331,21 @@ etcd_stop() {
 	[ -n "$ETCD_PID" ] || return 0
 	kill "$ETCD_PID" 2>/dev/null
 	wait "$ETCD_PID" 2>/dev/null
+	rm -f $ETCD_DIR.pid
 	ETCD_PID=
+}
+
+# running PID: whether process PID runs (a zombie nobody waited for does not).
+running() {
+	[ -r /proc/$1/stat ] && [ "$(sed 's/.*) //; s/ .*//' /proc/$1/stat 2>/dev/null)" != Z ]
+}
+
+# etcd_stop_stale: kills the etcd of an earlier test (by its pid file) and removes its data.
+etcd_stop_stale() {
+	stale=$(cat $ETCD_DIR.pid 2>/dev/null) || return 0
+	kill -9 "$stale" 2>/dev/null
+	wait_for "! running $stale" 10
+	rm -rf $ETCD_DIR $ETCD_DIR.pid
 }
 
 # etcd_destroy: stops etcd and deletes its data (the next etcd_start is a fresh cluster).
