@@ -278,6 +278,9 @@ etcdctl() {
 	esac
 }
 
+# etcd_revision: etcd's current revision.
+etcd_revision() { etcdctl endpoint status -w json | grep -o '"revision":[0-9]*' | head -n 1 | cut -d: -f2; }
+
 etcd_healthy() { etcdctl endpoint health >/dev/null 2>&1; }
 
 # etcd_start [plain|tls|auth]: starts etcd in the background ($ETCD_PID; its log appended to

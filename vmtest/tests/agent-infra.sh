@@ -53,7 +53,7 @@ run_fails gw_etcdctl gw-a get ${AGENT_PREFIX}probe/gw-a
 etcd_start
 run etcdctl get ${AGENT_PREFIX}probe/gw-a --print-value-only
 assert_eq "$OUT" here "a key after etcd restarted"
-rev=$(etcdctl endpoint status -w json | grep -o '"revision":[0-9]*' | head -n 1 | cut -d: -f2)
+rev=$(etcd_revision)
 [ -n "$rev" ] || fail "no revision in etcd's status"
 run etcdctl compact --physical "$rev"
 run_fails etcdctl get ${AGENT_PREFIX}probe/gw-a --rev 1

@@ -149,15 +149,26 @@ converge "etcd restarted" 60
 # part many times, etcd compacts its history to the present; continued, gw-c catches up (by a
 # fresh snapshot if its watch was compacted).
 agent_signal gw-c STOP
+rev_before=$(etcd_revision)
 for n in $(seq 40 69); do reg gw-b 192.168.28.$n $B 10.0.2.$n; done
 for n in $(seq 40 59); do unreg gw-b 192.168.28.$n; done
+# Many small revisions (net zero: each address registered, then unregistered) to fill the
+# stopped watcher's buffers, so that etcd moves it to its unsynced watchers.
+run in_gw gw-b /usr/local/bin/seng-bench churn 5 --burst 2 --pause-ms 5
 wait_for "[ \$(etcdctl get --prefix ${AGENT_PREFIX}gw-b/enclave/ --keys-only | grep -c .) = 13 ]" 30 ||
 	fail "gw-b's changes did not reach etcd: $(etcdctl get --prefix ${AGENT_PREFIX}gw-b/enclave/ --keys-only)"
-rev=$(etcdctl endpoint status -w json | grep -o '"revision":[0-9]*' | head -n 1 | cut -d: -f2)
+rev=$(etcd_revision)
+log "revisions while gw-c was stopped: $((rev - rev_before))"
 run etcdctl compact --physical "$rev"
 agent_signal gw-c CONT
 converge "gw-c continued after a compaction" 60
-grep -qi compact $AGENT_DIR/gw-c.log && log "gw-c's agent saw the compaction: $(grep -i compact $AGENT_DIR/gw-c.log | tail -n 1)"
+# Whether its watch was cancelled for the compaction depends on how much etcd had buffered for
+# it; either way it converged. Said, not asserted.
+if grep -qi compact $AGENT_DIR/gw-c.log; then
+	log "gw-c's agent saw the compaction: $(grep -i compact $AGENT_DIR/gw-c.log | tail -n 1)"
+else
+	log "gw-c's watch was not compacted (etcd had sent it everything before the compaction)"
+fi
 
 # gw-b cut off from etcd: it fails closed (remote entries gone, status unreachable) and its own
 # entries leave the peers; changes meanwhile on both sides; the rule gone, all converge.
