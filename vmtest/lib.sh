@@ -233,14 +233,13 @@ uptime_s() {
 
 # ---- etcd and gateways (the `seng agent` tests, issue 16) ----
 #
-# The test starts its own etcd in the initial namespace, listening at $ETCD_ADDR on the bridge
-# $ETCD_BRIDGE; each gateway is a network namespace with its own seng table, a veth into that
-# bridge and its own tunFA. etcd keeps its data in $ETCD_DIR across etcd_stop/etcd_start.
+# The test starts its own etcd in the initial namespace, listening at $ETCD_ADDR on its lo; each
+# gateway is a network namespace with its own seng table, a veth routed to the initial namespace
+# (no bridge: the kernels built here have none) and its own tunFA. etcd keeps its data in $ETCD_DIR across etcd_stop/etcd_start.
 ETCD=/usr/bin/etcd
 ETCDCTL_BIN=/usr/bin/etcdctl
 ETCD_ADDR=10.77.0.1
 ETCD_PORT=2379
-ETCD_BRIDGE=seng-etcd
 ETCD_DIR=/tmp/etcd
 ETCD_LOG=/tmp/etcd.log
 ETCD_TLS=/vmtest/data/agent-tls
@@ -257,13 +256,11 @@ etcd_url() {
 	esac
 }
 
-# etcd_net: the bridge etcd listens on (idempotent).
+# etcd_net: etcd's address on the initial namespace's lo (idempotent).
 etcd_net() {
-	[ -d /sys/class/net/$ETCD_BRIDGE ] && return 0
-	run $MODPROBE bridge
-	run $IP link add $ETCD_BRIDGE type bridge
-	run $IP addr add $ETCD_ADDR/24 dev $ETCD_BRIDGE
-	run $IP link set $ETCD_BRIDGE up
+	run $IP link set lo up
+	$IP -4 addr show dev lo | grep -q " $ETCD_ADDR/" && return 0
+	run $IP addr add $ETCD_ADDR/32 dev lo
 }
 
 # etcdctl ARGS...: etcdctl against the test's etcd as its administrator (v3 API, the client
@@ -357,8 +354,9 @@ etcd_destroy() {
 	rm -rf $ETCD_DIR
 }
 
-# gateway NAME INDEX: the network namespace NAME of a gateway: lo up, a veth into etcd's
-# bridge with 10.77.0.(10+INDEX)/24, and its own tunFA ($TUN_ADDR/24, the tun module loaded).
+# gateway NAME INDEX: the network namespace NAME of a gateway: lo up, a veth 10.77.INDEX.2/24
+# whose peer 10.77.INDEX.1 in the initial namespace is its route to etcd, and its own tunFA
+# ($TUN_ADDR/24, the tun module loaded).
 gateway() {
 	etcd_net
 	run $MODPROBE tun
@@ -366,9 +364,11 @@ gateway() {
 	run $IP netns add "$1"
 	run $IP -n "$1" link set lo up
 	run $IP link add "v-$1" type veth peer name eth0 netns "$1"
-	run $IP link set "v-$1" master $ETCD_BRIDGE up
-	run $IP -n "$1" addr add "10.77.0.$((10 + $2))/24" dev eth0
+	run $IP addr add "10.77.$2.1/24" dev "v-$1"
+	run $IP link set "v-$1" up
+	run $IP -n "$1" addr add "10.77.$2.2/24" dev eth0
 	run $IP -n "$1" link set eth0 up
+	run $IP -n "$1" route add default via "10.77.$2.1"
 	run $IP -n "$1" tuntap add dev $TUN_DEV mode tun
 	run $IP -n "$1" addr add $TUN_ADDR/24 dev $TUN_DEV
 	run $IP -n "$1" link set $TUN_DEV up

@@ -24,7 +24,6 @@ cleanup() {
 	agents_cleanup
 	etcd_destroy
 	for gw in $GATEWAYS gw-late; do $IP netns del $gw 2>/dev/null; done
-	$IP link del $ETCD_BRIDGE 2>/dev/null
 }
 trap cleanup EXIT
 

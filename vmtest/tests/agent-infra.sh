@@ -14,7 +14,6 @@ B=d5876e37d31ad62d4eafd36997820b18fdea7b104a0e2d3f81873230be2af792
 cleanup() {
 	etcd_destroy
 	for gw in $GATEWAYS; do $IP netns del $gw 2>/dev/null; done
-	$IP link del $ETCD_BRIDGE 2>/dev/null
 	[ -f $ETCD_LOG ] && tail -n 5 $ETCD_LOG
 }
 trap cleanup EXIT

@@ -32,7 +32,6 @@ cleanup() {
 	[ $rc -eq 0 ] || agent_logs
 	etcd_destroy
 	for gw in $GATEWAYS; do $IP netns del $gw 2>/dev/null; done
-	$IP link del $ETCD_BRIDGE 2>/dev/null
 }
 trap cleanup EXIT
 
