@@ -214,9 +214,10 @@ struct Agent {
     events: EventStream,
     publisher: Publisher,
     remote: Remote,
-    /// The remote entries the agent installed, by address: the status file's counts and what a
+    /// The remote entries the agent installed, by address: what a watch event is compared
+    /// with, the status file's counts and what a fail-closed removal starts from.
     /// fail-closed removal starts from.
-    installed: BTreeMap<IpAddr, GatewayName>,
+    installed: BTreeMap<IpAddr, (GatewayName, Entry)>,
     lease: Option<i64>,
     revision: i64,
     /// The last answer from etcd; shared with the loop that watches for staleness while a
@@ -581,9 +582,38 @@ impl Agent {
             self.sync_categories(&gw, &app);
         }
         for addr in addrs {
-            self.sync_addr(addr);
+            self.install(addr);
         }
         Ok(())
+    }
+
+    /// After a watch event at `addr`: installs the winning remote claim, or removes what the
+    /// agent installed there, judged by what it installed rather than by reading the module
+    /// (one request per change instead of three at a thousand changes a second). Anything
+    /// unexpected (the module refusing) falls back to [`Agent::sync_addr`], which reads it.
+    fn install(&mut self, addr: IpAddr) {
+        if self.publisher.is_local(&addr) {
+            return;
+        }
+        let wanted = self.remote.winner(&addr);
+        let current = self.installed.get(&addr).copied();
+        if current == wanted.as_ref().map(|w| (w.origin, w.entry)) {
+            return;
+        }
+        if let Some((origin, _)) = current.filter(|(o, _)| wanted.as_ref().is_none_or(|w| w.origin != *o)) {
+            self.installed.remove(&addr);
+            if self.kernel.apply(&Operation::Unregister { origin: origin.into(), addrs: vec![addr] }).is_err() {
+                return self.sync_addr(addr);
+            }
+        }
+        if let Some(w) = wanted {
+            match self.kernel.register(&w.registration(addr)) {
+                Ok(()) => {
+                    self.installed.insert(addr, (w.origin, w.entry));
+                }
+                Err(_) => self.sync_addr(addr),
+            }
+        }
     }
 
     /// Module events: a burst of them, each naming where to look.
@@ -621,6 +651,10 @@ impl Agent {
 
     fn on_change(&mut self, op: Operation) {
         match op {
+            // The agent's own changes come back as events: only a change it did not make (by
+            // hand, with --origin) needs a look.
+            Operation::Register(registrations) if registrations.iter().all(|r| self.made_by_agent(r)) => {}
+            Operation::Unregister { origin: Origin::Gateway(gw), addrs } if addrs.iter().all(|a| self.installed.get(a).is_none_or(|(o, _)| *o != gw)) => {}
             Operation::Register(registrations) => {
                 for r in registrations {
                     self.sync_addr(r.addr);
@@ -642,6 +676,11 @@ impl Agent {
         }
     }
 
+    /// Whether a registration event is the agent's own installation of a remote entry.
+    fn made_by_agent(&self, r: &Registration) -> bool {
+        r.origin.gateway().is_some_and(|gw| self.installed.get(&r.addr) == Some(&(*gw, Entry { app: r.app, host: r.host })))
+    }
+
     /// Brings the module's entry at `addr` to what the model wants: a local entry stays (and is
     /// what the publisher publishes); otherwise the winning remote claim, or nothing.
     fn sync_addr(&mut self, addr: IpAddr) {
@@ -660,7 +699,7 @@ impl Agent {
         let same = |r: &Registration, w: &model::Wanted| r.origin == Origin::Gateway(w.origin) && r.app == w.entry.app && r.host == w.entry.host;
         match (&current, &wanted) {
             (Some(r), Some(w)) if same(r, w) => {
-                self.installed.insert(addr, w.origin);
+                self.installed.insert(addr, (w.origin, w.entry));
                 return;
             }
             (Some(r), w) if w.as_ref().map(|w| Origin::Gateway(w.origin)) != Some(r.origin) => {
@@ -676,7 +715,7 @@ impl Agent {
         if let Some(w) = wanted {
             match self.kernel.register(&w.registration(addr)) {
                 Ok(()) => {
-                    self.installed.insert(addr, w.origin);
+                    self.installed.insert(addr, (w.origin, w.entry));
                 }
                 // A local registration came in between: it wins, and its event is on its way.
                 Err(e) if e.errno() == Some(libc::EEXIST) => {}
@@ -689,7 +728,7 @@ impl Agent {
     /// gateway publishes (the module holds them once per application and origin).
     fn sync_categories(&mut self, gw: &GatewayName, app: &seng_nl::Measurement) {
         let wanted = self.remote.categories(gw, app);
-        let installed = self.remote.enclaves_of(gw, app).into_iter().find(|a| self.installed.get(a) == Some(gw));
+        let installed = self.remote.enclaves_of(gw, app).into_iter().find(|a| self.installed.get(a).is_some_and(|(o, _)| o == gw));
         let Some(addr) = installed else { return };
         let current = match self.kernel.get(addr) {
             Ok(Some(r)) if r.origin == Origin::Gateway(*gw) && r.app == *app => model::canonical(&r.categories),
@@ -726,7 +765,7 @@ impl Agent {
             && wanted.iter().all(|(a, w)| {
                 current.get(a).is_some_and(|r| r.origin == Origin::Gateway(w.origin) && r.app == w.entry.app && r.host == w.entry.host && model::canonical(&r.categories) == w.categories)
             });
-        self.installed = wanted.iter().map(|(a, w)| (*a, w.origin)).collect();
+        self.installed = wanted.iter().map(|(a, w)| (*a, (w.origin, w.entry))).collect();
         if agrees {
             return;
         }
@@ -769,7 +808,7 @@ impl Agent {
     }
 
     fn remove_remote_part(&mut self, why: &str) {
-        let mut origins: BTreeSet<GatewayName> = self.installed.values().copied().collect();
+        let mut origins: BTreeSet<GatewayName> = self.installed.values().map(|(o, _)| *o).collect();
         match self.kernel.list() {
             Ok(table) => origins.extend(table.iter().filter_map(|r| r.origin.gateway().copied())),
             Err(e) => self.log(format_args!("cannot dump the module's table: {e}")),
@@ -811,7 +850,7 @@ impl Agent {
     fn write_status(&mut self) {
         let Some(path) = self.config.status_file.as_deref() else { return };
         let mut remote: BTreeMap<String, usize> = BTreeMap::new();
-        for gw in self.installed.values() {
+        for (gw, _) in self.installed.values() {
             *remote.entry(gw.to_string()).or_default() += 1;
         }
         let text = json!({
