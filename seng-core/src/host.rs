@@ -54,12 +54,14 @@ pub fn masked_eq(family: Family, addr: &[u8; 16], mask: &[u8; 16], host: &IpAddr
         (Family::Ipv6, IpAddr::V4(h)) => h.to_ipv6_mapped().octets(),
         (Family::Ipv6, IpAddr::V6(h)) => h.octets(),
     };
-    let len = family.addr_len();
-    addr.iter()
-        .zip(mask)
-        .zip(host)
-        .take(len)
-        .all(|((a, m), h)| a & m == h & m)
+    // One 128-bit comparison instead of a loop over bytes: this runs per seng rule per packet.
+    // An IPv4 address is the first four bytes, the top 32 bits read big-endian.
+    let family_bits = match family {
+        Family::Ipv4 => !0u128 << 96,
+        Family::Ipv6 => !0u128,
+    };
+    let differing = u128::from_be_bytes(*addr) ^ u128::from_be_bytes(host);
+    differing & u128::from_be_bytes(*mask) & family_bits == 0
 }
 
 fn widen(v4: &[u8; 4]) -> [u8; 16] {
@@ -230,7 +232,35 @@ pub fn to_ip(family: Family, field: &[u8; 16]) -> IpAddr {
 
 #[cfg(test)]
 mod test {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// The 128-bit comparison agrees with the definition: the family's address bytes
+        /// equal under the mask, an IPv4 rule never matching an IPv6 host that is not mapped.
+        #[test]
+        fn masked_eq_is_bytewise_equality_under_the_mask(addr: [u8; 16], mask: [u8; 16], host: [u8; 16], v4_host: bool, v4_rule: bool, copy: bool) {
+            let host_ip = match v4_host {
+                true => IpAddr::from([host[0], host[1], host[2], host[3]]),
+                false => IpAddr::from(host),
+            };
+            let family = if v4_rule { Family::Ipv4 } else { Family::Ipv6 };
+            // Half the cases share the host's bytes, so that equality is exercised too.
+            let host_bytes = match host_ip {
+                IpAddr::V4(h) if v4_rule => Some(widen(&h.octets())),
+                IpAddr::V6(h) if v4_rule => h.to_ipv4_mapped().map(|v4| widen(&v4.octets())),
+                IpAddr::V4(h) => Some(h.to_ipv6_mapped().octets()),
+                IpAddr::V6(h) => Some(h.octets()),
+            };
+            let addr = match (copy, host_bytes) {
+                (true, Some(h)) => h,
+                _ => addr,
+            };
+            let want = host_bytes.is_some_and(|h| (0..family.addr_len()).all(|i| addr[i] & mask[i] == h[i] & mask[i]));
+            prop_assert_eq!(masked_eq(family, &addr, &mask, &host_ip), want);
+        }
+    }
 
     #[test]
     fn parses_and_prints_canonically() {

@@ -33,8 +33,7 @@
 //!   involves an address, which the kernel module does for every address whose connections a
 //!   change ends (the engine's `Services::end_connections`).
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use seng_core::Family;
 
@@ -65,7 +64,55 @@ impl Hash for Tuple {
 /// The tuple map's hasher: rustc-hash's FxHash (rustc's own, well kept), a multiply-add per
 /// word. Tuples are not attacker-chosen in an offline replay, and SipHash would cost a large
 /// share of the per-packet budget.
-type FastMap<K, V> = HashMap<K, V, rustc_hash::FxBuildHasher>;
+fn tuple_hash(t: &Tuple) -> u64 {
+    rustc_hash::FxBuildHasher.hash_one(t)
+}
+
+/// Tuple → entry index << 1 | direction (1 = reply), as a map whose keys are the entries' own
+/// tuples: it stores only the 4-byte slot and compares a probed slot's tuple in the entry,
+/// which the tracker reads next anyway. A map holding the tuples too would spend a 64-byte
+/// bucket per tuple, and every packet's lookup would miss the cache on a table of every flow
+/// the capture had (entries stay until looked up after they expire). Every slot stored names a
+/// live entry, whose tuples do not change while it is in the map.
+#[derive(Default)]
+struct TupleIndex(hashbrown::HashTable<u32>);
+
+/// The tuple a slot stands for.
+fn tuple_of(conns: &[Conn], slot: u32) -> Option<&Tuple> {
+    conns.get((slot >> 1) as usize).map(|c| &c.tuples[(slot & 1) as usize])
+}
+
+impl TupleIndex {
+    fn get(&self, conns: &[Conn], tuple: &Tuple) -> Option<u32> {
+        self.0.find(tuple_hash(tuple), |&slot| tuple_of(conns, slot) == Some(tuple)).copied()
+    }
+
+    fn contains(&self, conns: &[Conn], tuple: &Tuple) -> bool {
+        self.get(conns, tuple).is_some()
+    }
+
+    /// Maps `tuple` to `slot`, replacing what it mapped to (as `HashMap::insert` does), with
+    /// `conns` already holding the entry of `slot`.
+    fn insert(&mut self, conns: &[Conn], tuple: &Tuple, slot: u32) {
+        let rehash = |s: &u32| tuple_of(conns, *s).map_or(0, tuple_hash);
+        match self.0.entry(tuple_hash(tuple), |&s| tuple_of(conns, s) == Some(tuple), rehash) {
+            hashbrown::hash_table::Entry::Occupied(mut e) => *e.get_mut() = slot,
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(slot);
+            }
+        }
+    }
+
+    fn remove(&mut self, conns: &[Conn], tuple: &Tuple) {
+        if let Ok(e) = self.0.find_entry(tuple_hash(tuple), |&s| tuple_of(conns, s) == Some(tuple)) {
+            e.remove();
+        }
+    }
+
+    fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().copied()
+    }
+}
 
 /// TCP conntrack states, numbered as the kernel's table columns.
 mod tcp {
@@ -281,7 +328,7 @@ pub struct ConntrackStats {
 #[derive(Default)]
 pub struct Conntrack {
     /// Tuple → entry index << 1 | direction (1 = reply).
-    map: FastMap<Tuple, u32>,
+    map: TupleIndex,
     conns: Vec<Conn>,
     free: Vec<u32>,
     /// The entry the current packet would create, pending confirmation.
@@ -313,8 +360,8 @@ impl Conntrack {
 
     fn remove(&mut self, index: u32) {
         if let Some(conn) = self.conns.get(index as usize) {
-            for t in conn.tuples {
-                self.map.remove(&t);
+            for t in &conn.tuples {
+                self.map.remove(&self.conns, t);
             }
             self.free.push(index);
         }
@@ -322,7 +369,7 @@ impl Conntrack {
 
     /// Finds the live entry of `tuple`: (index, reply direction). Expired entries are removed.
     fn find(&mut self, tuple: &Tuple, now_ns: u64) -> Option<(u32, bool)> {
-        let slot = *self.map.get(tuple)?;
+        let slot = self.map.get(&self.conns, tuple)?;
         let index = slot >> 1;
         if self.conns[index as usize].expires_ns < now_ns {
             self.remove(index);
@@ -507,7 +554,7 @@ impl Conntrack {
             }
             t
         };
-        let taken = |map: &FastMap<Tuple, u32>, t: &Tuple| t.invert().is_none_or(|reply| map.contains_key(&reply));
+        let taken = |map: &TupleIndex, t: &Tuple| t.invert().is_none_or(|reply| map.contains(&self.conns, &reply));
         let own = port_of(&candidate);
         let chosen = if !has_ports(candidate.proto) {
             (!taken(&self.map, &candidate)).then_some(candidate)
@@ -618,8 +665,8 @@ impl Conntrack {
                 (self.conns.len() - 1) as u32
             }
         };
-        self.map.insert(conn.tuples[0], index << 1);
-        self.map.insert(conn.tuples[1], index << 1 | 1);
+        self.map.insert(&self.conns, &conn.tuples[0], index << 1);
+        self.map.insert(&self.conns, &conn.tuples[1], index << 1 | 1);
         self.stats.confirmed += 1;
         // A packet of the loopback path passes the hooks again with its entry.
         if self.current == Some(Current::Pending) {
@@ -641,9 +688,9 @@ impl Conntrack {
         let v6 = family == Family::Ipv6;
         let mut doomed: Vec<u32> = self
             .map
-            .iter()
-            .filter(|(t, _)| t.v6 == v6 && (t.src == addr || t.dst == addr))
-            .map(|(_, slot)| slot >> 1)
+            .slots()
+            .filter(|&slot| tuple_of(&self.conns, slot).is_some_and(|t| t.v6 == v6 && (t.src == addr || t.dst == addr)))
+            .map(|slot| slot >> 1)
             .collect();
         doomed.sort_unstable();
         doomed.dedup();
