@@ -22,8 +22,6 @@ GATEWAYS="gw-a gw-b gw-c"
 rm -rf $AGENT_DIR
 mkdir -p $AGENT_DIR
 
-# agent_available: whether this seng has the agent (branch `agent`, issue 16).
-agent_available() { $SENG agent --help >/dev/null 2>&1; }
 
 # agent_start GW [ARGS...]: starts GW's agent in the background, serving GW's namespace
 # (--netns), logging to $AGENT_DIR/GW.log, its status in $AGENT_DIR/GW.status; its pid is

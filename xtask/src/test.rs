@@ -52,6 +52,12 @@ pub fn run(paths: &Paths, vm_kernels: &str, fuzz_seconds: u32) -> Result<bool> {
                 .args(["xtask", "vmtest", "--kernel", vm_kernels, "--debug-light"]),
         },
         Step {
+            // Prints the agent's propagation and late-join figures at CI scale (issue 16); the
+            // full-scale run is `vmtest --bench --kernel 6.1 --filter agent-propagation`.
+            name: "agent benchmark",
+            cmd: Cmd::new(&cargo).args(["xtask", "vmtest", "--bench", "--kernel", "6.1", "--filter", "agent-short"]),
+        },
+        Step {
             // Built, linted, installed in a Debian 12 root, DKMS-built modules booted.
             name: "packages",
             cmd: Cmd::new(&cargo).args(["xtask", "deb", "--test"]),
