@@ -55,9 +55,16 @@ u64 seng_glue_random_u64(void)
 	return get_random_u64();
 }
 
+/*
+ * A writer waits for a grace period on every change that ends connections (an unregistration,
+ * say) and on every table swap. A normal grace period takes several jiffies, which held each
+ * namespace to about 90 unregistrations a second; the expedited one ends as soon as every CPU has
+ * passed a quiescent state, at the cost of an IPI per CPU: a price paid per control-plane request,
+ * never on the packet path, as synchronize_net() pays it under RTNL.
+ */
 void seng_glue_synchronize_rcu(void)
 {
-	synchronize_rcu();
+	synchronize_rcu_expedited();
 }
 
 void seng_rust_panic(void)

@@ -40,6 +40,14 @@ light() {
 	[ "$(cmdline light)" = 1 ]
 }
 
+# user_space_elsewhere: whether the tests whose subject is user space run in full on another kernel
+# (vmtest.userspace=0, which `cargo xtask vmtest --user-space-on KERNEL` sets on every other kernel,
+# as a light run does): the agent tests skip (the module paths they drive run everywhere in
+# nl-origins and torture) and the xt tests check only the kernel's side of their rules.
+user_space_elsewhere() {
+	[ "$(cmdline userspace)" = 0 ]
+}
+
 # fail MESSAGE: ends the test as failed with MESSAGE as its reason.
 fail() {
 	echo "FAIL: $*"

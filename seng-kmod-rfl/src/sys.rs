@@ -144,11 +144,12 @@ extern "C" fn seng_glue_random_u64() -> u64 {
     unsafe { bindings::get_random_u64() }
 }
 
-/// `seng_glue_synchronize_rcu`.
+/// `seng_glue_synchronize_rcu`: an expedited grace period, as the distro flavour's glue waits
+/// (why: `seng_main.c`).
 #[no_mangle]
 extern "C" fn seng_glue_synchronize_rcu() {
     // SAFETY: the shared code calls it from process context (netlink requests) only.
-    unsafe { bindings::synchronize_rcu() }
+    unsafe { bindings::synchronize_rcu_expedited() }
 }
 
 /// The `nf_ct_iterate_cleanup_net` callback of [`seng_glue_end_connections`]: whether to delete

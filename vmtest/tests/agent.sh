@@ -10,7 +10,7 @@
 . /vmtest/lib.sh
 . /vmtest/lib-agent.sh
 
-light && skip "the debug kernel's light run leaves the agent (user space) out for time: the module paths it drives (origins, replace transactions, netns) run here in nl-origins and torture"
+user_space_elsewhere && skip "the agent (user space) is tested on another kernel of this run; the module paths it drives run here in nl-origins and torture"
 
 A=d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0
 B=d5876e37d31ad62d4eafd36997820b18fdea7b104a0e2d3f81873230be2af792

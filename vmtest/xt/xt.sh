@@ -174,11 +174,12 @@ xt_add_saved() {
 	echo "-A $chain $saved" >>"$XT_BATCH"
 }
 
-# xt_batch TOOL FILE: the kernel's side of FILE in a few process starts, for a light run: the
+# xt_batch TOOL FILE: the kernel's side of FILE in a few process starts, where user space is tested
+# on another kernel (a light run, or `--user-space-on` another): the
 # saved forms of all OK rules on all their chains go in by one `<tool>-restore` (the kernel
 # checks every match), `<tool>-save` must show them back in order, one is deleted by
 # specification, and a flush frees the rest. The rule texts and FAIL lines are parsed and
-# refused in user space, which the one-by-one protocol checks on the other kernels.
+# refused in user space, which the one-by-one protocol checks on the kernel that tests user space.
 xt_batch() {
 	local tool=$1 base=$XT_WORK/$(basename "$2" .t)-$(basename "$1") chain first count
 	XT_BATCH=$base.batch
@@ -204,14 +205,15 @@ xt_batch() {
 	echo "ok $tool: $count rules of $2 restored, saved back, one deleted, flushed"
 }
 
-# xt_suite BACKEND: every .t file under BACKEND (in a light run, their kernel side only); fails
+# xt_suite BACKEND: every .t file under BACKEND (their kernel side only where user space is tested
+# on another kernel); fails
 # the test if any check failed.
 xt_suite() {
 	local file family
 	mkdir -p "$XT_WORK"
 	for file in "$XT_DIR"/*.t; do
 		[ -f "$file" ] || fail "no .t files in $XT_DIR"
-		if light; then
+		if user_space_elsewhere; then
 			for family in $(xt_tools "$file"); do
 				xt_batch "/usr/sbin/$family-$1" "$file"
 			done
@@ -243,10 +245,10 @@ xt_preflight() {
 
 # xt_errors BACKEND: rejected rules exit with status 2 and the message from seng-core after
 # iptables' "<tool> v<version> (<backend>): " prefix. User space refuses them before the kernel
-# is asked: a light run leaves them to the other kernels.
+# is asked: they are checked on the kernel that tests user space.
 xt_errors() {
 	local backend=$1 family rule message tool out rc
-	light && return 0
+	user_space_elsewhere && return 0
 	while IFS='|' read -r family rule message <&4; do
 		tool=/usr/sbin/$family-$backend
 		eval "set -- $rule"

@@ -124,6 +124,12 @@ pub fn parse_selection(s: &str) -> Result<Vec<Series>, String> {
     Ok(out)
 }
 
+/// One kernel series by name (`6.1`, ...).
+pub fn parse_one(s: &str) -> Result<Series, String> {
+    Series::parse(s.trim())
+        .ok_or_else(|| format!("unknown kernel series `{s}` (expected 5.10, 6.1, 6.12, rfl-6.12 or debug-6.12)"))
+}
+
 /// How to resolve kernels.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FetchOpts {

@@ -174,6 +174,12 @@ struct VmtestArgs {
     /// the same code paths, fewer times; see vmtest/README.md).
     #[arg(long)]
     debug_light: bool,
+    /// Run the tests whose subject is user space in full on this kernel only (none in a light
+    /// run): the agent tests, and iptables' rule-by-rule protocol and refusals of the xt tests.
+    /// The other kernels run the kernel's side of them (`vmtest.userspace=0`). CI passes 6.1,
+    /// which also runs the agent benchmark.
+    #[arg(long, value_name = "KERNEL", value_parser = kernel::parse_one)]
+    user_space_on: Option<Series>,
     /// Seeds of the random differential test (`e2e-random`), as A..B (default 1..8).
     #[arg(long, value_name = "A..B", value_parser = parse_seeds)]
     seeds: Option<String>,
@@ -507,6 +513,7 @@ fn vmtest_kernel(
     // that allocate the most, the most): the whole suite takes over an hour there.
     let slowdown = if series == Series::Debug6_12 { 6 } else { 1 };
     let soak = args.soak.map(|minutes| minutes * 60);
+    let light = args.debug_light && series == Series::Debug6_12;
     let boot = vm::Boot {
         kernel,
         initrd: &initrd,
@@ -521,7 +528,8 @@ fn vmtest_kernel(
         seeds: args.seeds.as_deref(),
         test_timeout: Duration::from_secs(args.test_timeout * slowdown + soak.unwrap_or(0)),
         torture_seconds: soak,
-        light: args.debug_light && series == Series::Debug6_12,
+        light,
+        user_space: !light && args.user_space_on.is_none_or(|on| on == series),
     };
     let outcome = timings.measure(name, "boot+tests", || vm::run(&boot))?;
 

@@ -49,7 +49,7 @@ pub fn run(paths: &Paths, vm_kernels: &str, fuzz_seconds: u32) -> Result<bool> {
         Step {
             name: "vmtest",
             cmd: Cmd::new(&cargo)
-                .args(["xtask", "vmtest", "--kernel", vm_kernels, "--debug-light"]),
+                .args(["xtask", "vmtest", "--kernel", vm_kernels, "--debug-light", "--user-space-on", "6.1"]),
         },
         Step {
             // Prints the agent's propagation and late-join figures at CI scale (issue 16); the

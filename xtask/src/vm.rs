@@ -72,6 +72,8 @@ pub struct Boot<'a> {
     pub torture_seconds: Option<u64>,
     /// Run the longest tests at a smaller scale (`vmtest.light=1`).
     pub light: bool,
+    /// Run the user-space tests in full (`vmtest.userspace=0` when not).
+    pub user_space: bool,
 }
 
 /// The result of one test in the guest.
@@ -161,6 +163,9 @@ pub fn run(boot: &Boot<'_>) -> Result<Outcome> {
     }
     if boot.light {
         append.push_str(" vmtest.light=1");
+    }
+    if !boot.user_space {
+        append.push_str(" vmtest.userspace=0");
     }
     if let Some(seconds) = boot.torture_seconds {
         append.push_str(&format!(" vmtest.torture_seconds={seconds}"));

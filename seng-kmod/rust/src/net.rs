@@ -7,7 +7,7 @@
 //!
 //! Readers (the match, dumps) load the live table with acquire ordering inside an RCU read-side
 //! section. Writers run with the namespace's mutex held by the glue. The engine's services here
-//! are the kernel's: `synchronize_rcu()` for the grace period and a conntrack walk to end the
+//! are the kernel's: an expedited RCU grace period and a conntrack walk to end the
 //! connections of the addresses a change concerns.
 
 use core::ffi::{c_void, CStr};
@@ -27,7 +27,7 @@ use crate::platform::{boxed, unbox, KernelPlatform};
 extern "C" {
     /// `get_random_u64()`.
     fn seng_glue_random_u64() -> u64;
-    /// `synchronize_rcu()`.
+    /// `synchronize_rcu_expedited()`.
     fn seng_glue_synchronize_rcu();
     /// Deletes the conntrack entries of namespace `net` whose original or reply tuple has an
     /// address in `set` (tested with [`ending_contains`]).
