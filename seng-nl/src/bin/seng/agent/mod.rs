@@ -36,7 +36,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use crate::cli::AgentArgs;
 use crate::Failure;
-use model::{Entry, Key, Layout, Part, Publisher, Remote, Write};
+use model::{Echoes, Entry, Key, Layout, Part, Publisher, Remote, Write};
 
 /// Keys per snapshot page: bounded replies however large the table.
 const PAGE: i64 = 5000;
@@ -218,6 +218,8 @@ struct Agent {
     /// with, the status file's counts and what a fail-closed removal starts from.
     /// fail-closed removal starts from.
     installed: BTreeMap<IpAddr, (GatewayName, Entry)>,
+    /// The agent's own replace transactions and flushes whose events are still to come.
+    echoes: Echoes,
     lease: Option<i64>,
     revision: i64,
     /// The last answer from etcd; shared with the loop that watches for staleness while a
@@ -242,6 +244,7 @@ impl Agent {
             events,
             remote: Remote::default(),
             installed: BTreeMap::new(),
+            echoes: Echoes::default(),
             lease: None,
             revision: 0,
             contact: Rc::new(Cell::new(Instant::now())),
@@ -622,6 +625,8 @@ impl Agent {
         let mut handled = 0;
         loop {
             match next {
+                // The agent's own replace transaction or flush: the module holds what it made.
+                Some(Ok(event)) if self.echoes.take_own(&event) => {}
                 Some(Ok(Event::Change(op))) => self.on_change(op),
                 Some(Ok(Event::Replaced | Event::Lost)) => self.resync_module(),
                 failed => {
@@ -630,6 +635,7 @@ impl Agent {
                         _ => "the event stream ended".to_owned(),
                     };
                     self.log(format_args!("module events: {why}; reopening"));
+                    self.echoes.forget();
                     match EventStream::connect() {
                         Ok(events) => self.events = events,
                         Err(e) => self.log(format_args!("cannot reopen the module's events: {e}")),
@@ -795,7 +801,9 @@ impl Agent {
         for (addr, w) in wanted {
             replace.register(&w.registration(*addr))?;
         }
-        replace.commit()
+        replace.commit()?;
+        self.echoes.replaced();
+        Ok(())
     }
 
     /// Removes every remote entry from the module (their connections end) and forgets the
@@ -814,8 +822,9 @@ impl Agent {
             Err(e) => self.log(format_args!("cannot dump the module's table: {e}")),
         }
         for gw in &origins {
-            if let Err(e) = self.kernel.apply(&Operation::Flush { origin: Origin::Gateway(*gw) }) {
-                self.log(format_args!("cannot remove the entries of {gw}: {e}"));
+            match self.kernel.apply(&Operation::Flush { origin: Origin::Gateway(*gw) }) {
+                Ok(()) => self.echoes.flushed(*gw),
+                Err(e) => self.log(format_args!("cannot remove the entries of {gw}: {e}")),
             }
         }
         if !origins.is_empty() {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use seng_nl::{Category, GatewayName, Measurement, Registration};
+use seng_nl::{Category, Event, GatewayName, Measurement, Operation, Origin, Registration};
 use serde::{Deserialize, Serialize};
 
 /// The categories an application may have in the module (its per-application limit).
@@ -484,6 +484,56 @@ impl Remote {
     }
 }
 
+/// The echoes of the agent's own replace transactions and flushes that the module's events
+/// still have to bring, counted, so that they cause no resync. Those events do not say who made
+/// them: while one of the agent's is on its way, someone else's of the same kind is taken for
+/// it; the agent's own then counts as someone else's, and the resync it causes reads the table
+/// after both, which is all the other one needed. The module echoes every flush and commit,
+/// even one that changes nothing, so a count never waits for an echo that does not come.
+#[derive(Debug, Default)]
+pub struct Echoes {
+    replaces: usize,
+    flushes: BTreeMap<GatewayName, usize>,
+}
+
+impl Echoes {
+    /// The agent committed a replace transaction.
+    pub fn replaced(&mut self) {
+        self.replaces += 1;
+    }
+
+    /// The agent flushed gateway `gw`'s entries.
+    pub fn flushed(&mut self, gw: GatewayName) {
+        *self.flushes.entry(gw).or_default() += 1;
+    }
+
+    /// Whether `event` is the echo of one of the agent's replace transactions or flushes
+    /// (counted off). Lost events may have held some: none is expected any more, so a late one
+    /// causes a resync, which costs a dump but misses nothing.
+    pub fn take_own(&mut self, event: &Event) -> bool {
+        let count = match event {
+            Event::Replaced => &mut self.replaces,
+            Event::Change(Operation::Flush { origin: Origin::Gateway(gw) }) => match self.flushes.get_mut(gw) {
+                Some(count) => count,
+                None => return false,
+            },
+            Event::Lost => {
+                self.forget();
+                return false;
+            }
+            Event::Change(_) => return false,
+        };
+        let own = *count > 0;
+        *count = count.saturating_sub(1);
+        own
+    }
+
+    /// Expects no echo (the events were lost, or their stream reopened).
+    pub fn forget(&mut self) {
+        *self = Echoes::default();
+    }
+}
+
 #[cfg(test)]
 mod test {
     use seng_nl::Origin;
@@ -651,6 +701,38 @@ mod test {
         r.delete_enclave(gw("gw-c"), a);
         assert_eq!(r.winner(&a), None);
         assert_eq!(r.winners().count(), 0);
+    }
+
+    #[test]
+    fn only_the_agents_own_replace_and_flush_echoes_are_its_own() {
+        let flush = |origin| Event::Change(Operation::Flush { origin });
+        let b = Origin::Gateway(gw("gw-b"));
+        let mut echoes = Echoes::default();
+        // Nothing of the agent's on its way: `seng restore`, the SENG server's flush and a flush
+        // of a remote origin by hand are someone else's.
+        for event in [Event::Replaced, flush(Origin::Local), flush(b)] {
+            assert!(!echoes.take_own(&event), "{event}");
+        }
+        echoes.replaced();
+        echoes.flushed(gw("gw-b"));
+        for event in [flush(Origin::Local), flush(Origin::Gateway(gw("gw-c"))), Event::Change(Operation::Unregister { origin: b, addrs: vec![] })] {
+            assert!(!echoes.take_own(&event), "{event}");
+        }
+        assert!(echoes.take_own(&Event::Replaced));
+        assert!(echoes.take_own(&flush(b)));
+        // Each echo counts once: the next of its kind is someone else's.
+        assert!(!echoes.take_own(&Event::Replaced));
+        assert!(!echoes.take_own(&flush(b)));
+        // Two on their way, two echoes.
+        echoes.replaced();
+        echoes.replaced();
+        assert!(echoes.take_own(&Event::Replaced) && echoes.take_own(&Event::Replaced) && !echoes.take_own(&Event::Replaced));
+        // Lost events may have held the echoes: none is expected after them.
+        echoes.replaced();
+        echoes.flushed(gw("gw-b"));
+        assert!(!echoes.take_own(&Event::Lost));
+        assert!(!echoes.take_own(&Event::Replaced));
+        assert!(!echoes.take_own(&flush(b)));
     }
 
     #[test]
