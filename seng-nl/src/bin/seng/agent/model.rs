@@ -185,6 +185,11 @@ pub struct Publisher {
     /// Keys under this gateway's name that etcd holds but that are not the agent's own
     /// writes (another lease's, or undecodable): deleted unless a write replaces them.
     strays: BTreeSet<String>,
+    /// The local enclaves of each application, kept with `local`: an application's enclave to
+    /// read its categories from, and its last enclave's going, without a pass over them all.
+    by_app: BTreeMap<Measurement, BTreeSet<IpAddr>>,
+    /// Local applications that may have no enclave left, for [`Publisher::drop_empty_apps`].
+    emptied: BTreeSet<Measurement>,
 }
 
 impl Publisher {
@@ -197,6 +202,8 @@ impl Publisher {
             dirty_enclaves: BTreeSet::new(),
             dirty_apps: BTreeSet::new(),
             strays: BTreeSet::new(),
+            by_app: BTreeMap::new(),
+            emptied: BTreeSet::new(),
         }
     }
 
@@ -212,12 +219,25 @@ impl Publisher {
 
     /// The module's local entry at `addr` is `entry`.
     pub fn set_enclave(&mut self, addr: IpAddr, entry: Option<Entry>) {
-        let changed = match entry {
-            Some(e) => self.local.enclaves.insert(addr, e) != Some(e),
-            None => self.local.enclaves.remove(&addr).is_some(),
+        let old = match entry {
+            Some(e) => self.local.enclaves.insert(addr, e),
+            None => self.local.enclaves.remove(&addr),
         };
-        if changed {
-            self.dirty_enclaves.insert(addr);
+        if old == entry {
+            return;
+        }
+        self.dirty_enclaves.insert(addr);
+        if let Some(old) = old {
+            if let Some(addrs) = self.by_app.get_mut(&old.app) {
+                addrs.remove(&addr);
+                if addrs.is_empty() {
+                    self.by_app.remove(&old.app);
+                    self.emptied.insert(old.app);
+                }
+            }
+        }
+        if let Some(e) = entry {
+            self.by_app.entry(e.app).or_default().insert(addr);
         }
     }
 
@@ -225,6 +245,9 @@ impl Publisher {
     pub fn set_app(&mut self, app: Measurement, categories: Option<Vec<Category>>) {
         let changed = match categories {
             Some(c) => {
+                if !self.by_app.contains_key(&app) {
+                    self.emptied.insert(app);
+                }
                 let c = canonical(&c);
                 self.local.apps.insert(app, c.clone()).as_ref() != Some(&c)
             }
@@ -237,22 +260,27 @@ impl Publisher {
 
     /// The applications' whose last local enclave went: dropped from the local part.
     pub fn drop_empty_apps(&mut self) {
-        let used: BTreeSet<Measurement> = self.local.enclaves.values().map(|e| e.app).collect();
-        let empty: Vec<Measurement> = self.local.apps.keys().filter(|a| !used.contains(a)).copied().collect();
-        for app in empty {
-            self.set_app(app, None);
+        for app in std::mem::take(&mut self.emptied) {
+            if !self.by_app.contains_key(&app) {
+                self.set_app(app, None);
+            }
         }
     }
 
     /// A local enclave of `app`, to read its categories from the module.
     pub fn enclave_of(&self, app: &Measurement) -> Option<IpAddr> {
-        self.local.enclaves.iter().find(|(_, e)| e.app == *app).map(|(a, _)| *a)
+        self.by_app.get(app).and_then(|addrs| addrs.first()).copied()
     }
 
     /// The whole local part as the module dumped it.
     pub fn replace_local(&mut self, part: Part) {
         self.dirty_enclaves.extend(self.local.enclaves.keys().chain(part.enclaves.keys()).copied());
         self.dirty_apps.extend(self.local.apps.keys().chain(part.apps.keys()).copied());
+        self.by_app.clear();
+        for (addr, e) in &part.enclaves {
+            self.by_app.entry(e.app).or_default().insert(*addr);
+        }
+        self.emptied = part.apps.keys().filter(|a| !self.by_app.contains_key(a)).copied().collect();
         self.local = part;
     }
 
@@ -625,6 +653,54 @@ mod test {
         assert_eq!(w, vec![Write::Delete(l.enclave(&a)), Write::Delete(l.app(&app()))]);
         p.published(&w);
         assert!(!p.is_dirty());
+    }
+
+    #[test]
+    fn an_app_key_goes_with_its_last_enclave_and_not_before() {
+        let l = layout();
+        let mut p = Publisher::new(l.clone());
+        let other = Measurement([7; 32]);
+        let (a1, a2): (IpAddr, IpAddr) = ("10.1.0.1".parse().unwrap(), "10.1.0.2".parse().unwrap());
+        let of = |app| Entry { app, host: "10.0.0.5".parse().unwrap() };
+        fn publish(p: &mut Publisher) -> Vec<Write> {
+            p.drop_empty_apps();
+            let w = p.take_writes(128);
+            p.published(&w);
+            assert!(!p.is_dirty());
+            w
+        }
+        p.set_enclave(a1, Some(of(app())));
+        p.set_enclave(a2, Some(of(app())));
+        p.set_app(app(), Some(vec![cat("Mail")]));
+        publish(&mut p);
+        // a1 moves from app() to other: app() keeps a2.
+        p.set_enclave(a1, Some(of(other)));
+        p.set_app(other, Some(vec![]));
+        let w = publish(&mut p);
+        assert!(!w.contains(&Write::Delete(l.app(&app()))), "{w:?}");
+        assert_eq!((p.enclave_of(&app()), p.enclave_of(&other)), (Some(a2), Some(a1)));
+        // a2 moves too: app()'s last enclave went.
+        p.set_enclave(a2, Some(of(other)));
+        assert!(publish(&mut p).contains(&Write::Delete(l.app(&app()))));
+        assert_eq!(p.enclave_of(&app()), None);
+        assert!(!p.local().apps.contains_key(&app()));
+        // An application emptied and given an enclave again before the publish stays.
+        p.set_enclave(a1, None);
+        p.set_enclave(a2, None);
+        p.set_enclave(a2, Some(of(other)));
+        assert!(!publish(&mut p).contains(&Write::Delete(l.app(&other))));
+        p.set_enclave(a2, None);
+        assert_eq!(publish(&mut p), vec![Write::Delete(l.enclave(&a2)), Write::Delete(l.app(&other))]);
+        // A dumped part's applications count their enclaves the same way.
+        let mut part = Part::default();
+        part.enclaves.insert(a1, of(app()));
+        part.apps.insert(app(), vec![]);
+        part.apps.insert(other, vec![]);
+        p.replace_local(part);
+        publish(&mut p);
+        assert_eq!(p.local().apps.keys().collect::<Vec<_>>(), vec![&app()]);
+        p.set_enclave(a1, None);
+        assert_eq!(publish(&mut p), vec![Write::Delete(l.enclave(&a1)), Write::Delete(l.app(&app()))]);
     }
 
     #[test]
