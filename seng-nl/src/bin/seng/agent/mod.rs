@@ -214,9 +214,9 @@ struct Agent {
     events: EventStream,
     publisher: Publisher,
     remote: Remote,
-    /// The remote entries the agent installed, by address: what a watch event is compared
-    /// with, the status file's counts and what a fail-closed removal starts from.
-    /// fail-closed removal starts from.
+    /// The remote entries the agent installed, by address (at start, those its previous run
+    /// left in the module): what a watch event is compared with, the status file's counts and
+    /// what a fail-closed removal or SIGTERM removes.
     installed: BTreeMap<IpAddr, (GatewayName, Entry)>,
     /// The agent's own replace transactions and flushes whose events are still to come.
     echoes: Echoes,
@@ -234,8 +234,12 @@ struct Agent {
 
 impl Agent {
     fn new(config: Config, layout: Layout) -> Result<Agent, Failure> {
-        let kernel = Client::connect().map_err(|e| Failure::Op(e.to_string()))?;
+        let mut kernel = Client::connect().map_err(|e| Failure::Op(e.to_string()))?;
         let events = EventStream::connect().map_err(|e| Failure::Op(e.to_string()))?;
+        // A previous run's remote entries stay until a snapshot replaces them or losing etcd
+        // removes them; from then on the agent knows what it installs.
+        let table = kernel.list().map_err(|e| Failure::Op(format!("cannot dump the module's table: {e}")))?;
+        let installed = table.iter().filter_map(|r| r.origin.gateway().map(|gw| (r.addr, (*gw, Entry { app: r.app, host: r.host })))).collect();
         Ok(Agent {
             config,
             publisher: Publisher::new(layout.clone()),
@@ -243,7 +247,7 @@ impl Agent {
             kernel,
             events,
             remote: Remote::default(),
-            installed: BTreeMap::new(),
+            installed,
             echoes: Echoes::default(),
             lease: None,
             revision: 0,
@@ -816,11 +820,7 @@ impl Agent {
     }
 
     fn remove_remote_part(&mut self, why: &str) {
-        let mut origins: BTreeSet<GatewayName> = self.installed.values().map(|(o, _)| *o).collect();
-        match self.kernel.list() {
-            Ok(table) => origins.extend(table.iter().filter_map(|r| r.origin.gateway().copied())),
-            Err(e) => self.log(format_args!("cannot dump the module's table: {e}")),
-        }
+        let origins: BTreeSet<GatewayName> = self.installed.values().map(|(o, _)| *o).collect();
         for gw in &origins {
             match self.kernel.apply(&Operation::Flush { origin: Origin::Gateway(*gw) }) {
                 Ok(()) => self.echoes.flushed(*gw),
