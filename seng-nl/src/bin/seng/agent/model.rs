@@ -379,32 +379,29 @@ impl Publisher {
     /// etcd applied `writes` (from [`Publisher::take_writes`]).
     pub fn published(&mut self, writes: &[Write]) {
         for w in writes {
-            let key = match w {
-                Write::Put(k, _) | Write::Delete(k) => k,
+            let (key, put) = match w {
+                Write::Put(k, _) => (k, true),
+                Write::Delete(k) => (k, false),
             };
             self.strays.remove(key);
             match self.layout.parse(key.as_bytes()) {
-                Ok(Key::Enclave(_, addr)) => {
-                    match self.local.enclaves.get(&addr) {
-                        Some(e) if matches!(w, Write::Put(..)) => self.published.enclaves.insert(addr, *e),
-                        _ => self.published.enclaves.remove(&addr),
-                    };
-                    if self.local.enclaves.get(&addr) == self.published.enclaves.get(&addr) {
-                        self.dirty_enclaves.remove(&addr);
-                    }
-                }
-                Ok(Key::App(_, app)) => {
-                    match self.local.apps.get(&app) {
-                        Some(c) if matches!(w, Write::Put(..)) => self.published.apps.insert(app, c.clone()),
-                        _ => self.published.apps.remove(&app),
-                    };
-                    if self.local.apps.get(&app) == self.published.apps.get(&app) {
-                        self.dirty_apps.remove(&app);
-                    }
-                }
+                Ok(Key::Enclave(_, addr)) => settle(&self.local.enclaves, &mut self.published.enclaves, &mut self.dirty_enclaves, addr, put),
+                Ok(Key::App(_, app)) => settle(&self.local.apps, &mut self.published.apps, &mut self.dirty_apps, app, put),
                 Ok(Key::Owner(_)) | Err(_) => {}
             }
         }
+    }
+}
+
+/// An applied write of `key`, an enclave or an application (`put`: of its local value): etcd
+/// holds the local value, or nothing, and the key is clean once that is what the local part has.
+fn settle<K: Ord + Copy, V: Clone + PartialEq>(local: &BTreeMap<K, V>, published: &mut BTreeMap<K, V>, dirty: &mut BTreeSet<K>, key: K, put: bool) {
+    match local.get(&key) {
+        Some(v) if put => published.insert(key, v.clone()),
+        _ => published.remove(&key),
+    };
+    if local.get(&key) == published.get(&key) {
+        dirty.remove(&key);
     }
 }
 
