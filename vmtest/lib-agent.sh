@@ -76,6 +76,26 @@ agents_cleanup() {
 	done
 }
 
+# agents_trap: on the test's exit, ends every agent, shows the logs if the test failed, and
+# removes etcd and the gateways' namespaces.
+agents_trap() { trap agents_teardown EXIT; }
+agents_teardown() {
+	rc=$?
+	agents_cleanup
+	[ $rc -eq 0 ] || agent_logs
+	etcd_destroy
+	for gw in $GATEWAYS; do $IP netns del $gw 2>/dev/null; done
+}
+
+# gateways: the namespaces of every gateway of $GATEWAYS (`gateway NAME INDEX`, indexes from 1).
+gateways() {
+	i=1
+	for gw in $GATEWAYS; do
+		gateway $gw $i
+		i=$((i + 1))
+	done
+}
+
 # agent_logs: the end of every agent's log and etcd's (shown when a test fails).
 agent_logs() {
 	for log in $AGENT_DIR/*.log $ETCD_LOG; do

@@ -13,12 +13,7 @@ user_space_elsewhere && skip "the agent (user space) is tested on another kernel
 A=d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0
 B=d5876e37d31ad62d4eafd36997820b18fdea7b104a0e2d3f81873230be2af792
 
-cleanup() {
-	etcd_destroy
-	for gw in $GATEWAYS; do $IP netns del $gw 2>/dev/null; done
-	[ -f $ETCD_LOG ] && tail -n 5 $ETCD_LOG
-}
-trap cleanup EXIT
+agents_trap
 
 # gw_etcdctl GW ARGS...: etcdctl inside GW's namespace, with short timeouts.
 gw_etcdctl() {
@@ -29,11 +24,7 @@ gw_etcdctl() {
 
 run $MODPROBE seng
 etcd_start plain
-i=1
-for gw in $GATEWAYS; do
-	gateway $gw $i
-	i=$((i + 1))
-done
+gateways
 for gw in $GATEWAYS; do
 	run gw_etcdctl $gw put ${AGENT_PREFIX}probe/$gw here
 done

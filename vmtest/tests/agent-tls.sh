@@ -12,14 +12,7 @@ A=d9237809ab399aa541e42ad54146a2a1bde310dd7dc9fccc1e964dacf4c5c3b0
 B=d5876e37d31ad62d4eafd36997820b18fdea7b104a0e2d3f81873230be2af792
 TTL=3
 
-cleanup() {
-	rc=$?
-	agents_cleanup
-	[ $rc -eq 0 ] || agent_logs
-	etcd_destroy
-	for gw in $GATEWAYS; do $IP netns del $gw 2>/dev/null; done
-}
-trap cleanup EXIT
+agents_trap
 
 # not_published GW: etcd holds no key of GW.
 not_published() {
@@ -28,11 +21,7 @@ not_published() {
 }
 
 run $MODPROBE seng
-i=1
-for gw in $GATEWAYS; do
-	gateway $gw $i
-	i=$((i + 1))
-done
+gateways
 reg gw-a 192.168.28.11 $A 10.0.1.11 Browser
 reg gw-b 192.168.28.21 $B 10.0.2.21
 

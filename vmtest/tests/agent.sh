@@ -26,21 +26,12 @@ start() {
 	model_state "$1" up
 }
 
-cleanup() {
-	rc=$?
-	agents_cleanup
-	[ $rc -eq 0 ] || agent_logs
-	etcd_destroy
-	for gw in $GATEWAYS; do $IP netns del $gw 2>/dev/null; done
-}
-trap cleanup EXIT
+agents_trap
 
 run $MODPROBE seng
 etcd_start plain
-i=1
+gateways
 for gw in $GATEWAYS; do
-	gateway $gw $i
-	i=$((i + 1))
 	ipt="in_gw $gw $(iptables_for legacy)"
 	run $ipt -A INPUT -i $TUN_DEV -p udp --dport 4711 -m seng --src-app $A -j ACCEPT
 	run $ipt -A INPUT -i $TUN_DEV -p udp --dport 4712 -m seng --src-cat Browser -j ACCEPT

@@ -36,7 +36,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 
 use crate::cli::AgentArgs;
 use crate::Failure;
-use model::{Entry, Key, Layout, Part, Publisher, Remote, Write};
+use model::{Echoes, Entry, Key, Layout, Part, Publisher, Remote, Write};
 
 /// Keys per snapshot page: bounded replies however large the table.
 const PAGE: i64 = 5000;
@@ -214,10 +214,12 @@ struct Agent {
     events: EventStream,
     publisher: Publisher,
     remote: Remote,
-    /// The remote entries the agent installed, by address: what a watch event is compared
-    /// with, the status file's counts and what a fail-closed removal starts from.
-    /// fail-closed removal starts from.
+    /// The remote entries the agent installed, by address (at start, those its previous run
+    /// left in the module): what a watch event is compared with, the status file's counts and
+    /// what a fail-closed removal or SIGTERM removes.
     installed: BTreeMap<IpAddr, (GatewayName, Entry)>,
+    /// The agent's own replace transactions and flushes whose events are still to come.
+    echoes: Echoes,
     lease: Option<i64>,
     revision: i64,
     /// The last answer from etcd; shared with the loop that watches for staleness while a
@@ -232,8 +234,12 @@ struct Agent {
 
 impl Agent {
     fn new(config: Config, layout: Layout) -> Result<Agent, Failure> {
-        let kernel = Client::connect().map_err(|e| Failure::Op(e.to_string()))?;
+        let mut kernel = Client::connect().map_err(|e| Failure::Op(e.to_string()))?;
         let events = EventStream::connect().map_err(|e| Failure::Op(e.to_string()))?;
+        // A previous run's remote entries stay until a snapshot replaces them or losing etcd
+        // removes them; from then on the agent knows what it installs.
+        let table = kernel.list().map_err(|e| Failure::Op(format!("cannot dump the module's table: {e}")))?;
+        let installed = table.iter().filter_map(|r| r.origin.gateway().map(|gw| (r.addr, (*gw, Entry { app: r.app, host: r.host })))).collect();
         Ok(Agent {
             config,
             publisher: Publisher::new(layout.clone()),
@@ -241,7 +247,8 @@ impl Agent {
             kernel,
             events,
             remote: Remote::default(),
-            installed: BTreeMap::new(),
+            installed,
+            echoes: Echoes::default(),
             lease: None,
             revision: 0,
             contact: Rc::new(Cell::new(Instant::now())),
@@ -622,6 +629,8 @@ impl Agent {
         let mut handled = 0;
         loop {
             match next {
+                // The agent's own replace transaction or flush: the module holds what it made.
+                Some(Ok(event)) if self.echoes.take_own(&event) => {}
                 Some(Ok(Event::Change(op))) => self.on_change(op),
                 Some(Ok(Event::Replaced | Event::Lost)) => self.resync_module(),
                 failed => {
@@ -630,6 +639,7 @@ impl Agent {
                         _ => "the event stream ended".to_owned(),
                     };
                     self.log(format_args!("module events: {why}; reopening"));
+                    self.echoes.forget();
                     match EventStream::connect() {
                         Ok(events) => self.events = events,
                         Err(e) => self.log(format_args!("cannot reopen the module's events: {e}")),
@@ -795,7 +805,9 @@ impl Agent {
         for (addr, w) in wanted {
             replace.register(&w.registration(*addr))?;
         }
-        replace.commit()
+        replace.commit()?;
+        self.echoes.replaced();
+        Ok(())
     }
 
     /// Removes every remote entry from the module (their connections end) and forgets the
@@ -808,14 +820,11 @@ impl Agent {
     }
 
     fn remove_remote_part(&mut self, why: &str) {
-        let mut origins: BTreeSet<GatewayName> = self.installed.values().map(|(o, _)| *o).collect();
-        match self.kernel.list() {
-            Ok(table) => origins.extend(table.iter().filter_map(|r| r.origin.gateway().copied())),
-            Err(e) => self.log(format_args!("cannot dump the module's table: {e}")),
-        }
+        let origins: BTreeSet<GatewayName> = self.installed.values().map(|(o, _)| *o).collect();
         for gw in &origins {
-            if let Err(e) = self.kernel.apply(&Operation::Flush { origin: Origin::Gateway(*gw) }) {
-                self.log(format_args!("cannot remove the entries of {gw}: {e}"));
+            match self.kernel.apply(&Operation::Flush { origin: Origin::Gateway(*gw) }) {
+                Ok(()) => self.echoes.flushed(*gw),
+                Err(e) => self.log(format_args!("cannot remove the entries of {gw}: {e}")),
             }
         }
         if !origins.is_empty() {

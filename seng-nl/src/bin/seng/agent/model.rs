@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use seng_nl::{Category, GatewayName, Measurement, Registration};
+use seng_nl::{Category, Event, GatewayName, Measurement, Operation, Origin, Registration};
 use serde::{Deserialize, Serialize};
 
 /// The categories an application may have in the module (its per-application limit).
@@ -185,6 +185,11 @@ pub struct Publisher {
     /// Keys under this gateway's name that etcd holds but that are not the agent's own
     /// writes (another lease's, or undecodable): deleted unless a write replaces them.
     strays: BTreeSet<String>,
+    /// The local enclaves of each application, kept with `local`: an application's enclave to
+    /// read its categories from, and its last enclave's going, without a pass over them all.
+    by_app: BTreeMap<Measurement, BTreeSet<IpAddr>>,
+    /// Local applications that may have no enclave left, for [`Publisher::drop_empty_apps`].
+    emptied: BTreeSet<Measurement>,
 }
 
 impl Publisher {
@@ -197,6 +202,8 @@ impl Publisher {
             dirty_enclaves: BTreeSet::new(),
             dirty_apps: BTreeSet::new(),
             strays: BTreeSet::new(),
+            by_app: BTreeMap::new(),
+            emptied: BTreeSet::new(),
         }
     }
 
@@ -212,12 +219,25 @@ impl Publisher {
 
     /// The module's local entry at `addr` is `entry`.
     pub fn set_enclave(&mut self, addr: IpAddr, entry: Option<Entry>) {
-        let changed = match entry {
-            Some(e) => self.local.enclaves.insert(addr, e) != Some(e),
-            None => self.local.enclaves.remove(&addr).is_some(),
+        let old = match entry {
+            Some(e) => self.local.enclaves.insert(addr, e),
+            None => self.local.enclaves.remove(&addr),
         };
-        if changed {
-            self.dirty_enclaves.insert(addr);
+        if old == entry {
+            return;
+        }
+        self.dirty_enclaves.insert(addr);
+        if let Some(old) = old {
+            if let Some(addrs) = self.by_app.get_mut(&old.app) {
+                addrs.remove(&addr);
+                if addrs.is_empty() {
+                    self.by_app.remove(&old.app);
+                    self.emptied.insert(old.app);
+                }
+            }
+        }
+        if let Some(e) = entry {
+            self.by_app.entry(e.app).or_default().insert(addr);
         }
     }
 
@@ -225,6 +245,9 @@ impl Publisher {
     pub fn set_app(&mut self, app: Measurement, categories: Option<Vec<Category>>) {
         let changed = match categories {
             Some(c) => {
+                if !self.by_app.contains_key(&app) {
+                    self.emptied.insert(app);
+                }
                 let c = canonical(&c);
                 self.local.apps.insert(app, c.clone()).as_ref() != Some(&c)
             }
@@ -237,22 +260,27 @@ impl Publisher {
 
     /// The applications' whose last local enclave went: dropped from the local part.
     pub fn drop_empty_apps(&mut self) {
-        let used: BTreeSet<Measurement> = self.local.enclaves.values().map(|e| e.app).collect();
-        let empty: Vec<Measurement> = self.local.apps.keys().filter(|a| !used.contains(a)).copied().collect();
-        for app in empty {
-            self.set_app(app, None);
+        for app in std::mem::take(&mut self.emptied) {
+            if !self.by_app.contains_key(&app) {
+                self.set_app(app, None);
+            }
         }
     }
 
     /// A local enclave of `app`, to read its categories from the module.
     pub fn enclave_of(&self, app: &Measurement) -> Option<IpAddr> {
-        self.local.enclaves.iter().find(|(_, e)| e.app == *app).map(|(a, _)| *a)
+        self.by_app.get(app).and_then(|addrs| addrs.first()).copied()
     }
 
     /// The whole local part as the module dumped it.
     pub fn replace_local(&mut self, part: Part) {
         self.dirty_enclaves.extend(self.local.enclaves.keys().chain(part.enclaves.keys()).copied());
         self.dirty_apps.extend(self.local.apps.keys().chain(part.apps.keys()).copied());
+        self.by_app.clear();
+        for (addr, e) in &part.enclaves {
+            self.by_app.entry(e.app).or_default().insert(*addr);
+        }
+        self.emptied = part.apps.keys().filter(|a| !self.by_app.contains_key(a)).copied().collect();
         self.local = part;
     }
 
@@ -351,32 +379,29 @@ impl Publisher {
     /// etcd applied `writes` (from [`Publisher::take_writes`]).
     pub fn published(&mut self, writes: &[Write]) {
         for w in writes {
-            let key = match w {
-                Write::Put(k, _) | Write::Delete(k) => k,
+            let (key, put) = match w {
+                Write::Put(k, _) => (k, true),
+                Write::Delete(k) => (k, false),
             };
             self.strays.remove(key);
             match self.layout.parse(key.as_bytes()) {
-                Ok(Key::Enclave(_, addr)) => {
-                    match self.local.enclaves.get(&addr) {
-                        Some(e) if matches!(w, Write::Put(..)) => self.published.enclaves.insert(addr, *e),
-                        _ => self.published.enclaves.remove(&addr),
-                    };
-                    if self.local.enclaves.get(&addr) == self.published.enclaves.get(&addr) {
-                        self.dirty_enclaves.remove(&addr);
-                    }
-                }
-                Ok(Key::App(_, app)) => {
-                    match self.local.apps.get(&app) {
-                        Some(c) if matches!(w, Write::Put(..)) => self.published.apps.insert(app, c.clone()),
-                        _ => self.published.apps.remove(&app),
-                    };
-                    if self.local.apps.get(&app) == self.published.apps.get(&app) {
-                        self.dirty_apps.remove(&app);
-                    }
-                }
+                Ok(Key::Enclave(_, addr)) => settle(&self.local.enclaves, &mut self.published.enclaves, &mut self.dirty_enclaves, addr, put),
+                Ok(Key::App(_, app)) => settle(&self.local.apps, &mut self.published.apps, &mut self.dirty_apps, app, put),
                 Ok(Key::Owner(_)) | Err(_) => {}
             }
         }
+    }
+}
+
+/// An applied write of `key`, an enclave or an application (`put`: of its local value): etcd
+/// holds the local value, or nothing, and the key is clean once that is what the local part has.
+fn settle<K: Ord + Copy, V: Clone + PartialEq>(local: &BTreeMap<K, V>, published: &mut BTreeMap<K, V>, dirty: &mut BTreeSet<K>, key: K, put: bool) {
+    match local.get(&key) {
+        Some(v) if put => published.insert(key, v.clone()),
+        _ => published.remove(&key),
+    };
+    if local.get(&key) == published.get(&key) {
+        dirty.remove(&key);
     }
 }
 
@@ -484,6 +509,56 @@ impl Remote {
     }
 }
 
+/// The echoes of the agent's own replace transactions and flushes that the module's events
+/// still have to bring, counted, so that they cause no resync. Those events do not say who made
+/// them: while one of the agent's is on its way, someone else's of the same kind is taken for
+/// it; the agent's own then counts as someone else's, and the resync it causes reads the table
+/// after both, which is all the other one needed. The module echoes every flush and commit,
+/// even one that changes nothing, so a count never waits for an echo that does not come.
+#[derive(Debug, Default)]
+pub struct Echoes {
+    replaces: usize,
+    flushes: BTreeMap<GatewayName, usize>,
+}
+
+impl Echoes {
+    /// The agent committed a replace transaction.
+    pub fn replaced(&mut self) {
+        self.replaces += 1;
+    }
+
+    /// The agent flushed gateway `gw`'s entries.
+    pub fn flushed(&mut self, gw: GatewayName) {
+        *self.flushes.entry(gw).or_default() += 1;
+    }
+
+    /// Whether `event` is the echo of one of the agent's replace transactions or flushes
+    /// (counted off). Lost events may have held some: none is expected any more, so a late one
+    /// causes a resync, which costs a dump but misses nothing.
+    pub fn take_own(&mut self, event: &Event) -> bool {
+        let count = match event {
+            Event::Replaced => &mut self.replaces,
+            Event::Change(Operation::Flush { origin: Origin::Gateway(gw) }) => match self.flushes.get_mut(gw) {
+                Some(count) => count,
+                None => return false,
+            },
+            Event::Lost => {
+                self.forget();
+                return false;
+            }
+            Event::Change(_) => return false,
+        };
+        let own = *count > 0;
+        *count = count.saturating_sub(1);
+        own
+    }
+
+    /// Expects no echo (the events were lost, or their stream reopened).
+    pub fn forget(&mut self) {
+        *self = Echoes::default();
+    }
+}
+
 #[cfg(test)]
 mod test {
     use seng_nl::Origin;
@@ -578,6 +653,54 @@ mod test {
     }
 
     #[test]
+    fn an_app_key_goes_with_its_last_enclave_and_not_before() {
+        let l = layout();
+        let mut p = Publisher::new(l.clone());
+        let other = Measurement([7; 32]);
+        let (a1, a2): (IpAddr, IpAddr) = ("10.1.0.1".parse().unwrap(), "10.1.0.2".parse().unwrap());
+        let of = |app| Entry { app, host: "10.0.0.5".parse().unwrap() };
+        fn publish(p: &mut Publisher) -> Vec<Write> {
+            p.drop_empty_apps();
+            let w = p.take_writes(128);
+            p.published(&w);
+            assert!(!p.is_dirty());
+            w
+        }
+        p.set_enclave(a1, Some(of(app())));
+        p.set_enclave(a2, Some(of(app())));
+        p.set_app(app(), Some(vec![cat("Mail")]));
+        publish(&mut p);
+        // a1 moves from app() to other: app() keeps a2.
+        p.set_enclave(a1, Some(of(other)));
+        p.set_app(other, Some(vec![]));
+        let w = publish(&mut p);
+        assert!(!w.contains(&Write::Delete(l.app(&app()))), "{w:?}");
+        assert_eq!((p.enclave_of(&app()), p.enclave_of(&other)), (Some(a2), Some(a1)));
+        // a2 moves too: app()'s last enclave went.
+        p.set_enclave(a2, Some(of(other)));
+        assert!(publish(&mut p).contains(&Write::Delete(l.app(&app()))));
+        assert_eq!(p.enclave_of(&app()), None);
+        assert!(!p.local().apps.contains_key(&app()));
+        // An application emptied and given an enclave again before the publish stays.
+        p.set_enclave(a1, None);
+        p.set_enclave(a2, None);
+        p.set_enclave(a2, Some(of(other)));
+        assert!(!publish(&mut p).contains(&Write::Delete(l.app(&other))));
+        p.set_enclave(a2, None);
+        assert_eq!(publish(&mut p), vec![Write::Delete(l.enclave(&a2)), Write::Delete(l.app(&other))]);
+        // A dumped part's applications count their enclaves the same way.
+        let mut part = Part::default();
+        part.enclaves.insert(a1, of(app()));
+        part.apps.insert(app(), vec![]);
+        part.apps.insert(other, vec![]);
+        p.replace_local(part);
+        publish(&mut p);
+        assert_eq!(p.local().apps.keys().collect::<Vec<_>>(), vec![&app()]);
+        p.set_enclave(a1, None);
+        assert_eq!(publish(&mut p), vec![Write::Delete(l.enclave(&a1)), Write::Delete(l.app(&app()))]);
+    }
+
+    #[test]
     fn publisher_respects_the_limit_and_resumes() {
         let mut p = Publisher::new(layout());
         for i in 0..10u8 {
@@ -651,6 +774,38 @@ mod test {
         r.delete_enclave(gw("gw-c"), a);
         assert_eq!(r.winner(&a), None);
         assert_eq!(r.winners().count(), 0);
+    }
+
+    #[test]
+    fn only_the_agents_own_replace_and_flush_echoes_are_its_own() {
+        let flush = |origin| Event::Change(Operation::Flush { origin });
+        let b = Origin::Gateway(gw("gw-b"));
+        let mut echoes = Echoes::default();
+        // Nothing of the agent's on its way: `seng restore`, the SENG server's flush and a flush
+        // of a remote origin by hand are someone else's.
+        for event in [Event::Replaced, flush(Origin::Local), flush(b)] {
+            assert!(!echoes.take_own(&event), "{event}");
+        }
+        echoes.replaced();
+        echoes.flushed(gw("gw-b"));
+        for event in [flush(Origin::Local), flush(Origin::Gateway(gw("gw-c"))), Event::Change(Operation::Unregister { origin: b, addrs: vec![] })] {
+            assert!(!echoes.take_own(&event), "{event}");
+        }
+        assert!(echoes.take_own(&Event::Replaced));
+        assert!(echoes.take_own(&flush(b)));
+        // Each echo counts once: the next of its kind is someone else's.
+        assert!(!echoes.take_own(&Event::Replaced));
+        assert!(!echoes.take_own(&flush(b)));
+        // Two on their way, two echoes.
+        echoes.replaced();
+        echoes.replaced();
+        assert!(echoes.take_own(&Event::Replaced) && echoes.take_own(&Event::Replaced) && !echoes.take_own(&Event::Replaced));
+        // Lost events may have held the echoes: none is expected after them.
+        echoes.replaced();
+        echoes.flushed(gw("gw-b"));
+        assert!(!echoes.take_own(&Event::Lost));
+        assert!(!echoes.take_own(&Event::Replaced));
+        assert!(!echoes.take_own(&flush(b)));
     }
 
     #[test]
