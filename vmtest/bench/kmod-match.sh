@@ -8,8 +8,8 @@
 #   plain-L/plain-N  `-s 10.9.9.9` (iptables legacy / nft backend)
 #   length-L/length-N  `-m length --length 9999`: a match extension that fails at once, the
 #                    floor of any `-m` rule (both backends call it through x_tables), at M=10
-# with M = 10, 10k, 100k and 1M entries, from a registered source (in every table and set) and
-# an unregistered one. The guest clock counts instructions (QEMU -icount, see xtask/src/vm.rs),
+# with M = 10, 10k, 100k and 1M entries, from 8 registered sources (in every table and set) and
+# from 1,024 unregistered ones. The guest clock counts instructions (QEMU -icount, see xtask/src/vm.rs),
 # so packets/s is work done, not host load; note that it charges nothing for cache misses.
 # Prints the median and the spread (min-max) of RUNS runs, the ratios of the medians, and the
 # time and kernel memory of loading 1M entries each way. Prints figures only; asserts nothing.
@@ -25,9 +25,14 @@ PACKETS=${PACKETS:-10000}
 RUNS=${RUNS:-5}
 # A measurement nobody registers, so every seng rule is evaluated and fails.
 NO_MATCH=00000000000000000000000000000000000000000000000000000000000000ff
-# seng-bench gen puts entry i at 10.0.0.0 + i + 1: 10.0.0.1 is always one of them.
+# seng-bench gen puts entry i at 10.0.0.0 + i + 1: 10.0.0.1 to 10.0.0.8 are always among them.
+# Each run spreads its packets over several sources: where a table's random seed puts one
+# address decides its cost (an absent one at 1M entries walks a longer or shorter chain), and
+# each boot draws new seeds, so one source made runs of different boots differ by 5%.
 REGISTERED=10.0.0.1
-UNREGISTERED=10.255.255.254
+REGISTERED_SOURCES=8
+UNREGISTERED=10.255.0.1
+UNREGISTERED_SOURCES=1024
 CONFIGS="seng-L seng-N ipset nftset plain-L plain-N"
 # They cost the same at every M: measured once.
 FLOORS="length-L length-N"
@@ -73,17 +78,17 @@ chain() {
 	$ipt-restore -n </tmp/chain.rules || echo "FAILED: $1 chain"
 }
 
-# rate SOURCE: packets/s of one run from SOURCE.
+# rate SOURCE COUNT: packets/s of one run from COUNT sources from SOURCE on.
 rate() {
-	$INJECT udp --src "$1" --dst $TUN_ADDR --dport 9 --count $PACKETS --len 60 |
+	$INJECT udp --src "$1" --sources "$2" --dst $TUN_ADDR --dport 9 --count $PACKETS --len 60 |
 		sed -n 's/.*(\([0-9]*\) packets\/s)$/\1/p'
 }
 
-# stats SOURCE: "median min max" of RUNS runs from SOURCE.
+# stats SOURCE COUNT: "median min max" of RUNS runs from COUNT sources from SOURCE on.
 stats() {
 	i=0
 	while [ $i -lt $RUNS ]; do
-		rate "$1"
+		rate "$1" "$2"
 		i=$((i + 1))
 	done | sort -n | awk '{ v[NR] = $1 } END { printf "%d %d %d\n", v[int((NR + 1) / 2)], v[1], v[NR] }'
 }
@@ -151,8 +156,11 @@ for m in 10 10000 100000 1000000; do
 	for config in $configs; do
 		chain $config
 		for src in reg unreg; do
-			case $src in reg) addr=$REGISTERED ;; *) addr=$UNREGISTERED ;; esac
-			echo "$m $src $config $(stats $addr)" >>/tmp/results
+			case $src in
+			reg) sources="$REGISTERED $REGISTERED_SOURCES" ;;
+			*) sources="$UNREGISTERED $UNREGISTERED_SOURCES" ;;
+			esac
+			echo "$m $src $config $(stats $sources)" >>/tmp/results
 		done
 	done
 done

@@ -11,13 +11,16 @@
 //!   the delay from each change's acknowledgement at `from` to its event at `to` (p50, p99,
 //!   max) and how many never arrived;
 //! - `late-join --netns NS --expect N -- CMD...`: starts CMD (the agent of NS), prints how long
-//!   until NS's table holds N enclaves, then stops CMD with SIGTERM.
+//!   until NS's table holds N enclaves, then stops CMD with SIGTERM. CMD's log lines are
+//!   printed with the time since its start, so the late join's phases (connection, snapshot,
+//!   the module's replace) show where the time goes.
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -279,8 +282,17 @@ fn late_join(
     let start = Instant::now();
     let mut child = Command::new(&command[0])
         .args(&command[1..])
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", command[0]))?;
+    let log = child.stderr.take().map(|stderr| {
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                println!("late join: +{:.3} s: {line}", start.elapsed().as_secs_f64());
+                eprintln!("{line}");
+            }
+        })
+    });
     let mut first = None;
     let result = loop {
         let now = client.stats().map_err(|e| e.to_string())?.enclaves;
@@ -306,6 +318,9 @@ fn late_join(
     // SAFETY: kill on our own child's pid.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let _ = child.wait();
+    if let Some(log) = log {
+        let _ = log.join();
+    }
     let all = result?;
     println!(
         "late join at {netns}: {} entries in {:.3} s from the agent's start (first after {:.3} s)",

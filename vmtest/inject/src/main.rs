@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! `inject`: puts packets into the test VM's stack through tun devices.
 //!
-//! - `inject udp --src A --dst B --dport P [--count N] [--len L] [--dev tunFA]` writes N UDP
+//! - `inject udp --src A [--sources K] --dst B --dport P [--count N] [--len L] [--dev tunFA]` writes N UDP
 //!   datagrams into a tun device, so the kernel receives them on that interface.
 //! - `inject pcap CAPTURE --dev tunFA --dev eth0 [--events SCRIPT] [--summary FILE]` replays a
 //!   capture in order: received packets into the tun device their source routes to, the

@@ -12,9 +12,14 @@ const IPPROTO_UDP: u8 = 17;
 /// What to send.
 #[derive(clap::Args)]
 pub struct UdpArgs {
-    /// Source address.
+    /// Source address (the first of `--sources`).
     #[arg(long)]
     pub src: Ipv4Addr,
+    /// Spread the stream over this many consecutive source addresses from `--src`, packet by
+    /// packet: a hash table's cost for one address depends on where its random seed puts it,
+    /// for many it is the table's average.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sources: u32,
     /// Destination address.
     #[arg(long)]
     pub dst: Ipv4Addr,
@@ -46,7 +51,8 @@ pub fn udp_packet(args: &UdpArgs, seq: u32) -> Result<Vec<u8>> {
     ip[4..6].copy_from_slice(&(seq as u16).to_be_bytes());
     ip[8] = 64; // TTL
     ip[9] = IPPROTO_UDP;
-    ip[12..16].copy_from_slice(&args.src.octets());
+    let src = Ipv4Addr::from(u32::from(args.src).wrapping_add(seq % args.sources));
+    ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&args.dst.octets());
     let ip_sum = checksum(&[ip]);
     ip[10..12].copy_from_slice(&ip_sum.to_be_bytes());
@@ -59,7 +65,7 @@ pub fn udp_packet(args: &UdpArgs, seq: u32) -> Result<Vec<u8>> {
         *byte = b'a' + (i % 26) as u8;
     }
     let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&args.src.octets());
+    pseudo[0..4].copy_from_slice(&src.octets());
     pseudo[4..8].copy_from_slice(&args.dst.octets());
     pseudo[9] = IPPROTO_UDP;
     pseudo[10..12].copy_from_slice(&udp_len.to_be_bytes());
@@ -98,6 +104,7 @@ mod test {
     fn args(len: usize) -> UdpArgs {
         UdpArgs {
             src: Ipv4Addr::new(192, 168, 28, 2),
+            sources: 1,
             dst: Ipv4Addr::new(192, 168, 28, 1),
             sport: 40000,
             dport: 4711,
@@ -135,6 +142,20 @@ mod test {
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(checksum(&[&header]), 0xb861);
+    }
+
+    #[test]
+    fn sources_take_turns_packet_by_packet_and_checksums_follow() {
+        let spread = UdpArgs { sources: 3, ..args(60) };
+        let srcs: Vec<[u8; 4]> = (0..4).map(|seq| udp_packet(&spread, seq).unwrap()[12..16].try_into().unwrap()).collect();
+        assert_eq!(srcs, [[192, 168, 28, 2], [192, 168, 28, 3], [192, 168, 28, 4], [192, 168, 28, 2]]);
+        let p = udp_packet(&spread, 2).unwrap();
+        assert_eq!(checksum(&[&p[..20]]), 0);
+        let mut pseudo = [0u8; 12];
+        pseudo[0..8].copy_from_slice(&p[12..20]);
+        pseudo[9] = IPPROTO_UDP;
+        pseudo[10..12].copy_from_slice(&40u16.to_be_bytes());
+        assert_eq!(checksum(&[&pseudo, &p[20..]]), 0);
     }
 
     #[test]
