@@ -62,7 +62,7 @@ u64 seng_glue_random_u64(void)
  * passed a quiescent state, at the cost of an IPI per CPU: a price paid per control-plane request,
  * never on the packet path, as synchronize_net() pays it under RTNL.
  */
-void seng_glue_synchronize_rcu(void)
+void seng_glue_grace_period(void)
 {
 	synchronize_rcu_expedited();
 }

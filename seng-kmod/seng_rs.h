@@ -112,7 +112,7 @@ void *seng_glue_alloc(size_t size);
 void seng_glue_free(void *ptr);
 void seng_glue_retire(void *ptr);
 u64 seng_glue_random_u64(void);
-void seng_glue_synchronize_rcu(void);
+void seng_glue_grace_period(void);
 void seng_glue_end_connections(void *net, const void *set);
 void seng_rust_panic(void);
 

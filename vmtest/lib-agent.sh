@@ -77,14 +77,14 @@ agents_cleanup() {
 }
 
 # agents_trap: on the test's exit, ends every agent, shows the logs if the test failed, and
-# removes etcd and the gateways' namespaces.
+# removes etcd and the gateways' namespaces (gw-late's too, the benchmark's late joiner).
 agents_trap() { trap agents_teardown EXIT; }
 agents_teardown() {
 	rc=$?
 	agents_cleanup
 	[ $rc -eq 0 ] || agent_logs
 	etcd_destroy
-	for gw in $GATEWAYS; do $IP netns del $gw 2>/dev/null; done
+	for gw in $GATEWAYS gw-late; do $IP netns del $gw 2>/dev/null; done
 }
 
 # gateways: the namespaces of every gateway of $GATEWAYS (`gateway NAME INDEX`, indexes from 1).

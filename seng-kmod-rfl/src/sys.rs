@@ -144,10 +144,10 @@ extern "C" fn seng_glue_random_u64() -> u64 {
     unsafe { bindings::get_random_u64() }
 }
 
-/// `seng_glue_synchronize_rcu`: an expedited grace period, as the distro flavour's glue waits
+/// `seng_glue_grace_period`: an expedited grace period, as the distro flavour's glue waits
 /// (why: `seng_main.c`).
 #[no_mangle]
-extern "C" fn seng_glue_synchronize_rcu() {
+extern "C" fn seng_glue_grace_period() {
     // SAFETY: the shared code calls it from process context (netlink requests) only.
     unsafe { bindings::synchronize_rcu_expedited() }
 }

@@ -18,13 +18,7 @@ RATE=${AGENT_BENCH_RATE:-1000}
 LATE=${AGENT_BENCH_LATE:-100000}
 TTL=10
 
-
-cleanup() {
-	agents_cleanup
-	etcd_destroy
-	for gw in $GATEWAYS gw-late; do $IP netns del $gw 2>/dev/null; done
-}
-trap cleanup EXIT
+agents_trap
 
 enclaves_at() { in_gw "$1" $SENG stats | awk '$1 == "enclaves" { print $2 }'; }
 # wait_enclaves GW N WHAT: waits until GW's table holds N enclaves, prints how long it took.
@@ -45,11 +39,8 @@ seconds_since() {
 echo "kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPU(s) under QEMU TCG; $PER_GATEWAY enclaves per gateway, $CHANGES changes at $RATE/s, late join of $LATE"
 $MODPROBE seng
 etcd_start plain >/dev/null
-i=1
-for gw in $GATEWAYS gw-late; do
-	gateway $gw $i >/dev/null
-	i=$((i + 1))
-done
+gateways >/dev/null
+gateway gw-late 4 >/dev/null
 i=1
 for gw in $GATEWAYS; do
 	$BENCH gen 10.$i.0.0 $PER_GATEWAY >/tmp/agent-bench-$gw

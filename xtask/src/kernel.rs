@@ -65,6 +65,12 @@ impl Series {
         Series::KNOWN.into_iter().find(|k| k.name() == s)
     }
 
+    /// The error for a name that is none of [`Series::KNOWN`]; `extra` names further choices.
+    fn unknown(s: &str, extra: &str) -> String {
+        let names: Vec<&str> = Series::KNOWN.iter().map(|k| k.name()).collect();
+        format!("unknown kernel series `{s}` (expected {}{extra})", names.join(", "))
+    }
+
     fn debian_release(self) -> &'static str {
         match self {
             Series::V5_10 => "bullseye",
@@ -114,9 +120,7 @@ pub fn parse_selection(s: &str) -> Result<Vec<Series>, String> {
     }
     let mut out = Vec::new();
     for part in s.split(',') {
-        let series = Series::parse(part.trim()).ok_or_else(|| {
-            format!("unknown kernel series `{part}` (expected 5.10, 6.1, 6.12, rfl-6.12, debug-6.12 or all)")
-        })?;
+        let series = Series::parse(part.trim()).ok_or_else(|| Series::unknown(part, " or all"))?;
         if !out.contains(&series) {
             out.push(series);
         }
@@ -126,8 +130,7 @@ pub fn parse_selection(s: &str) -> Result<Vec<Series>, String> {
 
 /// One kernel series by name (`6.1`, ...).
 pub fn parse_one(s: &str) -> Result<Series, String> {
-    Series::parse(s.trim())
-        .ok_or_else(|| format!("unknown kernel series `{s}` (expected 5.10, 6.1, 6.12, rfl-6.12 or debug-6.12)"))
+    Series::parse(s.trim()).ok_or_else(|| Series::unknown(s, ""))
 }
 
 /// How to resolve kernels.
@@ -594,4 +597,20 @@ pub fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_names_parse_and_unknown_ones_list_the_choices() {
+        assert_eq!(parse_one(" 6.1 "), Ok(Series::V6_1));
+        assert_eq!(parse_selection("6.12,5.10,6.12"), Ok(vec![Series::V6_12, Series::V5_10]));
+        assert_eq!(parse_selection("all"), Ok(Series::ALL.to_vec()));
+        let one = parse_one("6.2").unwrap_err();
+        assert_eq!(one, "unknown kernel series `6.2` (expected 5.10, 6.1, 6.12, rfl-6.12, debug-6.12)");
+        let selection = parse_selection("6.1,7").unwrap_err();
+        assert_eq!(selection, "unknown kernel series `7` (expected 5.10, 6.1, 6.12, rfl-6.12, debug-6.12 or all)");
+    }
 }

@@ -28,7 +28,7 @@ extern "C" {
     /// `get_random_u64()`.
     fn seng_glue_random_u64() -> u64;
     /// `synchronize_rcu_expedited()`.
-    fn seng_glue_synchronize_rcu();
+    fn seng_glue_grace_period();
     /// Deletes the conntrack entries of namespace `net` whose original or reply tuple has an
     /// address in `set` (tested with [`ending_contains`]).
     fn seng_glue_end_connections(net: *mut c_void, set: *const c_void);
@@ -66,7 +66,7 @@ impl Services for Kernel {
 
     fn grace_period(&mut self) {
         // SAFETY: process context (writers hold a mutex).
-        unsafe { seng_glue_synchronize_rcu() }
+        unsafe { seng_glue_grace_period() }
     }
 
     fn end_connections<P: Platform>(&mut self, ending: &Ending<'_, P>) {
