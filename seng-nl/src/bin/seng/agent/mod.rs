@@ -38,15 +38,12 @@ use crate::cli::AgentArgs;
 use crate::Failure;
 use model::{Echoes, Entry, Key, Layout, Part, Publisher, Remote, Write};
 
-/// Keys per snapshot page: bounded replies however large the table (about 10 MB at most), and
-/// few pages, because etcd 3.4 walks its index from a page's first key to the end of the range
-/// for every page: a table of n keys costs n²/(2·PAGE) index steps.
-const PAGE: i64 = 50_000;
+/// Keys per snapshot page: bounded replies however large the table.
+const PAGE: i64 = 5000;
 /// Operations per transaction: etcd's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
-/// Watch replies can carry a whole gateway's part (a restore of 100,000 entries is one revision),
-/// snapshot pages [`PAGE`] keys.
-const MAX_MESSAGE: usize = 256 << 20;
+/// Watch replies can carry a whole gateway's part (a restore of 100,000 entries is one revision).
+const MAX_WATCH_MESSAGE: usize = 256 << 20;
 /// Reconnection backoff bounds: short enough that a gateway reconnects within a second of etcd
 /// coming back.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -221,10 +218,6 @@ struct Agent {
     /// left in the module): what a watch event is compared with, the status file's counts and
     /// what a fail-closed removal or SIGTERM removes.
     installed: BTreeMap<IpAddr, (GatewayName, Entry)>,
-    /// The table as start-up dumped it, for the first snapshot's resync to use instead of a
-    /// second dump: the event stream was open before the dump, and its events are handled only
-    /// after that resync, so nothing that changed in between is missed.
-    startup_table: Option<Vec<Registration>>,
     /// The agent's own replace transactions and flushes whose events are still to come.
     echoes: Echoes,
     lease: Option<i64>,
@@ -255,7 +248,6 @@ impl Agent {
             events,
             remote: Remote::default(),
             installed,
-            startup_table: Some(table),
             echoes: Echoes::default(),
             lease: None,
             revision: 0,
@@ -361,7 +353,7 @@ impl Agent {
             self.reach = Reach::Connected;
             self.write_status();
             let options = WatchOptions::new().with_prefix().with_start_revision(self.revision + 1).with_progress_notify();
-            let mut watch = bounded(ttl, "cannot watch", etcd.watch_client().max_decoding_message_size(MAX_MESSAGE).watch(self.layout.prefix(), Some(options))).await?;
+            let mut watch = bounded(ttl, "cannot watch", etcd.watch_client().max_decoding_message_size(MAX_WATCH_MESSAGE).watch(self.layout.prefix(), Some(options))).await?;
             loop {
                 tokio::select! {
                     event = next_event(&mut self.events) => self.on_events(event),
@@ -460,13 +452,12 @@ impl Agent {
         let mut published = Part::default();
         let mut strays = BTreeSet::new();
         let mut keys = 0usize;
-        let mut kv = etcd.kv_client().max_decoding_message_size(MAX_MESSAGE);
         loop {
             let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let page = bounded(self.config.ttl, "cannot read the snapshot", kv.get(start.clone(), Some(options))).await?;
+            let page = bounded(self.config.ttl, "cannot read the snapshot", etcd.get(start.clone(), Some(options))).await?;
             self.touch();
             if revision == 0 {
                 revision = page.header().map_or(0, |h| h.revision());
@@ -771,7 +762,7 @@ impl Agent {
     /// with what the model wants; a difference is loaded as one replace transaction of every
     /// remote origin involved (entry by entry if the module refuses it).
     fn resync_module(&mut self) {
-        let table = match self.startup_table.take().map_or_else(|| self.kernel.list(), Ok) {
+        let table = match self.kernel.list() {
             Ok(table) => table,
             Err(e) => return self.log(format_args!("cannot dump the module's table: {e}")),
         };
