@@ -24,7 +24,9 @@
 //!   `nf_conntrack_checksum=1` does) and invalid TCP flag combinations are INVALID.
 //! - Timeouts are Linux' defaults (TCP per state, e.g. 5 days ESTABLISHED, 2 min TIME_WAIT; UDP
 //!   30 s, 120 s once replied; ICMP 30 s; others 10 min), applied when an entry is next looked
-//!   up. Helpers, expectations and zones are not modelled; IP fragments are not reassembled.
+//!   up. Helpers, expectations and zones are not modelled. Fragments come reassembled
+//!   ([`crate::defrag`]); one the kernel passes on as it is has no transport header to track
+//!   unless it is a first fragment.
 //! - NAT as nf_nat keeps it: a binding made for a connection's first packet rewrites its reply
 //!   tuple ([`Conntrack::bind`]); every later packet of either direction, and the outer
 //!   addresses of ICMP errors about it, are translated from the two tuples
@@ -387,7 +389,7 @@ impl Conntrack {
         self.pending = None;
         self.current = None;
         let v6 = p.family == Family::Ipv6;
-        // Fragments are not reassembled; a later fragment carries no transport header to track.
+        // A later fragment passed on unreassembled carries no transport header to track.
         if p.l4 != L4::Complete {
             return ct_state::INVALID;
         }

@@ -187,6 +187,57 @@ impl Builder {
     }
 }
 
+/// `datagram` (IPv4 or IPv6, as [`Builder`] makes it) cut into the fragments of datagram `id`
+/// at the offsets `cuts` into its fragmentable data (ascending, multiples of 8 for the
+/// fragments to be valid), in order. IPv4 fragments repeat the header (DF cleared); IPv6 ones
+/// keep the base header and the first `unfragmentable` bytes of extension headers, then a
+/// fragment header. `id` is cut to 16 bits for IPv4.
+pub fn fragments(datagram: &[u8], id: u32, cuts: &[usize], unfragmentable: usize) -> Vec<Vec<u8>> {
+    let v4 = datagram.first().is_some_and(|b| b >> 4 == 4);
+    let head_len = if v4 { usize::from(datagram[0] & 0x0f) * 4 } else { 40 + unfragmentable };
+    let (head, data) = datagram.split_at(head_len);
+    // IPv6: the next-header byte that will point at the fragment header.
+    let mut nhoff = 6;
+    let mut at = 40;
+    while !v4 && at < head_len {
+        nhoff = at;
+        at += (usize::from(datagram[at + 1]) + 1) * 8;
+    }
+    let mut bounds: Vec<usize> = cuts.iter().copied().filter(|c| *c > 0 && *c < data.len()).collect();
+    bounds.insert(0, 0);
+    bounds.push(data.len());
+    bounds
+        .windows(2)
+        .map(|w| {
+            let (from, to) = (w[0], w[1]);
+            let more = to < data.len();
+            let mut p = head.to_vec();
+            if v4 {
+                p[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+                let frag = (from / 8) as u16 | if more { 0x2000 } else { 0 };
+                p[6..8].copy_from_slice(&frag.to_be_bytes());
+                p.extend_from_slice(&data[from..to]);
+                let len = p.len() as u16;
+                p[2..4].copy_from_slice(&len.to_be_bytes());
+                p[10..12].copy_from_slice(&[0, 0]);
+                let sum = !checksum_fold(checksum_add(0, &p[..head_len]));
+                p[10..12].copy_from_slice(&sum.to_be_bytes());
+            } else {
+                let next = p[nhoff];
+                p[nhoff] = 44;
+                let frag = (from as u16 & !7) | u16::from(more);
+                p.extend_from_slice(&[next, 0]);
+                p.extend_from_slice(&frag.to_be_bytes());
+                p.extend_from_slice(&id.to_be_bytes());
+                p.extend_from_slice(&data[from..to]);
+                let payload = (p.len() - 40) as u16;
+                p[4..6].copy_from_slice(&payload.to_be_bytes());
+            }
+            p
+        })
+        .collect()
+}
+
 /// Frames an IP packet for `link`, with `vlans` 802.1Q tags on Ethernet.
 pub fn link_frame(link: u32, ip: &[u8], vlans: usize) -> Vec<u8> {
     let v6 = ip.first().is_some_and(|b| b >> 4 == 6);

@@ -4,7 +4,7 @@
 //! timed enclave registrations, and reports what the kernel would have counted and decided.
 //!
 //! The pipeline: [`capture`] reads pcap/pcapng and peels link layers, [`packet`] parses IP
-//! headers, [`net`] knows interfaces and routes, [`conntrack`] gives its state and NAT bindings,
+//! headers, [`defrag`] reassembles fragments as nf_defrag does, [`net`] knows interfaces and routes, [`conntrack`] gives its state and NAT bindings,
 //! [`engine`] runs it through the [`rules`] compiled for replay, and [`report`] prints the
 //! counters the way `iptables -L -v -n -x` does. [`gen`] makes captures (the shipped example and
 //! the benchmark's).
@@ -12,6 +12,7 @@
 
 pub mod capture;
 pub mod conntrack;
+pub mod defrag;
 pub mod engine;
 pub mod gen;
 pub mod net;

@@ -107,7 +107,8 @@ pub enum L4 {
     Truncated,
     /// The packet had it but the capture's snap length cut it off: cannot be evaluated.
     NotCaptured,
-    /// A later fragment: no transport header at all.
+    /// A later fragment: no transport header at all (the simulator evaluates one only when
+    /// reassembly passes it on as it is, see [`crate::defrag`]).
     Fragment,
 }
 

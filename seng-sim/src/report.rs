@@ -9,6 +9,7 @@ use seng_core::Family;
 use serde::Serialize;
 
 use crate::conntrack::ConntrackStats;
+use crate::defrag::DefragStats;
 use crate::engine::{Counter, CtTally, EventRecord, Hook, HookTally, Simulator, Stats};
 use crate::rules::{Ruleset, Table, TableKind, LIST_HEADER};
 
@@ -66,6 +67,36 @@ fn list_command(table: &Table) -> String {
         TableKind::Filter => format!("{} -L -v -n -x", table.command()),
         kind => format!("{} -t {} -L -v -n -x", table.command(), kind.name()),
     }
+}
+
+/// The part of the packets line about fragments: what reassembly held, completed and dropped.
+fn fragments(f: &DefragStats) -> String {
+    if f.consumed() + f.reassembled + f.passed_on.values().sum::<u64>() == 0 {
+        return String::new();
+    }
+    let mut parts = vec![format!("{} datagrams reassembled from fragments (each evaluated once, whole)", f.reassembled)];
+    if f.held > 0 {
+        parts.push(format!("{} fragments held for reassembly", f.held));
+    }
+    for (why, n) in &f.dropped {
+        parts.push(format!("{n} fragments dropped ({why})"));
+    }
+    for (why, n) in &f.discarded {
+        parts.push(format!("{n} datagrams discarded with their fragments ({why})"));
+    }
+    for (why, n) in &f.passed_on {
+        parts.push(format!("{n} fragments passed on unreassembled and evaluated ({why})"));
+    }
+    if f.refragmented > 0 {
+        parts.push(format!("{} forwarded datagrams fragmented again into {} packets after POSTROUTING", f.refragmented, f.fragments_out));
+    }
+    if f.expired > 0 {
+        parts.push(format!("{} datagrams timed out", f.expired));
+    }
+    if f.incomplete > 0 {
+        parts.push(format!("{} datagrams incomplete at the end", f.incomplete));
+    }
+    format!("; {}", parts.join(", "))
 }
 
 fn family_name(family: Family) -> &'static str {
@@ -146,7 +177,7 @@ pub fn text(inputs: &Inputs, rules: &Ruleset, sim: &Simulator) -> String {
         stats.ipv4,
         stats.ipv6,
         if skipped.is_empty() { String::new() } else { format!("; not evaluated: {}", skipped.join(", ")) },
-        if stats.fragments > 0 { format!("; {} IP fragments evaluated unreassembled (Linux reassembles them first)", stats.fragments) } else { String::new() },
+        fragments(&stats.fragments),
         if stats.ttl_expired > 0 {
             format!("; {} of them to forward with their TTL run out, dropped by the IP stack before FORWARD", stats.ttl_expired)
         } else {
@@ -220,7 +251,7 @@ struct JsonCapture<'a> {
     malformed: &'a std::collections::BTreeMap<String, u64>,
     not_captured: u64,
     ttl_expired: u64,
-    fragments: u64,
+    fragments: &'a DefragStats,
     duration_s: f64,
 }
 
@@ -310,7 +341,7 @@ pub fn json(inputs: &Inputs, rules: &Ruleset, sim: &Simulator) -> String {
             malformed: &stats.malformed,
             not_captured: stats.not_captured,
             ttl_expired: stats.ttl_expired,
-            fragments: stats.fragments,
+            fragments: &stats.fragments,
             duration_s,
         },
         tables,

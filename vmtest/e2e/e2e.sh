@@ -16,6 +16,10 @@ E2E_WORK=/tmp/e2e
 # the same priority and may set marks in the upper bits first.
 E2E_MARK=0x5e9
 E2E_GUARD_MARK=$E2E_MARK/0xffff
+# The legacy guard also needs conntrack (a state match every packet passes): conntrack, and
+# with it nf_defrag's reassembly before the tables, runs in a network namespace only while
+# some rule needs it, and seng-sim assumes it runs, as on a seng gateway.
+E2E_GUARD_CT="-m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED"
 # Scenarios run, and those that failed with their one-line reasons.
 E2E_RAN=0
 E2E_FAILED=0
@@ -60,7 +64,7 @@ e2e_kernel() {
 		sysctl_set net.netfilter.nf_conntrack_$t 3600
 	done
 	for family in iptables ip6tables; do
-		run /usr/sbin/$family-legacy -t raw -A OUTPUT -m mark ! --mark $E2E_GUARD_MARK -j DROP
+		run /usr/sbin/$family-legacy -t raw -A OUTPUT -m mark ! --mark $E2E_GUARD_MARK $E2E_GUARD_CT -j DROP
 	done
 	E2E_DEVS=
 	E2E_NET=
@@ -97,7 +101,7 @@ e2e_empty_table() {
 	esac
 	echo "*$1"
 	for chain in $chains; do echo ":$chain ACCEPT [0:0]"; done
-	[ "$1:$2" = raw:legacy ] && echo "-A OUTPUT -m mark ! --mark $E2E_GUARD_MARK -j DROP"
+	[ "$1:$2" = raw:legacy ] && echo "-A OUTPUT -m mark ! --mark $E2E_GUARD_MARK $E2E_GUARD_CT -j DROP"
 	echo COMMIT
 }
 
@@ -120,7 +124,9 @@ e2e_clear_tables() {
 # seng-e2e compare leaves it out of the kernel's counters.
 e2e_guard() {
 	grep -q '^\*raw' "$3" || return 0
-	/usr/sbin/$1-$2 -t raw -I OUTPUT 1 -m mark ! --mark $E2E_GUARD_MARK -j DROP
+	ct=
+	[ "$2" = legacy ] && ct=$E2E_GUARD_CT
+	/usr/sbin/$1-$2 -t raw -I OUTPUT 1 -m mark ! --mark $E2E_GUARD_MARK $ct -j DROP
 }
 
 # e2e_fail NAME REASON: records a failed scenario (the test goes on with the next one); E2E_LAST

@@ -18,6 +18,7 @@ use super::walk::{Plan, Walk};
 use super::{Options, SimError, TableKind};
 use crate::capture::{self, Frame, Payload};
 use crate::conntrack::{Conntrack, ConntrackStats};
+use crate::defrag::{Defrag, DefragStats, Outcome};
 use crate::net::Router;
 use crate::packet::{self, Packet, L4};
 use crate::rules::Ruleset;
@@ -83,8 +84,8 @@ pub struct Stats {
     /// Packets to forward whose TTL (hop limit) ran out: the IP stack drops them after
     /// PREROUTING, before FORWARD (and answers with time exceeded).
     pub ttl_expired: u64,
-    /// IP fragments evaluated as they are (Linux would reassemble them first).
-    pub fragments: u64,
+    /// IP fragments: reassembled as nf_defrag does before the tables (see [`crate::defrag`]).
+    pub fragments: DefragStats,
     /// Verdicts per family (IPv4, IPv6) and hook (by [`super::Hook`] number): a packet is accepted
     /// at a hook when every table there passed it.
     pub hooks: [[HookTally; 5]; 2],
@@ -109,6 +110,9 @@ pub struct Simulator {
     plans: [Plan; 2],
     router: Router,
     conntrack: Conntrack,
+    defrag: Defrag,
+    /// The last reassembled datagram while it is evaluated (kept for its allocation).
+    datagram: Vec<u8>,
     enclaves: LocalTable,
     timed: Vec<ScriptLine>,
     next_event: usize,
@@ -139,6 +143,8 @@ impl Simulator {
             tables,
             router,
             conntrack: Conntrack::new(),
+            defrag: Defrag::new(),
+            datagram: Vec::new(),
             enclaves,
             timed: Vec::new(),
             next_event: 0,
@@ -304,25 +310,65 @@ impl Simulator {
                 return Ok(());
             }
         };
-        if p.l4 == L4::NotCaptured {
+        if p.l4 == L4::NotCaptured || (p.fragment && !p.complete) {
             self.stats.not_captured += 1;
             if let Some(out) = trace {
                 writeln!(out, "#{:<5} {:>11.6}  {}: headers cut off by the capture's snap length: not evaluated", frame.number, since_first.as_secs_f64(), Describe(&p))?;
             }
             return Ok(());
         }
-        self.evaluate(&p, frame, since_first, trace)
+        if !p.fragment {
+            return self.evaluate(&p, frame, since_first, "", trace).map(|_| ());
+        }
+        // nf_defrag: keyed by the defrag user (PREROUTING or OUTPUT) and, for IPv6, the
+        // interface.
+        let arrival = self.router.arrival(p.family, p.src);
+        let iface = arrival.unwrap_or_else(|| self.router.route(p.family, p.dst));
+        let bytes = data.get(..p.len as usize).unwrap_or(data);
+        let outcome = self.defrag.take(&p, bytes, arrival.is_none(), iface, frame.ts_ns, &mut self.stats.fragments);
+        match outcome {
+            Outcome::Whole => return self.evaluate(&p, frame, since_first, "", trace).map(|_| ()),
+            Outcome::PassedOn(why) => return self.evaluate(&p, frame, since_first, why.text(), trace).map(|_| ()),
+            Outcome::Reassembled { fragments, pieces } => {
+                // Evaluated from a buffer of the simulator's own, which `evaluate` cannot borrow.
+                let mut datagram = std::mem::take(&mut self.datagram);
+                datagram.clear();
+                datagram.extend_from_slice(self.defrag.datagram());
+                let note = if trace.is_some() { format!("reassembled from {fragments} fragments") } else { String::new() };
+                let result = match packet::parse(&datagram, datagram.len(), Some(p.family)) {
+                    Ok(whole) => self.evaluate(&whole, frame, since_first, &note, trace),
+                    Err(why) => unreachable!("a reassembled datagram is well formed ({why})"),
+                };
+                self.datagram = datagram;
+                if result? {
+                    self.stats.fragments.refragmented += 1;
+                    self.stats.fragments.fragments_out += u64::from(pieces);
+                }
+                return Ok(());
+            }
+            Outcome::Held { .. } | Outcome::Dropped { .. } => {}
+        }
+        if let Some(out) = trace {
+            let note = match outcome {
+                Outcome::Held { fragments } => format!("held for reassembly ({fragments} of its datagram so far)"),
+                Outcome::Dropped { why, discarded: true } => format!("dropped by reassembly ({}), its datagram discarded", why.text()),
+                Outcome::Dropped { why, .. } => format!("dropped by reassembly ({})", why.text()),
+                _ => String::new(),
+            };
+            writeln!(out, "#{:<5} {:>11.6}  {} len {}: {note}", frame.number, since_first.as_secs_f64(), Describe(&p), p.len)?;
+        }
+        Ok(())
     }
 
-    fn evaluate<'w>(&mut self, p: &Packet<'_>, frame: &Frame<'_>, since_first: Duration, trace: Option<&mut (dyn Write + 'w)>) -> Result<(), SimError> {
+    /// Takes `p` through the hooks; returns whether it left the gateway through an interface
+    /// other than `lo` (POSTROUTING accepted it).
+    fn evaluate<'w>(&mut self, p: &Packet<'_>, frame: &Frame<'_>, since_first: Duration, note: &str, trace: Option<&mut (dyn Write + 'w)>) -> Result<bool, SimError> {
         let fi = family_index(p.family);
         let stats = &mut self.stats;
+        let left_before = stats.hooks[fi][super::Hook::Postrouting as usize].accepted.packets;
         match p.family {
             Family::Ipv4 => stats.ipv4 += 1,
             Family::Ipv6 => stats.ipv6 += 1,
-        }
-        if p.fragment {
-            stats.fragments += 1;
         }
         let mut steps = String::new();
         let tracing = trace.is_some();
@@ -339,17 +385,20 @@ impl Simulator {
             tracing.then_some(&mut steps),
         );
         walk.run();
-        let ct = walk.ct;
+        let (ct, loopback) = (walk.ct, walk.loopback);
+        let left = !loopback && self.stats.hooks[fi][super::Hook::Postrouting as usize].accepted.packets > left_before;
         if let Some(out) = trace {
-            writeln!(out, "#{:<5} {:>11.6}  {} len {} ct {}{steps}", frame.number, since_first.as_secs_f64(), Describe(p), p.len, ct_name(ct))?;
+            let note = if note.is_empty() { String::new() } else { format!(" ({note})") };
+            writeln!(out, "#{:<5} {:>11.6}  {} len {}{note} ct {}{steps}", frame.number, since_first.as_secs_f64(), Describe(p), p.len, ct_name(ct))?;
         }
-        Ok(())
+        Ok(left)
     }
 
     /// Applies the timed events after the last packet (they do not change any count) and
     /// finishes the statistics.
     pub fn finish<'w>(&mut self, mut trace: Option<&mut (dyn Write + 'w)>) -> Result<(), SimError> {
         let end = Duration::from_nanos(self.stats.last_ts_ns.unwrap_or(0).saturating_sub(self.stats.first_ts_ns.unwrap_or(0)));
+        self.defrag.finish(self.stats.last_ts_ns.unwrap_or(0), &mut self.stats.fragments);
         self.due_events(end, true, &mut trace)
     }
 }
@@ -582,6 +631,41 @@ mod test {
         assert_eq!(sim.stats().hooks[0][Hook::Forward as usize].accepted.packets, 1);
         assert_eq!(sim.compiled(Family::Ipv4).counters().iter().map(|c| c.packets).collect::<Vec<_>>(), [1, 0]);
         assert_eq!(sim.compiled(Family::Ipv6).counters()[0].packets, 0);
+    }
+
+    /// Fragments are reassembled before any table: the rules see each datagram once, whole,
+    /// when its last fragment arrives; `-f` never matches; an incomplete datagram is never seen.
+    #[test]
+    fn tables_see_reassembled_datagrams() {
+        let rules = "iptables -A INPUT -f -j DROP\niptables -A INPUT -p udp --dport 53 -j ACCEPT\n\
+                     iptables -A FORWARD -m conntrack --ctstate ESTABLISHED -j ACCEPT\niptables -A FORWARD -p icmp -j ACCEPT\n\
+                     ip6tables -A INPUT -p udp --dport 53\n";
+        let c = Builder::v4("192.168.28.10", "192.168.28.1");
+        let query = c.udp(5000, 53, &[1; 100]);
+        let q = crate::gen::fragments(&query, 7, &[40, 80], 0);
+        let ping = Builder::v4("192.168.28.10", "198.51.100.7").icmp_echo(true, 3, 1);
+        let p = crate::gen::fragments(&ping, 8, &[8], 0);
+        let pong = Builder::v4("198.51.100.7", "192.168.28.10").icmp_echo(false, 3, 1);
+        let lost = crate::gen::fragments(&c.udp(5001, 53, &[2; 40]), 9, &[24], 0);
+        let v6 = Builder::v6("fd00:28::10", "fd00:28::1").udp(5000, 53, &[3; 30]);
+        let six = crate::gen::fragments(&v6, 10, &[16], 0);
+        let packets = vec![q[2].clone(), q[0].clone(), lost[0].clone(), q[1].clone(), p[0].clone(), p[1].clone(), pong, six[1].clone(), six[0].clone()];
+        let (sim, lines) = replay(rules, "", &packets);
+        assert!(lines[0].contains("held for reassembly (1 of its datagram so far)"), "{}", lines[0]);
+        assert!(lines[3].contains("len 128 (reassembled from 3 fragments)") && lines[3].contains("ACCEPT by INPUT rule 2"), "{}", lines[3]);
+        assert!(lines[5].contains("reassembled from 2 fragments") && lines[5].contains("ACCEPT by FORWARD rule 2"), "{}", lines[5]);
+        assert!(lines[6].contains("ct ESTABLISHED"), "{}", lines[6]);
+        let counts = |f: Family| sim.compiled(f).counters().iter().map(|c| (c.packets, c.bytes)).collect::<Vec<_>>();
+        assert_eq!(counts(Family::Ipv4), [(0, 0), (1, 128), (1, ping.len() as u64), (1, ping.len() as u64)]);
+        assert_eq!(counts(Family::Ipv6), [(1, v6.len() as u64)]);
+        let f = &sim.stats().fragments;
+        assert_eq!((f.held, f.reassembled, f.consumed()), (5, 3, 5));
+        // The forwarded echo request leaves as the two fragments it came as.
+        assert_eq!((f.refragmented, f.fragments_out), (1, 2));
+        assert_eq!((sim.stats().ipv4, sim.stats().ipv6), (3, 1));
+        let mut sim = sim;
+        sim.finish(None).unwrap();
+        assert_eq!(sim.stats().fragments.incomplete, 1);
     }
 
     #[test]

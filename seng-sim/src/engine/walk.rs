@@ -119,7 +119,7 @@ pub(super) struct Walk<'s, 'a> {
     tracked: bool,
     /// Conntrack gave the packet a connection.
     has_conn: bool,
-    loopback: bool,
+    pub(super) loopback: bool,
 }
 
 fn family_index(family: Family) -> usize {

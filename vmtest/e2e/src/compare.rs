@@ -16,6 +16,9 @@ use crate::save::{Count, SavedChain, SavedTable};
 /// The guard `e2e.sh` puts into the raw table's OUTPUT chain, which drops what the gateway's
 /// stack sends on its own (it is not in the capture); not a rule of the scenario.
 pub const GUARD: &str = "-A OUTPUT -m mark ! --mark 0x5e9/0xffff -j DROP";
+/// The legacy backend's guard, which also keeps conntrack (and reassembly) running.
+pub const GUARD_CT: &str =
+    "-A OUTPUT -m mark ! --mark 0x5e9/0xffff -m conntrack --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED -j DROP";
 
 /// The parts of `seng-sim replay --json` the comparison reads.
 #[derive(Deserialize)]
@@ -37,6 +40,17 @@ struct SimCapture {
     non_ip: BTreeMap<String, u64>,
     malformed: BTreeMap<String, u64>,
     not_captured: u64,
+    #[serde(default)]
+    fragments: SimFragments,
+}
+
+/// Fragments seng-sim took in without evaluating them as packets of their own.
+#[derive(Deserialize, Default)]
+struct SimFragments {
+    held: u64,
+    dropped: BTreeMap<String, u64>,
+    refragmented: u64,
+    fragments_out: u64,
 }
 
 #[derive(Deserialize)]
@@ -138,9 +152,11 @@ fn hook_total(sim: &SimReport, hook: &str, pick: fn(&SimHook) -> SimCount) -> u6
 }
 
 /// Packets the simulator says leave the gateway: forwarded or sent, those to its own addresses
-/// (loopback) included; all pass POSTROUTING.
+/// (loopback) included; all pass POSTROUTING. A reassembled datagram passes it once and leaves
+/// fragmented again.
 pub fn expected_out(sim: &SimReport) -> u64 {
-    hook_total(sim, "POSTROUTING", |h| h.accepted)
+    let f = &sim.capture.fragments;
+    hook_total(sim, "POSTROUTING", |h| h.accepted) - f.refragmented + f.fragments_out
 }
 
 /// Checks the replay against the simulator's view of the same capture.
@@ -161,10 +177,13 @@ fn check_replay(sim: &SimReport, inject: &InjectSummary) -> Vec<String> {
         inject.non_ip,
         c.non_ip.values().sum(),
     );
+    // A fragment is evaluated as part of its datagram (with the one completing it), held, or
+    // dropped by reassembly.
+    let consumed = c.fragments.held + c.fragments.dropped.values().sum::<u64>();
     expect(
         "IP packets given to the kernel",
         inject.ip_packets,
-        c.ipv4 + c.ipv6 + malformed,
+        c.ipv4 + c.ipv6 + malformed + consumed,
     );
     expect(
         "malformed packets (dropped before netfilter)",
@@ -211,7 +230,7 @@ fn without_guard(table: &SavedTable) -> Vec<SavedChain> {
     let mut chains = table.chains.clone();
     if table.name == "raw" {
         for chain in chains.iter_mut().filter(|c| c.name == "OUTPUT") {
-            chain.rules.retain(|r| r.text != GUARD);
+            chain.rules.retain(|r| r.text != GUARD && r.text != GUARD_CT);
         }
     }
     chains
