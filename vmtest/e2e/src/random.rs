@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use seng_sim::gen::{Builder, Rng};
+use seng_sim::gen::{fragments, Builder, Rng, Transport};
 use seng_sim::packet::tcp_flag::{ACK, FIN, RST, SYN};
 
 use crate::scenarios::{fix_ipv4_checksum, truncated, with_ipv4_options, with_ipv6_ext};
@@ -175,7 +175,7 @@ impl Scenario {
         let mut rng = Rng(seed.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut tables = vec![table(&mut rng, Family::V4), table(&mut rng, Family::V6)];
         let events = script(&mut rng);
-        let flows = (0..12 + rng.below(24))
+        let mut flows: Vec<Flow> = (0..12 + rng.below(24))
             .map(|i| flow(&mut rng, i as u16))
             .collect();
         // Drawn last, so that a seed keeps the filter rules, script and flows it had before
@@ -186,6 +186,11 @@ impl Scenario {
                     tables.push(other_table(&mut rng, family, name));
                 }
             }
+        }
+        // Fragmented flows, drawn after the tables for the same reason.
+        for _ in 0..rng.below(4) {
+            let n = flows.len() as u16;
+            flows.push(fragmented(&mut rng, n));
         }
         Scenario {
             tables,
@@ -915,6 +920,88 @@ fn flow(rng: &mut Rng, n: u16) -> Flow {
     }
 }
 
+/// Flow number `n`: a UDP datagram or an ICMP echo request in 2 to 4 fragments, to or through
+/// the gateway, now and then out of order, with a duplicate, or with one fragment missing (held
+/// by both, evaluated by neither), and perhaps an unfragmented answer.
+///
+/// What both must agree on shapes it: the fragments are equal in size but for a shorter last
+/// one, so a forwarded datagram leaves as the fragments it came as whichever way Linux
+/// refragments it; a duplicate goes before the datagram completes (after it, it would start a
+/// datagram that outlives the run and could swallow a fragment of the next); the gateway sends
+/// no fragments (the injector's raw socket would count a fragment held at OUTPUT as sent);
+/// and no fragments overlap or disagree on the datagram's end (Linux discards such a datagram
+/// but keeps taking fragments of it in under a new one, whose fate depends on what is still
+/// held from the other backend's run of the same scenario).
+fn fragmented(rng: &mut Rng, n: u16) -> Flow {
+    let family = if chance(rng, 70) { Family::V4 } else { Family::V6 };
+    let enclave = pick(rng, family.enclaves());
+    let outside = pick(rng, family.outside());
+    let gw = family.gateway();
+    let (client, server, direction) = match rng.below(4) {
+        0 => (enclave, gw, "enclave to the gateway"),
+        1 => (enclave, outside, "enclave out"),
+        2 => (outside, enclave, "in to an enclave"),
+        _ => (outside, gw, "outside to the gateway"),
+    };
+    let sport = 30000 + n * 7;
+    let count = 2 + rng.below(3) as usize;
+    let size = 16 + 8 * rng.below(8) as usize;
+    // The transport length: `count` fragments of `size`, the last one shorter or as long.
+    let l4 = (count - 1) * size + 1 + rng.below(size as u64) as usize;
+    let b = Builder::new(ip(client), ip(server));
+    let payload = vec![b'f'; l4 - 8];
+    let udp = chance(rng, 50);
+    let dport = SERVER_PORTS[rng.below(SERVER_PORTS.len() as u64) as usize];
+    let datagram = if udp {
+        b.udp(sport, dport, &payload)
+    } else {
+        let kind = if family == Family::V4 { 8 } else { 128 };
+        let [i0, i1] = sport.to_be_bytes();
+        b.build(Transport::Icmp { kind, code: 0, rest: [i0, i1, 0, 1], data: &payload })
+    };
+    let id = match family {
+        Family::V4 => rng.below(0x1_0000) as u32,
+        Family::V6 => rng.next_u64() as u32,
+    };
+    let cuts: Vec<usize> = (1..count).map(|i| i * size).collect();
+    let mut pieces = fragments(&datagram, id, &cuts, 0);
+    let mut how = Vec::new();
+    if chance(rng, 40) {
+        // A random order other than the given one.
+        for i in (1..pieces.len()).rev() {
+            pieces.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        how.push("out of order");
+    }
+    let complete = !chance(rng, 15);
+    if !complete {
+        pieces.remove(rng.below(pieces.len() as u64) as usize);
+        how.push("one missing");
+    } else if chance(rng, 15) {
+        let copy = pieces[rng.below(pieces.len() as u64 - 1) as usize].clone();
+        let at = pieces.len() - 1;
+        pieces.insert(at, copy);
+        how.push("a duplicate");
+    }
+    let start_us = rng.below(3_000) * 1000 + u64::from(n);
+    let mut us = start_us;
+    let mut packets = Vec::new();
+    for piece in pieces {
+        packets.push((us, piece));
+        us += 1000 + rng.below(20) * 1000;
+    }
+    if chance(rng, 50) {
+        let answer = if udp { b.reverse().udp(dport, sport, b"reply") } else { b.reverse().icmp_echo(false, sport, 1) };
+        packets.push((us, answer));
+    }
+    let what = if udp { "UDP datagram" } else { "ICMP echo request" };
+    let how = if how.is_empty() { String::new() } else { format!(", {}", how.join(", ")) };
+    Flow {
+        what: format!("fragmented {what} ({count} fragments{how}), {direction}: {client} -> {server}"),
+        packets,
+    }
+}
+
 /// One packet that is wrong in a way both the kernel and seng-sim model: bad checksums, a
 /// length beyond the packet, a transport header cut short, options and extension headers, odd
 /// TCP flags.
@@ -1005,6 +1092,7 @@ mod test {
         }
         for needle in [
             "TCP connection", "UDP exchange", "ICMP echo", "ICMP error", "malformed", "enclave to the gateway",
+            "fragmented UDP datagram", "fragmented ICMP echo request", "out of order", "one missing", "a duplicate",
             "the gateway to an enclave", "enclave out", "in to an enclave", "enclave to enclave", "2001:db8:100::",
             "192.168.28.90",
         ] {
