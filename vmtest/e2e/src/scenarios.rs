@@ -48,6 +48,7 @@ pub const GENERATED: &[&str] = &[
     "nat-dnat",
     "mangle-marks",
     "raw-notrack",
+    "fragments",
     "large",
 ];
 
@@ -74,6 +75,7 @@ pub fn generate(name: &str) -> Option<Vec<File>> {
         "nat-dnat" => capture(nat_dnat()),
         "mangle-marks" => capture(mangle_marks()),
         "raw-notrack" => capture(raw_notrack()),
+        "fragments" => capture(fragments()),
         "large" => large(100_000, 10_000),
         _ => return None,
     })
@@ -192,6 +194,62 @@ fn raw_notrack() -> Story {
     // IPv6: untracked DNS to the gateway, a tracked SYN.
     s.at(1200, between("fd00:28::10", GW6).udp(5357, 53, b"q"));
     s.at(1201, Tcp::new("fd00:28::10", 48001, GW6, 22).syn());
+    s
+}
+
+/// `packets` (one fragment each) from `ms` on, one millisecond apart.
+fn sent(s: &mut Story, ms: u64, packets: Vec<Vec<u8>>) {
+    for (i, p) in packets.into_iter().enumerate() {
+        s.at(ms + i as u64, p);
+    }
+}
+
+/// `datagram` cut every `size` bytes of its data into fragments of identification `id`, sent
+/// in `order` (indices; a missing one is never sent, a repeated one is a duplicate).
+fn cut(datagram: &[u8], id: u32, size: usize, unfragmentable: usize, order: &[usize]) -> Vec<Vec<u8>> {
+    let head = if datagram[0] >> 4 == 4 { 20 } else { 40 + unfragmentable };
+    let cuts: Vec<usize> = (1..).map(|i| i * size).take_while(|c| *c < datagram.len() - head).collect();
+    let pieces = seng_sim::gen::fragments(datagram, id, &cuts, unfragmentable);
+    order.iter().map(|i| pieces[*i].clone()).collect()
+}
+
+fn fragments() -> Story {
+    let mut s = Story::default();
+    let (e10, e11, e90) = ("192.168.28.10", "192.168.28.11", "192.168.28.90");
+    let query = |from: &str, to: &str, sport: u16| between(from, to).udp(sport, 53, &[b'q'; 40]);
+    // To the gateway, in order and out of order: counted once each, whole, by the seng rule.
+    sent(&mut s, 100, cut(&query(e10, GW, 5000), 1, 16, 0, &[0, 1, 2]));
+    sent(&mut s, 200, cut(&query(e10, GW, 5001), 2, 16, 0, &[2, 0, 1]));
+    // An unregistered source: counted by the plain UDP rule.
+    sent(&mut s, 300, cut(&query(e90, GW, 5002), 3, 24, 0, &[1, 0]));
+    // A duplicate before the datagram completes: dropped, the datagram counted once.
+    sent(&mut s, 400, cut(&query(e10, GW, 5003), 4, 16, 0, &[0, 2, 0, 1]));
+    // Incomplete: its fragments are held, never counted, not even by the -f rule.
+    sent(&mut s, 500, cut(&query(e10, GW, 5004), 5, 16, 0, &[0, 2]));
+    // Through the gateway: forwarded whole (and sent on as the fragments it came as), answered
+    // unfragmented (ESTABLISHED).
+    sent(&mut s, 600, cut(&between(e10, WEB).udp(5005, 443, &[b'u'; 60]), 6, 24, 0, &[1, 2, 0]));
+    s.at(610, between(WEB, e10).udp(443, 5005, b"answer"));
+    let ping = between(e10, WEB).build(seng_sim::gen::Transport::Icmp { kind: 8, code: 0, rest: [0, 7, 0, 1], data: &[b'p'; 40] });
+    sent(&mut s, 700, cut(&ping, 7, 24, 0, &[0, 1]));
+    s.at(710, between(WEB, e10).icmp_echo(false, 7, 1));
+    // Its first fragment before .11's unregistration at @1 (1.1 s here), its last after: the
+    // datagram is evaluated when it completes, from an unregistered address.
+    s.at(1090, cut(&query(e11, GW, 5006), 8, 24, 0, &[0]).remove(0));
+    s.at(1110, cut(&query(e11, GW, 5006), 8, 24, 0, &[1]).remove(0));
+    // IPv6: out of order to the gateway, a hop-by-hop header before the fragment header,
+    // through the gateway with an answer.
+    sent(&mut s, 1200, cut(&query("fd00:28::10", GW6, 5007), 0x10000, 16, 0, &[1, 2, 0]));
+    let mut echo = between("fd00:28::10", GW6).build(seng_sim::gen::Transport::Icmp { kind: 128, code: 0, rest: [0, 8, 0, 1], data: &[b'p'; 40] });
+    echo.splice(40..40, [58, 0, 1, 4, 0, 0, 0, 0]);
+    echo[6] = 0;
+    let payload = (echo.len() - 40) as u16;
+    echo[4..6].copy_from_slice(&payload.to_be_bytes());
+    sent(&mut s, 1300, cut(&echo, 0x10001, 24, 8, &[1, 0]));
+    sent(&mut s, 1400, cut(&between("fd00:28::10", WEB6).udp(5008, 443, &[b'u'; 60]), 0x10002, 32, 0, &[0, 2, 1]));
+    s.at(1410, between(WEB6, "fd00:28::10").udp(443, 5008, b"answer"));
+    // IPv6 incomplete.
+    sent(&mut s, 1500, cut(&query("fd00:28::12", GW6, 5009), 0x10003, 16, 0, &[2]));
     s
 }
 
