@@ -29,12 +29,14 @@
 //!   `nf_conntrack_frag6_timeout`) after its first fragment.
 //! - The reassembled datagram has the first fragment's header (IPv6: with its unfragmentable
 //!   extension headers, without the fragment header), the length of the whole, and the
-//!   fragments' data in place. Sent on, it leaves fragmented again after POSTROUTING
-//!   ([`refragmented`] says into how many packets), which no rule sees.
+//!   fragments' data in place. Sent on, it leaves fragmented again after POSTROUTING, which no
+//!   rule sees, as the fragments it came as: `ip_do_fragment` and `ip6_fragment` keep the
+//!   received fragments (their geometry always fits, as they came through an interface of the
+//!   same MTU).
 //!
 //! Not modelled: the memory thresholds (`ipfrag_high_thresh`, 4 MB), `ipfrag_max_dist` (a
 //! datagram whose source sent more than 64 other fragments between two of its own starts
-//! over) and interface MTUs other than 1500 ([`refragmented`]).
+//! over) and forwarding to an interface of a smaller MTU than the fragments came by.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -131,10 +133,8 @@ pub enum Outcome {
     },
     /// It completed its datagram, now in [`Defrag::datagram`]: evaluate that.
     Reassembled {
-        /// Fragments it was made of.
+        /// Fragments it was made of: sent on, it leaves as as many again.
         fragments: u32,
-        /// The fragments it leaves as when it is sent on ([`refragmented`]).
-        pieces: u32,
     },
 }
 
@@ -156,7 +156,7 @@ pub struct DefragStats {
     /// Reassembled datagrams that left the gateway (forwarded), fragmented again after
     /// POSTROUTING.
     pub refragmented: u64,
-    /// The fragments those left as.
+    /// The fragments those left as (the fragments they came as).
     pub fragments_out: u64,
     /// Datagrams still incomplete at the end.
     pub incomplete: u64,
@@ -194,8 +194,6 @@ struct Queue {
     /// Data bytes held.
     meat: u32,
     fragments: u32,
-    /// The largest fragment: IPv4 its header and data, IPv6 its whole length.
-    max_size: u32,
     /// ECN codepoints seen, one bit each.
     ecn: u8,
     /// The first fragment's header: IPv4's, or IPv6's with its unfragmentable extension
@@ -326,7 +324,6 @@ impl Defrag {
             last_in: false,
             meat: 0,
             fragments: 0,
-            max_size: 0,
             ecn: 0,
             head: None,
             next: 0,
@@ -392,10 +389,6 @@ impl Defrag {
         q.data[from..to].copy_from_slice(&f.data[..to - from]);
         q.meat += end - offset;
         q.fragments += 1;
-        q.max_size = q.max_size.max(match family {
-            Family::Ipv4 => end - offset + f.head.len() as u32,
-            Family::Ipv6 => (f.head.len() + 8 + f.data.len()) as u32,
-        });
         q.ecn |= f.ecn;
         if offset == 0 {
             q.head = Some((f.head.to_vec(), f.nhoff));
@@ -435,43 +428,8 @@ impl Defrag {
             }
         }
         stats.reassembled += 1;
-        let hlen = match family {
-            Family::Ipv4 => head.len(),
-            Family::Ipv6 => head.len() + 8,
-        };
-        let pieces = refragmented(family, head.len() + q.len as usize, hlen, q.max_size as usize);
-        Outcome::Reassembled { fragments: q.fragments, pieces }
+        Outcome::Reassembled { fragments: q.fragments }
     }
-}
-
-/// The MTU the model gives every interface (tun's default).
-pub const MTU: usize = 1500;
-
-/// How many packets a reassembled datagram of `total` bytes leaves as: Linux fragments it
-/// again after POSTROUTING, no larger than its largest fragment was (`frag_max_size`:
-/// `ip_do_fragment`, `ip6_fragment`); `hlen` is the header each fragment repeats (IPv6:
-/// with the fragment header). IPv4 always goes through `ip_fragment`, IPv6 only when the
-/// datagram is longer than its largest fragment.
-pub fn refragmented(family: Family, total: usize, hlen: usize, max_size: usize) -> u32 {
-    let mtu = MTU.min(max_size);
-    if family == Family::Ipv6 && total <= mtu {
-        return 1;
-    }
-    let Some(room) = mtu.checked_sub(hlen).filter(|room| *room >= 8) else { return 1 };
-    let mut left = total.saturating_sub(match family {
-        Family::Ipv4 => hlen,
-        Family::Ipv6 => hlen - 8,
-    });
-    let mut pieces = 0;
-    while left > 0 {
-        let mut len = left.min(room);
-        if len < left {
-            len &= !7;
-        }
-        left -= len;
-        pieces += 1;
-    }
-    pieces.max(1)
 }
 
 fn pass_on(why: PassedOn, stats: &mut DefragStats) -> Outcome {
@@ -625,11 +583,7 @@ mod test {
             .iter()
             .map(|(at_s, bytes)| {
                 let p = packet::parse(bytes, bytes.len(), None).unwrap();
-                match d.take(&p, bytes, false, 1, at_s * 1_000_000_000, stats) {
-                    // Pieces are tested on their own.
-                    Outcome::Reassembled { fragments, .. } => Outcome::Reassembled { fragments, pieces: 0 },
-                    outcome => outcome,
-                }
+                d.take(&p, bytes, false, 1, at_s * 1_000_000_000, stats)
             })
             .collect()
     }
@@ -657,27 +611,27 @@ mod test {
         let payload = (hbh.len() - 40) as u16;
         hbh[4..6].copy_from_slice(&payload.to_be_bytes());
         let cases: Vec<Reassembly<'_>> = vec![
-            ("IPv4 in order", &v4, vec![32, 64], 0, vec![0, 1, 2], vec![HELD1, HELD2, Outcome::Reassembled { fragments: 3, pieces: 0 }]),
-            ("IPv4 out of order", &v4, vec![32, 64], 0, vec![2, 0, 1], vec![HELD1, HELD2, Outcome::Reassembled { fragments: 3, pieces: 0 }]),
-            ("IPv4 last first", &v4, vec![8], 0, vec![1, 0], vec![HELD1, Outcome::Reassembled { fragments: 2, pieces: 0 }]),
+            ("IPv4 in order", &v4, vec![32, 64], 0, vec![0, 1, 2], vec![HELD1, HELD2, Outcome::Reassembled { fragments: 3 }]),
+            ("IPv4 out of order", &v4, vec![32, 64], 0, vec![2, 0, 1], vec![HELD1, HELD2, Outcome::Reassembled { fragments: 3 }]),
+            ("IPv4 last first", &v4, vec![8], 0, vec![1, 0], vec![HELD1, Outcome::Reassembled { fragments: 2 }]),
             (
                 "IPv4 duplicate",
                 &v4,
                 vec![40],
                 0,
                 vec![0, 0, 1],
-                vec![HELD1, dropped(Refused::Duplicate, false), Outcome::Reassembled { fragments: 2, pieces: 0 }],
+                vec![HELD1, dropped(Refused::Duplicate, false), Outcome::Reassembled { fragments: 2 }],
             ),
-            ("IPv6 out of order", &v6, vec![8, 16], 0, vec![1, 2, 0], vec![HELD1, HELD2, Outcome::Reassembled { fragments: 3, pieces: 0 }]),
+            ("IPv6 out of order", &v6, vec![8, 16], 0, vec![1, 2, 0], vec![HELD1, HELD2, Outcome::Reassembled { fragments: 3 }]),
             (
                 "IPv6 duplicate",
                 &v6,
                 vec![8],
                 0,
                 vec![1, 1, 0],
-                vec![HELD1, dropped(Refused::Duplicate, false), Outcome::Reassembled { fragments: 2, pieces: 0 }],
+                vec![HELD1, dropped(Refused::Duplicate, false), Outcome::Reassembled { fragments: 2 }],
             ),
-            ("IPv6 after a hop-by-hop header", &hbh, vec![16, 32], 8, vec![2, 1, 0], vec![HELD1, HELD2, Outcome::Reassembled { fragments: 3, pieces: 0 }]),
+            ("IPv6 after a hop-by-hop header", &hbh, vec![16, 32], 8, vec![2, 1, 0], vec![HELD1, HELD2, Outcome::Reassembled { fragments: 3 }]),
         ];
         for (what, datagram, cuts, unfragmentable, order, want) in cases {
             let pieces = fragments(datagram, 0x1234, &cuts, unfragmentable);
@@ -701,7 +655,7 @@ mod test {
 
     #[test]
     fn drops_what_the_kernel_drops() {
-        let r = Outcome::Reassembled { fragments: 2, pieces: 0 };
+        let r = Outcome::Reassembled { fragments: 2 };
         let cases: Vec<Refusal<'_>> = vec![
             // Overlaps discard the datagram in both families; its later fragments start a new one.
             ("IPv4 overlap", false, vec![frag(false, 1, 0, true, 16, 0), frag(false, 1, 8, true, 16, 0), frag(false, 1, 16, false, 8, 0)], vec![HELD1, dropped(Refused::Overlap, true), HELD1]),
@@ -711,7 +665,7 @@ mod test {
                 "IPv4 across two runs",
                 false,
                 vec![frag(false, 1, 16, false, 8, 0), frag(false, 1, 0, true, 8, 0), frag(false, 1, 8, true, 8, 0), frag(false, 1, 0, true, 16, 0)],
-                vec![HELD1, HELD2, Outcome::Reassembled { fragments: 3, pieces: 0 }, HELD1],
+                vec![HELD1, HELD2, Outcome::Reassembled { fragments: 3 }, HELD1],
             ),
             (
                 "IPv4 two runs, then across",
@@ -762,25 +716,6 @@ mod test {
         }
     }
 
-    /// Forwarded datagrams leave fragmented again, no larger than their largest fragment.
-    #[test]
-    fn refragments_as_linux_does() {
-        let cases = [
-            // Equal fragments come out as they came in.
-            (Family::Ipv4, 20 + 100, 20, 20 + 40, 3),
-            (Family::Ipv6, 48 + 100, 48, 48 + 40, 3),
-            // Unequal fragments (8, 8, 16): cut to the largest, one fewer.
-            (Family::Ipv4, 20 + 32, 20, 20 + 16, 2),
-            // IPv6 no longer than its largest fragment: sent whole.
-            (Family::Ipv6, 40 + 100, 48, 40 + 8 + 100, 1),
-            // The MTU caps the size.
-            (Family::Ipv4, 20 + 3000, 20, 20 + 2000, 3),
-        ];
-        for (family, total, hlen, max_size, want) in cases {
-            assert_eq!(refragmented(family, total, hlen, max_size), want, "{family:?} {total} {max_size}");
-        }
-    }
-
     #[test]
     fn incomplete_datagrams_are_held_then_expire() {
         let (mut d, mut stats) = (Defrag::new(), DefragStats::default());
@@ -792,7 +727,7 @@ mod test {
             (31, frag(false, 1, 0, true, 8, 0)),
             (31, frag(true, 1, 0, true, 8, 0)),
         ];
-        assert_eq!(feed(&mut d, &mut stats, &packets), [HELD1, HELD1, HELD1, HELD1, Outcome::Reassembled { fragments: 2, pieces: 0 }]);
+        assert_eq!(feed(&mut d, &mut stats, &packets), [HELD1, HELD1, HELD1, HELD1, Outcome::Reassembled { fragments: 2 }]);
         d.finish(31_000_000_000, &mut stats);
         assert_eq!((stats.expired, stats.incomplete, stats.held, stats.reassembled), (1, 2, 4, 1));
         // A first fragment without the whole UDP header is passed on (RFC 8200, 4.5).

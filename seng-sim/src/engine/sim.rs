@@ -329,7 +329,7 @@ impl Simulator {
         match outcome {
             Outcome::Whole => return self.evaluate(&p, frame, since_first, "", trace).map(|_| ()),
             Outcome::PassedOn(why) => return self.evaluate(&p, frame, since_first, why.text(), trace).map(|_| ()),
-            Outcome::Reassembled { fragments, pieces } => {
+            Outcome::Reassembled { fragments } => {
                 // Evaluated from a buffer of the simulator's own, which `evaluate` cannot borrow.
                 let mut datagram = std::mem::take(&mut self.datagram);
                 datagram.clear();
@@ -342,7 +342,7 @@ impl Simulator {
                 self.datagram = datagram;
                 if result? {
                     self.stats.fragments.refragmented += 1;
-                    self.stats.fragments.fragments_out += u64::from(pieces);
+                    self.stats.fragments.fragments_out += u64::from(fragments);
                 }
                 return Ok(());
             }
