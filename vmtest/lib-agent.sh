@@ -134,6 +134,15 @@ unreg() {
 	model_prune "$1"
 }
 
+# restore_local GW FILE: `seng restore` at GW of FILE (lines "ADDR APP HOST", no categories),
+# which becomes its whole local part.
+restore_local() {
+	awk '{ print "enclave add " $1 " --app " $2 " --host " $3 }' "$2" >$AGENT_DIR/restore-$1
+	run in_gw "$1" $SENG restore $AGENT_DIR/restore-$1
+	cp "$2" $AGENT_DIR/local-$1
+	: >$AGENT_DIR/cats-$1
+}
+
 # flush_local GW: `seng flush` at GW (its local part).
 flush_local() {
 	run in_gw "$1" $SENG flush

@@ -63,11 +63,45 @@ if [ $extra -gt 0 ]; then
 		$BENCH gen 10.4.0.0 $extra
 	} >/tmp/agent-bench-gw-a-grown
 	in_gw gw-a $SENG restore /tmp/agent-bench-gw-a-grown || fail "cannot grow gw-a's part"
-	wait_enclaves gw-b $LATE "gw-a's $extra new enclaves published and applied at gw-b"
+	# At both peers, so that the late join does not share the CPU with one still applying them.
+	for gw in gw-b gw-c; do
+		wait_enclaves $gw $LATE "gw-a's $extra new enclaves published and applied at $gw"
+	done
 fi
+# CPU ticks (100 a second) of every process (kernel threads too), of interrupts and softirqs,
+# and idle: where the late join's time went.
+cpu_ticks() {
+	agents=" $(for gw in $GATEWAYS; do printf '%s ' "$(agent_pid $gw)"; done)"
+	for stat in /proc/[0-9]*/stat; do
+		pid=${stat#/proc/}
+		case $agents in *" ${pid%/stat} "*) continue ;; esac
+		awk '{ sub(/^[0-9]+ \(/, ""); name = $0; sub(/\) .*/, "", name); sub(/^.*\) /, "")
+			print name, $12 + $13 }' "$stat" 2>/dev/null
+	done
+	for gw in $GATEWAYS; do awk -v gw=$gw '{ sub(/^.*\) /, ""); print "agent-" gw, $12 + $13 }' /proc/$(agent_pid $gw)/stat; done
+	awk '$1 == "cpu" { print "irq+softirq", $6 + $7 + $8; print "idle", $5 }' /proc/stat
+}
+# The agents still digest the last burst after their tables are complete: the late join
+# starts once they are idle (together under a tenth of the CPU), or after 30 s.
+agents_ticks() { for gw in $GATEWAYS; do awk '{ sub(/^.*\) /, ""); print $12 + $13 }' /proc/$(agent_pid $gw)/stat; done | awk '{ s += $1 } END { print s }'; }
+t0=$(uptime_cs)
+last=$(agents_ticks)
+idle="not idle"
+for _ in $(seq 30); do
+	sleep 1
+	now=$(agents_ticks)
+	[ $((now - last)) -lt 10 ] && idle=idle && break
+	last=$now
+done
+echo "agents $idle after $(seconds_since "$t0")"
+cpu_ticks >/tmp/agent-bench-cpu-before
 $BENCH late-join --netns gw-late --expect $LATE -- \
 	$SENG agent --name gw-late --netns gw-late --etcd "$(etcd_url)" --lease-ttl $TTL \
 	--status-file $AGENT_DIR/gw-late.status 2>>$AGENT_DIR/gw-late.log ||
 	{ echo "late join failed:"; tail -n 5 $AGENT_DIR/gw-late.log; }
+cpu_ticks >/tmp/agent-bench-cpu-after
+echo "late join: CPU time meanwhile (s): $(awk 'NR == FNR { before[$1] += $2; next } { after[$1] += $2 }
+	END { for (n in after) if (after[n] - before[n] > 0) printf "%s %.2f\n", n, (after[n] - before[n]) / 100 }' \
+	/tmp/agent-bench-cpu-before /tmp/agent-bench-cpu-after | sort -k2 -rn | head -n 6 | tr '\n' ',' | sed 's/,$//; s/,/, /g')"
 echo "agent memory (VmRSS): $(for gw in $GATEWAYS; do printf '%s %s kB  ' $gw "$(awk '/^VmRSS/ { print $2 }' /proc/$(agent_pid $gw)/status)"; done)"
 echo "etcd memory (VmRSS): $(awk '/^VmRSS/ { print $2 }' /proc/$ETCD_PID/status) kB"

@@ -109,6 +109,27 @@ converge "gw-b's local registration of gw-a's address"
 unreg gw-b 192.168.28.11
 converge "gw-b's local entry of gw-a's address gone"
 
+# Restores at gw-b reach the peers as watch replies of many entries each, installed in bulk:
+# 300 enclaves; then half of them with another application and host, the rest gone; then
+# gw-b's part as it was.
+cp $AGENT_DIR/local-gw-b $AGENT_DIR/bulk-before
+i=0
+while [ $i -lt 300 ]; do
+	echo "192.168.$((29 + i / 250)).$((i % 250 + 1)) $B 10.0.2.$((i % 200 + 1))"
+	i=$((i + 1))
+done >$AGENT_DIR/bulk-grown
+{
+	cat $AGENT_DIR/bulk-before
+	head -n 150 $AGENT_DIR/bulk-grown | awk -v app=$C '{ print $1, app, "10.0.2.250" }'
+} >$AGENT_DIR/bulk-changed
+cat $AGENT_DIR/bulk-before $AGENT_DIR/bulk-grown >$AGENT_DIR/bulk-all
+restore_local gw-b $AGENT_DIR/bulk-all
+converge "300 enclaves restored at gw-b"
+restore_local gw-b $AGENT_DIR/bulk-changed
+converge "150 of them changed at gw-b, 150 gone"
+restore_local gw-b $AGENT_DIR/bulk-before
+converge "gw-b's part restored as it was"
+
 # kill -9 gw-a's agent: its lease runs out and its entries leave the peers with their flows.
 for gw in gw-b gw-c; do
 	send $gw 192.168.28.11 4713 1

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::fs;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
@@ -29,21 +30,25 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse};
 use futures_core::Stream;
+use rustc_hash::FxHashMap;
 use seng_nl::{Client, Event, EventStream, GatewayName, Operation, Origin, Registration};
 use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep, sleep_until, timeout, Instant, Interval};
 
 use crate::cli::AgentArgs;
 use crate::Failure;
 use model::{Echoes, Entry, Key, Layout, Part, Publisher, Remote, Write};
 
-/// Keys per snapshot page: bounded replies however large the table.
-const PAGE: i64 = 5000;
+/// Keys per snapshot page: bounded replies however large the table (about 10 MB at most), and
+/// few pages, because etcd 3.4 walks its index from a page's first key to the end of the range
+/// for every page: a table of n keys costs n²/(2·PAGE) index steps.
+const PAGE: i64 = 50_000;
 /// Operations per transaction: etcd's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
-/// Watch replies can carry a whole gateway's part (a restore of 100,000 entries is one revision).
-const MAX_WATCH_MESSAGE: usize = 256 << 20;
+/// Watch replies can carry a whole gateway's part (a restore of 100,000 entries is one revision),
+/// snapshot pages [`PAGE`] keys.
+const MAX_MESSAGE: usize = 256 << 20;
 /// Reconnection backoff bounds: short enough that a gateway reconnects within a second of etcd
 /// coming back.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -52,6 +57,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const STATUS_PERIOD: Duration = Duration::from_millis(250);
 /// Events handled before the agent publishes, so a burst does not starve etcd's side.
 const EVENT_BURST: usize = 4096;
+/// Addresses in one watch reply from which they are installed in bulk: a few changes keep a
+/// request each, the fastest way for one.
+const BULK: usize = 64;
 
 /// The agent's connection to etcd, as the status file says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,7 +225,11 @@ struct Agent {
     /// The remote entries the agent installed, by address (at start, those its previous run
     /// left in the module): what a watch event is compared with, the status file's counts and
     /// what a fail-closed removal or SIGTERM removes.
-    installed: BTreeMap<IpAddr, (GatewayName, Entry)>,
+    installed: FxHashMap<IpAddr, (GatewayName, Entry)>,
+    /// The table as start-up dumped it, for the first snapshot's resync to use instead of a
+    /// second dump: the event stream was open before the dump, and its events are handled only
+    /// after that resync, so nothing that changed in between is missed.
+    startup_table: Option<Vec<Registration>>,
     /// The agent's own replace transactions and flushes whose events are still to come.
     echoes: Echoes,
     lease: Option<i64>,
@@ -248,6 +260,7 @@ impl Agent {
             events,
             remote: Remote::default(),
             installed,
+            startup_table: Some(table),
             echoes: Echoes::default(),
             lease: None,
             revision: 0,
@@ -349,11 +362,11 @@ impl Agent {
         let mut status = tokio::time::interval(STATUS_PERIOD);
         loop {
             self.snapshot(&mut etcd, lease).await?;
-            self.publish(&mut etcd, lease).await?;
+            self.publish(&mut etcd, lease, &mut keeper, &mut beat).await?;
             self.reach = Reach::Connected;
             self.write_status();
             let options = WatchOptions::new().with_prefix().with_start_revision(self.revision + 1).with_progress_notify();
-            let mut watch = bounded(ttl, "cannot watch", etcd.watch_client().max_decoding_message_size(MAX_WATCH_MESSAGE).watch(self.layout.prefix(), Some(options))).await?;
+            let mut watch = bounded(ttl, "cannot watch", etcd.watch_client().max_decoding_message_size(MAX_MESSAGE).watch(self.layout.prefix(), Some(options))).await?;
             loop {
                 tokio::select! {
                     event = next_event(&mut self.events) => self.on_events(event),
@@ -383,7 +396,7 @@ impl Agent {
                     _ = status.tick() => self.write_status(),
                 }
                 if self.publisher.is_dirty() {
-                    self.publish(&mut etcd, lease).await?;
+                    self.publish(&mut etcd, lease, &mut keeper, &mut beat).await?;
                 }
             }
         }
@@ -452,12 +465,13 @@ impl Agent {
         let mut published = Part::default();
         let mut strays = BTreeSet::new();
         let mut keys = 0usize;
+        let mut kv = etcd.kv_client().max_decoding_message_size(MAX_MESSAGE);
         loop {
             let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let page = bounded(self.config.ttl, "cannot read the snapshot", etcd.get(start.clone(), Some(options))).await?;
+            let page = bounded(self.config.ttl, "cannot read the snapshot", kv.get(start.clone(), Some(options))).await?;
             self.touch();
             if revision == 0 {
                 revision = page.header().map_or(0, |h| h.revision());
@@ -588,10 +602,63 @@ impl Agent {
         for (gw, app) in apps {
             self.sync_categories(&gw, &app);
         }
-        for addr in addrs {
-            self.install(addr);
+        if addrs.len() < BULK {
+            for addr in addrs {
+                self.install(addr);
+            }
+        } else {
+            self.install_bulk(addrs);
         }
         Ok(())
+    }
+
+    /// [`Agent::install`] for many addresses at once (a remote gateway's restore is one watch
+    /// event): removals per origin and registrations grouped by origin, each as few messages as
+    /// the client can pack, instead of a request per address. Whatever the module refuses is
+    /// looked at address by address, as `install` does.
+    fn install_bulk(&mut self, addrs: BTreeSet<IpAddr>) {
+        let mut removals: BTreeMap<GatewayName, Vec<IpAddr>> = BTreeMap::new();
+        let mut registrations = Vec::new();
+        for addr in addrs {
+            if self.publisher.is_local(&addr) {
+                continue;
+            }
+            let wanted = self.remote.winner(&addr);
+            let current = self.installed.get(&addr).copied();
+            if current == wanted.as_ref().map(|w| (w.origin, w.entry)) {
+                continue;
+            }
+            if let Some((origin, _)) = current.filter(|(o, _)| wanted.as_ref().is_none_or(|w| w.origin != *o)) {
+                self.installed.remove(&addr);
+                removals.entry(origin).or_default().push(addr);
+            }
+            if let Some(w) = wanted {
+                registrations.push(w.registration(addr));
+            }
+        }
+        for (origin, addrs) in removals {
+            if self.kernel.apply(&Operation::Unregister { origin: origin.into(), addrs: addrs.clone() }).is_err() {
+                addrs.into_iter().for_each(|a| self.sync_addr(a));
+            }
+        }
+        // Grouped by origin: a change of origin starts a new message.
+        registrations.sort_unstable_by_key(|r| r.origin);
+        let refused: Vec<Range<usize>> = match self.kernel.register_batch(&registrations) {
+            Ok(_) => Vec::new(),
+            Err(seng_nl::Error::Batch(b)) => b.failures.into_iter().map(|f| f.enclaves).collect(),
+            Err(e) => {
+                self.log(format_args!("cannot install {} entries at once: {e}; installing them one by one", registrations.len()));
+                let everything = 0..registrations.len();
+                vec![everything]
+            }
+        };
+        for (at, r) in registrations.iter().enumerate() {
+            if refused.iter().any(|f| f.contains(&at)) {
+                self.sync_addr(r.addr);
+            } else if let Origin::Gateway(gw) = r.origin {
+                self.installed.insert(r.addr, (gw, Entry { app: r.app, host: r.host }));
+            }
+        }
     }
 
     /// After a watch event at `addr`: installs the winning remote claim, or removes what the
@@ -738,7 +805,7 @@ impl Agent {
     /// gateway publishes (the module holds them once per application and origin).
     fn sync_categories(&mut self, gw: &GatewayName, app: &seng_nl::Measurement) {
         let wanted = self.remote.categories(gw, app);
-        let installed = self.remote.enclaves_of(gw, app).into_iter().find(|a| self.installed.get(a).is_some_and(|(o, _)| o == gw));
+        let installed = self.remote.enclaves_of(gw, app).find(|a| self.installed.get(a).is_some_and(|(o, _)| o == gw));
         let Some(addr) = installed else { return };
         let current = match self.kernel.get(addr) {
             Ok(Some(r)) if r.origin == Origin::Gateway(*gw) && r.app == *app => model::canonical(&r.categories),
@@ -762,15 +829,15 @@ impl Agent {
     /// with what the model wants; a difference is loaded as one replace transaction of every
     /// remote origin involved (entry by entry if the module refuses it).
     fn resync_module(&mut self) {
-        let table = match self.kernel.list() {
+        let table = match self.startup_table.take().map_or_else(|| self.kernel.list(), Ok) {
             Ok(table) => table,
             Err(e) => return self.log(format_args!("cannot dump the module's table: {e}")),
         };
         let (local, remote): (Vec<Registration>, Vec<Registration>) = table.into_iter().partition(|r| r.origin.is_local());
         self.publisher.replace_local(Part::from_registrations(&local));
         self.publisher.drop_empty_apps();
-        let wanted: BTreeMap<IpAddr, model::Wanted> = self.remote.winners().filter(|(a, _)| !self.publisher.is_local(a)).collect();
-        let current: BTreeMap<IpAddr, &Registration> = remote.iter().map(|r| (r.addr, r)).collect();
+        let wanted: FxHashMap<IpAddr, model::Wanted> = self.remote.winners().filter(|(a, _)| !self.publisher.is_local(a)).collect();
+        let current: FxHashMap<IpAddr, &Registration> = remote.iter().map(|r| (r.addr, r)).collect();
         let agrees = current.len() == wanted.len()
             && wanted.iter().all(|(a, w)| {
                 current.get(a).is_some_and(|r| r.origin == Origin::Gateway(w.origin) && r.app == w.entry.app && r.host == w.entry.host && model::canonical(&r.categories) == w.categories)
@@ -796,13 +863,17 @@ impl Agent {
         }
     }
 
-    fn replace_remote(&mut self, origins: &BTreeSet<Origin>, wanted: &BTreeMap<IpAddr, model::Wanted>) -> seng_nl::Result<()> {
+    fn replace_remote(&mut self, origins: &BTreeSet<Origin>, wanted: &FxHashMap<IpAddr, model::Wanted>) -> seng_nl::Result<()> {
         let Some(first) = origins.first() else { return Ok(()) };
         let mut replace = self.kernel.begin_replace_of(first)?;
         for origin in origins {
             replace.apply(&Operation::Flush { origin: *origin })?;
         }
-        for (addr, w) in wanted {
+        // Grouped by origin: the client packs a run of one origin's registrations into one
+        // message, and a change of origin starts a new one (in hash order, one per entry).
+        let mut by_origin: Vec<(&GatewayName, &IpAddr, &model::Wanted)> = wanted.iter().map(|(a, w)| (&w.origin, a, w)).collect();
+        by_origin.sort_unstable_by_key(|(origin, _, _)| **origin);
+        for (_, addr, w) in by_origin {
             replace.register(&w.registration(*addr))?;
         }
         replace.commit()?;
@@ -834,8 +905,9 @@ impl Agent {
         self.installed.clear();
     }
 
-    /// Writes what the publisher says etcd lacks, in transactions of etcd's size limit.
-    async fn publish(&mut self, etcd: &mut etcd_client::Client, lease: i64) -> Result<(), String> {
+    /// Writes what the publisher says etcd lacks, in transactions of etcd's size limit, keeping
+    /// the lease alive between them.
+    async fn publish(&mut self, etcd: &mut etcd_client::Client, lease: i64, keeper: &mut LeaseKeeper, beat: &mut Interval) -> Result<(), String> {
         self.publisher.drop_empty_apps();
         loop {
             let writes = self.publisher.take_writes(MAX_TXN_OPS);
@@ -849,6 +921,10 @@ impl Agent {
                     Write::Delete(key) => TxnOp::delete(key.as_str(), None),
                 })
                 .collect();
+            // A large part takes many transactions: the lease must not run out meanwhile.
+            if beat.poll_tick(&mut Context::from_waker(Waker::noop())).is_ready() {
+                keeper.keep_alive().await.map_err(|e| format!("cannot keep the lease alive: {e}"))?;
+            }
             bounded(self.config.ttl, "cannot publish", etcd.txn(Txn::new().and_then(ops))).await?;
             self.touch();
             self.publisher.published(&writes);
@@ -858,10 +934,13 @@ impl Agent {
     /// Rewrites the status file if what it says changed.
     fn write_status(&mut self) {
         let Some(path) = self.config.status_file.as_deref() else { return };
-        let mut remote: BTreeMap<String, usize> = BTreeMap::new();
+        // Counted by name, not by its text: this runs four times a second over every remote
+        // entry, and a string per entry kept a peer of 100,000 entries a fifth busy.
+        let mut counts: BTreeMap<GatewayName, usize> = BTreeMap::new();
         for (gw, _) in self.installed.values() {
-            *remote.entry(gw.to_string()).or_default() += 1;
+            *counts.entry(*gw).or_default() += 1;
         }
+        let remote: BTreeMap<String, usize> = counts.into_iter().map(|(gw, n)| (gw.to_string(), n)).collect();
         let text = json!({
             "gateway": self.layout.me().to_string(),
             "etcd": self.reach.as_str(),

@@ -4,11 +4,14 @@
 //! address. The loop in `super` feeds it what the kernel and etcd say and performs what it
 //! decides.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use seng_nl::{Category, Event, GatewayName, Measurement, Operation, Origin, Registration};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// The categories an application may have in the module (its per-application limit).
 const MAX_CATEGORIES: usize = 32;
@@ -53,8 +56,11 @@ pub fn canonical(categories: &[Category]) -> Vec<Category> {
 
 /// The value of an enclave key.
 #[derive(Serialize, Deserialize)]
-struct EnclaveValue {
-    app: String,
+struct EnclaveValue<'v> {
+    /// Borrowed from the value when it has no escapes, as it never has when an agent wrote it:
+    /// a snapshot decodes every remote enclave.
+    #[serde(borrow)]
+    app: Cow<'v, str>,
     host: IpAddr,
 }
 
@@ -167,7 +173,7 @@ pub fn parse_app(value: &[u8]) -> Result<Vec<Category>, String> {
 }
 
 fn enclave_value(entry: &Entry) -> String {
-    serde_json::to_string(&EnclaveValue { app: entry.app.to_string(), host: entry.host }).unwrap_or_default()
+    serde_json::to_string(&EnclaveValue { app: Cow::Owned(entry.app.to_string()), host: entry.host }).unwrap_or_default()
 }
 
 fn app_value(categories: &[Category]) -> String {
@@ -334,18 +340,24 @@ impl Publisher {
         for app in app_puts.into_iter().take(limit) {
             writes.push(Write::Put(self.layout.app(&app), app_value(self.local.apps.get(&app).map_or(&[][..], Vec::as_slice))));
         }
-        let enclaves: Vec<IpAddr> = self.dirty_enclaves.iter().copied().collect();
-        for addr in enclaves {
+        // Only as far as this call's writes go: a restore dirties every enclave, and a pass
+        // over them all per transaction would make publishing it quadratic.
+        let mut clean = Vec::new();
+        for addr in &self.dirty_enclaves {
             if writes.len() >= limit {
-                return writes;
+                break;
             }
-            match (self.local.enclaves.get(&addr), self.published.enclaves.get(&addr)) {
-                (Some(l), p) if p != Some(l) => writes.push(Write::Put(self.layout.enclave(&addr), enclave_value(l))),
-                (None, Some(_)) => writes.push(Write::Delete(self.layout.enclave(&addr))),
-                _ => {
-                    self.dirty_enclaves.remove(&addr);
-                }
+            match (self.local.enclaves.get(addr), self.published.enclaves.get(addr)) {
+                (Some(l), p) if p != Some(l) => writes.push(Write::Put(self.layout.enclave(addr), enclave_value(l))),
+                (None, Some(_)) => writes.push(Write::Delete(self.layout.enclave(addr))),
+                _ => clean.push(*addr),
             }
+        }
+        for addr in clean {
+            self.dirty_enclaves.remove(&addr);
+        }
+        if writes.len() >= limit {
+            return writes;
         }
         let apps: Vec<Measurement> = self.dirty_apps.iter().copied().collect();
         for app in apps {
@@ -426,10 +438,14 @@ impl Wanted {
 /// One remote gateway's part as etcd holds it.
 #[derive(Debug, Default)]
 struct RemotePart {
-    /// Enclaves with their keys' create revisions.
-    enclaves: BTreeMap<IpAddr, (Entry, i64)>,
+    /// Enclaves with their keys' create revisions. Hashed, not ordered: a snapshot inserts
+    /// every entry of every gateway, and nothing needs them in order.
+    enclaves: FxHashMap<IpAddr, (Entry, i64)>,
     apps: BTreeMap<Measurement, Vec<Category>>,
 }
+
+/// The gateways claiming one address, oldest key first; almost always one, held inline.
+type Claims = SmallVec<[(i64, GatewayName); 1]>;
 
 /// The other gateways' parts, and for each address which gateways claim it.
 #[derive(Debug, Default)]
@@ -437,7 +453,7 @@ pub struct Remote {
     parts: BTreeMap<GatewayName, RemotePart>,
     /// Claims by the create revision of their keys: the oldest claim wins an address, so that a
     /// later duplicate cannot take an address from the gateway that had it first.
-    claims: BTreeMap<IpAddr, BTreeSet<(i64, GatewayName)>>,
+    claims: FxHashMap<IpAddr, Claims>,
 }
 
 impl Remote {
@@ -451,7 +467,9 @@ impl Remote {
         if let Some((_, old)) = self.parts.entry(gw).or_default().enclaves.insert(addr, (entry, create_revision)) {
             self.unclaim(addr, old, gw);
         }
-        self.claims.entry(addr).or_default().insert((create_revision, gw));
+        let claims = self.claims.entry(addr).or_default();
+        let at = claims.partition_point(|c| *c < (create_revision, gw));
+        claims.insert(at, (create_revision, gw));
     }
 
     /// Gateway `gw` no longer has an enclave at `addr`.
@@ -464,9 +482,9 @@ impl Remote {
     }
 
     fn unclaim(&mut self, addr: IpAddr, revision: i64, gw: GatewayName) {
-        if let Some(set) = self.claims.get_mut(&addr) {
-            set.remove(&(revision, gw));
-            if set.is_empty() {
+        if let Some(claims) = self.claims.get_mut(&addr) {
+            claims.retain(|c| *c != (revision, gw));
+            if claims.is_empty() {
                 self.claims.remove(&addr);
             }
         }
@@ -487,15 +505,19 @@ impl Remote {
 
     /// The gateway's entry that wins `addr`, if any claims it.
     pub fn winner(&self, addr: &IpAddr) -> Option<Wanted> {
-        let (_, gw) = self.claims.get(addr)?.first()?;
+        self.winner_of(addr, self.claims.get(addr)?)
+    }
+
+    /// Every claimed address with its winner, in no particular order.
+    pub fn winners(&self) -> impl Iterator<Item = (IpAddr, Wanted)> + '_ {
+        self.claims.iter().filter_map(|(a, claims)| self.winner_of(a, claims).map(|w| (*a, w)))
+    }
+
+    fn winner_of(&self, addr: &IpAddr, claims: &Claims) -> Option<Wanted> {
+        let (_, gw) = claims.first()?;
         let part = self.parts.get(gw)?;
         let (entry, _) = part.enclaves.get(addr)?;
         Some(Wanted { origin: *gw, entry: *entry, categories: part.apps.get(&entry.app).cloned().unwrap_or_default() })
-    }
-
-    /// Every claimed address with its winner.
-    pub fn winners(&self) -> impl Iterator<Item = (IpAddr, Wanted)> + '_ {
-        self.claims.keys().filter_map(|a| self.winner(a).map(|w| (*a, w)))
     }
 
     /// The categories gateway `gw` publishes for `app`.
@@ -503,9 +525,9 @@ impl Remote {
         self.parts.get(gw).and_then(|p| p.apps.get(app)).cloned().unwrap_or_default()
     }
 
-    /// The addresses where gateway `gw` has an enclave of `app`.
-    pub fn enclaves_of(&self, gw: &GatewayName, app: &Measurement) -> Vec<IpAddr> {
-        self.parts.get(gw).map(|p| p.enclaves.iter().filter(|(_, (e, _))| e.app == *app).map(|(a, _)| *a).collect()).unwrap_or_default()
+    /// The addresses where gateway `gw` has an enclave of `app`, in no particular order.
+    pub fn enclaves_of<'a>(&'a self, gw: &GatewayName, app: &'a Measurement) -> impl Iterator<Item = IpAddr> + 'a {
+        self.parts.get(gw).into_iter().flat_map(move |p| p.enclaves.iter().filter(move |(_, (e, _))| e.app == *app).map(|(a, _)| *a))
     }
 }
 
