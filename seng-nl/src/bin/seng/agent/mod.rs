@@ -612,6 +612,25 @@ impl Agent {
         Ok(())
     }
 
+    /// What `addr` needs for the winning remote claim, judged by what the agent installed: the
+    /// origin whose entry must go (forgotten here) and the claim to register; `None` when it
+    /// holds what it should, or a local entry (which stays).
+    fn needed_at(&mut self, addr: IpAddr) -> Option<(Option<GatewayName>, Option<model::Wanted>)> {
+        if self.publisher.is_local(&addr) {
+            return None;
+        }
+        let wanted = self.remote.winner(&addr);
+        let current = self.installed.get(&addr).copied();
+        if current == wanted.as_ref().map(|w| (w.origin, w.entry)) {
+            return None;
+        }
+        let removal = current.map(|(origin, _)| origin).filter(|o| wanted.as_ref().is_none_or(|w| w.origin != *o));
+        if removal.is_some() {
+            self.installed.remove(&addr);
+        }
+        Some((removal, wanted))
+    }
+
     /// [`Agent::install`] for many addresses at once (a remote gateway's restore is one watch
     /// event): removals per origin and registrations grouped by origin, each as few messages as
     /// the client can pack, instead of a request per address. Whatever the module refuses is
@@ -620,16 +639,8 @@ impl Agent {
         let mut removals: BTreeMap<GatewayName, Vec<IpAddr>> = BTreeMap::new();
         let mut registrations = Vec::new();
         for addr in addrs {
-            if self.publisher.is_local(&addr) {
-                continue;
-            }
-            let wanted = self.remote.winner(&addr);
-            let current = self.installed.get(&addr).copied();
-            if current == wanted.as_ref().map(|w| (w.origin, w.entry)) {
-                continue;
-            }
-            if let Some((origin, _)) = current.filter(|(o, _)| wanted.as_ref().is_none_or(|w| w.origin != *o)) {
-                self.installed.remove(&addr);
+            let Some((removal, wanted)) = self.needed_at(addr) else { continue };
+            if let Some(origin) = removal {
                 removals.entry(origin).or_default().push(addr);
             }
             if let Some(w) = wanted {
@@ -666,16 +677,8 @@ impl Agent {
     /// (one request per change instead of three at a thousand changes a second). Anything
     /// unexpected (the module refusing) falls back to [`Agent::sync_addr`], which reads it.
     fn install(&mut self, addr: IpAddr) {
-        if self.publisher.is_local(&addr) {
-            return;
-        }
-        let wanted = self.remote.winner(&addr);
-        let current = self.installed.get(&addr).copied();
-        if current == wanted.as_ref().map(|w| (w.origin, w.entry)) {
-            return;
-        }
-        if let Some((origin, _)) = current.filter(|(o, _)| wanted.as_ref().is_none_or(|w| w.origin != *o)) {
-            self.installed.remove(&addr);
+        let Some((removal, wanted)) = self.needed_at(addr) else { return };
+        if let Some(origin) = removal {
             if self.kernel.apply(&Operation::Unregister { origin: origin.into(), addrs: vec![addr] }).is_err() {
                 return self.sync_addr(addr);
             }
