@@ -620,9 +620,10 @@ impl Conntrack {
                 None => return false,
             },
         };
-        // Without a binding that changed anything, the inverse of the other direction's tuple
-        // is the packet's own (an ICMP error's outer addresses are still rewritten below).
-        if conn.nat_status == 0 && !related {
+        // nf_nat_packet and nf_nat_icmp_reply_translation: only where this direction's manip
+        // was changed by the binding (a reply's source manip undoes the destination NAT).
+        let changed = if (manip == Manip::Src) != reply { ct_state::SNAT } else { ct_state::DNAT };
+        if conn.nat_status & changed == 0 {
             return false;
         }
         // The packet becomes the inverse of the other direction's tuple.

@@ -39,7 +39,9 @@ enum Step {
     Track,
     /// NAT: the nat table for a first packet, then the rewrite.
     Nat,
-    /// After nat in OUTPUT: a new route if the destination changed.
+    /// At the end of OUTPUT: a new route if nat changed the destination. Every table at
+    /// OUTPUT sees the first route's device (`__ip_local_out` sets the hook's `out` once, and
+    /// `ip_route_me_harder` after nat changes only the route); POSTROUTING sees the new one.
     Reroute,
     /// The connection is confirmed (the hooks' last priority).
     Confirm,
@@ -50,7 +52,7 @@ use Step::{Confirm, Nat, Reroute, Table, Track};
 const PREROUTING: &[Step] = &[Table(TableKind::Raw), Track, Table(TableKind::Mangle), Nat];
 const INPUT: &[Step] = &[Table(TableKind::Mangle), Table(TableKind::Filter), Nat, Confirm];
 const FORWARD: &[Step] = &[Table(TableKind::Mangle), Table(TableKind::Filter)];
-const OUTPUT: &[Step] = &[Table(TableKind::Raw), Track, Table(TableKind::Mangle), Nat, Reroute, Table(TableKind::Filter)];
+const OUTPUT: &[Step] = &[Table(TableKind::Raw), Track, Table(TableKind::Mangle), Nat, Table(TableKind::Filter), Reroute];
 const POSTROUTING: &[Step] = &[Table(TableKind::Mangle), Nat, Confirm];
 /// PREROUTING for the gateway's packet to itself coming back in through lo with its
 /// connection: conntrack does not run again.
@@ -490,6 +492,7 @@ mod test {
             b.tcp(40000, 443, SYN, b""),
             to_a.tcp(443, 1024, SYN | ACK, b""),
             Builder::v4("198.51.100.7", "203.0.113.1").icmp_error(3, 3, &Builder::v4("203.0.113.1", "198.51.100.7").tcp(40000, 443, ACK, b"")),
+            Builder::v4("198.51.100.1", "203.0.113.1").icmp_error(11, 0, &Builder::v4("203.0.113.1", "198.51.100.7").tcp(40000, 443, ACK, b"")),
         ];
         let (sim, lines) = replay(&gateway(), rules, "", &packets);
         assert!(lines[0].contains("nat POSTROUTING in tunFA out eth0: MASQUERADE by POSTROUTING rule 1") && lines[0].contains("nat POSTROUTING: now 203.0.113.1:40000 > 198.51.100.7:443"), "{}", lines[0]);
@@ -498,9 +501,12 @@ mod test {
         assert!(lines[3].contains("now 203.0.113.1:1024 > 198.51.100.7:443"), "the clash moves the port: {}", lines[3]);
         assert!(lines[4].contains("now 198.51.100.7:443 > 192.168.28.11:40000") && lines[4].contains("ACCEPT by FORWARD rule 3"), "{}", lines[4]);
         assert!(lines[5].contains("ct RELATED") && lines[5].contains("now 198.51.100.7 > 192.168.28.10 ICMP type 3 code 3"), "an error about the flow reaches the enclave: {}", lines[5]);
+        // A router's error: POSTROUTING keeps its source, as nf_nat_icmp_reply_translation
+        // rewrites a reply only where the connection's destination was NATed.
+        assert!(lines[6].contains("now 198.51.100.1 > 192.168.28.10 ICMP type 11 code 0") && !lines[6].contains("nat POSTROUTING: now"), "{}", lines[6]);
         assert_eq!(counts(&sim, Family::Ipv4, TableKind::Nat), [2]);
         assert_eq!(policies(&sim, Family::Ipv4, TableKind::Nat), [2, 0, 0, 0], "PREROUTING of the two first packets; POSTROUTING decided by the rule");
-        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [3, 2, 1], "the RELATED error has the connection's SNAT state");
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [3, 3, 1], "the RELATED errors have the connection's SNAT state");
         assert_eq!(policies(&sim, Family::Ipv4, TableKind::Filter), [0, 0, 0]);
     }
 
@@ -584,7 +590,8 @@ mod test {
 
     /// The gateway to itself: the second pass (PREROUTING and INPUT on lo) keeps the
     /// connection, so NOTRACK there does nothing and nat is not run again; DNAT in OUTPUT to a
-    /// local address turns a packet to the outside into one through lo.
+    /// local address turns a packet to the outside into one through lo, while filter OUTPUT
+    /// still sees the first route's device.
     #[test]
     fn loopback_keeps_its_connection_and_dnat_reroutes() {
         let rules = "iptables -t raw -A PREROUTING -i lo -j CT --notrack\niptables -t raw -A PREROUTING -i lo -m conntrack --ctstate NEW\n\
@@ -593,15 +600,29 @@ mod test {
         let packets = [Builder::v4("127.0.0.1", "127.0.0.1").udp(1, 2, b""), Builder::v4("192.168.28.1", "198.51.100.7").udp(3, 4, b"")];
         let (sim, lines) = replay(&gateway(), rules, "", &packets);
         assert!(lines[0].contains("ct NEW"), "{}", lines[0]);
-        assert!(lines[1].contains("now 192.168.28.1:3 > 127.0.0.1:9") && lines[1].contains("filter OUTPUT in * out lo"), "{}", lines[1]);
+        assert!(lines[1].contains("now 192.168.28.1:3 > 127.0.0.1:9") && lines[1].contains("filter OUTPUT in * out eth0"), "{}", lines[1]);
         assert!(lines[1].contains("filter INPUT in lo out *"), "{}", lines[1]);
         assert_eq!(counts(&sim, Family::Ipv4, TableKind::Raw), [2, 2]);
-        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [2, 2]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [2, 1]);
         assert_eq!(policies(&sim, Family::Ipv4, TableKind::Nat), [0, 0, 1, 2], "nat runs once per manip: OUTPUT and POSTROUTING, never PREROUTING or INPUT on lo");
         assert_eq!(sim.stats().own.accepted.packets, 2);
         // A drop in mangle POSTROUTING refuses the gateway's own packet, as one in OUTPUT does.
         let (sim, _) = replay(&gateway(), "iptables -t mangle -P POSTROUTING DROP\n", "", &packets);
         assert_eq!((sim.stats().own.dropped.packets, sim.stats().own.accepted.packets), (2, 0));
+    }
+
+    /// Random seed 103 on 6.1: the gateway's packet to an enclave, DNATed in OUTPUT to an
+    /// address behind eth0, is still going out of tunFA for filter OUTPUT, and out of eth0 from
+    /// POSTROUTING on.
+    #[test]
+    fn output_tables_see_the_route_before_dnat() {
+        let rules = "iptables -t nat -A OUTPUT -j DNAT --to-destination 198.51.100.8\niptables -A OUTPUT ! -o eth0\n\
+                     iptables -t mangle -A POSTROUTING -o eth0\n";
+        let packets = [Builder::v4("192.168.28.1", "192.168.28.10").udp(30119, 8391, b"datagram")];
+        let (sim, lines) = replay(&gateway(), rules, "", &packets);
+        assert!(lines[0].contains("filter OUTPUT in * out tunFA") && lines[0].contains("mangle POSTROUTING in * out eth0"), "{}", lines[0]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Filter), [1]);
+        assert_eq!(counts(&sim, Family::Ipv4, TableKind::Mangle), [1]);
     }
 
     /// `-m udp` without options stays the x_tables match under iptables-nft too, so a UDP
