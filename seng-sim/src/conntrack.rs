@@ -582,16 +582,8 @@ impl Conntrack {
         true
     }
 
-    /// Marks `manip` as set up by a null binding (no nat rule decided). nf_nat's null binding
-    /// still makes the connection's reply unique: a source whose reply tuple another connection
-    /// already holds moves to a free port of its port's class (the kernel draws it at random;
-    /// a destination never moves).
+    /// Marks `manip` as set up without a change (no nat rule decided: a null binding).
     pub fn null_binding(&mut self, manip: Manip) {
-        if let Some(conn) = self.pending.filter(|_| manip == Manip::Src) {
-            if self.bind(Manip::Src, Self::translated_original(&conn).src, None) {
-                return;
-            }
-        }
         if let Some(pending) = self.pending.as_mut() {
             pending.nat_done |= manip as u8;
         }
