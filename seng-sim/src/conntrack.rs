@@ -89,10 +89,6 @@ impl TupleIndex {
         self.0.find(tuple_hash(tuple), |&slot| tuple_of(conns, slot) == Some(tuple)).copied()
     }
 
-    fn contains(&self, conns: &[Conn], tuple: &Tuple) -> bool {
-        self.get(conns, tuple).is_some()
-    }
-
     /// Maps `tuple` to `slot`, replacing what it mapped to (as `HashMap::insert` does), with
     /// `conns` already holding the entry of `slot`.
     fn insert(&mut self, conns: &[Conn], tuple: &Tuple, slot: u32) {
@@ -324,6 +320,9 @@ pub struct ConntrackStats {
     pub reopened: u64,
     /// Arriving packets whose transport checksum was wrong.
     pub bad_checksums: u64,
+    /// First packets dropped at confirmation: another entry held their connection's reply
+    /// tuple (a NAT binding that found no free tuple, or a destination NAT onto a taken one).
+    pub clashes: u64,
 }
 
 /// The connection tracker. No allocation per packet apart from growing its tables.
@@ -336,6 +335,8 @@ pub struct Conntrack {
     /// The entry the current packet would create, pending confirmation.
     pending: Option<Conn>,
     current: Option<Current>,
+    /// The time of the packet tracked last: entries expired by then hold no tuple.
+    now_ns: u64,
     stats: ConntrackStats,
 }
 
@@ -369,6 +370,12 @@ impl Conntrack {
         }
     }
 
+    /// Whether a live entry holds `tuple` in either direction, as nf_conntrack_tuple_taken and
+    /// __nf_conntrack_confirm ask (the kernel's garbage collection takes expired ones away).
+    fn held(&self, tuple: &Tuple) -> bool {
+        self.map.get(&self.conns, tuple).is_some_and(|slot| self.conns[(slot >> 1) as usize].expires_ns >= self.now_ns)
+    }
+
     /// Finds the live entry of `tuple`: (index, reply direction). Expired entries are removed.
     fn find(&mut self, tuple: &Tuple, now_ns: u64) -> Option<(u32, bool)> {
         let slot = self.map.get(&self.conns, tuple)?;
@@ -388,6 +395,7 @@ impl Conntrack {
     pub fn track(&mut self, p: &Packet<'_>, now_ns: u64, verify_checksum: bool) -> u8 {
         self.pending = None;
         self.current = None;
+        self.now_ns = now_ns;
         let v6 = p.family == Family::Ipv6;
         // A later fragment passed on unreassembled carries no transport header to track.
         if p.l4 != L4::Complete {
@@ -535,19 +543,19 @@ impl Conntrack {
         Tuple { src: r.dst, dst: r.src, sport, dport, ..r }
     }
 
-    /// Sets up `manip` for the first packet's connection: its source (or destination) becomes
-    /// `addr` with a port from `ports` (the packet's own if in range and free; without a range,
-    /// the packet's own if free, else one from the kernel's default range for that port).
-    /// Returns false when no free tuple is left. Without `addr` change and ports, a null binding.
-    pub fn bind(&mut self, manip: Manip, addr: Addr, ports: Option<(u16, u16)>) -> bool {
-        let Some(conn) = self.pending else { return false };
-        let current = Self::translated_original(&conn);
-        let mut candidate = current;
+    /// Sets up `manip` for the first packet's connection as nf_nat's get_unique_tuple does: its
+    /// source (or destination) becomes `addr`, keeping the packet's own port if that tuple is
+    /// free and the port in `ports` (or no range was given), else with the first port of the
+    /// range (without one, of the kernel's default class for a source port) that makes it
+    /// free. When none does, the kernel keeps a taken tuple, and [`Conntrack::confirm`] drops
+    /// the packet. Without a change of `addr` and without ports, a null binding.
+    pub fn bind(&mut self, manip: Manip, addr: Addr, ports: Option<(u16, u16)>) {
+        let Some(conn) = self.pending else { return };
+        let mut candidate = Self::translated_original(&conn);
         match manip {
             Manip::Src => candidate.src = addr,
             Manip::Dst => candidate.dst = addr,
         }
-        let port_of = |t: &Tuple| if manip == Manip::Src { t.sport } else { t.dport };
         let with_port = |t: Tuple, port: u16| {
             let mut t = t;
             match manip {
@@ -556,11 +564,11 @@ impl Conntrack {
             }
             t
         };
-        let taken = |map: &TupleIndex, t: &Tuple| t.invert().is_none_or(|reply| map.contains(&self.conns, &reply));
-        let own = port_of(&candidate);
+        let taken = |t: &Tuple| t.invert().is_none_or(|reply| self.held(&reply));
         let chosen = if !has_ports(candidate.proto) {
-            (!taken(&self.map, &candidate)).then_some(candidate)
+            candidate
         } else {
+            let own = if manip == Manip::Src { candidate.sport } else { candidate.dport };
             let (min, max) = match ports {
                 Some(range) => range,
                 // nf_nat's defaults when a source port must change: the class of the old port.
@@ -569,23 +577,35 @@ impl Conntrack {
                 None if manip == Manip::Src => (1024, u16::MAX),
                 None => (own, own),
             };
-            let keep = (own >= min && own <= max && !taken(&self.map, &candidate)).then_some(candidate);
-            keep.or_else(|| (min..=max).map(|port| with_port(candidate, port)).find(|t| !taken(&self.map, t)))
+            let in_range = ports.is_none() || (own >= min && own <= max);
+            if in_range && !taken(&candidate) {
+                candidate
+            } else {
+                // The kernel draws the ports at random; the first free one stands for its draw.
+                let fallback = if in_range { candidate } else { with_port(candidate, min) };
+                (min..=max).map(|port| with_port(candidate, port)).find(|t| !taken(t)).unwrap_or(fallback)
+            }
         };
-        let Some(chosen) = chosen else { return false };
-        let Some(reply) = chosen.invert() else { return false };
+        let reply = chosen.invert();
         if let Some(pending) = self.pending.as_mut() {
-            pending.tuples[1] = reply;
+            if let Some(reply) = reply {
+                pending.tuples[1] = reply;
+            }
             pending.nat_done |= manip as u8;
             pending.nat_status = Self::status_of(pending);
         }
-        true
     }
 
-    /// Marks `manip` as set up without a change (no nat rule decided: a null binding).
+    /// Marks `manip` as set up by a null binding (no nat rule decided). nf_nat's null binding
+    /// still makes the connection's reply unique: a source whose reply tuple another connection
+    /// already holds moves to a free port of its port's class; a destination never moves.
     pub fn null_binding(&mut self, manip: Manip) {
-        if let Some(pending) = self.pending.as_mut() {
-            pending.nat_done |= manip as u8;
+        let Some(conn) = self.pending.as_mut() else { return };
+        if manip == Manip::Src {
+            let src = Self::translated_original(conn).src;
+            self.bind(Manip::Src, src, None);
+        } else {
+            conn.nat_done |= manip as u8;
         }
     }
 
@@ -647,17 +667,29 @@ impl Conntrack {
         before != (p.src, p.dst, p.sport, p.dport)
     }
 
-    /// The packet of the last [`Conntrack::track`] was accepted: its pending entry is inserted.
+    /// The packet of the last [`Conntrack::track`] passed its last hook: its pending entry is
+    /// inserted. False if the packet is dropped instead, as a clash at confirmation.
     /// Inline: most packets have no pending entry, and the hooks confirm every one.
     #[inline]
-    pub fn confirm(&mut self) {
-        if self.pending.is_some() {
-            self.insert_pending();
-        }
+    pub fn confirm(&mut self) -> bool {
+        self.pending.is_none() || self.insert_pending()
     }
 
-    fn insert_pending(&mut self) {
-        let Some(conn) = self.pending.take() else { return };
+    fn insert_pending(&mut self) -> bool {
+        let Some(conn) = self.pending.take() else { return true };
+        // __nf_conntrack_confirm finds a clash when another entry holds either tuple. Only the
+        // reply tuple can clash here: the original was free when the packet was tracked, and
+        // nothing is inserted in between. The holder passed nf_nat's hooks as every entry does,
+        // so nf_ct_resolve_clash cannot merge the two (no NAT_DONE bits, or equal tuples) and
+        // nf_ct_resolve_clash_harder refuses a reply clash: the packet is dropped, whatever its
+        // protocol.
+        if self.held(&conn.tuples[1]) {
+            self.stats.clashes += 1;
+            if self.current == Some(Current::Pending) {
+                self.current = None;
+            }
+            return false;
+        }
         let index = match self.free.pop() {
             Some(i) => {
                 self.conns[i as usize] = conn;
@@ -675,6 +707,7 @@ impl Conntrack {
         if self.current == Some(Current::Pending) {
             self.current = Some(Current::Entry(index, false, false));
         }
+        true
     }
 
     /// The packet of the last [`Conntrack::track`] was dropped: no entry is created.

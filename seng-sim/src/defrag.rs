@@ -194,6 +194,8 @@ struct Queue {
     /// Data bytes held.
     meat: u32,
     fragments: u32,
+    /// The longest fragment taken in (the kernel's `max_size`, for `frag_max_size`).
+    largest: u32,
     /// ECN codepoints seen, one bit each.
     ecn: u8,
     /// The first fragment's header: IPv4's, or IPv6's with its unfragmentable extension
@@ -245,6 +247,8 @@ struct Fragment<'a> {
     end: u32,
     more: bool,
     ecn: u8,
+    /// Its whole length, headers included.
+    len: u32,
     /// Its data (before any cut to a multiple of 8).
     data: &'a [u8],
     /// Its header up to the data (IPv6: up to the fragment header), and where the next-header
@@ -259,6 +263,8 @@ struct Fragment<'a> {
 pub struct Defrag {
     queues: HashMap<Key, Queue>,
     datagram: Vec<u8>,
+    /// Whether `datagram`, sent on, leaves fragmented again.
+    refragments: bool,
 }
 
 impl Defrag {
@@ -270,6 +276,14 @@ impl Defrag {
     /// The datagram the last [`Outcome::Reassembled`] completed.
     pub fn datagram(&self) -> &[u8] {
         &self.datagram
+    }
+
+    /// Whether that datagram, forwarded or sent, leaves as the fragments it came as. IPv4's
+    /// ip_finish_output fragments every datagram that carries a `frag_max_size`; IPv6's
+    /// __ip6_finish_output only one longer than its longest fragment, so a datagram whose
+    /// fragment headers made up its excess (a short last fragment) leaves whole.
+    pub fn refragments(&self) -> bool {
+        self.refragments
     }
 
     /// Takes in packet `p` (parsed from `bytes`, the whole IP packet) at `now_ns`; `own` for
@@ -324,6 +338,7 @@ impl Defrag {
             last_in: false,
             meat: 0,
             fragments: 0,
+            largest: 0,
             ecn: 0,
             head: None,
             next: 0,
@@ -389,6 +404,7 @@ impl Defrag {
         q.data[from..to].copy_from_slice(&f.data[..to - from]);
         q.meat += end - offset;
         q.fragments += 1;
+        q.largest = q.largest.max(f.len);
         q.ecn |= f.ecn;
         if offset == 0 {
             q.head = Some((f.head.to_vec(), f.nhoff));
@@ -427,6 +443,7 @@ impl Defrag {
                 out[nhoff] = q.next;
             }
         }
+        self.refragments = family == Family::Ipv4 || self.datagram.len() as u32 > q.largest;
         stats.reassembled += 1;
         Outcome::Reassembled { fragments: q.fragments }
     }
@@ -463,6 +480,7 @@ fn v4_fragment<'a>(p: &Packet<'_>, bytes: &'a [u8], own: bool) -> Fragment<'a> {
         end: offset + data.len() as u32,
         more: frag & IP_MF != 0,
         ecn: 1 << (bytes[1] & 3),
+        len: bytes.len() as u32,
         data,
         head: &bytes[..ihl],
         nhoff: 0,
@@ -505,6 +523,7 @@ fn v6_fragment<'a>(p: &Packet<'_>, bytes: &'a [u8], own: bool, iface: u8) -> Res
         end: offset + data.len() as u32,
         more: frag & IP6_MF != 0,
         ecn: 1 << (tclass & 3),
+        len: bytes.len() as u32,
         data,
         head: &bytes[..fhoff],
         nhoff,

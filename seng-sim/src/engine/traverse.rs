@@ -103,11 +103,13 @@ impl CMatch {
                 hit != *inv
             }
             CMatch::Multiport { direction, ports, inv } => {
-                // xt_multiport reads only the two ports (4 bytes), for any port protocol.
-                let (Some(sport), Some(dport)) = (header.get(0..2), header.get(2..4)) else {
-                    return Hit::Hotdrop;
+                // xt_multiport reads only the two ports (4 bytes), for any port protocol. A
+                // complete header's ports are the packet's (NAT may have rewritten them).
+                let (sport, dport) = match (p.l4, header.get(0..2), header.get(2..4)) {
+                    (L4::Complete, _, _) => (p.sport, p.dport),
+                    (_, Some(s), Some(d)) => (u16::from_be_bytes([s[0], s[1]]), u16::from_be_bytes([d[0], d[1]])),
+                    _ => return Hit::Hotdrop,
                 };
-                let (sport, dport) = (u16::from_be_bytes([sport[0], sport[1]]), u16::from_be_bytes([dport[0], dport[1]]));
                 let hit = ports.iter().any(|&(lo, hi)| {
                     let in_range = |port: u16| port >= lo && port <= hi;
                     match direction {
