@@ -2,7 +2,8 @@
 # seng-sim agrees with the kernel on random scenarios (`seng-e2e random gen --seed N`: rules of
 # both families over everything seng-sim models, registrations with timed changes, flows of
 # traffic), through both iptables backends. Seeds 1..8 by default, or the boot's
-# `vmtest.seeds=A..B` (`cargo xtask vmtest --seeds A..B`). A seed that shows a difference is
+# `vmtest.seeds=` list of seeds and ranges (`cargo xtask vmtest --seeds 1..1000` or
+# `--seeds 126,246,600..610`). A seed that shows a difference is
 # shrunk to a minimal scenario in the corpus format, sent to the host as
 # target/vmtest/<kernel>/files/shrunk-<seed>-<backend>-{rules.txt,enclaves.txt,capture.pcap},
 # ready for a directory of vmtest/scenarios/.
@@ -15,11 +16,11 @@ if [ -z "$seeds" ]; then
 	# A light run replays two.
 	light && seeds=1..2
 fi
-first=${seeds%..*}
-last=${seeds#*..}
-case $first$last in
-'' | *[!0-9]*) fail "vmtest.seeds=$seeds: expected A..B with whole numbers" ;;
-esac
+for range in $(echo "$seeds" | tr , ' '); do
+	case ${range%..*}${range#*..} in
+	'' | *[!0-9]*) fail "vmtest.seeds=$seeds: expected seeds N or ranges A..B of whole numbers, separated by commas" ;;
+	esac
+done
 
 e2e_kernel
 # Every random scenario uses seng-sim's default network; build it once and keep it for the
@@ -27,8 +28,8 @@ e2e_kernel
 e2e_network || fail "cannot build the network"
 export E2E_DEVS E2E_NET E2E_IN_DEV E2E_CHECKSUM
 
-seed=$first
-while [ "$seed" -le "$last" ]; do
+replay_seed() {
+	seed=$1
 	dir=/tmp/e2e-random/seed-$seed
 	run $E2E random gen --seed "$seed" "$dir"
 	for backend in $IPTABLES_BACKENDS; do
@@ -50,7 +51,14 @@ while [ "$seed" -le "$last" ]; do
 			e2e_console "e2e random: seed $seed [$backend]: shrinking failed"
 		fi
 	done
-	seed=$((seed + 1))
+}
+
+for range in $(echo "$seeds" | tr , ' '); do
+	next=${range%..*}
+	while [ "$next" -le "${range#*..}" ]; do
+		replay_seed "$next"
+		next=$((next + 1))
+	done
 done
-e2e_console "e2e random: seeds $first..$last"
+e2e_console "e2e random: seeds $seeds"
 e2e_finish

@@ -180,8 +180,9 @@ struct VmtestArgs {
     /// which also runs the agent benchmark.
     #[arg(long, value_name = "KERNEL", value_parser = kernel::parse_one)]
     user_space_on: Option<Series>,
-    /// Seeds of the random differential test (`e2e-random`), as A..B (default 1..8).
-    #[arg(long, value_name = "A..B", value_parser = parse_seeds)]
+    /// Seeds of the random differential test (`e2e-random`): seeds and ranges A..B, separated
+    /// by commas (default 1..8).
+    #[arg(long, value_name = "A..B,N", value_parser = parse_seeds)]
     seeds: Option<String>,
     /// Test what the packages installed in this Debian root instead of this checkout's builds:
     /// the seng.ko DKMS built there for each kernel, the packaged CLI, plugin and library.
@@ -189,14 +190,17 @@ struct VmtestArgs {
     installed: Option<PathBuf>,
 }
 
-/// A seed range `A..B` with A <= B.
+/// Seeds as a comma-separated list of seeds `N` and ranges `A..B` with A <= B.
 fn parse_seeds(text: &str) -> Result<String, String> {
-    let (a, b) = text.split_once("..").ok_or("expected A..B, e.g. 1..1000")?;
-    match (a.parse::<u64>(), b.parse::<u64>()) {
-        (Ok(a), Ok(b)) if a <= b => Ok(format!("{a}..{b}")),
-        (Ok(_), Ok(_)) => Err(format!("{text}: the first seed is after the last")),
-        _ => Err(format!("{text}: seeds are whole numbers, as in 1..1000")),
-    }
+    let item = |part: &str| -> Result<String, String> {
+        let (a, b) = part.split_once("..").unwrap_or((part, part));
+        match (a.parse::<u64>(), b.parse::<u64>()) {
+            (Ok(a), Ok(b)) if a <= b => Ok(if a == b { a.to_string() } else { format!("{a}..{b}") }),
+            (Ok(_), Ok(_)) => Err(format!("{text}: in {part}, the first seed is after the last")),
+            _ => Err(format!("{text}: {part} is not a seed or a range of whole numbers, as in 1..1000 or 126,246")),
+        }
+    };
+    Ok(text.split(',').map(item).collect::<Result<Vec<_>, _>>()?.join(","))
 }
 
 fn main() -> ExitCode {
@@ -586,4 +590,18 @@ fn vmtest_kernel(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod seeds_test {
+    use super::parse_seeds;
+
+    #[test]
+    fn seeds_are_lists_of_seeds_and_ranges() {
+        assert_eq!(parse_seeds("1..1000").unwrap(), "1..1000");
+        assert_eq!(parse_seeds("126,246,600..610,7..7").unwrap(), "126,246,600..610,7");
+        assert!(parse_seeds("9..3").unwrap_err().contains("in 9..3, the first seed is after the last"));
+        assert!(parse_seeds("1,,2").unwrap_err().contains(" is not a seed"));
+        assert!(parse_seeds("1..x").unwrap_err().contains("1..x is not a seed"));
+    }
 }
