@@ -46,6 +46,7 @@ pub const GENERATED: &[&str] = &[
     "edge-cases",
     "nat-masquerade",
     "nat-dnat",
+    "nat-clash",
     "mangle-marks",
     "raw-notrack",
     "fragments",
@@ -73,6 +74,7 @@ pub fn generate(name: &str) -> Option<Vec<File>> {
         "edge-cases" => capture(edge_cases()),
         "nat-masquerade" => capture(nat_masquerade()),
         "nat-dnat" => capture(nat_dnat()),
+        "nat-clash" => capture(nat_clash()),
         "mangle-marks" => capture(mangle_marks()),
         "raw-notrack" => capture(raw_notrack()),
         "fragments" => capture(fragments()),
@@ -144,6 +146,35 @@ fn nat_dnat() -> Story {
     s.at(901, cut.syn_ack());
     s.at(902, cut.ack(true));
     s.at(1100, cut.data(true, b"after"));
+    s
+}
+
+/// Connections NAT gives a tuple another connection holds: a single SNAT port taken (UDP and
+/// TCP), dropped at confirmation after FORWARD counted them, and the gateway's own packet whose
+/// reply tuple a DNATed connection holds, whose null binding moves its source port so that the
+/// DNATed connection keeps its next packet.
+fn nat_clash() -> Story {
+    let mut s = Story::default();
+    let (e10, e11, outside) = ("192.168.28.10", "192.168.28.11", "198.51.100.8");
+    // .10 takes 203.0.113.1:4000; .11's query from the same port gets no free tuple.
+    s.at(100, between(e10, WEB).udp(5000, 53, b"first query"));
+    s.at(101, between(e11, WEB).udp(5000, 53, b"second query"));
+    s.at(102, between(WEB, PUBLIC).udp(53, 4000, b"answer"));
+    // The same with TCP on 203.0.113.1:4001: the server answers .10's SYN only.
+    let mut first = Tcp::new(e10, 5001, WEB, 443).translated(PUBLIC, 4001, WEB, 443);
+    let mut second = Tcp::new(e11, 5002, WEB, 443);
+    s.at(200, first.syn());
+    s.at(201, second.syn());
+    s.at(202, first.syn_ack());
+    s.at(203, first.ack(true));
+    // The outside reaches 203.0.113.1:80, DNATed to the web server; before any answer the
+    // gateway itself sends from port 80 to the client's port, a tuple whose reply the DNATed
+    // connection holds. The client's next segment stays in the DNATed connection.
+    let mut hairpin = Tcp::new(outside, 30133, PUBLIC, 80);
+    s.at(300, hairpin.syn());
+    s.at(301, between(PUBLIC, outside).udp(80, 30133, b"not tcp"));
+    s.at(302, Tcp::new(PUBLIC, 80, outside, 30133).syn());
+    s.at(303, hairpin.data(true, b"request"));
     s
 }
 
@@ -250,6 +281,9 @@ fn fragments() -> Story {
     s.at(1410, between(WEB6, "fd00:28::10").udp(443, 5008, b"answer"));
     // IPv6 incomplete.
     sent(&mut s, 1500, cut(&query("fd00:28::12", GW6, 5009), 0x10003, 16, 0, &[2]));
+    // IPv6 through the gateway with a short last fragment: 64 and 49 bytes make a datagram of
+    // 57, no longer than its longest fragment, so it leaves whole (random seed 740 on 6.1).
+    sent(&mut s, 1600, cut(&between("fd00:28::10", WEB6).udp(5010, 443, &[b'u'; 9]), 0x10004, 16, 0, &[0, 1]));
     s
 }
 
