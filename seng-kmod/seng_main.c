@@ -32,8 +32,8 @@ MODULE_PARM_DESC(capacity, "Most enclaves per network namespace (default 1048576
 
 /*
  * Memory handed to Rust. Retired memory goes to the headless kvfree_rcu, which batches pointers
- * and needs no RCU head in the object: a 56-byte enclave node stays in kmalloc-64 instead of
- * growing into kmalloc-96. It may sleep, and every caller is a writer in process context.
+ * and needs no RCU head in the object: a 16-byte IPv4 enclave node stays in kmalloc-16 instead
+ * of growing into kmalloc-32. It may sleep, and every caller is a writer in process context.
  */
 void *seng_glue_alloc(size_t size)
 {

@@ -772,9 +772,13 @@ impl<P: Platform + Clone> Engine<P> {
                 may_replace(held.origin(), e.origin())?;
             }
         }
-        let mut ending = self.new_ending(live.len(), services)?;
-        // Sized for every enclave of the live table.
-        let _ = live.changed_in(replacement, &s.scope, &mut ending);
+        let mut changing = 0;
+        live.changed_in(replacement, &s.scope, |_| changing += 1);
+        let mut ending = self.new_ending(changing, services)?;
+        // Sized for exactly those.
+        live.changed_in(replacement, &s.scope, |ip| {
+            let _ = ending.insert(ip);
+        });
         if live.scope_len(&s.scope) == live.len() {
             *staging = None;
             self.staging_owner.store(0, Ordering::Release);

@@ -7,7 +7,7 @@
 //! multiplications. The keys placed in the table are the SENG server's registrations, not attacker input;
 //! a packet's address only chooses which probe sequence a lookup walks.
 
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::table::AppKey;
 
@@ -44,16 +44,28 @@ fn short_mix(x: u64) -> u64 {
     (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93).rotate_left(32)
 }
 
+impl TableKey for Ipv4Addr {
+    #[inline(always)]
+    fn hash(&self, seed: u64) -> u64 {
+        short_mix(u64::from(u32::from_ne_bytes(self.octets())) ^ seed)
+    }
+}
+
+impl TableKey for Ipv6Addr {
+    #[inline(always)]
+    fn hash(&self, seed: u64) -> u64 {
+        // No family tag: this mix is another function of the seed than IPv4's already.
+        let [hi, lo] = split(self.octets());
+        short_mix(absorb(seed ^ 6, hi) ^ lo)
+    }
+}
+
 impl TableKey for IpAddr {
     #[inline(always)]
     fn hash(&self, seed: u64) -> u64 {
         match self {
-            // No family tag: the IPv6 mix below is another function of the seed already.
-            IpAddr::V4(a) => short_mix(u64::from(u32::from_ne_bytes(a.octets())) ^ seed),
-            IpAddr::V6(a) => {
-                let [hi, lo] = split(a.octets());
-                short_mix(absorb(seed ^ 6, hi) ^ lo)
-            }
+            IpAddr::V4(a) => a.hash(seed),
+            IpAddr::V6(a) => a.hash(seed),
         }
     }
 }

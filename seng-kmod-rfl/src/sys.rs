@@ -101,7 +101,7 @@ pub(crate) fn capacity() -> u32 {
 
 // Memory for seng-core (through the shared `platform` module): `kvmalloc`, and for retired
 // memory the headless `kvfree_rcu`, which batches pointers and needs no RCU head in the object
-// (a 56-byte enclave node stays in kmalloc-64).
+// (a 16-byte IPv4 enclave node stays in kmalloc-16).
 
 /// `seng_glue_alloc` of seng_rs.h: at least `size` bytes aligned to 8, or null.
 #[no_mangle]

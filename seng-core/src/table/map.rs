@@ -2,22 +2,34 @@
 //! An open-addressing hash map whose readers never wait: one writer at a time, any number of
 //! lock-free readers.
 //!
-//! Slots hold pointers to immutable nodes, next to the full hash of the node's key. Writers
-//! publish a node by storing its hash and then, with release ordering, its pointer into a free
-//! slot; remove one by storing a tombstone; and replace the whole slot array (to grow or to purge
-//! tombstones) by publishing a new array. Everything unlinked is handed to [`Platform::retire`],
-//! so a reader that saw it keeps a valid view until it finishes. Linear probing at a load factor
-//! of at most one half (tombstones included) keeps expected probes constant however large the map
-//! grows, and the stored hash lets a probe skip other keys without touching their nodes: a lookup
-//! of an absent key (any packet from a non-enclave) reads only the slot array.
+//! A slot is one word: a pointer to an immutable node, whose alignment leaves its low three bits
+//! free for a tag, three bits of the hash of the node's key. Writers publish a node by storing
+//! its tagged pointer, with release ordering, into a free slot; remove one by storing a
+//! tombstone; and replace the whole slot array (to grow or to purge tombstones) by publishing a
+//! new array. Everything unlinked is handed to [`Platform::retire`], so a reader that saw it
+//! keeps a valid view until it finishes. Linear probing at a load factor of at most one half
+//! (tombstones included) keeps expected probes constant however large the map grows, and the tag
+//! lets a probe skip seven of eight other keys without touching their nodes: a lookup of an
+//! absent key (any packet from a non-enclave) reads the slot array and, one time in eight per
+//! occupied slot it passes, a node. Eight bytes a slot at a load of one quarter to one half is
+//! 16 to 32 bytes per key.
 
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use super::trailing::Trailing;
 use super::Platform;
 use crate::hash::TableKey;
+
+/// What the map holds: immutable nodes that carry their key, aligned to at least 8 bytes (the
+/// tag's room; checked at compile time).
+pub(crate) trait Keyed {
+    /// The key type.
+    type Key: TableKey;
+    /// The node's key.
+    fn key(&self) -> &Self::Key;
+}
 
 /// An immutable key and its value (which may hold atomics of its own).
 pub(crate) struct Node<K, V> {
@@ -25,38 +37,65 @@ pub(crate) struct Node<K, V> {
     pub(crate) value: V,
 }
 
+impl<K: TableKey, V> Keyed for Node<K, V> {
+    type Key = K;
+    #[inline(always)]
+    fn key(&self) -> &K {
+        &self.key
+    }
+}
+
 struct ArrayHeader {
     mask: usize,
 }
 
-/// One slot: the node and its key's hash. A reader that loads the pointer with acquire ordering
-/// also sees the hash stored before it; a hash from a later reuse of the slot only makes the
-/// reader skip a node that was already unlinked.
-struct Slot<K, V> {
-    hash: AtomicU64,
-    node: AtomicPtr<Node<K, V>>,
+/// One slot: null (free), a tombstone, or a node's pointer with its key's tag in the low bits.
+type Slot<N> = AtomicPtr<N>;
+
+type SlotArray<N> = Trailing<ArrayHeader, Slot<N>>;
+
+/// The low pointer bits a tag takes: nodes are aligned to 8.
+const TAG_BITS: usize = 0b111;
+
+/// The tag of a key with this hash: its top bits (the index takes the low ones).
+#[inline(always)]
+fn tag_of(hash: u64) -> usize {
+    (hash >> 61) as usize
 }
 
-type SlotArray<K, V> = Trailing<ArrayHeader, Slot<K, V>>;
+/// `node` with the tag of `hash`.
+fn tagged<N>(node: NonNull<N>, hash: u64) -> *mut N {
+    node.as_ptr().map_addr(|a| a | tag_of(hash))
+}
 
-/// Marks a slot whose node was removed: probes continue past it, inserts may reuse it.
-fn tombstone<K, V>() -> *mut Node<K, V> {
+/// The node a slot's word points to; `None` for a free slot or a tombstone.
+#[inline(always)]
+fn untagged<N>(word: *mut N) -> Option<NonNull<N>> {
+    NonNull::new(word.map_addr(|a| a & !TAG_BITS))
+}
+
+/// Marks a slot whose node was removed: probes continue past it, inserts may reuse it. It has no
+/// pointer bits, so it never passes for a node whatever tag it seems to carry.
+fn tombstone<N>() -> *mut N {
     ptr::without_provenance_mut(1)
 }
 
 const MIN_SLOTS: usize = 16;
 
-pub(crate) struct RcuMap<K, V> {
+pub(crate) struct RcuMap<N> {
     array: AtomicPtr<ArrayHeader>,
     live: AtomicUsize,
     tombstones: AtomicUsize,
     seed: u64,
-    _nodes: core::marker::PhantomData<*const Node<K, V>>,
+    _nodes: core::marker::PhantomData<*const N>,
 }
 
-impl<K: TableKey, V> RcuMap<K, V> {
+impl<N: Keyed> RcuMap<N> {
+    const TAG_FITS: () = assert!(core::mem::align_of::<N>() > TAG_BITS, "nodes must leave room for the tag");
+
     pub(crate) fn new<P: Platform>(platform: &P, seed: u64) -> Option<Self> {
-        let array = new_array::<K, V, P>(platform, MIN_SLOTS)?;
+        let () = Self::TAG_FITS;
+        let array = new_array::<N, P>(platform, MIN_SLOTS)?;
         Some(RcuMap {
             array: AtomicPtr::new(array.as_ptr()),
             live: AtomicUsize::new(0),
@@ -67,11 +106,11 @@ impl<K: TableKey, V> RcuMap<K, V> {
     }
 
     #[inline(always)]
-    fn current(&self) -> (SlotArray<K, V>, usize) {
+    fn current(&self) -> (SlotArray<N>, usize) {
         // SAFETY: `array` is never null and points to a live array for as long as the reader
         // runs (arrays are retired, never freed, while readers may exist).
         unsafe {
-            let array = SlotArray::<K, V>::from_ptr(NonNull::new_unchecked(self.array.load(Ordering::Acquire)));
+            let array = SlotArray::<N>::from_ptr(NonNull::new_unchecked(self.array.load(Ordering::Acquire)));
             (array, array.header().mask)
         }
     }
@@ -86,26 +125,28 @@ impl<K: TableKey, V> RcuMap<K, V> {
         self.current().1 + 1
     }
 
-    /// Looks up `key`. Lock-free; the node stays valid while the caller's read side lasts.
+    /// Looks up `key`. Lock-free; the node stays valid while the caller's read side lasts. The
+    /// pointer has the provenance of the node's whole allocation.
     #[inline(always)]
-    pub(crate) fn get(&self, key: &K) -> Option<&Node<K, V>> {
+    pub(crate) fn get(&self, key: &N::Key) -> Option<NonNull<N>> {
         let (array, mask) = self.current();
         let hash = key.hash(self.seed);
+        let tag = tag_of(hash);
         // Bounded to one pass over the array, so that even a corrupted array cannot make a
         // reader spin. The probe count also makes the index: one register less on the packet path.
         let mut probe = 0;
         loop {
             // SAFETY: the index is masked: below the length of the array.
-            let slot = unsafe { array.elem((hash as usize).wrapping_add(probe) & mask) };
-            let node = slot.node.load(Ordering::Acquire);
-            if node.is_null() {
+            let word = unsafe { array.elem((hash as usize).wrapping_add(probe) & mask) }.load(Ordering::Acquire);
+            if word.is_null() {
                 return None;
             }
-            if slot.hash.load(Ordering::Relaxed) == hash && node != tombstone() {
-                // SAFETY: published nodes stay valid while readers may see them.
-                let node = unsafe { &*node };
-                if node.key == *key {
-                    return Some(node);
+            if word.addr() & TAG_BITS == tag {
+                if let Some(node) = untagged(word) {
+                    // SAFETY: published nodes stay valid while readers may see them.
+                    if unsafe { node.as_ref() }.key() == key {
+                        return Some(node);
+                    }
                 }
             }
             if probe == mask {
@@ -116,18 +157,18 @@ impl<K: TableKey, V> RcuMap<K, V> {
     }
 
     /// The slot index holding `key`, for a writer.
-    fn position(&self, key: &K) -> Option<usize> {
+    fn position(&self, key: &N::Key) -> Option<usize> {
         let (array, mask) = self.current();
         let mut index = key.hash(self.seed) as usize;
         for _ in 0..=mask {
             index &= mask;
             // SAFETY: index <= mask.
-            let node = unsafe { array.elem(index) }.node.load(Ordering::Relaxed);
-            if node.is_null() {
+            let word = unsafe { array.elem(index) }.load(Ordering::Relaxed);
+            if word.is_null() {
                 return None;
             }
             // SAFETY: the writer owns all published nodes.
-            if node != tombstone() && unsafe { (*node).key == *key } {
+            if untagged(word).is_some_and(|node| unsafe { node.as_ref() }.key() == key) {
                 return Some(index);
             }
             index = index.wrapping_add(1);
@@ -170,31 +211,40 @@ impl<K: TableKey, V> RcuMap<K, V> {
         unsafe { self.rehash(platform, target) }
     }
 
+    /// Gives an empty map back its smallest array, when that can be allocated (a flushed table
+    /// keeps no slots for entries it no longer has).
+    ///
+    /// # Safety
+    /// Writers are serialised.
+    pub(crate) unsafe fn shrink_if_empty<P: Platform>(&self, platform: &P) {
+        if self.len() == 0 && self.slots() > MIN_SLOTS {
+            // SAFETY: forwarded. Failing, the map keeps its array, which is as good.
+            let _ = unsafe { self.rehash(platform, MIN_SLOTS) };
+        }
+    }
+
     /// Moves every node into a fresh array of `len` slots and publishes it.
     ///
     /// # Safety
     /// Writers are serialised.
     unsafe fn rehash<P: Platform>(&self, platform: &P, len: usize) -> Option<()> {
-        let fresh = new_array::<K, V, P>(platform, len)?;
+        let fresh = new_array::<N, P>(platform, len)?;
         let (old, old_mask) = self.current();
         let mask = len - 1;
         for i in 0..=old_mask {
             // SAFETY: i <= old_mask.
-            let old_slot = unsafe { old.elem(i) };
-            let node = old_slot.node.load(Ordering::Relaxed);
-            if node.is_null() || node == tombstone() {
-                continue;
-            }
-            let hash = old_slot.hash.load(Ordering::Relaxed);
-            let mut index = hash as usize;
+            let word = unsafe { old.elem(i) }.load(Ordering::Relaxed);
+            let Some(node) = untagged(word) else { continue };
+            // The slot keeps only the tag: the index comes from the key again.
+            // SAFETY: the writer owns all published nodes.
+            let mut index = unsafe { node.as_ref() }.key().hash(self.seed) as usize;
             // Keys are unique and the new array has free slots, so a null slot is found.
             for _ in 0..=mask {
                 index &= mask;
                 // SAFETY: index <= mask; `fresh` is not yet visible to readers.
                 let slot = unsafe { fresh.elem(index) };
-                if slot.node.load(Ordering::Relaxed).is_null() {
-                    slot.hash.store(hash, Ordering::Relaxed);
-                    slot.node.store(node, Ordering::Relaxed);
+                if slot.load(Ordering::Relaxed).is_null() {
+                    slot.store(word, Ordering::Relaxed);
                     break;
                 }
                 index = index.wrapping_add(1);
@@ -211,22 +261,21 @@ impl<K: TableKey, V> RcuMap<K, V> {
     ///
     /// # Safety
     /// Writers are serialised; the key is absent; `reserve` succeeded since the last insert.
-    pub(crate) unsafe fn insert_new(&self, node: NonNull<Node<K, V>>) {
+    pub(crate) unsafe fn insert_new(&self, node: NonNull<N>) {
         let (array, mask) = self.current();
         // SAFETY: the node is ours until published.
-        let hash = unsafe { node.as_ref().key.hash(self.seed) };
+        let hash = unsafe { node.as_ref() }.key().hash(self.seed);
         let mut index = hash as usize;
         for _ in 0..=mask {
             index &= mask;
             // SAFETY: index <= mask.
             let slot = unsafe { array.elem(index) };
-            let current = slot.node.load(Ordering::Relaxed);
+            let current = slot.load(Ordering::Relaxed);
             if current.is_null() || current == tombstone() {
                 if current == tombstone() {
                     self.tombstones.fetch_sub(1, Ordering::Relaxed);
                 }
-                slot.hash.store(hash, Ordering::Relaxed);
-                slot.node.store(node.as_ptr(), Ordering::Release);
+                slot.store(tagged(node, hash), Ordering::Release);
                 self.live.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -235,50 +284,49 @@ impl<K: TableKey, V> RcuMap<K, V> {
     }
 
     /// The node for `key`, for a writer.
-    pub(crate) fn find(&self, key: &K) -> Option<NonNull<Node<K, V>>> {
-        self.get(key).map(NonNull::from)
+    pub(crate) fn find(&self, key: &N::Key) -> Option<NonNull<N>> {
+        self.get(key)
     }
 
-    /// Swaps the node holding `node.key` for `node`, returning the old one to be retired.
+    /// Swaps the node holding `node`'s key for `node`, returning the old one to be retired.
     ///
     /// # Safety
     /// Writers are serialised; the key is present.
-    pub(crate) unsafe fn replace(&self, node: NonNull<Node<K, V>>) -> Option<NonNull<Node<K, V>>> {
+    pub(crate) unsafe fn replace(&self, node: NonNull<N>) -> Option<NonNull<N>> {
         // SAFETY: the node is ours until published.
-        let index = self.position(unsafe { &node.as_ref().key })?;
+        let key = unsafe { node.as_ref() }.key();
+        let index = self.position(key)?;
         let (array, _) = self.current();
         // SAFETY: index came from position() on the current array.
-        let old = unsafe { array.elem(index) }.node.swap(node.as_ptr(), Ordering::AcqRel);
-        NonNull::new(old)
+        let old = unsafe { array.elem(index) }.swap(tagged(node, key.hash(self.seed)), Ordering::AcqRel);
+        untagged(old)
     }
 
     /// Unlinks `key`, returning its node to be retired.
     ///
     /// # Safety
     /// Writers are serialised.
-    pub(crate) unsafe fn remove(&self, key: &K) -> Option<NonNull<Node<K, V>>> {
+    pub(crate) unsafe fn remove(&self, key: &N::Key) -> Option<NonNull<N>> {
         let index = self.position(key)?;
         let (array, _) = self.current();
         // SAFETY: index came from position() on the current array.
-        let old = unsafe { array.elem(index) }.node.swap(tombstone(), Ordering::AcqRel);
+        let old = unsafe { array.elem(index) }.swap(tombstone(), Ordering::AcqRel);
         self.live.fetch_sub(1, Ordering::Relaxed);
         self.tombstones.fetch_add(1, Ordering::Relaxed);
-        NonNull::new(old)
+        untagged(old)
     }
 
     /// Unlinks every node, handing each to `unlinked`. The array keeps its size.
     ///
     /// # Safety
     /// Writers are serialised.
-    pub(crate) unsafe fn clear(&self, mut unlinked: impl FnMut(NonNull<Node<K, V>>)) {
+    pub(crate) unsafe fn clear(&self, mut unlinked: impl FnMut(NonNull<N>)) {
         let (array, mask) = self.current();
         for i in 0..=mask {
             // SAFETY: i <= mask.
-            let old = unsafe { array.elem(i) }.node.swap(ptr::null_mut(), Ordering::AcqRel);
-            if old != tombstone() {
-                if let Some(node) = NonNull::new(old) {
-                    unlinked(node);
-                }
+            let old = unsafe { array.elem(i) }.swap(ptr::null_mut(), Ordering::AcqRel);
+            if let Some(node) = untagged(old) {
+                unlinked(node);
             }
         }
         self.live.store(0, Ordering::Relaxed);
@@ -287,16 +335,15 @@ impl<K: TableKey, V> RcuMap<K, V> {
 
     /// The node in the first occupied slot at or after `cursor`, with the cursor to continue from.
     /// Reader-safe; a concurrent resize may make a walk skip or repeat keys.
-    pub(crate) fn next_from(&self, cursor: usize) -> Option<(&Node<K, V>, usize)> {
+    pub(crate) fn next_from(&self, cursor: usize) -> Option<(NonNull<N>, usize)> {
         let (array, mask) = self.current();
         let mut index = cursor;
         while index <= mask {
             // SAFETY: index <= mask.
-            let node = unsafe { array.elem(index) }.node.load(Ordering::Acquire);
+            let word = unsafe { array.elem(index) }.load(Ordering::Acquire);
             index += 1;
-            if !node.is_null() && node != tombstone() {
-                // SAFETY: published nodes stay valid while readers may see them.
-                return Some((unsafe { &*node }, index));
+            if let Some(node) = untagged(word) {
+                return Some((node, index));
             }
         }
         None
@@ -313,14 +360,11 @@ impl<K: TableKey, V> RcuMap<K, V> {
     }
 }
 
-fn new_array<K, V, P: Platform>(platform: &P, len: usize) -> Option<SlotArray<K, V>> {
+fn new_array<N, P: Platform>(platform: &P, len: usize) -> Option<SlotArray<N>> {
     if !len.is_power_of_two() {
         return None;
     }
-    SlotArray::<K, V>::alloc(platform, ArrayHeader { mask: len - 1 }, len, |_| Slot {
-        hash: AtomicU64::new(0),
-        node: AtomicPtr::new(ptr::null_mut()),
-    })
+    SlotArray::<N>::alloc(platform, ArrayHeader { mask: len - 1 }, len, |_| AtomicPtr::new(ptr::null_mut()))
 }
 
 /// Allocates and initialises a node, unpublished.

@@ -3,6 +3,8 @@
 //!
 //! Applications are shared by their enclaves and counted by them (the original's model): an
 //! application appears with its first enclave and disappears, categories and all, with its last.
+//! Enclaves live in one map per address family, in nodes of their families' sizes
+//! (`enclave.rs`): 16 bytes for an IPv4 enclave on an IPv4 host.
 //! Every entry belongs to one [origin](crate::origin): an application is a measurement within
 //! one origin's part of the table ([`AppKey`]), so each origin gives its applications their own
 //! categories, and an enclave's origin is its application's, which costs the enclave no memory.
@@ -17,16 +19,18 @@
 //! [`Platform`] whose `retire` waits for readers (RCU). [`LocalTable`] wraps it safely for
 //! single-threaded user space.
 
+mod enclave;
 mod map;
 mod platform;
 mod trailing;
 
 use core::fmt;
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
-use map::{alloc_node, release_node, Node, RcuMap};
+use enclave::{Addr, AnyNode, EnclaveHead};
+use map::{alloc_node, release_node, Keyed, Node, RcuMap};
 pub use platform::Platform;
 #[cfg(feature = "std")]
 pub use platform::StdPlatform;
@@ -46,11 +50,6 @@ pub const MAX_CAPACITY: usize = 1 << 26;
 /// Origins a table counts enclaves for: the local one and every gateway.
 const ORIGINS: usize = MAX_GATEWAYS + 1;
 
-struct Enclave {
-    host: IpAddr,
-    app: NonNull<AppNode>,
-}
-
 struct App {
     /// Enclaves referring to this application (writer-only bookkeeping).
     enclaves: AtomicUsize,
@@ -68,7 +67,6 @@ pub struct AppKey {
 }
 
 type AppNode = Node<AppKey, App>;
-type EnclaveNode = Node<IpAddr, Enclave>;
 
 struct SetHeader {
     len: usize,
@@ -168,7 +166,7 @@ pub struct TableStats {
     pub apps: usize,
     /// Most enclaves the table accepts.
     pub capacity: usize,
-    /// Slots of the enclave index (at most half of them hold entries).
+    /// Slots of the enclave indexes, both families (at most half of them hold entries).
     pub enclave_slots: usize,
     /// Increments on every change; a walk that sees it change may have skipped entries.
     pub generation: u64,
@@ -177,22 +175,29 @@ pub struct TableStats {
 /// A registered enclave, as a reader sees it.
 #[derive(Clone, Copy)]
 pub struct EnclaveRef<'a> {
-    node: &'a EnclaveNode,
+    /// Valid as long as `app` (the node is released before its application).
+    node: AnyNode,
     app: &'a AppNode,
 }
 
 impl<'a> EnclaveRef<'a> {
+    /// # Safety
+    /// `node` is a live node of a table, valid for `'a`.
     #[inline]
-    fn new(node: &'a EnclaveNode) -> Self {
+    unsafe fn new<A: Addr>(node: NonNull<EnclaveHead<A>>) -> Self {
         // SAFETY: an enclave's application outlives the enclave node (released after it, under
         // the same deferral), so it is valid whenever the node is.
-        let app = unsafe { node.value.app.as_ref() };
-        EnclaveRef { node, app }
+        let app = unsafe { enclave::app(node).as_ref() };
+        EnclaveRef { node: A::any(node), app }
     }
 
     /// The enclave's address.
     pub fn addr(&self) -> IpAddr {
-        self.node.key
+        // SAFETY (both): the node is valid while self is.
+        match self.node {
+            AnyNode::V4(node) => unsafe { enclave::addr(node) },
+            AnyNode::V6(node) => unsafe { enclave::addr(node) },
+        }
     }
 
     /// The enclave's application measurement.
@@ -214,7 +219,11 @@ impl<'a> EnclaveRef<'a> {
     /// The untrusted host the enclave runs on.
     #[inline]
     pub fn host(&self) -> IpAddr {
-        self.node.value.host
+        // SAFETY (both): the node is valid while self is.
+        match self.node {
+            AnyNode::V4(node) => unsafe { enclave::host(node) },
+            AnyNode::V6(node) => unsafe { enclave::host(node) },
+        }
     }
 
     /// The enclave's application's categories, in the order they were attached.
@@ -290,8 +299,9 @@ impl<'a> AppRef<'a> {
 
 /// The enclave table. See the module documentation for the concurrency contract.
 pub struct EnclaveTable<P: Platform> {
-    enclaves: RcuMap<IpAddr, Enclave>,
-    apps: RcuMap<AppKey, App>,
+    enclaves4: RcuMap<EnclaveHead<Ipv4Addr>>,
+    enclaves6: RcuMap<EnclaveHead<Ipv6Addr>>,
+    apps: RcuMap<AppNode>,
     /// Enclaves per origin, indexed by [`OriginId::index`] (writer-only bookkeeping).
     origin_counts: Trailing<(), AtomicUsize>,
     capacity: usize,
@@ -312,21 +322,30 @@ impl<P: Platform> EnclaveTable<P> {
         if capacity == 0 || capacity > MAX_CAPACITY {
             return Err(TableError::BadCapacity);
         }
-        let enclaves = RcuMap::new(&platform, seed).ok_or(TableError::OutOfMemory)?;
-        let Some(apps) = RcuMap::new(&platform, seed.rotate_left(17) ^ 0x5eed) else {
+        let enclaves4 = RcuMap::new(&platform, seed).ok_or(TableError::OutOfMemory)?;
+        let Some(enclaves6) = RcuMap::new(&platform, seed) else {
             // SAFETY: never published.
-            unsafe { enclaves.free_array(&platform) };
+            unsafe { enclaves4.free_array(&platform) };
+            return Err(TableError::OutOfMemory);
+        };
+        let Some(apps) = RcuMap::new(&platform, seed.rotate_left(17) ^ 0x5eed) else {
+            // SAFETY (both): never published.
+            unsafe {
+                enclaves4.free_array(&platform);
+                enclaves6.free_array(&platform);
+            }
             return Err(TableError::OutOfMemory);
         };
         let Some(origin_counts) = Trailing::alloc(&platform, (), ORIGINS, |_| AtomicUsize::new(0)) else {
-            // SAFETY (both): never published.
+            // SAFETY (all three): never published.
             unsafe {
-                enclaves.free_array(&platform);
+                enclaves4.free_array(&platform);
+                enclaves6.free_array(&platform);
                 apps.free_array(&platform);
             }
             return Err(TableError::OutOfMemory);
         };
-        Ok(EnclaveTable { enclaves, apps, origin_counts, capacity, generation: AtomicU64::new(0), platform })
+        Ok(EnclaveTable { enclaves4, enclaves6, apps, origin_counts, capacity, generation: AtomicU64::new(0), platform })
     }
 
     fn origin_count(&self, origin: OriginId) -> &AtomicUsize {
@@ -348,18 +367,24 @@ impl<P: Platform> EnclaveTable<P> {
     /// expected.
     #[inline(always)]
     pub fn lookup(&self, ip: &IpAddr) -> Option<EnclaveRef<'_>> {
-        self.enclaves.get(ip).map(EnclaveRef::new)
+        // SAFETY (both): a published node stays valid while the reader's borrow of the table
+        // (its read side) lasts.
+        match ip {
+            IpAddr::V4(a) => self.enclaves4.get(a).map(|node| unsafe { EnclaveRef::new(node) }),
+            IpAddr::V6(a) => self.enclaves6.get(a).map(|node| unsafe { EnclaveRef::new(node) }),
+        }
     }
 
     /// The application with `measurement` in the part of `origin`, if any enclave of it is
     /// registered there.
     pub fn app(&self, origin: OriginId, measurement: &Measurement) -> Option<AppRef<'_>> {
-        self.apps.get(&AppKey { measurement: *measurement, origin }).map(|node| AppRef { node })
+        // SAFETY: a published node stays valid while the reader's borrow of the table lasts.
+        self.apps.get(&AppKey { measurement: *measurement, origin }).map(|node| AppRef { node: unsafe { node.as_ref() } })
     }
 
     /// Registered enclaves.
     pub fn len(&self) -> usize {
-        self.enclaves.len()
+        self.enclaves4.len() + self.enclaves6.len()
     }
 
     /// True when no enclave is registered.
@@ -370,10 +395,10 @@ impl<P: Platform> EnclaveTable<P> {
     /// Counts describing the table.
     pub fn stats(&self) -> TableStats {
         TableStats {
-            enclaves: self.enclaves.len(),
+            enclaves: self.len(),
             apps: self.apps.len(),
             capacity: self.capacity,
-            enclave_slots: self.enclaves.slots(),
+            enclave_slots: self.enclaves4.slots() + self.enclaves6.slots(),
             generation: self.generation.load(Ordering::Relaxed),
         }
     }
@@ -381,7 +406,7 @@ impl<P: Platform> EnclaveTable<P> {
     /// Walks the enclaves from `cursor` (0 to start); each item carries the cursor to resume
     /// after it, for dumps split over several messages.
     pub fn enclaves_from(&self, cursor: usize) -> Enclaves<'_> {
-        Enclaves { map: &self.enclaves, cursor }
+        Enclaves { v4: &self.enclaves4, v6: &self.enclaves6, cursor }
     }
 
     /// Walks the applications.
@@ -420,11 +445,32 @@ impl<P: Platform> EnclaveTable<P> {
         categories: &[Category],
         before_replacing: impl FnOnce(EnclaveRef<'_>) -> Result<(), TableError>,
     ) -> Result<(Registered, CategoryCounts), TableError> {
+        // SAFETY (both): forwarded.
+        match ip {
+            IpAddr::V4(a) => unsafe { self.register_at(a, origin, app, host, categories, before_replacing) },
+            IpAddr::V6(a) => unsafe { self.register_at(a, origin, app, host, categories, before_replacing) },
+        }
+    }
+
+    /// [`EnclaveTable::register_traced`] in the map of `addr`'s family.
+    ///
+    /// # Safety
+    /// As [`EnclaveTable::register`].
+    unsafe fn register_at<A: Addr>(
+        &self,
+        addr: A,
+        origin: OriginId,
+        app: &Measurement,
+        host: IpAddr,
+        categories: &[Category],
+        before_replacing: impl FnOnce(EnclaveRef<'_>) -> Result<(), TableError>,
+    ) -> Result<(Registered, CategoryCounts), TableError> {
+        let enclaves = A::map(self);
         let app = &AppKey { measurement: *app, origin };
-        let existing = self.enclaves.find(&ip);
+        let existing = enclaves.find(&addr);
         if let Some(node) = existing {
             // SAFETY: the writer owns published nodes.
-            let (old_host, old_app) = unsafe { (node.as_ref().value.host, node.as_ref().value.app) };
+            let (old_host, old_app) = unsafe { (enclave::host(node), enclave::app(node)) };
             // SAFETY: as above.
             if old_host == host && unsafe { old_app.as_ref().key == *app } {
                 // SAFETY: as above.
@@ -437,13 +483,13 @@ impl<P: Platform> EnclaveTable<P> {
                 return Ok((Registered::Unchanged, CategoryCounts { before: Some(before), after }));
             }
             // SAFETY: as above.
-            before_replacing(EnclaveRef::new(unsafe { node.as_ref() }))?;
+            before_replacing(unsafe { EnclaveRef::new(node) })?;
         } else {
-            if self.enclaves.len() >= self.capacity {
+            if self.len() >= self.capacity {
                 return Err(TableError::Full { capacity: self.capacity });
             }
             // SAFETY: forwarded.
-            unsafe { self.enclaves.reserve(&self.platform) }.ok_or(TableError::OutOfMemory)?;
+            unsafe { enclaves.reserve(&self.platform) }.ok_or(TableError::OutOfMemory)?;
         }
 
         // Allocate everything first, so a failure leaves the table as it was.
@@ -473,7 +519,7 @@ impl<P: Platform> EnclaveTable<P> {
             }
         };
         let counts = CategoryCounts { before: (!app_is_new).then_some(before), after: new_set.as_ref().map_or(before, |(_, len)| *len) };
-        let Some(enclave) = alloc_node(&self.platform, ip, Enclave { host, app: app_node }) else {
+        let Some(enclave) = enclave::alloc(&self.platform, addr, app_node, host) else {
             if let Some((set, len)) = new_set {
                 // SAFETY: never published.
                 unsafe { set.release(&self.platform, len, false) };
@@ -498,12 +544,12 @@ impl<P: Platform> EnclaveTable<P> {
         let outcome = match existing {
             None => {
                 // SAFETY: reserved above; the key is absent.
-                unsafe { self.enclaves.insert_new(enclave) };
+                unsafe { enclaves.insert_new(enclave) };
                 Registered::New
             }
             Some(_) => {
                 // SAFETY: the key is present.
-                let old = unsafe { self.enclaves.replace(enclave) };
+                let old = unsafe { enclaves.replace(enclave) };
                 match old {
                     // SAFETY: unlinked just now.
                     Some(old) => unsafe { self.release_enclave(old) }.into_replaced(),
@@ -520,8 +566,20 @@ impl<P: Platform> EnclaveTable<P> {
     /// # Safety
     /// As [`EnclaveTable::register`].
     pub unsafe fn unregister(&self, ip: &IpAddr) -> Result<Unregistered, TableError> {
+        // SAFETY (both): forwarded.
+        match ip {
+            IpAddr::V4(a) => unsafe { self.unregister_at(a) },
+            IpAddr::V6(a) => unsafe { self.unregister_at(a) },
+        }
+    }
+
+    /// [`EnclaveTable::unregister`] in the map of `addr`'s family.
+    ///
+    /// # Safety
+    /// As [`EnclaveTable::register`].
+    unsafe fn unregister_at<A: Addr>(&self, addr: &A) -> Result<Unregistered, TableError> {
         // SAFETY: serialised writer.
-        let node = unsafe { self.enclaves.remove(ip) }.ok_or(TableError::NotRegistered)?;
+        let node = unsafe { A::map(self).remove(addr) }.ok_or(TableError::NotRegistered)?;
         self.changed();
         // SAFETY: unlinked just now.
         Ok(unsafe { self.release_enclave(node) })
@@ -601,8 +659,13 @@ impl<P: Platform> EnclaveTable<P> {
     /// # Safety
     /// As [`EnclaveTable::register`].
     pub unsafe fn flush(&self) {
-        // SAFETY: serialised writer; everything unlinked is retired.
-        unsafe { self.unlink_all(true) };
+        // SAFETY: serialised writer; everything unlinked is retired, the old arrays too.
+        unsafe {
+            self.unlink_all(true);
+            self.enclaves4.shrink_if_empty(&self.platform);
+            self.enclaves6.shrink_if_empty(&self.platform);
+            self.apps.shrink_if_empty(&self.platform);
+        }
         self.changed();
     }
 
@@ -644,14 +707,23 @@ impl<P: Platform> EnclaveTable<P> {
     /// As [`EnclaveTable::register`]; `part` is unpublished and was made with a platform that
     /// frees what this table's frees (a clone of it).
     pub unsafe fn adopt(&self, part: &EnclaveTable<P>, scope: &OriginSet) -> Result<(), TableError> {
-        let arriving = part.enclaves_from(0).filter(|e| self.lookup(&e.addr()).is_none()).count();
+        // Arriving at addresses this table does not hold, IPv4 and IPv6.
+        let (mut arriving4, mut arriving6) = (0, 0);
+        for e in part.enclaves_from(0) {
+            match e.addr() {
+                ip if self.lookup(&ip).is_some() => {}
+                IpAddr::V4(_) => arriving4 += 1,
+                IpAddr::V6(_) => arriving6 += 1,
+            }
+        }
         let leaving = self.enclaves_from(0).filter(|e| scope.contains(e.origin()) && part.lookup(&e.addr()).is_none()).count();
-        if self.len() + arriving - leaving > self.capacity {
+        if self.len() + arriving4 + arriving6 - leaving > self.capacity {
             return Err(TableError::Full { capacity: self.capacity });
         }
-        // SAFETY (both): forwarded. Growing an index changes no entry.
+        // SAFETY (all three): forwarded. Growing an index changes no entry.
         unsafe {
-            self.enclaves.reserve_many(&self.platform, arriving).ok_or(TableError::OutOfMemory)?;
+            self.enclaves4.reserve_many(&self.platform, arriving4).ok_or(TableError::OutOfMemory)?;
+            self.enclaves6.reserve_many(&self.platform, arriving6).ok_or(TableError::OutOfMemory)?;
             self.apps.reserve_many(&self.platform, part.apps.len()).ok_or(TableError::OutOfMemory)?;
         }
         // Commit: nothing below can fail. The leaving entries go first, while `part` still
@@ -663,27 +735,41 @@ impl<P: Platform> EnclaveTable<P> {
                 let _ = unsafe { self.unregister(&ip) };
             }
         }
-        // SAFETY: serialised writer; every node of `part` is unlinked from it and linked here
-        // once; `part`'s applications are linked after the applications of the scope's old
-        // entries, whose keys they may share, went with their last enclave.
+        // SAFETY: serialised writer; `part`'s applications are linked after the applications of
+        // the scope's old entries, whose keys they may share, went with their last enclave.
         unsafe {
-            part.enclaves.clear(|node| {
-                let origin = node.as_ref().value.app.as_ref().key.origin;
-                self.origin_count(origin).fetch_add(1, Ordering::Relaxed);
-                match self.enclaves.find(&node.as_ref().key) {
-                    None => self.enclaves.insert_new(node),
-                    Some(_) => {
-                        if let Some(old) = self.enclaves.replace(node) {
-                            self.release_enclave(old);
-                        }
-                    }
-                }
-            });
+            self.take_enclaves::<Ipv4Addr>(part);
+            self.take_enclaves::<Ipv6Addr>(part);
             part.apps.clear(|node| self.apps.insert_new(node));
         }
         part.reset_origin_counts();
         self.changed();
         Ok(())
+    }
+
+    /// Moves the enclaves of `part` in `A`'s family into this table, replacing those of their
+    /// addresses; room is reserved.
+    ///
+    /// # Safety
+    /// As in [`EnclaveTable::adopt`], which reserved the room.
+    unsafe fn take_enclaves<A: Addr>(&self, part: &EnclaveTable<P>) {
+        let enclaves = A::map(self);
+        // SAFETY: serialised writer; every node of `part` is unlinked from it and linked here
+        // once.
+        unsafe {
+            A::map(part).clear(|node| {
+                let origin = enclave::app(node).as_ref().key.origin;
+                self.origin_count(origin).fetch_add(1, Ordering::Relaxed);
+                match enclaves.find(node.as_ref().key()) {
+                    None => enclaves.insert_new(node),
+                    Some(_) => {
+                        if let Some(old) = enclaves.replace(node) {
+                            self.release_enclave(old);
+                        }
+                    }
+                }
+            });
+        }
     }
 
     fn reset_origin_counts(&self) {
@@ -701,7 +787,8 @@ impl<P: Platform> EnclaveTable<P> {
         let platform = &self.platform;
         // SAFETY: each node is unlinked before it is released; applications after enclaves.
         unsafe {
-            self.enclaves.clear(|node| release_node(platform, node, deferred));
+            self.enclaves4.clear(|node| enclave::release(platform, node, deferred));
+            self.enclaves6.clear(|node| enclave::release(platform, node, deferred));
             self.apps.clear(|node| {
                 release_categories(platform, node.as_ref().value.categories.load(Ordering::Relaxed), deferred);
                 release_node(platform, node, deferred);
@@ -714,14 +801,14 @@ impl<P: Platform> EnclaveTable<P> {
     ///
     /// # Safety
     /// Writers are serialised; `node` was unlinked from this table and is released only here.
-    unsafe fn release_enclave(&self, node: NonNull<EnclaveNode>) -> Unregistered {
+    unsafe fn release_enclave<A>(&self, node: NonNull<EnclaveHead<A>>) -> Unregistered {
         // SAFETY: the node is unlinked but still ours until retired.
-        let (host, app_node) = unsafe { (node.as_ref().value.host, node.as_ref().value.app) };
+        let (host, app_node) = unsafe { (enclave::host(node), enclave::app(node)) };
         // SAFETY: the application outlives its enclaves.
         let app = unsafe { app_node.as_ref() };
         let key = app.key;
         // SAFETY: unlinked; readers may hold it, so it is retired.
-        unsafe { release_node(&self.platform, node, true) };
+        unsafe { enclave::release(&self.platform, node, true) };
         self.origin_count(key.origin).fetch_sub(1, Ordering::Relaxed);
         if app.value.enclaves.fetch_sub(1, Ordering::Relaxed) == 1 {
             // SAFETY: serialised writer; last reference gone.
@@ -835,18 +922,24 @@ impl<P: Platform> Drop for EnclaveTable<P> {
         // before dropping it).
         unsafe {
             self.unlink_all(false);
-            self.enclaves.free_array(&self.platform);
+            self.enclaves4.free_array(&self.platform);
+            self.enclaves6.free_array(&self.platform);
             self.apps.free_array(&self.platform);
             self.origin_counts.release(&self.platform, ORIGINS, false);
         }
     }
 }
 
-/// Iterator over enclaves; see [`EnclaveTable::enclaves_from`].
+/// Iterator over enclaves, IPv4 then IPv6; see [`EnclaveTable::enclaves_from`].
 pub struct Enclaves<'a> {
-    map: &'a RcuMap<IpAddr, Enclave>,
+    v4: &'a RcuMap<EnclaveHead<Ipv4Addr>>,
+    v6: &'a RcuMap<EnclaveHead<Ipv6Addr>>,
+    /// A slot index, with [`V6_CURSOR`] set once the walk is in the IPv6 map.
     cursor: usize,
 }
+
+/// The cursor bit of the IPv6 part of a walk (slot indexes stay far below it).
+const V6_CURSOR: usize = 1 << (usize::BITS - 1);
 
 impl<'a> Enclaves<'a> {
     /// Where to resume after the items returned so far.
@@ -858,15 +951,24 @@ impl<'a> Enclaves<'a> {
 impl<'a> Iterator for Enclaves<'a> {
     type Item = EnclaveRef<'a>;
     fn next(&mut self) -> Option<Self::Item> {
-        let (node, next) = self.map.next_from(self.cursor)?;
-        self.cursor = next;
-        Some(EnclaveRef::new(node))
+        if self.cursor & V6_CURSOR == 0 {
+            if let Some((node, next)) = self.v4.next_from(self.cursor) {
+                self.cursor = next;
+                // SAFETY: published nodes stay valid while the walk's borrow lasts.
+                return Some(unsafe { EnclaveRef::new(node) });
+            }
+            self.cursor = V6_CURSOR;
+        }
+        let (node, next) = self.v6.next_from(self.cursor & !V6_CURSOR)?;
+        self.cursor = next | V6_CURSOR;
+        // SAFETY: as above.
+        Some(unsafe { EnclaveRef::new(node) })
     }
 }
 
 /// Iterator over applications; see [`EnclaveTable::apps`].
 pub struct Apps<'a> {
-    map: &'a RcuMap<AppKey, App>,
+    map: &'a RcuMap<AppNode>,
     cursor: usize,
 }
 
@@ -875,7 +977,8 @@ impl<'a> Iterator for Apps<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let (node, next) = self.map.next_from(self.cursor)?;
         self.cursor = next;
-        Some(AppRef { node })
+        // SAFETY: published nodes stay valid while the walk's borrow lasts.
+        Some(AppRef { node: unsafe { node.as_ref() } })
     }
 }
 
@@ -1096,12 +1199,12 @@ impl<P: Platform> Drop for AddrSet<P> {
 }
 
 impl<P: Platform> EnclaveTable<P> {
-    /// Adds to `ending` every enclave of this table that `replacement` of the parts of `scope`'s
-    /// origins drops or gives another application, host, set of categories or origin: the
-    /// connections that must not survive putting `replacement` in their place (swapping it in,
-    /// or [`EnclaveTable::adopt`]). `ending`
-    /// needs room for [`EnclaveTable::len`] addresses.
-    pub fn changed_in<Q: Platform, R: Platform>(&self, replacement: &EnclaveTable<Q>, scope: &OriginSet, ending: &mut AddrSet<R>) -> Result<(), SetFull> {
+    /// Calls `ending` with every enclave of this table that `replacement` of the parts of
+    /// `scope`'s origins drops or gives another application, host, set of categories or origin:
+    /// the connections that must not survive putting `replacement` in their place (swapping it
+    /// in, or [`EnclaveTable::adopt`]). A first call that counts them sizes the set a second
+    /// call fills, so that re-stating a table allocates next to nothing.
+    pub fn changed_in<Q: Platform>(&self, replacement: &EnclaveTable<Q>, scope: &OriginSet, mut ending: impl FnMut(IpAddr)) {
         for old in self.enclaves_from(0) {
             let new = replacement.lookup(&old.addr());
             if new.is_none() && !scope.contains(old.origin()) {
@@ -1114,10 +1217,9 @@ impl<P: Platform> EnclaveTable<P> {
                     new.app_key() == old.app_key() && new.host() == old.host() && a.len() == b.len() && a.iter().all(|c| b.contains(c))
                 });
             if !same {
-                ending.insert(old.addr())?;
+                ending(old.addr());
             }
         }
-        Ok(())
     }
 }
 
@@ -1125,11 +1227,10 @@ impl<P: Platform> EnclaveTable<P> {
 mod test {
     use super::*;
 
-    /// The kernel's memory per entry is the enclave node's (56 bytes, kmalloc-64): an origin
-    /// lives in the application's key, which grows within its own kmalloc-64 object.
+    /// An origin lives in the application's key, which stays within its kmalloc-64 object; the
+    /// enclave nodes have no room for one (their sizes: [`enclave`]'s test).
     #[test]
     fn origins_cost_an_enclave_no_memory() {
-        assert_eq!(core::mem::size_of::<EnclaveNode>(), 56);
         assert!(core::mem::size_of::<AppNode>() <= 64, "{}", core::mem::size_of::<AppNode>());
     }
 }
