@@ -81,8 +81,9 @@ cpu_ticks() {
 	for gw in $GATEWAYS; do awk -v gw=$gw '{ sub(/^.*\) /, ""); print "agent-" gw, $12 + $13 }' /proc/$(agent_pid $gw)/stat; done
 	awk '$1 == "cpu" { print "irq+softirq", $6 + $7 + $8; print "idle", $5 }' /proc/stat
 }
-# The agents still digest the last burst after their tables are complete: the late join
-# starts once they are idle (together under a tenth of the CPU), or after 30 s.
+# The agents still digest the last burst after their tables are complete (gw-a its own
+# writes, echoed by its watch): the late join starts once they are idle (together under 3% of
+# the CPU), or after 30 s.
 agents_ticks() { for gw in $GATEWAYS; do awk '{ sub(/^.*\) /, ""); print $12 + $13 }' /proc/$(agent_pid $gw)/stat; done | awk '{ s += $1 } END { print s }'; }
 t0=$(uptime_cs)
 last=$(agents_ticks)
@@ -90,7 +91,7 @@ idle="not idle"
 for _ in $(seq 30); do
 	sleep 1
 	now=$(agents_ticks)
-	[ $((now - last)) -lt 10 ] && idle=idle && break
+	[ $((now - last)) -lt 3 ] && idle=idle && break
 	last=$now
 done
 echo "agents $idle after $(seconds_since "$t0")"

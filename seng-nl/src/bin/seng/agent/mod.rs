@@ -38,12 +38,14 @@ use tokio::time::{sleep, sleep_until, timeout, Instant, Interval};
 
 use crate::cli::AgentArgs;
 use crate::Failure;
-use model::{Echoes, Entry, Key, Layout, Part, Publisher, Remote, Write};
+use model::{Echoes, Entry, Installed, Key, Layout, Part, Publisher, Remote, Write};
 
-/// Keys per snapshot page: bounded replies however large the table (about 10 MB at most), and
+/// Keys per snapshot page: bounded replies however large the table (about 15 MB at most), and
 /// few pages, because etcd 3.4 walks its index from a page's first key to the end of the range
-/// for every page: a table of n keys costs n²/(2·PAGE) index steps.
-const PAGE: i64 = 50_000;
+/// for every page: a table of n keys costs n²/(2·PAGE) index steps (a sixth of what reading a
+/// key costs etcd each), and 100,000 entries with their gateways' other keys take one page and
+/// a short one.
+const PAGE: i64 = 100_000;
 /// Operations per transaction: etcd's default `--max-txn-ops`.
 const MAX_TXN_OPS: usize = 128;
 /// Watch replies can carry a whole gateway's part (a restore of 100,000 entries is one revision),
@@ -225,7 +227,7 @@ struct Agent {
     /// The remote entries the agent installed, by address (at start, those its previous run
     /// left in the module): what a watch event is compared with, the status file's counts and
     /// what a fail-closed removal or SIGTERM removes.
-    installed: FxHashMap<IpAddr, (GatewayName, Entry)>,
+    installed: Installed,
     /// The table as start-up dumped it, for the first snapshot's resync to use instead of a
     /// second dump: the event stream was open before the dump, and its events are handled only
     /// after that resync, so nothing that changed in between is missed.
@@ -251,7 +253,7 @@ impl Agent {
         // A previous run's remote entries stay until a snapshot replaces them or losing etcd
         // removes them; from then on the agent knows what it installs.
         let table = kernel.list().map_err(|e| Failure::Op(format!("cannot dump the module's table: {e}")))?;
-        let installed = table.iter().filter_map(|r| r.origin.gateway().map(|gw| (r.addr, (*gw, Entry { app: r.app, host: r.host })))).collect();
+        let installed = table.iter().filter_map(|r| r.origin.gateway().map(|gw| (r.addr, *gw, Entry { app: r.app, host: r.host }))).collect();
         Ok(Agent {
             config,
             publisher: Publisher::new(layout.clone()),
@@ -667,7 +669,7 @@ impl Agent {
             if refused.iter().any(|f| f.contains(&at)) {
                 self.sync_addr(r.addr);
             } else if let Origin::Gateway(gw) = r.origin {
-                self.installed.insert(r.addr, (gw, Entry { app: r.app, host: r.host }));
+                self.installed.insert(r.addr, gw, Entry { app: r.app, host: r.host });
             }
         }
     }
@@ -686,7 +688,7 @@ impl Agent {
         if let Some(w) = wanted {
             match self.kernel.register(&w.registration(addr)) {
                 Ok(()) => {
-                    self.installed.insert(addr, (w.origin, w.entry));
+                    self.installed.insert(addr, w.origin, w.entry);
                 }
                 Err(_) => self.sync_addr(addr),
             }
@@ -779,7 +781,7 @@ impl Agent {
         let same = |r: &Registration, w: &model::Wanted| r.origin == Origin::Gateway(w.origin) && r.app == w.entry.app && r.host == w.entry.host;
         match (&current, &wanted) {
             (Some(r), Some(w)) if same(r, w) => {
-                self.installed.insert(addr, (w.origin, w.entry));
+                self.installed.insert(addr, w.origin, w.entry);
                 return;
             }
             (Some(r), w) if w.as_ref().map(|w| Origin::Gateway(w.origin)) != Some(r.origin) => {
@@ -795,7 +797,7 @@ impl Agent {
         if let Some(w) = wanted {
             match self.kernel.register(&w.registration(addr)) {
                 Ok(()) => {
-                    self.installed.insert(addr, (w.origin, w.entry));
+                    self.installed.insert(addr, w.origin, w.entry);
                 }
                 // A local registration came in between: it wins, and its event is on its way.
                 Err(e) if e.errno() == Some(libc::EEXIST) => {}
@@ -839,13 +841,14 @@ impl Agent {
         let (local, remote): (Vec<Registration>, Vec<Registration>) = table.into_iter().partition(|r| r.origin.is_local());
         self.publisher.replace_local(Part::from_registrations(&local));
         self.publisher.drop_empty_apps();
-        let wanted: FxHashMap<IpAddr, model::Wanted> = self.remote.winners().filter(|(a, _)| !self.publisher.is_local(a)).collect();
+        let mut wanted: FxHashMap<IpAddr, model::Wanted> = FxHashMap::with_capacity_and_hasher(self.remote.claimed(), Default::default());
+        wanted.extend(self.remote.winners().filter(|(a, _)| !self.publisher.is_local(a)));
         let current: FxHashMap<IpAddr, &Registration> = remote.iter().map(|r| (r.addr, r)).collect();
         let agrees = current.len() == wanted.len()
             && wanted.iter().all(|(a, w)| {
-                current.get(a).is_some_and(|r| r.origin == Origin::Gateway(w.origin) && r.app == w.entry.app && r.host == w.entry.host && model::canonical(&r.categories) == w.categories)
+                current.get(a).is_some_and(|r| r.origin == Origin::Gateway(w.origin) && r.app == w.entry.app && r.host == w.entry.host && model::canonical(&r.categories) == *w.categories)
             });
-        self.installed = wanted.iter().map(|(a, w)| (*a, (w.origin, w.entry))).collect();
+        self.installed = wanted.iter().map(|(a, w)| (*a, w.origin, w.entry)).collect();
         if agrees {
             return;
         }
@@ -894,7 +897,7 @@ impl Agent {
     }
 
     fn remove_remote_part(&mut self, why: &str) {
-        let origins: BTreeSet<GatewayName> = self.installed.values().map(|(o, _)| *o).collect();
+        let origins: BTreeSet<GatewayName> = self.installed.counts().keys().copied().collect();
         for gw in &origins {
             match self.kernel.apply(&Operation::Flush { origin: Origin::Gateway(*gw) }) {
                 Ok(()) => self.echoes.flushed(*gw),
@@ -937,13 +940,7 @@ impl Agent {
     /// Rewrites the status file if what it says changed.
     fn write_status(&mut self) {
         let Some(path) = self.config.status_file.as_deref() else { return };
-        // Counted by name, not by its text: this runs four times a second over every remote
-        // entry, and a string per entry kept a peer of 100,000 entries a fifth busy.
-        let mut counts: BTreeMap<GatewayName, usize> = BTreeMap::new();
-        for (gw, _) in self.installed.values() {
-            *counts.entry(*gw).or_default() += 1;
-        }
-        let remote: BTreeMap<String, usize> = counts.into_iter().map(|(gw, n)| (gw.to_string(), n)).collect();
+        let remote: BTreeMap<String, usize> = self.installed.counts().iter().map(|(gw, n)| (gw.to_string(), *n)).collect();
         let text = json!({
             "gateway": self.layout.me().to_string(),
             "etcd": self.reach.as_str(),

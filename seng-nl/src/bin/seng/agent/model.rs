@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::rc::Rc;
 
 use seng_nl::{Category, Event, GatewayName, Measurement, Operation, Origin, Registration};
 use rustc_hash::FxHashMap;
@@ -424,14 +425,15 @@ pub struct Wanted {
     pub origin: GatewayName,
     /// Application and host.
     pub entry: Entry,
-    /// The application's categories as the gateway publishes them.
-    pub categories: Vec<Category>,
+    /// The application's categories as the gateway publishes them, shared with the model: a
+    /// snapshot asks for every address's winner.
+    pub categories: Rc<[Category]>,
 }
 
 impl Wanted {
     /// The registration that installs it.
     pub fn registration(&self, addr: IpAddr) -> Registration {
-        Registration { addr, app: self.entry.app, host: self.entry.host, categories: self.categories.clone(), origin: self.origin.into() }
+        Registration { addr, app: self.entry.app, host: self.entry.host, categories: self.categories.to_vec(), origin: self.origin.into() }
     }
 }
 
@@ -441,7 +443,7 @@ struct RemotePart {
     /// Enclaves with their keys' create revisions. Hashed, not ordered: a snapshot inserts
     /// every entry of every gateway, and nothing needs them in order.
     enclaves: FxHashMap<IpAddr, (Entry, i64)>,
-    apps: BTreeMap<Measurement, Vec<Category>>,
+    apps: BTreeMap<Measurement, Rc<[Category]>>,
 }
 
 /// The gateways claiming one address, oldest key first; almost always one, held inline.
@@ -495,7 +497,7 @@ impl Remote {
         let part = self.parts.entry(gw).or_default();
         match categories {
             Some(c) => {
-                part.apps.insert(app, c);
+                part.apps.insert(app, c.into());
             }
             None => {
                 part.apps.remove(&app);
@@ -508,6 +510,11 @@ impl Remote {
         self.winner_of(addr, self.claims.get(addr)?)
     }
 
+    /// How many addresses some gateway claims.
+    pub fn claimed(&self) -> usize {
+        self.claims.len()
+    }
+
     /// Every claimed address with its winner, in no particular order.
     pub fn winners(&self) -> impl Iterator<Item = (IpAddr, Wanted)> + '_ {
         self.claims.iter().filter_map(|(a, claims)| self.winner_of(a, claims).map(|w| (*a, w)))
@@ -517,12 +524,12 @@ impl Remote {
         let (_, gw) = claims.first()?;
         let part = self.parts.get(gw)?;
         let (entry, _) = part.enclaves.get(addr)?;
-        Some(Wanted { origin: *gw, entry: *entry, categories: part.apps.get(&entry.app).cloned().unwrap_or_default() })
+        Some(Wanted { origin: *gw, entry: *entry, categories: part.apps.get(&entry.app).cloned().unwrap_or_else(|| Rc::from([])) })
     }
 
     /// The categories gateway `gw` publishes for `app`.
     pub fn categories(&self, gw: &GatewayName, app: &Measurement) -> Vec<Category> {
-        self.parts.get(gw).and_then(|p| p.apps.get(app)).cloned().unwrap_or_default()
+        self.parts.get(gw).and_then(|p| p.apps.get(app)).map_or_else(Vec::new, |c| c.to_vec())
     }
 
     /// The addresses where gateway `gw` has an enclave of `app`, in no particular order.
@@ -578,6 +585,67 @@ impl Echoes {
     /// Expects no echo (the events were lost, or their stream reopened).
     pub fn forget(&mut self) {
         *self = Echoes::default();
+    }
+}
+
+/// The remote entries the agent installed in the module, by address, with how many each
+/// gateway has there: the status file says those counts four times a second, and counting a
+/// table of 100,000 entries each time kept every peer busy while a late joiner loaded.
+#[derive(Debug, Default)]
+pub struct Installed {
+    entries: FxHashMap<IpAddr, (GatewayName, Entry)>,
+    counts: BTreeMap<GatewayName, usize>,
+}
+
+impl Installed {
+    /// The gateway and entry installed at `addr`.
+    pub fn get(&self, addr: &IpAddr) -> Option<&(GatewayName, Entry)> {
+        self.entries.get(addr)
+    }
+
+    /// Gateway `gw`'s `entry` is installed at `addr`, in the place of whatever was.
+    pub fn insert(&mut self, addr: IpAddr, gw: GatewayName, entry: Entry) {
+        if let Some((old, _)) = self.entries.insert(addr, (gw, entry)) {
+            self.uncount(old);
+        }
+        *self.counts.entry(gw).or_default() += 1;
+    }
+
+    /// Nothing the agent installed is at `addr` any more.
+    pub fn remove(&mut self, addr: &IpAddr) {
+        if let Some((old, _)) = self.entries.remove(addr) {
+            self.uncount(old);
+        }
+    }
+
+    fn uncount(&mut self, gw: GatewayName) {
+        if let Some(count) = self.counts.get_mut(&gw) {
+            *count -= 1;
+            if *count == 0 {
+                self.counts.remove(&gw);
+            }
+        }
+    }
+
+    /// Nothing installed.
+    pub fn clear(&mut self) {
+        *self = Installed::default();
+    }
+
+    /// How many entries each gateway has installed (only gateways with some).
+    pub fn counts(&self) -> &BTreeMap<GatewayName, usize> {
+        &self.counts
+    }
+}
+
+impl FromIterator<(IpAddr, GatewayName, Entry)> for Installed {
+    fn from_iter<I: IntoIterator<Item = (IpAddr, GatewayName, Entry)>>(iter: I) -> Installed {
+        let iter = iter.into_iter();
+        let mut installed = Installed { entries: FxHashMap::with_capacity_and_hasher(iter.size_hint().0, Default::default()), counts: BTreeMap::new() };
+        for (addr, gw, entry) in iter {
+            installed.insert(addr, gw, entry);
+        }
+        installed
     }
 }
 
@@ -791,7 +859,7 @@ mod test {
         assert_eq!(r.winner(&a).map(|w| (w.origin, w.entry.host)), Some((gw("gw-b"), "10.0.0.8".parse().unwrap())));
         r.delete_enclave(gw("gw-b"), a);
         let w = r.winner(&a).unwrap();
-        assert_eq!((w.origin, w.categories.clone()), (gw("gw-c"), vec![cat("Mail")]));
+        assert_eq!((w.origin, w.categories.to_vec()), (gw("gw-c"), vec![cat("Mail")]));
         assert_eq!(w.registration(a).origin, Origin::Gateway(gw("gw-c")));
         r.delete_enclave(gw("gw-c"), a);
         assert_eq!(r.winner(&a), None);
