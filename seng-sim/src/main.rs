@@ -91,15 +91,18 @@ fn replay(args: &Replay) -> Result<()> {
         bar.finish_and_clear();
     }
     let inputs = Inputs { capture: capture_name, rules: rules_name, enclaves: enclaves_name };
-    if args.trace {
-        writeln!(out)?;
-    }
-    if args.json {
-        writeln!(out, "{}", report::json(&inputs, &rules, &sim))?;
-    } else {
-        write!(out, "{}", report::text(&inputs, &rules, &sim))?;
-    }
-    out.flush()?;
+    let written = (|| {
+        if args.trace {
+            writeln!(out)?;
+        }
+        if args.json {
+            writeln!(out, "{}", report::json(&inputs, &rules, &sim))?;
+        } else {
+            write!(out, "{}", report::text(&inputs, &rules, &sim))?;
+        }
+        out.flush()
+    })();
+    written.context("writing the report")?;
     let frames = sim.stats().frames;
     let seconds = elapsed.as_secs_f64();
     eprintln!(
@@ -120,7 +123,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A closed pipe (`| head`) is not worth a message.
-            if e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe) {
+            if e.chain().any(|cause| cause.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("seng-sim: error: {e:#}");

@@ -184,3 +184,34 @@ fn bad_input_exits_2_naming_file_and_place() {
         assert!(stderr(&o).starts_with(&want), "{args:?}:\n got {:?}\nwant {want:?}", stderr(&o));
     }
 }
+
+#[test]
+fn a_closed_pipe_ends_quietly_and_a_failed_write_is_named() {
+    let args = ["replay", "examples/trace.pcap", "examples/rules.txt", "--enclaves", "examples/enclaves.txt", "--trace"];
+    // `| head`: the reader is gone before seng-sim writes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seng-sim"))
+        .args(args)
+        .current_dir(workspace())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run seng-sim");
+    drop(child.stdout.take());
+    let o = child.wait_with_output().expect("wait for seng-sim");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("error"), "{}", stderr(&o));
+
+    for (extra, want) in [(&[][..], "seng-sim: error: writing the report: No space left on device"), (&["--trace"][..], "seng-sim: error: writing the trace: No space left on device")] {
+        let full = std::fs::File::create("/dev/full").expect("/dev/full");
+        let o = Command::new(env!("CARGO_BIN_EXE_seng-sim"))
+            .args(&args[..5])
+            .args(extra)
+            .current_dir(workspace())
+            .stdout(full)
+            .output()
+            .expect("run seng-sim");
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).starts_with(want), "{extra:?}:\n got {:?}\nwant {want:?}", stderr(&o));
+        assert_eq!(stderr(&o).matches("No space left").count(), 1, "{}", stderr(&o));
+    }
+}

@@ -81,7 +81,7 @@ impl Verdict {
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// The capture is damaged.
-    #[error("{0}")]
+    #[error(transparent)]
     Capture(#[from] capture::CaptureError),
     /// An enclave event could not be applied (a line of the enclave script).
     #[error("{line}: {message}")]
@@ -92,10 +92,10 @@ pub enum SimError {
         message: String,
     },
     /// Bad network options.
-    #[error("{0}")]
+    #[error(transparent)]
     Net(#[from] NetError),
     /// Writing the trace failed.
-    #[error("writing the trace: {0}")]
+    #[error("writing the trace")]
     Io(#[from] io::Error),
 }
 
