@@ -156,10 +156,10 @@ impl<N: Keyed> RcuMap<N> {
         }
     }
 
-    /// The slot index holding `key`, for a writer.
-    fn position(&self, key: &N::Key) -> Option<usize> {
+    /// The slot index holding `key` of hash `hash`, for a writer.
+    fn position(&self, key: &N::Key, hash: u64) -> Option<usize> {
         let (array, mask) = self.current();
-        let mut index = key.hash(self.seed) as usize;
+        let mut index = hash as usize;
         for _ in 0..=mask {
             index &= mask;
             // SAFETY: index <= mask.
@@ -283,11 +283,6 @@ impl<N: Keyed> RcuMap<N> {
         }
     }
 
-    /// The node for `key`, for a writer.
-    pub(crate) fn find(&self, key: &N::Key) -> Option<NonNull<N>> {
-        self.get(key)
-    }
-
     /// Swaps the node holding `node`'s key for `node`, returning the old one to be retired.
     ///
     /// # Safety
@@ -295,10 +290,11 @@ impl<N: Keyed> RcuMap<N> {
     pub(crate) unsafe fn replace(&self, node: NonNull<N>) -> Option<NonNull<N>> {
         // SAFETY: the node is ours until published.
         let key = unsafe { node.as_ref() }.key();
-        let index = self.position(key)?;
+        let hash = key.hash(self.seed);
+        let index = self.position(key, hash)?;
         let (array, _) = self.current();
         // SAFETY: index came from position() on the current array.
-        let old = unsafe { array.elem(index) }.swap(tagged(node, key.hash(self.seed)), Ordering::AcqRel);
+        let old = unsafe { array.elem(index) }.swap(tagged(node, hash), Ordering::AcqRel);
         untagged(old)
     }
 
@@ -307,7 +303,7 @@ impl<N: Keyed> RcuMap<N> {
     /// # Safety
     /// Writers are serialised.
     pub(crate) unsafe fn remove(&self, key: &N::Key) -> Option<NonNull<N>> {
-        let index = self.position(key)?;
+        let index = self.position(key, key.hash(self.seed))?;
         let (array, _) = self.current();
         // SAFETY: index came from position() on the current array.
         let old = unsafe { array.elem(index) }.swap(tombstone(), Ordering::AcqRel);

@@ -467,7 +467,7 @@ impl<P: Platform> EnclaveTable<P> {
     ) -> Result<(Registered, CategoryCounts), TableError> {
         let enclaves = A::map(self);
         let app = &AppKey { measurement: *app, origin };
-        let existing = enclaves.find(&addr);
+        let existing = enclaves.get(&addr);
         if let Some(node) = existing {
             // SAFETY: the writer owns published nodes.
             let (old_host, old_app) = unsafe { (enclave::host(node), enclave::app(node)) };
@@ -493,7 +493,7 @@ impl<P: Platform> EnclaveTable<P> {
         }
 
         // Allocate everything first, so a failure leaves the table as it was.
-        let (app_node, app_is_new) = match self.apps.find(app) {
+        let (app_node, app_is_new) = match self.apps.get(app) {
             Some(node) => (node, false),
             None => {
                 // SAFETY: forwarded.
@@ -591,7 +591,7 @@ impl<P: Platform> EnclaveTable<P> {
     /// # Safety
     /// As [`EnclaveTable::register`].
     pub unsafe fn attach_category(&self, origin: OriginId, app: &Measurement, category: &Category) -> Result<bool, TableError> {
-        let node = self.apps.find(&AppKey { measurement: *app, origin }).ok_or(TableError::UnknownApp)?;
+        let node = self.apps.get(&AppKey { measurement: *app, origin }).ok_or(TableError::UnknownApp)?;
         // SAFETY: node is published and owned by the writer.
         let before = categories_of(unsafe { &node.as_ref().value }).len();
         // SAFETY: forwarded.
@@ -609,7 +609,7 @@ impl<P: Platform> EnclaveTable<P> {
     /// # Safety
     /// As [`EnclaveTable::register`].
     pub unsafe fn detach_category(&self, origin: OriginId, app: &Measurement, category: &Category) -> Result<(), TableError> {
-        let node = self.apps.find(&AppKey { measurement: *app, origin }).ok_or(TableError::UnknownApp)?;
+        let node = self.apps.get(&AppKey { measurement: *app, origin }).ok_or(TableError::UnknownApp)?;
         // SAFETY: node is published and owned by the writer.
         let current = categories_of(unsafe { &node.as_ref().value });
         if !current.contains(category) {
@@ -634,7 +634,7 @@ impl<P: Platform> EnclaveTable<P> {
     /// # Safety
     /// As [`EnclaveTable::register`].
     pub unsafe fn set_categories(&self, origin: OriginId, app: &Measurement, categories: &[Category]) -> Result<(), TableError> {
-        let node = self.apps.find(&AppKey { measurement: *app, origin }).ok_or(TableError::UnknownApp)?;
+        let node = self.apps.get(&AppKey { measurement: *app, origin }).ok_or(TableError::UnknownApp)?;
         if categories.len() > MAX_CATEGORIES_PER_APP {
             return Err(TableError::TooManyCategories);
         }
@@ -760,7 +760,7 @@ impl<P: Platform> EnclaveTable<P> {
             A::map(part).clear(|node| {
                 let origin = enclave::app(node).as_ref().key.origin;
                 self.origin_count(origin).fetch_add(1, Ordering::Relaxed);
-                match enclaves.find(node.as_ref().key()) {
+                match enclaves.get(node.as_ref().key()) {
                     None => enclaves.insert_new(node),
                     Some(_) => {
                         if let Some(old) = enclaves.replace(node) {
