@@ -15,6 +15,7 @@
 //! and one thread keeps the order of decisions obvious.
 
 mod model;
+mod range;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -28,7 +29,7 @@ use std::cell::Cell;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use etcd_client::{Certificate, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse};
+use etcd_client::{Certificate, Compare, CompareOp, ConnectOptions, EventType, Identity, KeyValue, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchResponse};
 use futures_core::Stream;
 use rustc_hash::FxHashMap;
 use seng_nl::{Client, Event, EventStream, GatewayName, Operation, Origin, Registration};
@@ -139,23 +140,49 @@ impl Config {
         })
     }
 
+    /// The keep-alive period of a connection to etcd.
+    fn beat(&self) -> Duration {
+        (self.ttl / 3).max(Duration::from_secs(1))
+    }
+
+    fn tls_options(&self) -> Option<TlsOptions> {
+        let Tls { ca, identity } = self.tls.as_ref()?;
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = ca {
+            tls = tls.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Some(tls)
+    }
+
     fn options(&self) -> ConnectOptions {
-        let beat = (self.ttl / 3).max(Duration::from_secs(1));
+        let beat = self.beat();
         let mut options = ConnectOptions::new().with_connect_timeout(self.ttl).with_keep_alive(beat, beat).with_keep_alive_while_idle(true);
         if let Some((user, password)) = &self.user {
             options = options.with_user(user.clone(), password.clone());
         }
-        if let Some(Tls { ca, identity }) = &self.tls {
-            let mut tls = TlsOptions::new();
-            if let Some(ca) = ca {
-                tls = tls.ca_certificate(Certificate::from_pem(ca));
-            }
-            if let Some((cert, key)) = identity {
-                tls = tls.identity(Identity::from_pem(cert, key));
-            }
+        if let Some(tls) = self.tls_options() {
             options = options.with_tls(tls);
         }
         options
+    }
+
+    /// The endpoints as etcd-client configures them from [`Config::options`], for the
+    /// snapshot's own channel.
+    fn endpoints(&self) -> Result<Vec<tonic::transport::Endpoint>, String> {
+        let beat = self.beat();
+        let tls = self.tls_options();
+        let endpoint = |url: &String| -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+            let endpoint = tonic::transport::Endpoint::from_shared(url.clone())?;
+            let endpoint = match &tls {
+                Some(tls) => endpoint.tls_config(tls.clone())?,
+                None => endpoint,
+            };
+            Ok(endpoint.connect_timeout(self.ttl).http2_keep_alive_interval(beat).keep_alive_timeout(beat).keep_alive_while_idle(true))
+        };
+        self.endpoints.iter().map(|url| endpoint(url).map_err(|e| format!("etcd endpoint {url}: {e}"))).collect()
     }
 }
 
@@ -202,7 +229,7 @@ async fn next_event(events: &mut EventStream) -> Option<seng_nl::Result<Event>> 
 }
 
 /// An etcd call bounded by `limit`, its error as text.
-async fn bounded<T>(limit: Duration, what: &str, call: impl std::future::Future<Output = Result<T, etcd_client::Error>>) -> Result<T, String> {
+async fn bounded<T, E: std::fmt::Display>(limit: Duration, what: &str, call: impl std::future::Future<Output = Result<T, E>>) -> Result<T, String> {
     match timeout(limit, call).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(format!("{what}: {e}")),
@@ -467,24 +494,23 @@ impl Agent {
         let mut published = Part::default();
         let mut strays = BTreeSet::new();
         let mut keys = 0usize;
-        let mut kv = etcd.kv_client().max_decoding_message_size(MAX_MESSAGE);
+        let mut kv = self.range_client(etcd).await?;
         loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-            if revision > 0 {
-                options = options.with_revision(revision);
-            }
-            let page = bounded(self.config.ttl, "cannot read the snapshot", kv.get(start.clone(), Some(options))).await?;
+            // Revision 0 is the newest: the first page's, which the next pages are read at.
+            let request = range::RangeRequest { key: start.clone(), range_end: end.clone(), limit: PAGE, revision };
+            let page = bounded(self.config.ttl, "cannot read the snapshot", kv.range(request)).await?;
             self.touch();
             if revision == 0 {
-                revision = page.header().map_or(0, |h| h.revision());
+                revision = page.header.as_ref().map_or(0, |h| h.revision);
             }
-            for kv in page.kvs() {
+            remote.reserve(page.kvs.len());
+            for kv in &page.kvs {
                 keys += 1;
                 self.absorb(kv, lease, &mut remote, &mut published, &mut strays);
             }
-            match (page.more(), page.kvs().last()) {
+            match (page.more, page.kvs.last()) {
                 (true, Some(last)) => {
-                    start = last.key().to_vec();
+                    start = last.key.to_vec();
                     start.push(0);
                 }
                 _ => break,
@@ -499,30 +525,45 @@ impl Agent {
         Ok(())
     }
 
+    /// A client of the snapshot's `Range` calls, on a channel of its own (see [`range`]), with
+    /// a token of its own when etcd has users.
+    async fn range_client(&self, etcd: &mut etcd_client::Client) -> Result<range::RangeClient, String> {
+        let endpoints = self.config.endpoints()?;
+        let token = match &self.config.user {
+            Some((user, password)) => {
+                let reply = bounded(self.config.ttl, "cannot authenticate for the snapshot", etcd.auth_client().authenticate(user.clone(), password.clone())).await?;
+                let token = reply.token().parse().map_err(|_| "cannot authenticate for the snapshot: etcd's token is not ASCII".to_owned())?;
+                Some(token)
+            }
+            None => None,
+        };
+        Ok(range::RangeClient::new(endpoints, MAX_MESSAGE, token))
+    }
+
     /// One key of a snapshot: this gateway's own (published by this lease, or a stray), or
     /// another gateway's.
-    fn absorb(&self, kv: &KeyValue, lease: i64, remote: &mut Remote, published: &mut Part, strays: &mut BTreeSet<String>) {
-        let key = match self.layout.parse(kv.key()) {
+    fn absorb(&self, kv: &range::KeyValue, lease: i64, remote: &mut Remote, published: &mut Part, strays: &mut BTreeSet<String>) {
+        let key = match self.layout.parse(&kv.key) {
             Ok(key) => key,
-            Err(why) => return self.skip(kv.key(), &why),
+            Err(why) => return self.skip(&kv.key, &why),
         };
         if key.gateway() == self.layout.me() {
-            let own = kv.lease() == lease;
+            let own = kv.lease == lease;
             match key {
-                Key::Enclave(_, addr) => match model::parse_enclave(kv.value()) {
+                Key::Enclave(_, addr) => match model::parse_enclave(&kv.value) {
                     Ok(entry) if own => {
                         published.enclaves.insert(addr, entry);
                     }
                     _ => {
-                        strays.insert(String::from_utf8_lossy(kv.key()).into_owned());
+                        strays.insert(String::from_utf8_lossy(&kv.key).into_owned());
                     }
                 },
-                Key::App(_, app) => match model::parse_app(kv.value()) {
+                Key::App(_, app) => match model::parse_app(&kv.value) {
                     Ok(categories) if own => {
                         published.apps.insert(app, categories);
                     }
                     _ => {
-                        strays.insert(String::from_utf8_lossy(kv.key()).into_owned());
+                        strays.insert(String::from_utf8_lossy(&kv.key).into_owned());
                     }
                 },
                 Key::Owner(_) => {}
@@ -530,13 +571,13 @@ impl Agent {
             return;
         }
         match key {
-            Key::Enclave(gw, addr) => match model::parse_enclave(kv.value()) {
-                Ok(entry) => remote.put_enclave(gw, addr, entry, kv.create_revision()),
-                Err(why) => self.skip(kv.key(), &why),
+            Key::Enclave(gw, addr) => match model::parse_enclave(&kv.value) {
+                Ok(entry) => remote.put_enclave(gw, addr, entry, kv.create_revision),
+                Err(why) => self.skip(&kv.key, &why),
             },
-            Key::App(gw, app) => match model::parse_app(kv.value()) {
+            Key::App(gw, app) => match model::parse_app(&kv.value) {
                 Ok(categories) => remote.set_app(gw, app, Some(categories)),
-                Err(why) => self.skip(kv.key(), &why),
+                Err(why) => self.skip(&kv.key, &why),
             },
             Key::Owner(_) => {}
         }
@@ -841,8 +882,11 @@ impl Agent {
         let (local, remote): (Vec<Registration>, Vec<Registration>) = table.into_iter().partition(|r| r.origin.is_local());
         self.publisher.replace_local(Part::from_registrations(&local));
         self.publisher.drop_empty_apps();
-        let mut wanted: FxHashMap<IpAddr, model::Wanted> = FxHashMap::with_capacity_and_hasher(self.remote.claimed(), Default::default());
+        // A list, not a map: every address once (they are the claims' keys), in the order of
+        // the replace transaction; only the module's side is looked up.
+        let mut wanted: Vec<(IpAddr, model::Wanted)> = Vec::with_capacity(self.remote.claimed());
         wanted.extend(self.remote.winners().filter(|(a, _)| !self.publisher.is_local(a)));
+        wanted.sort_unstable_by_key(|(_, w)| w.origin);
         let current: FxHashMap<IpAddr, &Registration> = remote.iter().map(|r| (r.addr, r)).collect();
         let agrees = current.len() == wanted.len()
             && wanted.iter().all(|(a, w)| {
@@ -852,16 +896,16 @@ impl Agent {
         if agrees {
             return;
         }
-        let origins: BTreeSet<Origin> = current.values().map(|r| r.origin).chain(wanted.values().map(|w| Origin::Gateway(w.origin))).collect();
+        let origins: BTreeSet<Origin> = current.values().map(|r| r.origin).chain(wanted.iter().map(|(_, w)| Origin::Gateway(w.origin))).collect();
         match self.replace_remote(&origins, &wanted) {
             Ok(()) => self.log(format_args!("remote part loaded: {} entries of {} gateways", wanted.len(), origins.len())),
             Err(e) => {
                 self.log(format_args!("cannot replace the remote part at once ({e}): entry by entry"));
-                let addrs: BTreeSet<IpAddr> = current.keys().chain(wanted.keys()).copied().collect();
+                let addrs: BTreeSet<IpAddr> = current.keys().copied().chain(wanted.iter().map(|(a, _)| *a)).collect();
                 for addr in addrs {
                     self.sync_addr(addr);
                 }
-                let apps: BTreeSet<(GatewayName, seng_nl::Measurement)> = wanted.values().map(|w| (w.origin, w.entry.app)).collect();
+                let apps: BTreeSet<(GatewayName, seng_nl::Measurement)> = wanted.iter().map(|(_, w)| (w.origin, w.entry.app)).collect();
                 for (gw, app) in apps {
                     self.sync_categories(&gw, &app);
                 }
@@ -869,17 +913,15 @@ impl Agent {
         }
     }
 
-    fn replace_remote(&mut self, origins: &BTreeSet<Origin>, wanted: &FxHashMap<IpAddr, model::Wanted>) -> seng_nl::Result<()> {
+    /// Loads `wanted`, sorted by origin: the client packs a run of one origin's registrations
+    /// into one message, and a change of origin starts a new one (in hash order, one per entry).
+    fn replace_remote(&mut self, origins: &BTreeSet<Origin>, wanted: &[(IpAddr, model::Wanted)]) -> seng_nl::Result<()> {
         let Some(first) = origins.first() else { return Ok(()) };
         let mut replace = self.kernel.begin_replace_of(first)?;
         for origin in origins {
             replace.apply(&Operation::Flush { origin: *origin })?;
         }
-        // Grouped by origin: the client packs a run of one origin's registrations into one
-        // message, and a change of origin starts a new one (in hash order, one per entry).
-        let mut by_origin: Vec<(&GatewayName, &IpAddr, &model::Wanted)> = wanted.iter().map(|(a, w)| (&w.origin, a, w)).collect();
-        by_origin.sort_unstable_by_key(|(origin, _, _)| **origin);
-        for (_, addr, w) in by_origin {
+        for (addr, w) in wanted {
             replace.register(&w.registration(*addr))?;
         }
         replace.commit()?;

@@ -153,7 +153,9 @@ impl Layout {
 
 /// Decodes an enclave key's value.
 pub fn parse_enclave(value: &[u8]) -> Result<Entry, String> {
-    let v: EnclaveValue = serde_json::from_slice(value).map_err(|e| format!("bad enclave value: {e}"))?;
+    // Checked as UTF-8 once, not string by string as `from_slice` does.
+    let value = std::str::from_utf8(value).map_err(|e| format!("bad enclave value: {e}"))?;
+    let v: EnclaveValue = serde_json::from_str(value).map_err(|e| format!("bad enclave value: {e}"))?;
     let app = Measurement::parse_hex(&v.app).map_err(|e| format!("bad enclave value: app: {e}"))?;
     Ok(Entry { app, host: v.host })
 }
@@ -462,6 +464,12 @@ impl Remote {
     /// Nothing known.
     pub fn clear(&mut self) {
         *self = Remote::default();
+    }
+
+    /// Room for `additional` more claimed addresses (a snapshot page's keys), so that the map
+    /// does not grow by steps, rehashing what it has at each.
+    pub fn reserve(&mut self, additional: usize) {
+        self.claims.reserve(additional);
     }
 
     /// Gateway `gw` has `entry` at `addr`, its key created at `create_revision`.
