@@ -112,7 +112,7 @@ impl Measurement {
 impl Measurement {
     /// Decodes exactly 64 hex digits (either case); `None` for anything else. Eight digits at a
     /// time: restores decode millions, and in an emulated guest every byte-sized step is dear.
-    pub(crate) fn parse_hex_bytes(text: &[u8]) -> Option<Measurement> {
+    pub fn parse_hex_bytes(text: &[u8]) -> Option<Measurement> {
         let digits: &[u8; 2 * MEASUREMENT_LEN] = text.try_into().ok()?;
         let mut out = [0u8; MEASUREMENT_LEN];
         let mut bad = 0;

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 
 use seng_nl::{Category, Event, GatewayName, Measurement, Operation, Origin, Registration};
@@ -138,6 +138,9 @@ impl Layout {
 
     /// Decodes a key found under the prefix; the error says what is wrong with it.
     pub fn parse(&self, key: &[u8]) -> Result<Key, String> {
+        if let Some(key) = self.parse_well_formed(key) {
+            return Ok(key);
+        }
         let key = std::str::from_utf8(key).map_err(|_| "the key is not UTF-8".to_owned())?;
         let rest = key.strip_prefix(self.prefix.as_str()).ok_or("the key is outside the prefix")?;
         let (gw, rest) = rest.split_once('/').ok_or("no `/` after the gateway's name")?;
@@ -147,6 +150,24 @@ impl Layout {
             Some(("enclave", addr)) => addr.parse().map(|a| Key::Enclave(gw, a)).map_err(|_| format!("bad enclave address {addr:?}")),
             Some(("app", hex)) => Measurement::parse_hex(hex).map(|m| Key::App(gw, m)).map_err(|e| format!("bad application measurement: {e}")),
             _ => Err(format!("unknown key kind {rest:?} (owner, enclave/ADDR or app/HEX)")),
+        }
+    }
+
+    /// A well-formed key decoded as bytes, without checking it as UTF-8 and splitting it as a
+    /// string, which took half of [`Layout::parse`]'s time: a snapshot decodes every key. What
+    /// decodes here is ASCII past the prefix, and decodes alike there; anything else is `None`,
+    /// for `parse` to say what is wrong with it.
+    fn parse_well_formed(&self, key: &[u8]) -> Option<Key> {
+        let rest = key.strip_prefix(self.prefix.as_bytes())?;
+        let slash = rest.iter().position(|b| *b == b'/')?;
+        let gw = GatewayName::new(&rest[..slash]).ok()?;
+        let rest = &rest[slash + 1..];
+        if let Some(addr) = rest.strip_prefix(b"enclave/") {
+            parse_addr(addr).map(|a| Key::Enclave(gw, a))
+        } else if let Some(hex) = rest.strip_prefix(b"app/") {
+            Measurement::parse_hex(std::str::from_utf8(hex).ok()?).ok().map(|m| Key::App(gw, m))
+        } else {
+            (rest == b"owner").then_some(Key::Owner(gw))
         }
     }
 }
@@ -171,9 +192,51 @@ pub fn parse_enclave(value: &[u8]) -> Result<Entry, String> {
 fn parse_enclave_as_written(value: &[u8]) -> Option<Entry> {
     let (hex, rest) = value.strip_prefix(br#"{"app":""#)?.split_at_checked(2 * size_of::<Measurement>())?;
     let host = rest.strip_prefix(br#"","host":""#)?.strip_suffix(br#""}"#)?;
-    let app = Measurement::parse_hex(std::str::from_utf8(hex).ok()?).ok()?;
-    let host = std::str::from_utf8(host).ok()?.parse().ok()?;
+    let app = Measurement::parse_hex_bytes(hex)?;
+    let host = parse_addr(host)?;
     Some(Entry { app, host })
+}
+
+/// An address in a key or value. IPv4 as `Display` writes it (every agent's) is decoded here
+/// in two thirds of the time std's parser takes, which decodes anything else (or refuses it):
+/// a snapshot decodes two addresses per remote enclave.
+fn parse_addr(text: &[u8]) -> Option<IpAddr> {
+    match parse_ipv4_as_written(text) {
+        Some(addr) => Some(IpAddr::V4(addr)),
+        None => std::str::from_utf8(text).ok()?.parse().ok(),
+    }
+}
+
+/// Four decimal octets without leading zeros: a subset of what std's parser accepts, decoded
+/// alike. One pass, byte by byte: splitting at the dots took as long as std's parser.
+fn parse_ipv4_as_written(text: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let (mut done, mut value, mut digits) = (0, 0u32, 0);
+    for b in text {
+        if *b == b'.' {
+            if digits == 0 || done == 3 {
+                return None;
+            }
+            octets[done] = value as u8;
+            (done, value, digits) = (done + 1, 0, 0);
+            continue;
+        }
+        let d = b.wrapping_sub(b'0');
+        // A digit after a leading zero, or a value past 255 (so at most three digits).
+        if d > 9 || (digits == 1 && value == 0) {
+            return None;
+        }
+        value = value * 10 + u32::from(d);
+        digits += 1;
+        if value > 255 {
+            return None;
+        }
+    }
+    if done != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = value as u8;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Decodes an application key's value.
@@ -699,6 +762,13 @@ mod test {
 
     fn layout() -> Layout {
         Layout::new("/seng/v1/", gw("gw-a"))
+    }
+
+    #[test]
+    fn addresses_as_std_parses_them() {
+        for text in ["0.0.0.0", "10.1.255.9", "255.255.255.255", "256.1.1.1", "01.2.3.4", "1.2.3", "1.2.3.4.5", "1..2.3", "1.2.3.", ".1.2.3", "", "1.2.3.4 ", "1000.1.1.1", "::1", "fe80::1:2", "::ffff:1.2.3.4", "a.b.c.d"] {
+            assert_eq!(parse_addr(text.as_bytes()), text.parse().ok(), "{text:?}");
+        }
     }
 
     #[test]
