@@ -921,8 +921,13 @@ impl Agent {
         for origin in origins {
             replace.apply(&Operation::Flush { origin: *origin })?;
         }
-        for (addr, w) in wanted {
-            replace.register(&w.registration(*addr))?;
+        // One registration refilled, not one made (its categories allocated) per entry.
+        if let Some((addr, w)) = wanted.first() {
+            let mut r = w.registration(*addr);
+            for (addr, w) in wanted {
+                w.refill(*addr, &mut r);
+                replace.register(&r)?;
+            }
         }
         replace.commit()?;
         self.echoes.replaced();

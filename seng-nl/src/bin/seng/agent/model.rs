@@ -516,6 +516,15 @@ impl Wanted {
     pub fn registration(&self, addr: IpAddr) -> Registration {
         Registration { addr, app: self.entry.app, host: self.entry.host, categories: self.categories.to_vec(), origin: self.origin.into() }
     }
+
+    /// Makes `r` the registration that installs it, in the categories' buffer `r` has: a
+    /// snapshot registers every remote entry, and allocating each one's categories took a fifth
+    /// of the time from the winners to the registrations.
+    pub fn refill(&self, addr: IpAddr, r: &mut Registration) {
+        (r.addr, r.app, r.host, r.origin) = (addr, self.entry.app, self.entry.host, self.origin.into());
+        r.categories.clear();
+        r.categories.extend_from_slice(&self.categories);
+    }
 }
 
 /// One remote gateway's part as etcd holds it.
