@@ -300,7 +300,7 @@ fn late_join(
             first = Some(start.elapsed());
         }
         if now >= expect {
-            break Ok((start.elapsed(), cpu_times(child.id())));
+            break Ok((start.elapsed(), cpu_times(child.id()), peak_rss_kib(child.id())));
         }
         if start.elapsed() > timeout {
             break Err(format!(
@@ -321,28 +321,38 @@ fn late_join(
     if let Some(log) = log {
         let _ = log.join();
     }
-    let (all, cpu) = result?;
+    let (all, cpu, hwm) = result?;
     println!(
         "late join at {netns}: {} entries in {:.3} s from the agent's start (first after {:.3} s)",
         expect - before.min(expect),
         all.as_secs_f64(),
         first.unwrap_or(all).as_secs_f64()
     );
-    if let Some((user, system)) = cpu {
-        // The rest of the time is etcd's, the kernel's and the wait between them.
-        println!("late join at {netns}: the agent's CPU time by then: user {user:.2} s, system {system:.2} s");
+    if let Some((user, system, faults)) = cpu {
+        // The rest of the time is etcd's, the kernel's and the wait between them. Under TCG
+        // each first touch of a page costs a fault and its zeroing: hence faults and peak RSS.
+        let hwm = hwm.map_or_else(|| "?".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0));
+        println!("late join at {netns}: the agent's CPU time by then: user {user:.2} s, system {system:.2} s; minor faults {faults}, VmHWM {hwm} MiB");
     }
     Ok(())
 }
 
-/// User and system CPU seconds of process `pid` so far, from /proc/PID/stat.
-fn cpu_times(pid: u32) -> Option<(f64, f64)> {
+/// User and system CPU seconds and minor faults of process `pid` so far, from /proc/PID/stat.
+fn cpu_times(pid: u32) -> Option<(f64, f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let field = |n: usize| fields.get(n)?.parse::<f64>().ok().map(|t| t / ticks);
-    // utime and stime are fields 14 and 15 of stat(5); the state (field 3) is fields[0].
-    Some((field(11)?, field(12)?))
+    // minflt, utime and stime are fields 10, 14 and 15 of stat(5); the state (field 3) is
+    // fields[0].
+    Some((field(11)?, field(12)?, fields.get(7)?.parse().ok()?))
+}
+
+/// Peak resident set of process `pid` in KiB, VmHWM of /proc/PID/status.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    line.trim().trim_end_matches("kB").trim().parse().ok()
 }
