@@ -504,6 +504,7 @@ impl Agent {
                 revision = page.header.as_ref().map_or(0, |h| h.revision);
             }
             remote.reserve(page.kvs.len());
+            self.reserve_parts(&page.kvs, &mut remote);
             for kv in &page.kvs {
                 keys += 1;
                 self.absorb(kv, lease, &mut remote, &mut published, &mut strays);
@@ -538,6 +539,40 @@ impl Agent {
             None => None,
         };
         Ok(range::RangeClient::new(endpoints, MAX_MESSAGE, token))
+    }
+
+    /// Sizes each other gateway's part for its enclave keys in `kvs`, once: the keys come
+    /// sorted, so each gateway's are one run.
+    fn reserve_parts(&self, kvs: &[range::KeyValue], remote: &mut Remote) {
+        let prefix = self.layout.prefix().as_bytes();
+        // The gateway's name in an enclave key, undecoded: `absorb` decodes and checks it.
+        fn gateway<'k>(prefix: &[u8], key: &'k [u8]) -> Option<&'k [u8]> {
+            let rest = key.strip_prefix(prefix)?;
+            let slash = rest.iter().position(|b| *b == b'/')?;
+            rest[slash + 1..].starts_with(b"enclave/").then_some(&rest[..slash])
+        }
+        let mut reserve = |name: &[u8], n: usize| {
+            if let Ok(gw) = GatewayName::new(name) {
+                if gw != *self.layout.me() {
+                    remote.reserve_enclaves(gw, n);
+                }
+            }
+        };
+        let mut run: Option<(&[u8], usize)> = None;
+        for kv in kvs {
+            let Some(gw) = gateway(prefix, &kv.key) else { continue };
+            match &mut run {
+                Some((name, n)) if *name == gw => *n += 1,
+                _ => {
+                    if let Some((name, n)) = run.replace((gw, 1)) {
+                        reserve(name, n);
+                    }
+                }
+            }
+        }
+        if let Some((name, n)) = run {
+            reserve(name, n);
+        }
     }
 
     /// One key of a snapshot: this gateway's own (published by this lease, or a stray), or
@@ -882,56 +917,42 @@ impl Agent {
         let (local, remote): (Vec<Registration>, Vec<Registration>) = table.into_iter().partition(|r| r.origin.is_local());
         self.publisher.replace_local(Part::from_registrations(&local));
         self.publisher.drop_empty_apps();
-        // A list, not a map: every address once (they are the claims' keys), in the order of
-        // the replace transaction; only the module's side is looked up.
-        let mut wanted: Vec<(IpAddr, model::Wanted)> = Vec::with_capacity(self.remote.claimed());
-        wanted.extend(self.remote.winners().filter(|(a, _)| !self.publisher.is_local(a)));
-        wanted.sort_unstable_by_key(|(_, w)| w.origin);
+        // Streamed twice, not collected: every address once (they are the claims' keys), by
+        // origin, the order of the replace transaction; only the module's side is looked up.
+        let (remote_model, publisher) = (&self.remote, &self.publisher);
+        let wanted = || remote_model.winners().filter(|(a, _)| !publisher.is_local(a));
         let current: FxHashMap<IpAddr, &Registration> = remote.iter().map(|r| (r.addr, r)).collect();
-        let agrees = current.len() == wanted.len()
-            && wanted.iter().all(|(a, w)| {
-                current.get(a).is_some_and(|r| r.origin == Origin::Gateway(w.origin) && r.app == w.entry.app && r.host == w.entry.host && model::canonical(&r.categories) == *w.categories)
-            });
-        self.installed = wanted.iter().map(|(a, w)| (*a, w.origin, w.entry)).collect();
+        let mut count = 0;
+        let agrees = wanted().all(|(a, w)| {
+            count += 1;
+            current.get(&a).is_some_and(|r| r.origin == Origin::Gateway(w.origin) && r.app == w.entry.app && r.host == w.entry.host && model::canonical(&r.categories) == *w.categories)
+        }) && count == current.len();
+        let mut installed = Installed::with_capacity(remote_model.claimed());
+        for (a, w) in wanted() {
+            installed.insert(a, w.origin, w.entry);
+        }
+        self.installed = installed;
         if agrees {
             return;
         }
-        let origins: BTreeSet<Origin> = current.values().map(|r| r.origin).chain(wanted.iter().map(|(_, w)| Origin::Gateway(w.origin))).collect();
-        match self.replace_remote(&origins, &wanted) {
-            Ok(()) => self.log(format_args!("remote part loaded: {} entries of {} gateways", wanted.len(), origins.len())),
+        let origins: BTreeSet<Origin> = current.values().map(|r| r.origin).chain(self.installed.counts().keys().map(|gw| Origin::Gateway(*gw))).collect();
+        match replace_remote(&mut self.kernel, &origins, wanted()) {
+            Ok(()) => {
+                self.echoes.replaced();
+                self.log(format_args!("remote part loaded: {} entries of {} gateways", self.installed.counts().values().sum::<usize>(), origins.len()));
+            }
             Err(e) => {
                 self.log(format_args!("cannot replace the remote part at once ({e}): entry by entry"));
-                let addrs: BTreeSet<IpAddr> = current.keys().copied().chain(wanted.iter().map(|(a, _)| *a)).collect();
+                let addrs: BTreeSet<IpAddr> = current.keys().copied().chain(wanted().map(|(a, _)| a)).collect();
+                let apps: BTreeSet<(GatewayName, seng_nl::Measurement)> = wanted().map(|(_, w)| (w.origin, w.entry.app)).collect();
                 for addr in addrs {
                     self.sync_addr(addr);
                 }
-                let apps: BTreeSet<(GatewayName, seng_nl::Measurement)> = wanted.iter().map(|(_, w)| (w.origin, w.entry.app)).collect();
                 for (gw, app) in apps {
                     self.sync_categories(&gw, &app);
                 }
             }
         }
-    }
-
-    /// Loads `wanted`, sorted by origin: the client packs a run of one origin's registrations
-    /// into one message, and a change of origin starts a new one (in hash order, one per entry).
-    fn replace_remote(&mut self, origins: &BTreeSet<Origin>, wanted: &[(IpAddr, model::Wanted)]) -> seng_nl::Result<()> {
-        let Some(first) = origins.first() else { return Ok(()) };
-        let mut replace = self.kernel.begin_replace_of(first)?;
-        for origin in origins {
-            replace.apply(&Operation::Flush { origin: *origin })?;
-        }
-        // One registration refilled, not one made (its categories allocated) per entry.
-        if let Some((addr, w)) = wanted.first() {
-            let mut r = w.registration(*addr);
-            for (addr, w) in wanted {
-                w.refill(*addr, &mut r);
-                replace.register(&r)?;
-            }
-        }
-        replace.commit()?;
-        self.echoes.replaced();
-        Ok(())
     }
 
     /// Removes every remote entry from the module (their connections end) and forgets the
@@ -1005,6 +1026,24 @@ impl Agent {
             Err(e) => self.log(format_args!("cannot write the status file {path}: {e}")),
         }
     }
+}
+
+/// Loads `wanted`, by origin, in the place of `origins`' entries: the client packs a run of
+/// one origin's registrations into one message, and a change of origin starts a new one.
+fn replace_remote(kernel: &mut Client, origins: &BTreeSet<Origin>, wanted: impl Iterator<Item = (IpAddr, model::Wanted)>) -> seng_nl::Result<()> {
+    let Some(first) = origins.first() else { return Ok(()) };
+    let mut replace = kernel.begin_replace_of(first)?;
+    for origin in origins {
+        replace.apply(&Operation::Flush { origin: *origin })?;
+    }
+    // One registration refilled, not one made (its categories allocated) per entry.
+    let mut r: Option<Registration> = None;
+    for (addr, w) in wanted {
+        let r = r.get_or_insert_with(|| w.registration(addr));
+        w.refill(addr, r);
+        replace.register(r)?;
+    }
+    replace.commit()
 }
 
 /// The end of the range of keys that start with `prefix` (etcd's range end for a prefix).

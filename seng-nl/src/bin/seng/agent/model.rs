@@ -611,9 +611,23 @@ impl Remote {
         self.claims.len()
     }
 
-    /// Every claimed address with its winner, in no particular order.
+    /// Room for `additional` more enclaves of gateway `gw` (a snapshot page's), so that its
+    /// part does not grow by doubling: under emulation every page a grown table touches costs
+    /// a fault and its zeroing.
+    pub fn reserve_enclaves(&mut self, gw: GatewayName, additional: usize) {
+        self.parts.entry(gw).or_default().enclaves.reserve(additional);
+    }
+
+    /// Every claimed address with its winner, by gateway (in the gateways' order), streamed
+    /// rather than collected and sorted: a snapshot's list of 100,000 winners was 13 MB of
+    /// fresh pages.
     pub fn winners(&self) -> impl Iterator<Item = (IpAddr, Wanted)> + '_ {
-        self.claims.iter().filter_map(|(a, claims)| self.winner_of(a, claims).map(|w| (*a, w)))
+        self.parts.iter().flat_map(move |(gw, part)| {
+            part.enclaves.iter().filter_map(move |(addr, (entry, revision))| {
+                let wins = self.claims.get(addr).and_then(|c| c.first()) == Some(&(*revision, *gw));
+                wins.then(|| (*addr, Wanted { origin: *gw, entry: *entry, categories: part.apps.get(&entry.app).cloned().unwrap_or_else(|| Rc::from([])) }))
+            })
+        })
     }
 
     fn winner_of(&self, addr: &IpAddr, claims: &Claims) -> Option<Wanted> {
@@ -734,10 +748,17 @@ impl Installed {
     }
 }
 
+impl Installed {
+    /// Nothing installed, with room for `capacity` entries.
+    pub fn with_capacity(capacity: usize) -> Installed {
+        Installed { entries: FxHashMap::with_capacity_and_hasher(capacity, Default::default()), counts: BTreeMap::new() }
+    }
+}
+
 impl FromIterator<(IpAddr, GatewayName, Entry)> for Installed {
     fn from_iter<I: IntoIterator<Item = (IpAddr, GatewayName, Entry)>>(iter: I) -> Installed {
         let iter = iter.into_iter();
-        let mut installed = Installed { entries: FxHashMap::with_capacity_and_hasher(iter.size_hint().0, Default::default()), counts: BTreeMap::new() };
+        let mut installed = Installed::with_capacity(iter.size_hint().0);
         for (addr, gw, entry) in iter {
             installed.insert(addr, gw, entry);
         }
@@ -973,6 +994,18 @@ mod test {
         let b: IpAddr = "10.1.0.2".parse().unwrap();
         p.overwritten(&l.enclave(&b), true);
         assert_eq!(p.take_writes(128).last(), Some(&Write::Delete(l.enclave(&b))));
+    }
+
+    #[test]
+    fn winners_are_each_address_once_by_gateway() {
+        let mut r = Remote::default();
+        let (a, b): (IpAddr, IpAddr) = ("10.2.0.1".parse().unwrap(), "10.2.0.2".parse().unwrap());
+        r.reserve_enclaves(gw("gw-c"), 2);
+        r.put_enclave(gw("gw-c"), a, entry("10.0.0.7"), 20);
+        r.put_enclave(gw("gw-c"), b, entry("10.0.0.7"), 21);
+        r.put_enclave(gw("gw-b"), a, entry("10.0.0.6"), 10);
+        let winners: Vec<(IpAddr, GatewayName)> = r.winners().map(|(addr, w)| (addr, w.origin)).collect();
+        assert_eq!(winners, vec![(a, gw("gw-b")), (b, gw("gw-c"))]);
     }
 
     #[test]
