@@ -917,7 +917,7 @@ impl Agent {
         let (local, remote): (Vec<Registration>, Vec<Registration>) = table.into_iter().partition(|r| r.origin.is_local());
         self.publisher.replace_local(Part::from_registrations(&local));
         self.publisher.drop_empty_apps();
-        // Streamed twice, not collected: every address once (they are the claims' keys), by
+        // Streamed, not collected: every address once (they are the claims' keys), by
         // origin, the order of the replace transaction; only the module's side is looked up.
         let (remote_model, publisher) = (&self.remote, &self.publisher);
         let wanted = || remote_model.winners().filter(|(a, _)| !publisher.is_local(a));
@@ -928,8 +928,8 @@ impl Agent {
             current.get(&a).is_some_and(|r| r.origin == Origin::Gateway(w.origin) && r.app == w.entry.app && r.host == w.entry.host && model::canonical(&r.categories) == *w.categories)
         }) && count == current.len();
         let mut installed = Installed::with_capacity(remote_model.claimed());
-        for (a, w) in wanted() {
-            installed.insert(a, w.origin, w.entry);
+        for (a, gw, entry) in remote_model.winning_entries().filter(|(a, _, _)| !publisher.is_local(a)) {
+            installed.insert(a, gw, entry);
         }
         self.installed = installed;
         if agrees {

@@ -622,10 +622,19 @@ impl Remote {
     /// rather than collected and sorted: a snapshot's list of 100,000 winners was 13 MB of
     /// fresh pages.
     pub fn winners(&self) -> impl Iterator<Item = (IpAddr, Wanted)> + '_ {
+        self.winning().map(|(addr, gw, part, entry)| (addr, Wanted { origin: *gw, entry: *entry, categories: part.apps.get(&entry.app).cloned().unwrap_or_else(|| Rc::from([])) }))
+    }
+
+    /// [`Remote::winners`] without their categories (a lookup each).
+    pub fn winning_entries(&self) -> impl Iterator<Item = (IpAddr, GatewayName, Entry)> + '_ {
+        self.winning().map(|(addr, gw, _, entry)| (addr, *gw, *entry))
+    }
+
+    fn winning(&self) -> impl Iterator<Item = (IpAddr, &GatewayName, &RemotePart, &Entry)> + '_ {
         self.parts.iter().flat_map(move |(gw, part)| {
             part.enclaves.iter().filter_map(move |(addr, (entry, revision))| {
                 let wins = self.claims.get(addr).and_then(|c| c.first()) == Some(&(*revision, *gw));
-                wins.then(|| (*addr, Wanted { origin: *gw, entry: *entry, categories: part.apps.get(&entry.app).cloned().unwrap_or_else(|| Rc::from([])) }))
+                wins.then_some((*addr, gw, part, entry))
             })
         })
     }
@@ -1006,6 +1015,8 @@ mod test {
         r.put_enclave(gw("gw-b"), a, entry("10.0.0.6"), 10);
         let winners: Vec<(IpAddr, GatewayName)> = r.winners().map(|(addr, w)| (addr, w.origin)).collect();
         assert_eq!(winners, vec![(a, gw("gw-b")), (b, gw("gw-c"))]);
+        let entries: Vec<(IpAddr, GatewayName)> = r.winning_entries().map(|(addr, gw, _)| (addr, gw)).collect();
+        assert_eq!(entries, winners);
     }
 
     #[test]
