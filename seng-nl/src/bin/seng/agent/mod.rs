@@ -544,13 +544,6 @@ impl Agent {
     /// Sizes each other gateway's part for its enclave keys in `kvs`, once: the keys come
     /// sorted, so each gateway's are one run.
     fn reserve_parts(&self, kvs: &[range::KeyValue], remote: &mut Remote) {
-        let prefix = self.layout.prefix().as_bytes();
-        // The gateway's name in an enclave key, undecoded: `absorb` decodes and checks it.
-        fn gateway<'k>(prefix: &[u8], key: &'k [u8]) -> Option<&'k [u8]> {
-            let rest = key.strip_prefix(prefix)?;
-            let slash = rest.iter().position(|b| *b == b'/')?;
-            rest[slash + 1..].starts_with(b"enclave/").then_some(&rest[..slash])
-        }
         let mut reserve = |name: &[u8], n: usize| {
             if let Ok(gw) = GatewayName::new(name) {
                 if gw != *self.layout.me() {
@@ -560,7 +553,7 @@ impl Agent {
         };
         let mut run: Option<(&[u8], usize)> = None;
         for kv in kvs {
-            let Some(gw) = gateway(prefix, &kv.key) else { continue };
+            let Some(gw) = self.layout.enclave_gateway(&kv.key) else { continue };
             match &mut run {
                 Some((name, n)) if *name == gw => *n += 1,
                 _ => {

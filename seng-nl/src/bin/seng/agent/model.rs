@@ -158,17 +158,29 @@ impl Layout {
     /// decodes here is ASCII past the prefix, and decodes alike there; anything else is `None`,
     /// for `parse` to say what is wrong with it.
     fn parse_well_formed(&self, key: &[u8]) -> Option<Key> {
-        let rest = key.strip_prefix(self.prefix.as_bytes())?;
-        let slash = rest.iter().position(|b| *b == b'/')?;
-        let gw = GatewayName::new(&rest[..slash]).ok()?;
-        let rest = &rest[slash + 1..];
+        let (gw, rest) = self.split(key)?;
+        let gw = GatewayName::new(gw).ok()?;
         if let Some(addr) = rest.strip_prefix(b"enclave/") {
             parse_addr(addr).map(|a| Key::Enclave(gw, a))
         } else if let Some(hex) = rest.strip_prefix(b"app/") {
-            Measurement::parse_hex(std::str::from_utf8(hex).ok()?).ok().map(|m| Key::App(gw, m))
+            Measurement::parse_hex_bytes(hex).map(|m| Key::App(gw, m))
         } else {
             (rest == b"owner").then_some(Key::Owner(gw))
         }
+    }
+
+    /// The gateway's name of an enclave key, undecoded (`parse` decodes and checks it): what
+    /// counting a snapshot page's enclaves by gateway needs.
+    pub fn enclave_gateway<'k>(&self, key: &'k [u8]) -> Option<&'k [u8]> {
+        let (gw, rest) = self.split(key)?;
+        rest.starts_with(b"enclave/").then_some(gw)
+    }
+
+    /// A key under the prefix split at the `/` after the gateway's name, as bytes.
+    fn split<'k>(&self, key: &'k [u8]) -> Option<(&'k [u8], &'k [u8])> {
+        let rest = key.strip_prefix(self.prefix.as_bytes())?;
+        let slash = rest.iter().position(|b| *b == b'/')?;
+        Some((&rest[..slash], &rest[slash + 1..]))
     }
 }
 
@@ -536,6 +548,13 @@ struct RemotePart {
     apps: BTreeMap<Measurement, Rc<[Category]>>,
 }
 
+impl RemotePart {
+    /// Gateway `gw`'s `entry` of this part, with its application's categories.
+    fn wanted(&self, gw: GatewayName, entry: &Entry) -> Wanted {
+        Wanted { origin: gw, entry: *entry, categories: self.apps.get(&entry.app).cloned().unwrap_or_else(|| Rc::from([])) }
+    }
+}
+
 /// The gateways claiming one address, oldest key first; almost always one, held inline.
 type Claims = SmallVec<[(i64, GatewayName); 1]>;
 
@@ -622,7 +641,7 @@ impl Remote {
     /// rather than collected and sorted: a snapshot's list of 100,000 winners was 13 MB of
     /// fresh pages.
     pub fn winners(&self) -> impl Iterator<Item = (IpAddr, Wanted)> + '_ {
-        self.winning().map(|(addr, gw, part, entry)| (addr, Wanted { origin: *gw, entry: *entry, categories: part.apps.get(&entry.app).cloned().unwrap_or_else(|| Rc::from([])) }))
+        self.winning().map(|(addr, gw, part, entry)| (addr, part.wanted(*gw, entry)))
     }
 
     /// [`Remote::winners`] without their categories (a lookup each).
@@ -643,7 +662,7 @@ impl Remote {
         let (_, gw) = claims.first()?;
         let part = self.parts.get(gw)?;
         let (entry, _) = part.enclaves.get(addr)?;
-        Some(Wanted { origin: *gw, entry: *entry, categories: part.apps.get(&entry.app).cloned().unwrap_or_else(|| Rc::from([])) })
+        Some(part.wanted(*gw, entry))
     }
 
     /// The categories gateway `gw` publishes for `app`.
@@ -755,9 +774,7 @@ impl Installed {
     pub fn counts(&self) -> &BTreeMap<GatewayName, usize> {
         &self.counts
     }
-}
 
-impl Installed {
     /// Nothing installed, with room for `capacity` entries.
     pub fn with_capacity(capacity: usize) -> Installed {
         Installed { entries: FxHashMap::with_capacity_and_hasher(capacity, Default::default()), counts: BTreeMap::new() }
