@@ -45,31 +45,31 @@ impl fmt::Display for HostError {
 /// Compares an enclave's host with a rule's raw address and mask of `family`; the shared
 /// primitive behind [`HostMask::contains`] and the packet-path decision.
 pub fn masked_eq(family: Family, addr: &[u8; 16], mask: &[u8; 16], host: &IpAddr) -> bool {
-    let host = match (family, host) {
-        (Family::Ipv4, IpAddr::V4(h)) => widen(&h.octets()),
-        (Family::Ipv4, IpAddr::V6(h)) => match h.to_ipv4_mapped() {
-            Some(v4) => widen(&v4.octets()),
-            None => return false,
-        },
-        (Family::Ipv6, IpAddr::V4(h)) => h.to_ipv6_mapped().octets(),
-        (Family::Ipv6, IpAddr::V6(h)) => h.octets(),
-    };
-    // One 128-bit comparison instead of a loop over bytes: this runs per seng rule per packet.
-    // An IPv4 address is the first four bytes, the top 32 bits read big-endian.
-    let family_bits = match family {
-        Family::Ipv4 => !0u128 << 96,
-        Family::Ipv6 => !0u128,
-    };
-    let differing = u128::from_be_bytes(*addr) ^ u128::from_be_bytes(host);
-    differing & u128::from_be_bytes(*mask) & family_bits == 0
+    // Each arm compares whole words, in native byte order (XOR and AND work byte by byte, so
+    // no operand needs swapping): this runs per seng rule per packet, and building one
+    // 16-byte array from either arm first cost a load per byte.
+    match (family, host) {
+        (Family::Ipv4, IpAddr::V4(h)) => v4_masked_eq(addr, mask, h.octets()),
+        (Family::Ipv4, IpAddr::V6(h)) => h.to_ipv4_mapped().is_some_and(|v4| v4_masked_eq(addr, mask, v4.octets())),
+        (Family::Ipv6, IpAddr::V4(h)) => v6_masked_eq(addr, mask, h.to_ipv6_mapped().octets()),
+        (Family::Ipv6, IpAddr::V6(h)) => v6_masked_eq(addr, mask, h.octets()),
+    }
+}
+
+/// An IPv4 rule's address and mask are the fields' first four bytes.
+fn v4_masked_eq(addr: &[u8; 16], mask: &[u8; 16], host: [u8; 4]) -> bool {
+    let [a0, a1, a2, a3, ..] = *addr;
+    let [m0, m1, m2, m3, ..] = *mask;
+    (u32::from_ne_bytes([a0, a1, a2, a3]) ^ u32::from_ne_bytes(host)) & u32::from_ne_bytes([m0, m1, m2, m3]) == 0
+}
+
+fn v6_masked_eq(addr: &[u8; 16], mask: &[u8; 16], host: [u8; 16]) -> bool {
+    (u128::from_ne_bytes(*addr) ^ u128::from_ne_bytes(host)) & u128::from_ne_bytes(*mask) == 0
 }
 
 fn widen(v4: &[u8; 4]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for (dst, src) in out.iter_mut().zip(v4) {
-        *dst = *src;
-    }
-    out
+    let [a, b, c, d] = *v4;
+    [a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
 }
 
 fn prefix_mask(family: Family, len: u8) -> [u8; 16] {
@@ -237,7 +237,7 @@ mod test {
     use super::*;
 
     proptest! {
-        /// The 128-bit comparison agrees with the definition: the family's address bytes
+        /// The word comparisons agree with the definition: the family's address bytes
         /// equal under the mask, an IPv4 rule never matching an IPv6 host that is not mapped.
         #[test]
         fn masked_eq_is_bytewise_equality_under_the_mask(addr: [u8; 16], mask: [u8; 16], host: [u8; 16], v4_host: bool, v4_rule: bool, copy: bool) {
