@@ -337,7 +337,18 @@ impl Simulator {
                 let note = if trace.is_some() { format!("reassembled from {fragments} fragments") } else { String::new() };
                 let result = match packet::parse(&datagram, datagram.len(), Some(p.family)) {
                     Ok(whole) => self.evaluate(&whole, frame, since_first, &note, trace),
-                    Err(why) => unreachable!("a reassembled datagram is well formed ({why})"),
+                    // Defrag builds the header from a first fragment that parsed, so this
+                    // should not happen; if it does, the datagram is counted as malformed
+                    // rather than ending the replay.
+                    Err(why) => {
+                        *self.stats.malformed.entry(format!("reassembled: {why}")).or_default() += 1;
+                        match trace {
+                            Some(out) => writeln!(out, "#{:<5} {:>11.6}  malformed reassembled datagram ({why}): dropped", frame.number, since_first.as_secs_f64())
+                                .map(|()| false)
+                                .map_err(SimError::from),
+                            None => Ok(false),
+                        }
+                    }
                 };
                 self.datagram = datagram;
                 if result? && self.defrag.refragments() {
