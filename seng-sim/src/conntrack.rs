@@ -101,8 +101,10 @@ impl TupleIndex {
         }
     }
 
-    fn remove(&mut self, conns: &[Conn], tuple: &Tuple) {
-        if let Ok(e) = self.0.find_entry(tuple_hash(tuple), |&s| tuple_of(conns, s) == Some(tuple)) {
+    /// Unmaps `tuple` if it maps to entry `index`: an entry that timed out may have lost a
+    /// tuple to a newer one (which found it expired, so not holding it) before it is removed.
+    fn remove(&mut self, conns: &[Conn], tuple: &Tuple, index: u32) {
+        if let Ok(e) = self.0.find_entry(tuple_hash(tuple), |&s| s >> 1 == index && tuple_of(conns, s) == Some(tuple)) {
             e.remove();
         }
     }
@@ -364,7 +366,7 @@ impl Conntrack {
     fn remove(&mut self, index: u32) {
         if let Some(conn) = self.conns.get(index as usize) {
             for t in &conn.tuples {
-                self.map.remove(&self.conns, t);
+                self.map.remove(&self.conns, t, index);
             }
             self.free.push(index);
         }
@@ -825,6 +827,30 @@ mod test {
         let v6 = Builder::v6("fd00::1", "fd00::2");
         let steps6 = vec![(v6.icmp_echo(true, 3, 1), true), (v6.reverse().icmp_echo(false, 3, 1), true)];
         assert_eq!(run(&steps6), [N, E]);
+    }
+
+    #[test]
+    fn an_expired_entry_removed_late_leaves_the_tuple_a_newer_entry_took() {
+        let a = Builder::v4("10.0.0.1", "10.0.0.2");
+        let mut ct = Conntrack::new();
+        let query = a.udp(1000, 53, b"q");
+        let p = parse(&query, query.len(), None).unwrap();
+        assert_eq!(ct.track(&p, 0, true), N);
+        ct.confirm();
+        // 40 s on, that unreplied UDP entry (30 s) has timed out; another host's query is
+        // masqueraded onto its address and port, so the new entry's reply tuple is the old one's.
+        let at = 40_000_000_000;
+        let other = Builder::v4("10.0.0.3", "10.0.0.2").udp(1000, 53, b"q");
+        assert_eq!(ct.track(&parse(&other, other.len(), None).unwrap(), at, true), N);
+        ct.bind(Manip::Src, p.src, None);
+        assert!(ct.confirm());
+        // The first host's query again finds its old entry expired, which goes; the packet is
+        // dropped.
+        assert_eq!(ct.track(&p, at + 1, true), N);
+        ct.discard();
+        // The answer still belongs to the masqueraded connection.
+        let answer = a.reverse().udp(53, 1000, b"a");
+        assert_eq!(ct.track(&parse(&answer, answer.len(), None).unwrap(), at + 2, true), E);
     }
 
     #[test]
