@@ -272,6 +272,8 @@ struct Conn {
     /// What the bindings changed ([`ct_state::SNAT`], [`ct_state::DNAT`]), kept from
     /// [`Conntrack::bind`] so the packets of an untranslated connection skip the rewrite.
     nat_status: u8,
+    /// In the table: confirmed and not removed since (a removed entry's slot waits for reuse).
+    live: bool,
 }
 
 /// Which address a NAT binding or translation rewrites.
@@ -316,8 +318,11 @@ pub struct ConntrackStats {
     pub confirmed: u64,
     /// Entries deleted because an enclave was unregistered or re-assigned.
     pub deleted_by_events: u64,
-    /// Entries that timed out.
+    /// Entries that timed out and were met again by a packet of theirs.
     pub expired: u64,
+    /// Entries that timed out and were removed by the garbage collection before any packet
+    /// of theirs came again.
+    pub collected: u64,
     /// Entries replaced by a SYN reopening a closed connection.
     pub reopened: u64,
     /// Arriving packets whose transport checksum was wrong.
@@ -326,6 +331,10 @@ pub struct ConntrackStats {
     /// tuple (a NAT binding that found no free tuple, or a destination NAT onto a taken one).
     pub clashes: u64,
 }
+
+/// Entry slots the garbage collection looks at per tracked packet: at least one packet tracks
+/// each new entry, so two a packet visit every slot while the table at most doubles.
+const GC_SLOTS_PER_PACKET: usize = 2;
 
 /// The connection tracker. No allocation per packet apart from growing its tables.
 #[derive(Default)]
@@ -339,6 +348,8 @@ pub struct Conntrack {
     current: Option<Current>,
     /// The time of the packet tracked last: entries expired by then hold no tuple.
     now_ns: u64,
+    /// The next entry slot the garbage collection looks at.
+    gc_next: usize,
     stats: ConntrackStats,
 }
 
@@ -364,11 +375,29 @@ impl Conntrack {
     }
 
     fn remove(&mut self, index: u32) {
-        if let Some(conn) = self.conns.get(index as usize) {
-            for t in &conn.tuples {
-                self.map.remove(&self.conns, t, index);
+        let Some(conn) = self.conns.get(index as usize).filter(|c| c.live) else { return };
+        for t in &conn.tuples {
+            self.map.remove(&self.conns, t, index);
+        }
+        self.conns[index as usize].live = false;
+        self.free.push(index);
+    }
+
+    /// The kernel's garbage collection, spread over the packets: each tracked packet looks at
+    /// the next [`GC_SLOTS_PER_PACKET`] entry slots and removes those timed out, so that a long
+    /// capture's table holds its live connections, not every connection it ever had.
+    fn collect(&mut self, now_ns: u64) {
+        for _ in 0..GC_SLOTS_PER_PACKET {
+            if self.gc_next >= self.conns.len() {
+                self.gc_next = 0;
+                return;
             }
-            self.free.push(index);
+            let index = self.gc_next;
+            self.gc_next += 1;
+            if self.conns[index].live && self.conns[index].expires_ns < now_ns {
+                self.remove(index as u32);
+                self.stats.collected += 1;
+            }
         }
     }
 
@@ -398,6 +427,7 @@ impl Conntrack {
         self.pending = None;
         self.current = None;
         self.now_ns = now_ns;
+        self.collect(now_ns);
         let v6 = p.family == Family::Ipv6;
         // A later fragment passed on unreassembled carries no transport header to track.
         if p.l4 != L4::Complete {
@@ -476,7 +506,7 @@ impl Conntrack {
         let Some(reply) = tuple.invert() else {
             return ct_state::INVALID;
         };
-        let mut conn = Conn { tuples: [tuple, reply], seen_reply: false, tcp_state, expires_ns: 0, mark: 0, nat_done: 0, nat_status: 0 };
+        let mut conn = Conn { tuples: [tuple, reply], seen_reply: false, tcp_state, expires_ns: 0, mark: 0, nat_done: 0, nat_status: 0, live: false };
         conn.refresh(now_ns);
         self.pending = Some(conn);
         self.current = Some(Current::Pending);
@@ -678,7 +708,7 @@ impl Conntrack {
     }
 
     fn insert_pending(&mut self) -> bool {
-        let Some(conn) = self.pending.take() else { return true };
+        let Some(mut conn) = self.pending.take() else { return true };
         // __nf_conntrack_confirm finds a clash when another entry holds either tuple. Only the
         // reply tuple can clash here: the original was free when the packet was tracked, and
         // nothing is inserted in between. The holder passed nf_nat's hooks as every entry does,
@@ -692,6 +722,7 @@ impl Conntrack {
             }
             return false;
         }
+        conn.live = true;
         let index = match self.free.pop() {
             Some(i) => {
                 self.conns[i as usize] = conn;
@@ -851,6 +882,25 @@ mod test {
         // The answer still belongs to the masqueraded connection.
         let answer = a.reverse().udp(53, 1000, b"a");
         assert_eq!(ct.track(&parse(&answer, answer.len(), None).unwrap(), at + 2, true), E);
+    }
+
+    #[test]
+    fn garbage_collection_keeps_the_table_to_its_live_connections() {
+        let c = Builder::v4("10.0.0.1", "10.0.0.2");
+        let mut ct = Conntrack::new();
+        // A new unanswered UDP flow every second for 1000 s; each times out after 30 s.
+        for second in 0..1000u64 {
+            let query = c.udp(10_000 + second as u16, 53, b"q");
+            assert_eq!(ct.track(&parse(&query, query.len(), None).unwrap(), second * 1_000_000_000, true), N);
+            assert!(ct.confirm());
+        }
+        assert!(ct.len() <= 64, "{} entries live", ct.len());
+        assert!(ct.conns.len() <= 64, "{} entry slots", ct.conns.len());
+        assert_eq!(ct.stats().collected, 1000 - ct.len() as u64);
+        // A flow whose entry was collected starts afresh.
+        let first = c.udp(10_000, 53, b"q");
+        assert_eq!(ct.track(&parse(&first, first.len(), None).unwrap(), 1_000_000_000_000, true), N);
+        assert_eq!(ct.stats().expired, 0);
     }
 
     #[test]

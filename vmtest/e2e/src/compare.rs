@@ -105,6 +105,7 @@ struct SimOwn {
 #[derive(Deserialize)]
 struct SimConntrack {
     expired: u64,
+    collected: u64,
 }
 
 #[derive(Deserialize)]
@@ -215,11 +216,12 @@ fn check_replay(sim: &SimReport, inject: &InjectSummary) -> Vec<String> {
         inject.events_applied + inject.events_after_capture,
         timed,
     );
-    if sim.conntrack.expired > 0 {
+    // An entry collected unmet counts too: a later packet of its flow finds none either way.
+    let timed_out = sim.conntrack.expired + sim.conntrack.collected;
+    if timed_out > 0 {
         problems.push(format!(
-            "seng-sim expired {} conntrack entries: the capture idles longer than a conntrack timeout, which a replay \
-             (in the kernel's own time) cannot reproduce; shorten the scenario's gaps",
-            sim.conntrack.expired
+            "seng-sim timed out {timed_out} conntrack entries: the capture idles longer than a conntrack timeout, which a \
+             replay (in the kernel's own time) cannot reproduce; shorten the scenario's gaps"
         ));
     }
     problems
