@@ -85,6 +85,25 @@ fn main() {
     }
     let replayed = median(&rates);
     println!("replay median:       {replayed:>6.2} M packets/s ({:.1}% of parse only; target: 5 M packets/s on one core)", replayed / parse_rate * 100.0);
+
+    // A long capture: conntrack's garbage collection keeps the table to the live connections.
+    let long_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("seng-sim-bench-long-{packets}.pcap"));
+    if !long_path.exists() {
+        std::fs::write(&long_path, gen::long_capture(packets)).expect("write the long benchmark capture");
+    }
+    let long = Capture::new(std::fs::read(&long_path).expect("read the long benchmark capture")).expect("a valid capture");
+    let mut long_rates = Vec::new();
+    for _ in 0..5 {
+        let mut sim = Simulator::new(&no_rules, &[], &options).expect("simulator");
+        let started = Instant::now();
+        seng_sim::replay(&long, &mut sim, None, &mut |_| {}).expect("replay");
+        long_rates.push(sim.stats().frames as f64 / started.elapsed().as_secs_f64() / 1e6);
+        if long_rates.len() == 1 {
+            let ct = sim.conntrack_stats();
+            println!("long capture ({packets} one-packet flows over an hour, no rules): {} confirmed, {} collected after timing out, {} live at the end", ct.confirmed, ct.collected, sim.conntrack_len());
+        }
+    }
+    println!("long capture replay: {:>6.2} M packets/s (median of 5)", median(&long_rates));
 }
 
 /// Packets per second (millions) of one replay of `capture` through `rules`.

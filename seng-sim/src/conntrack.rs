@@ -364,12 +364,12 @@ impl Conntrack {
         self.stats
     }
 
-    /// Live entries.
+    /// Entries held: confirmed and not removed (timed-out ones not collected yet included).
     pub fn len(&self) -> usize {
         self.conns.len() - self.free.len()
     }
 
-    /// True when no entry is live.
+    /// True when no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -576,6 +576,20 @@ pub fn bench_rules() -> String {
     s
 }
 
+/// The long benchmark capture: `flows` one-packet UDP flows (queries no answer follows) from
+/// as many sources through the gateway, spread evenly over an hour, so that almost every
+/// connection times out long before the capture ends.
+pub fn long_capture(flows: usize) -> Vec<u8> {
+    let mut w = PcapWriter::new(linktype::RAW, true, false);
+    let span_ns = 3_600_000_000_000u64;
+    for i in 0..flows {
+        let src = format!("10.1.{}.{}", i >> 8 & 0xff, i & 0xff);
+        let query = Builder::v4(&src, "10.2.0.1").udp(1024 + (i >> 16) as u16, 53, b"q");
+        w.packet(EXAMPLE_EPOCH_S * 1_000_000_000 + i as u64 * span_ns / flows.max(1) as u64, &query);
+    }
+    w.finish()
+}
+
 /// The benchmark capture: `packets` raw-IP packets of interleaved flows from `enclaves`
 /// enclaves (and a few unregistered addresses) to the gateway 172.16.0.1: TCP to 443 and 8391
 /// with handshakes, data and teardown, UDP to 53, ICMP echo.

@@ -204,6 +204,12 @@ impl Simulator {
         self.conntrack.stats()
     }
 
+    /// Conntrack entries held now (timed-out ones the garbage collection has not reached yet
+    /// included).
+    pub fn conntrack_len(&self) -> usize {
+        self.conntrack.len()
+    }
+
     fn apply(&mut self, line: &ScriptLine, after_capture: bool) -> Result<(), SimError> {
         let applied = seng_core::script::apply(&line.operation, &mut self.enclaves).map_err(|e| SimError::Event {
             line: line.line_no,
