@@ -318,10 +318,11 @@ pub struct ConntrackStats {
     pub confirmed: u64,
     /// Entries deleted because an enclave was unregistered or re-assigned.
     pub deleted_by_events: u64,
-    /// Entries that timed out and were met again by a packet of theirs.
+    /// Entries that timed out, found so by a packet of theirs before the garbage collection
+    /// reached them.
     pub expired: u64,
-    /// Entries that timed out and were removed by the garbage collection before any packet
-    /// of theirs came again.
+    /// Entries that timed out, removed by the garbage collection (a packet of theirs coming
+    /// later finds none).
     pub collected: u64,
     /// Entries replaced by a SYN reopening a closed connection.
     pub reopened: u64,

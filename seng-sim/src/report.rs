@@ -188,7 +188,7 @@ pub fn text(inputs: &Inputs, rules: &Ruleset, sim: &Simulator) -> String {
     let cs = sim.conntrack_stats();
     let _ = writeln!(
         out,
-        "Conntrack: packets NEW {}, ESTABLISHED {}, RELATED {}, INVALID {}, UNTRACKED {}; {} connections confirmed, {} deleted by enclave events, {} expired and met again, {} collected after timing out, {} reopened, {} dropped by tuple clashes",
+        "Conntrack: packets NEW {}, ESTABLISHED {}, RELATED {}, INVALID {}, UNTRACKED {}; {} connections confirmed, {} deleted by enclave events, {} found expired by a packet, {} collected after timing out, {} reopened, {} dropped by tuple clashes",
         ct.new, ct.established, ct.related, ct.invalid, ct.untracked, cs.confirmed, cs.deleted_by_events, cs.expired, cs.collected, cs.reopened, cs.clashes
     );
     if cs.bad_checksums > 0 {
