@@ -100,7 +100,7 @@ fn main() {
         long_rates.push(sim.stats().frames as f64 / started.elapsed().as_secs_f64() / 1e6);
         if long_rates.len() == 1 {
             let ct = sim.conntrack_stats();
-            println!("long capture ({packets} one-packet flows over an hour, no rules): {} confirmed, {} collected after timing out, {} live at the end", ct.confirmed, ct.collected, sim.conntrack_len());
+            println!("long capture ({packets} one-packet flows over an hour, no rules): {} confirmed, {} collected after timing out, {} held at the end", ct.confirmed, ct.collected, sim.conntrack_len());
         }
     }
     println!("long capture replay: {:>6.2} M packets/s (median of 5)", median(&long_rates));
