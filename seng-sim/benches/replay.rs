@@ -58,16 +58,12 @@ fn main() {
     // The model's floor: the same replay through no rules at all, so only conntrack, NAT,
     // confirmation and the hooks' bookkeeping run. What the ruleset adds is the difference.
     let no_rules = parse_rules("", "no-rules").expect("an empty ruleset");
-    let floor: Vec<f64> = (0..5).map(|_| replay_rate(&capture, &no_rules, &script, &options)).collect();
+    let floor: Vec<f64> = (0..5).map(|_| timed_replay(&capture, &no_rules, &script, &options).1).collect();
     println!("replay, no rules:    {:>6.2} M packets/s ({:.1}% of parse only)", median(&floor), median(&floor) / parse_rate * 100.0);
 
     let mut rates = Vec::new();
     for run in 1..=5 {
-        let mut sim = Simulator::new(&rules, &script, &options).expect("simulator");
-        let started = Instant::now();
-        seng_sim::replay(&capture, &mut sim, None, &mut |_| {}).expect("replay");
-        let seconds = started.elapsed().as_secs_f64();
-        let rate = sim.stats().frames as f64 / seconds / 1e6;
+        let (sim, rate, seconds) = timed_replay(&capture, &rules, &script, &options);
         rates.push(rate);
         if run == 1 {
             let input = sim.stats().hooks[0][Hook::Input as usize];
@@ -94,10 +90,8 @@ fn main() {
     let long = Capture::new(std::fs::read(&long_path).expect("read the long benchmark capture")).expect("a valid capture");
     let mut long_rates = Vec::new();
     for _ in 0..5 {
-        let mut sim = Simulator::new(&no_rules, &[], &options).expect("simulator");
-        let started = Instant::now();
-        seng_sim::replay(&long, &mut sim, None, &mut |_| {}).expect("replay");
-        long_rates.push(sim.stats().frames as f64 / started.elapsed().as_secs_f64() / 1e6);
+        let (sim, rate, _) = timed_replay(&long, &no_rules, &[], &options);
+        long_rates.push(rate);
         if long_rates.len() == 1 {
             let ct = sim.conntrack_stats();
             println!("long capture ({packets} one-packet flows over an hour, no rules): {} confirmed, {} collected after timing out, {} held at the end", ct.confirmed, ct.collected, sim.conntrack_len());
@@ -106,12 +100,15 @@ fn main() {
     println!("long capture replay: {:>6.2} M packets/s (median of 5)", median(&long_rates));
 }
 
-/// Packets per second (millions) of one replay of `capture` through `rules`.
-fn replay_rate(capture: &Capture, rules: &Ruleset, script: &[ScriptLine], options: &Options) -> f64 {
+/// One replay of `capture` through `rules` by a fresh simulator: the simulator after it, the
+/// rate in millions of packets per second and the seconds it took.
+fn timed_replay(capture: &Capture, rules: &Ruleset, script: &[ScriptLine], options: &Options) -> (Simulator, f64, f64) {
     let mut sim = Simulator::new(rules, script, options).expect("simulator");
     let started = Instant::now();
     seng_sim::replay(capture, &mut sim, None, &mut |_| {}).expect("replay");
-    sim.stats().frames as f64 / started.elapsed().as_secs_f64() / 1e6
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = sim.stats().frames as f64 / seconds / 1e6;
+    (sim, rate, seconds)
 }
 
 fn median(rates: &[f64]) -> f64 {

@@ -216,7 +216,8 @@ fn check_replay(sim: &SimReport, inject: &InjectSummary) -> Vec<String> {
         inject.events_applied + inject.events_after_capture,
         timed,
     );
-    // An entry collected unmet counts too: a later packet of its flow finds none either way.
+    // An entry the garbage collection removed counts too: a later packet of its flow would
+    // have found it expired.
     let timed_out = sim.conntrack.expired + sim.conntrack.collected;
     if timed_out > 0 {
         problems.push(format!(
