@@ -379,7 +379,7 @@ mod test {
                       {{"family": "IPv4", "hook": "OUTPUT", "accepted": {{"packets": 1, "bytes": 40}}, "dropped": {{"packets": 0, "bytes": 0}}, "rejected": {{"packets": 0, "bytes": 0}}}},
                       {{"family": "IPv4", "hook": "POSTROUTING", "accepted": {{"packets": 1, "bytes": 40}}, "dropped": {{"packets": 0, "bytes": 0}}, "rejected": {{"packets": 0, "bytes": 0}}}}],
             "own_packets": {{"accepted": {{"packets": 1, "bytes": 40}}, "dropped": {{"packets": 0, "bytes": 0}}, "rejected": {{"packets": 0, "bytes": 0}}}},
-            "conntrack": {{"expired": 0}},
+            "conntrack": {{"expired": 0, "collected": 0}},
             "events": [{{"at_s": null}}, {{"at_s": 1.5}}]}}"#
         )
     }
@@ -425,6 +425,17 @@ mod test {
             out.differences,
             ["IPv4 INPUT policy: kernel ACCEPT 0 packets/0 bytes, seng-sim ACCEPT 1 packets/0 bytes", "IPv4 INPUT rule 1: kernel 2 packets/56 bytes, seng-sim 1 packets/56 bytes\n    kernel:   -A INPUT -p udp -j DROP"]
         );
+    }
+
+    #[test]
+    fn timed_out_entries_are_reported_met_or_collected() {
+        for (expired, collected) in [(1, 0), (0, 3), (2, 3)] {
+            let json = sim_json(2, 0).replace(r#""expired": 0, "collected": 0"#, &format!(r#""expired": {expired}, "collected": {collected}"#));
+            let sim: SimReport = serde_json::from_str(&json).unwrap();
+            let out = compare(&sim, &inject(1), &kernel());
+            let want = format!("seng-sim timed out {} conntrack entries", expired + collected);
+            assert!(out.replay_problems.iter().any(|p| p.starts_with(&want)), "{:?}", out.replay_problems);
+        }
     }
 
     #[test]
